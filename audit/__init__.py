@@ -1,0 +1,26 @@
+"""The audit store: a tamper-evident record of every generation (see audit.store)."""
+
+from audit.records import GenerationRecord, ImageRecord
+from audit.store import (
+    AuditStore,
+    ChainVerification,
+    GenerationDetail,
+    GenerationSummary,
+    StoredDecision,
+    StoredEvent,
+    StoredImage,
+    StoredPrompt,
+)
+
+__all__ = [
+    "AuditStore",
+    "ChainVerification",
+    "GenerationDetail",
+    "GenerationRecord",
+    "GenerationSummary",
+    "ImageRecord",
+    "StoredDecision",
+    "StoredEvent",
+    "StoredImage",
+    "StoredPrompt",
+]

@@ -1,0 +1,189 @@
+"""Engines, connection settings and migrations for the audit database (internal to audit/).
+
+SQLite: WAL, a busy timeout, foreign keys on, and write transactions opened with BEGIN IMMEDIATE
+so that two writers never both read the chain head and then race to append (pysqlite's own
+BEGIN handling is switched off, following SQLAlchemy's documented recipe for SQLite transactions).
+PostgreSQL (psycopg 3): a short connect timeout so that an unreachable server fails fast.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+from guard.errors import AuditUnavailableError, BadInputError
+
+HEAD_REVISION = "0001"  # tests check that this is the head of audit/migrations/versions
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+CONNECT_TIMEOUT_S = 5
+SQLITE_BUSY_TIMEOUT_S = 30.0
+# pg_advisory_lock key held while migrating: "genguard" in ASCII, so that it says whose lock it is
+_PG_MIGRATION_LOCK = 0x67656E6775617264
+_WRITE = "genguard_write"
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Parse a database URL; plain ``postgresql://`` (and ``postgres://``) mean psycopg 3."""
+    try:
+        parsed = make_url(url.replace("postgres://", "postgresql://", 1) if isinstance(url, str) else url)
+    except ArgumentError as exc:
+        raise BadInputError(
+            f"audit database URL: expected an SQLAlchemy URL, found {str(url)!r} ({exc})"
+        ) from None
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def describe(url: URL) -> str:
+    """The URL with any password masked, for messages."""
+    return url.render_as_string(hide_password=True)
+
+
+def unavailable(url: URL, exc: BaseException) -> AuditUnavailableError:
+    """An AuditUnavailableError naming the database and the driver's first line of explanation."""
+    original = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    cause = (str(original).strip().splitlines() or [type(original).__name__])[0]
+    return AuditUnavailableError(f"audit database {describe(url)} is unavailable: {cause}")
+
+
+def is_sqlite_busy(exc: BaseException) -> bool:
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    return isinstance(orig, sqlite3.OperationalError) and "locked" in str(orig)
+
+
+def create_audit_engine(url: URL) -> Engine:
+    """An engine with genguard's connection settings for the URL's backend."""
+    connect_args: dict[str, Any] = {}
+    if url.get_backend_name() == "sqlite":
+        connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_S
+    elif url.get_backend_name() == "postgresql":
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+    try:
+        engine = create_engine(url, connect_args=connect_args, pool_pre_ping=False)
+    except (NoSuchModuleError, ArgumentError) as exc:
+        raise BadInputError(f"audit database URL {describe(url)}: unsupported ({exc})") from None
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event below emit BEGIN itself (documented pysqlite recipe).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if engine.url.database not in (None, "", ":memory:"):
+                cursor.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode FULL syncs the log on every commit: a committed audit record survives power loss.
+            cursor.execute("PRAGMA synchronous = FULL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the write lock up front; readers get a snapshot without blocking writers.
+        immediate = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that holds the database's write lock from its start on SQLite; commits or rolls back."""
+    with engine.connect() as conn:
+        conn.execution_options(**{_WRITE: True})
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def read_transaction(engine: Engine, snapshot: bool = False) -> Iterator[Connection]:
+    """A read transaction; `snapshot` asks PostgreSQL for one consistent view (SQLite's is always one)."""
+    with engine.connect() as conn:
+        if snapshot and engine.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            yield conn
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The schema's Alembic revision, or None for a database genguard has never opened."""
+    from sqlalchemy import inspect
+
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+
+
+def upgrade_to_head(engine: Engine) -> None:
+    """Apply the migrations (``alembic upgrade head``) unless the schema is already at head.
+
+    Concurrent openers: on PostgreSQL an advisory lock is held around the upgrade; on SQLite the
+    upgrade runs in a BEGIN IMMEDIATE transaction, so a second opener waits and then finds head.
+    """
+    with engine.connect() as conn:
+        if current_revision(conn) == HEAD_REVISION:
+            conn.rollback()
+            return
+        conn.rollback()
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+            conn.commit()
+        try:
+            conn.execution_options(**{_WRITE: True})
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+            conn.commit()
+        finally:
+            if engine.dialect.name == "postgresql":
+                conn.rollback()
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_MIGRATION_LOCK})
+                conn.commit()
+
+
+def check_writable(engine: Engine) -> None:
+    """Fail now, not at the first record, when the database cannot be written (e.g. a read-only file)."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execution_options(**{_WRITE: True})
+            transaction = conn.begin()
+            try:
+                # BEGIN IMMEDIATE alone can succeed on a read-only file: a write must be attempted.
+                conn.execute(text("UPDATE chain_head SET seq = seq WHERE id = 1"))
+            finally:
+                transaction.rollback()
+        else:
+            conn.execute(text("SELECT 1"))
+            conn.rollback()
+
+
+__all__ = [
+    "HEAD_REVISION",
+    "SQLAlchemyError",
+    "check_writable",
+    "create_audit_engine",
+    "describe",
+    "is_sqlite_busy",
+    "normalise_url",
+    "read_transaction",
+    "unavailable",
+    "upgrade_to_head",
+    "write_transaction",
+]

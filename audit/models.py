@@ -1,0 +1,112 @@
+"""The audit schema as SQLAlchemy 2.0 typed models. Migrations in audit/migrations build the same tables.
+
+Times are stored as fixed-width ISO 8601 UTC text (audit.chain.format_time) so that the chained
+payloads rebuilt from these rows are byte-identical on every database (no driver time zones).
+64-bit values (perceptual hash, mark id) are stored as signed 64-bit integers, the type both
+SQLite and PostgreSQL have natively.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class AuditMeta(Base):
+    """Per-database settings and secrets, e.g. the HMAC key for hashed prompts."""
+
+    __tablename__ = "audit_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Generation(Base):
+    """One request: what was asked (stored as the policy says), what the policy decided, the outcome."""
+
+    __tablename__ = "generations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[str] = mapped_column(String(27), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    actor: Mapped[str] = mapped_column(String(256))
+    model_id: Mapped[str] = mapped_column(String(512))
+    pipeline_class: Mapped[str] = mapped_column(String(256))
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    prompt_storage: Mapped[str] = mapped_column(String(16))
+    prompt_text: Mapped[str | None] = mapped_column(Text)
+    prompt_digest: Mapped[str | None] = mapped_column(String(64))
+    prompt_length: Mapped[int] = mapped_column(Integer)
+    negative_prompt_text: Mapped[str | None] = mapped_column(Text)
+    negative_prompt_digest: Mapped[str | None] = mapped_column(String(64))
+    negative_prompt_length: Mapped[int] = mapped_column(Integer)
+    # NULL length: the policy did not rewrite the prompt
+    rewritten_prompt_text: Mapped[str | None] = mapped_column(Text)
+    rewritten_prompt_digest: Mapped[str | None] = mapped_column(String(64))
+    rewritten_prompt_length: Mapped[int | None] = mapped_column(Integer)
+    params_json: Mapped[str] = mapped_column(Text)
+    decision_action: Mapped[str] = mapped_column(String(16), index=True)
+    policy_name: Mapped[str] = mapped_column(String(128))
+    policy_version: Mapped[str] = mapped_column(String(64))
+    policy_digest: Mapped[str] = mapped_column(String(128))
+    decision_json: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    extra_json: Mapped[str] = mapped_column(Text)
+
+
+class Image(Base):
+    """One output image. `phash_c0..c3` are the 16-bit chunks (c0 = most significant) for multi-index lookup."""
+
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("generation_id", "index", name="uq_images_generation_index"),)
+
+    # BIGINT on PostgreSQL; INTEGER on SQLite, where only that spelling aliases the rowid
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    generation_id: Mapped[str] = mapped_column(ForeignKey("generations.id"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    phash: Mapped[int] = mapped_column(BigInteger)
+    phash_c0: Mapped[int] = mapped_column(Integer, index=True)
+    phash_c1: Mapped[int] = mapped_column(Integer, index=True)
+    phash_c2: Mapped[int] = mapped_column(Integer, index=True)
+    phash_c3: Mapped[int] = mapped_column(Integer, index=True)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str | None] = mapped_column(Text)
+    mark_id: Mapped[int | None] = mapped_column(BigInteger, unique=True, index=True)
+    verdict_action: Mapped[str] = mapped_column(String(16))
+    verdict_json: Mapped[str] = mapped_column(Text)
+    manifest: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class LogEntry(Base):
+    """One chained event. `payload_json` is canonical JSON; hashes are lower-case hex."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    event_type: Mapped[str] = mapped_column(String(64), index=True)
+    recorded_at: Mapped[str] = mapped_column(String(27))
+    generation_id: Mapped[str | None] = mapped_column(ForeignKey("generations.id"), index=True)
+    payload_json: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class ChainHead(Base):
+    """The single row (id 1) naming the last entry; updated in the same transaction as each append.
+
+    It lets verify notice a truncated tail. Someone who can rewrite the database can rewrite it too:
+    signed checkpoints kept elsewhere close that gap.
+    """
+
+    __tablename__ = "chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    entry_hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,806 @@
+"""The audit store: one transaction per generation record, a chained event log, queries and verify.
+
+Prompt storage (`GenerationRecord.prompt_storage`, applied to the prompt, the negative prompt and
+the rewritten prompt alike):
+- full: the text and its length (in Unicode code points);
+- hashed: HMAC-SHA256 of the UTF-8 text under a random 32-byte key created with the database
+  (table audit_meta) and the length. A plain SHA-256 of a short prompt can be reversed by hashing
+  guesses; with a per-database key, a guess can only be checked by someone holding this database
+  (`AuditStore.prompt_digest`), never with a table precomputed once for all installations;
+- redacted: the length only.
+Rule hits are stored as `decision.rules` holds them (rule ids and scores), never matched text.
+
+What the chain covers: every generation row and image row is the payload of one log entry
+("generation.recorded" / "generation.blocked" / "generation.failed", then one "image.recorded" per
+image); the payload is built from the row's stored values (image manifests by SHA-256 and length),
+so `verify_chain` rebuilds it from the rows and catches an edit to a log entry or to a domain row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Self
+
+from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+
+from audit import chain, db
+from audit.models import AuditMeta, ChainHead, Generation, Image, LogEntry
+from audit.records import GenerationRecord, ImageRecord
+from guard.config import default_db_url
+from guard.errors import BadInputError
+from guard.types import (
+    CategoryScore,
+    ClassifierScore,
+    GenerationParams,
+    ImageAction,
+    ImageVerdict,
+    PolicyRef,
+    PromptAction,
+    PromptStorage,
+    RuleHit,
+)
+
+GENERATION_STATUSES = ("completed", "blocked", "failed")
+IMAGE_STATUSES = ("released", "quarantined", "blocked")
+GENERATION_EVENTS = {
+    "completed": "generation.recorded",
+    "blocked": "generation.blocked",
+    "failed": "generation.failed",
+}
+IMAGE_EVENT = "image.recorded"
+RESERVED_EVENTS = frozenset((*GENERATION_EVENTS.values(), IMAGE_EVENT))
+
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_BUSY_RETRIES = 5
+_VERIFY_CHUNK = 1000
+_RowMap = Mapping[Any, Any]  # a row as a mapping (SQLAlchemy RowMapping, or the dict about to be inserted)
+_INT64_MIN, _UINT64_END = -(1 << 63), 1 << 64
+
+# The columns each domain event's payload is built from. Explicit lists: a later migration that adds
+# a column must not change what entries written before it hash to.
+_GENERATION_FIELDS = (
+    "id", "created_at", "status", "actor", "model_id", "pipeline_class", "seed", "prompt_storage",
+    "prompt_text", "prompt_digest", "prompt_length", "negative_prompt_text", "negative_prompt_digest",
+    "negative_prompt_length", "rewritten_prompt_text", "rewritten_prompt_digest", "rewritten_prompt_length",
+    "params_json", "decision_action", "policy_name", "policy_version", "policy_digest", "decision_json",
+    "error", "extra_json",
+)  # fmt: skip
+_IMAGE_FIELDS = (
+    "generation_id", "index", "sha256", "phash", "phash_c0", "phash_c1", "phash_c2", "phash_c3",
+    "width", "height", "status", "path", "mark_id", "verdict_action", "verdict_json", "manifest",
+)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class ChainVerification:
+    """What `verify_chain` found. `first_bad_seq` is None when ok, or when the fault is a domain row
+    that no entry covers (then `reason` names the row)."""
+
+    ok: bool
+    entries_checked: int
+    first_bad_seq: int | None
+    reason: str | None
+    head_seq: int
+
+
+@dataclass(frozen=True)
+class StoredPrompt:
+    """A prompt as the audit log keeps it: `text` only when stored in full, `digest` only when hashed."""
+
+    storage: PromptStorage
+    length: int
+    text: str | None
+    digest: str | None
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    """The prompt decision as recorded (its prompts are in the generation's StoredPrompt fields)."""
+
+    action: PromptAction
+    policy: PolicyRef
+    categories: tuple[CategoryScore, ...]
+    rules: tuple[RuleHit, ...]
+    negative_prompt_additions: tuple[str, ...]
+    heightened_categories: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """One recorded image. `phash` and `mark_id` are given as unsigned 64-bit values."""
+
+    generation_id: str
+    index: int
+    sha256: str
+    phash: int
+    width: int
+    height: int
+    status: str
+    path: str | None
+    mark_id: int | None
+    verdict: ImageVerdict
+    manifest: bytes | None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    event_type: str
+    recorded_at: datetime
+    generation_id: str | None
+    payload: dict[str, Any]
+    prev_hash: str
+    entry_hash: str
+
+
+@dataclass(frozen=True)
+class GenerationSummary:
+    generation_id: str
+    created_at: datetime
+    status: str
+    actor: str
+    model_id: str
+    decision_action: PromptAction
+    policy: PolicyRef
+    prompt: StoredPrompt
+    image_count: int
+
+
+@dataclass(frozen=True)
+class GenerationDetail(GenerationSummary):
+    pipeline_class: str
+    seed: int | None
+    negative_prompt: StoredPrompt
+    rewritten_prompt: StoredPrompt | None  # None: the policy did not rewrite the prompt
+    params: GenerationParams
+    decision: StoredDecision
+    error: str | None
+    extra: dict[str, Any]
+    images: tuple[StoredImage, ...]
+    events: tuple[StoredEvent, ...]
+
+
+# ------------------------------------------------------------------------------ pure row builders
+
+
+def _to_signed64(value: int) -> int:
+    return value - _UINT64_END if value >= 1 << 63 else value
+
+
+def _to_unsigned64(value: int) -> int:
+    return value % _UINT64_END
+
+
+def _check_int64(value: Any, where: str) -> int:
+    """Accept a 64-bit value in either reading (signed or unsigned) and give the signed one."""
+    if isinstance(value, bool) or not isinstance(value, int) or not _INT64_MIN <= value < _UINT64_END:
+        raise BadInputError(f"{where}: expected a 64-bit integer (-2**63 .. 2**64-1), found {value!r}")
+    return _to_signed64(value)
+
+
+def phash_chunks(phash: int) -> tuple[int, int, int, int]:
+    """The four 16-bit chunks of a 64-bit hash, most significant first (for multi-index hashing)."""
+    bits = _to_unsigned64(phash)
+    return (bits >> 48) & 0xFFFF, (bits >> 32) & 0xFFFF, (bits >> 16) & 0xFFFF, bits & 0xFFFF
+
+
+def _json_text(value: Any, where: str) -> str:
+    return chain.canonical_json(value, where).decode("utf-8")
+
+
+def _prompt_columns(prefix: str, text: str, storage: PromptStorage, key: bytes) -> dict[str, Any]:
+    if not isinstance(text, str):
+        raise BadInputError(f"{prefix}: expected a string, found {type(text).__name__}")
+    digest = hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+    return {
+        f"{prefix}_text": text if storage is PromptStorage.FULL else None,
+        f"{prefix}_digest": digest if storage is PromptStorage.HASHED else None,
+        f"{prefix}_length": len(text),
+    }
+
+
+def _generation_row(record: GenerationRecord, created_at: str, key: bytes) -> dict[str, Any]:
+    where = f"generation {record.generation_id!r}"
+    if not isinstance(record.generation_id, str) or not 0 < len(record.generation_id) <= 64:
+        raise BadInputError(f"generation_id: expected 1 to 64 characters, found {record.generation_id!r}")
+    if record.status not in GENERATION_STATUSES:
+        raise BadInputError(f"{where}: status expected one of {GENERATION_STATUSES}, found {record.status!r}")
+    if record.status == "failed" and not record.error:
+        raise BadInputError(f"{where}: status 'failed' expects the error text, found {record.error!r}")
+    if record.status == "blocked" and record.images:
+        raise BadInputError(f"{where}: status 'blocked' expects no images, found {len(record.images)}")
+    try:
+        storage = PromptStorage(record.prompt_storage)
+    except ValueError:
+        choices = [s.value for s in PromptStorage]
+        raise BadInputError(
+            f"{where}: prompt_storage expected one of {choices}, found {record.prompt_storage!r}"
+        )
+    if record.seed is not None and not (
+        isinstance(record.seed, int)
+        and not isinstance(record.seed, bool)
+        and _INT64_MIN <= record.seed < 1 << 63
+    ):
+        raise BadInputError(f"{where}: seed expected a signed 64-bit integer, found {record.seed!r}")
+    decision = record.decision
+    decision_json = decision.to_json()
+    del decision_json["prompt"], decision_json["original_prompt"]  # stored as the policy says, below
+    del decision_json["action"], decision_json["policy"]  # columns of their own
+    row: dict[str, Any] = {
+        "id": record.generation_id,
+        "created_at": created_at,
+        "status": record.status,
+        "actor": record.request.actor,
+        "model_id": record.model_id,
+        "pipeline_class": record.pipeline_class,
+        "seed": record.seed,
+        "prompt_storage": storage.value,
+        "params_json": _json_text(asdict(record.request.params), f"{where}.request.params"),
+        "decision_action": PromptAction(decision.action).value,
+        "policy_name": decision.policy.name,
+        "policy_version": decision.policy.version,
+        "policy_digest": decision.policy.digest,
+        "decision_json": _json_text(decision_json, f"{where}.decision"),
+        "error": record.error,
+        "extra_json": _json_text(record.extra, f"{where}.extra"),
+    }
+    row |= _prompt_columns("prompt", record.request.prompt, storage, key)
+    row |= _prompt_columns("negative_prompt", record.request.negative_prompt, storage, key)
+    rewritten = decision.prompt if decision.prompt != decision.original_prompt else None
+    if rewritten is None:
+        row |= {
+            "rewritten_prompt_text": None,
+            "rewritten_prompt_digest": None,
+            "rewritten_prompt_length": None,
+        }
+    else:
+        row |= _prompt_columns("rewritten_prompt", rewritten, storage, key)
+    return row
+
+
+def _image_row(generation_id: str, image: ImageRecord) -> dict[str, Any]:
+    where = f"generation {generation_id!r} image {image.index!r}"
+    if not isinstance(image.sha256, str) or not _SHA256_HEX.fullmatch(image.sha256):
+        raise BadInputError(f"{where}: sha256 expected 64 lower-case hex digits, found {image.sha256!r}")
+    if image.status not in IMAGE_STATUSES:
+        raise BadInputError(f"{where}: status expected one of {IMAGE_STATUSES}, found {image.status!r}")
+    for name in ("index", "width", "height"):
+        value = getattr(image, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "index" else 1):
+            raise BadInputError(f"{where}: {name} expected a {'non-negative' if name == 'index' else 'positive'} "
+                                f"integer, found {value!r}")  # fmt: skip
+    if image.manifest is not None and not isinstance(image.manifest, bytes):
+        raise BadInputError(
+            f"{where}: manifest expected bytes or None, found {type(image.manifest).__name__}"
+        )
+    phash = _check_int64(image.phash, f"{where}: phash")
+    c0, c1, c2, c3 = phash_chunks(phash)
+    return {
+        "generation_id": generation_id,
+        "index": image.index,
+        "sha256": image.sha256,
+        "phash": phash,
+        "phash_c0": c0,
+        "phash_c1": c1,
+        "phash_c2": c2,
+        "phash_c3": c3,
+        "width": image.width,
+        "height": image.height,
+        "status": image.status,
+        "path": image.path,
+        "mark_id": None if image.mark_id is None else _check_int64(image.mark_id, f"{where}: mark_id"),
+        "verdict_action": ImageAction(image.verdict.action).value,
+        "verdict_json": _json_text(image.verdict.to_json(), f"{where}.verdict"),
+        "manifest": image.manifest,
+    }
+
+
+def _row_payload(row: _RowMap, fields: Sequence[str]) -> dict[str, Any]:
+    """The chained payload of a domain row: its fields, JSON columns inlined, binary ones by SHA-256."""
+    payload: dict[str, Any] = {}
+    for name in fields:
+        value = row[name]
+        if name.endswith("_json"):
+            # Stored canonical: spliced as is, so any change to the column's bytes changes the payload.
+            payload[name.removesuffix("_json")] = chain.RawJSON(value)
+        elif isinstance(value, (bytes, memoryview)):
+            blob = bytes(value)
+            payload[f"{name}_sha256"] = hashlib.sha256(blob).hexdigest()
+            payload[f"{name}_length"] = len(blob)
+        elif value is None and name == "manifest":
+            payload["manifest_sha256"] = payload["manifest_length"] = None
+        else:
+            payload[name] = value
+    return payload
+
+
+def generation_payload(row: _RowMap) -> bytes:
+    """Canonical payload of a generation row (what its "generation.*" entry hashes)."""
+    return chain.canonical_json(_row_payload(row, _GENERATION_FIELDS))
+
+
+def image_payload(row: _RowMap) -> bytes:
+    """Canonical payload of an image row (what its "image.recorded" entry hashes)."""
+    return chain.canonical_json(_row_payload(row, _IMAGE_FIELDS))
+
+
+# ------------------------------------------------------------------------------------------ store
+
+
+@dataclass(frozen=True)
+class _PendingEvent:
+    event_type: str
+    generation_id: str | None
+    payload_json: bytes
+
+
+class AuditStore:
+    """The audit database. Open with `AuditStore.open(url)`; safe to share between threads."""
+
+    def __init__(self, engine: Engine, prompt_key: bytes) -> None:
+        self._engine = engine
+        self._prompt_key = prompt_key
+
+    @classmethod
+    def open(cls, url: str | None = None, *, read_only: bool = False) -> Self:
+        """Connect, migrate to head (unless `read_only`) and check the database can be written.
+
+        `url`: any SQLAlchemy URL; None means `guard.config.default_db_url()`. Raises
+        AuditUnavailableError (naming the database, password masked) when it cannot be used.
+        """
+        parsed = db.normalise_url(url if url is not None else default_db_url())
+        engine = db.create_audit_engine(parsed)
+        try:
+            if read_only:
+                with db.read_transaction(engine) as conn:
+                    revision = db.current_revision(conn)
+                if revision != db.HEAD_REVISION:
+                    raise BadInputError(
+                        f"audit database {db.describe(parsed)}: expected schema revision "
+                        f"{db.HEAD_REVISION}, found {revision} (open it once without read_only to migrate)"
+                    )
+            else:
+                db.upgrade_to_head(engine)
+                db.check_writable(engine)
+            with db.read_transaction(engine) as conn:
+                key = conn.execute(
+                    select(AuditMeta.value).where(AuditMeta.key == "prompt_hmac_key")
+                ).scalar_one()
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            raise db.unavailable(parsed, exc) from exc
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine, bytes(key))
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password masked."""
+        return db.describe(self._engine.url)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def prompt_digest(self, prompt: str) -> str:
+        """The digest a hashed prompt is stored under in this database (to check a suspected prompt)."""
+        return hmac.new(self._prompt_key, prompt.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    # ----------------------------------------------------------------------------------- writing
+
+    def record_generation(self, record: GenerationRecord) -> None:
+        """Write the request, decision and images with their chained entries in ONE transaction."""
+        generation = _generation_row(record, chain.format_time(datetime.now(UTC)), self._prompt_key)
+        indices = [image.index for image in record.images]
+        if len(set(indices)) != len(indices):
+            raise BadInputError(
+                f"generation {record.generation_id!r}: image indices expected unique, found {indices}"
+            )
+        images = [_image_row(record.generation_id, image) for image in record.images]
+        events = [
+            _PendingEvent(
+                GENERATION_EVENTS[record.status], record.generation_id, generation_payload(generation)
+            )
+        ]
+        events += [_PendingEvent(IMAGE_EVENT, record.generation_id, image_payload(row)) for row in images]
+
+        def write(conn: Connection) -> None:
+            conn.execute(insert(Generation), generation)
+            if images:
+                conn.execute(insert(Image), images)
+            self._append(conn, events)
+
+        self._write(write, f"generation {record.generation_id!r}")
+
+    def append_event(self, event_type: str, payload: _RowMap, generation_id: str | None = None) -> int:
+        """Append one generic event (e.g. "verification.performed", "review.decision"); returns its seq."""
+        if not isinstance(event_type, str) or len(event_type) > 64 or not _EVENT_TYPE.fullmatch(event_type):
+            raise BadInputError(
+                f"event_type: expected dotted lower-case words of at most 64 characters, found {event_type!r}"
+            )
+        if event_type in RESERVED_EVENTS:
+            raise BadInputError(f"event_type: {event_type!r} is written only by record_generation")
+        if not isinstance(payload, Mapping):
+            raise BadInputError(f"payload: expected a mapping, found {type(payload).__name__}")
+        event = _PendingEvent(event_type, generation_id, chain.canonical_json(dict(payload)))
+        seqs: list[int] = []
+        self._write(lambda conn: seqs.extend(self._append(conn, [event])), f"event {event_type!r}")
+        return seqs[0]
+
+    def _append(self, conn: Connection, events: Sequence[_PendingEvent]) -> list[int]:
+        """Chain `events` after the head; the caller's transaction holds the write lock."""
+        head = conn.execute(
+            select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1).with_for_update()
+        ).one()
+        seq, prev = head.seq, bytes.fromhex(head.entry_hash)
+        recorded_at = chain.format_time(datetime.now(UTC))  # taken under the lock: time order is seq order
+        rows = []
+        for event in events:
+            seq += 1
+            document = chain.event_json(
+                seq, event.event_type, recorded_at, event.generation_id, event.payload_json
+            )
+            entry = chain.entry_hash(prev, document)
+            rows.append(
+                {
+                    "seq": seq,
+                    "event_type": event.event_type,
+                    "recorded_at": recorded_at,
+                    "generation_id": event.generation_id,
+                    "payload_json": event.payload_json.decode("utf-8"),
+                    "prev_hash": prev.hex(),
+                    "entry_hash": entry.hex(),
+                }
+            )
+            prev = entry
+        conn.execute(insert(LogEntry), rows)
+        conn.execute(update(ChainHead).where(ChainHead.id == 1).values(seq=seq, entry_hash=prev.hex()))
+        return [row["seq"] for row in rows]
+
+    def _write(self, work: Callable[[Connection], object], what: str) -> None:
+        """Run `work(conn)` in a write transaction, retrying while SQLite reports the database busy."""
+        for attempt in range(_BUSY_RETRIES + 1):
+            try:
+                with db.write_transaction(self._engine) as conn:
+                    work(conn)
+                return
+            except (IntegrityError, DataError) as exc:
+                raise BadInputError(
+                    f"{what}: not recorded, it conflicts with a stored row ({_cause(exc)})"
+                ) from None
+            except SQLAlchemyError as exc:
+                if db.is_sqlite_busy(exc) and attempt < _BUSY_RETRIES:
+                    time.sleep(0.05 * 2**attempt)
+                    continue
+                raise db.unavailable(self._engine.url, exc) from exc
+
+    # ----------------------------------------------------------------------------------- queries
+
+    def list_generations(
+        self, limit: int = 50, status: str | None = None, since: datetime | None = None
+    ) -> list[GenerationSummary]:
+        """The newest generations first; `status` filters, `since` keeps those created at or after it."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise BadInputError(f"limit: expected a positive integer, found {limit!r}")
+        if status is not None and status not in GENERATION_STATUSES:
+            raise BadInputError(f"status: expected one of {GENERATION_STATUSES} or None, found {status!r}")
+        image_count = (
+            select(func.count(Image.id))
+            .where(Image.generation_id == Generation.id)
+            .correlate(Generation)
+            .scalar_subquery()
+        )
+        query = select(Generation.__table__, image_count.label("image_count"))
+        if status is not None:
+            query = query.where(Generation.status == status)
+        if since is not None:
+            query = query.where(Generation.created_at >= chain.format_time(since))
+        query = query.order_by(Generation.created_at.desc(), Generation.id).limit(limit)
+        with self._reading() as conn:
+            rows = conn.execute(query).all()
+        return [GenerationSummary(**_summary_fields(row._mapping, row.image_count)) for row in rows]
+
+    def get_generation(self, generation_id: str) -> GenerationDetail | None:
+        """One generation with its images and its log entries, or None if not recorded."""
+        with self._reading() as conn:
+            generation = conn.execute(
+                select(Generation.__table__).where(Generation.id == generation_id)
+            ).first()
+            if generation is None:
+                return None
+            images = conn.execute(
+                select(Image.__table__).where(Image.generation_id == generation_id).order_by(Image.index)
+            ).all()
+            events = conn.execute(
+                select(LogEntry.__table__)
+                .where(LogEntry.generation_id == generation_id)
+                .order_by(LogEntry.seq)
+            ).all()
+        row = generation._mapping
+        decision = json.loads(row["decision_json"])
+        storage = PromptStorage(row["prompt_storage"])
+        return GenerationDetail(
+            **_summary_fields(row, len(images)),
+            pipeline_class=row["pipeline_class"],
+            seed=row["seed"],
+            negative_prompt=_stored_prompt(row, "negative_prompt", storage),
+            rewritten_prompt=None
+            if row["rewritten_prompt_length"] is None
+            else _stored_prompt(row, "rewritten_prompt", storage),
+            params=GenerationParams(**json.loads(row["params_json"])),
+            decision=StoredDecision(
+                action=PromptAction(row["decision_action"]),
+                policy=_policy(row),
+                categories=tuple(
+                    CategoryScore(c["category"], c["score"], PromptAction(c["action"]))
+                    for c in decision["categories"]
+                ),
+                rules=tuple(RuleHit(**r) for r in decision["rules"]),
+                negative_prompt_additions=tuple(decision["negative_prompt_additions"]),
+                heightened_categories=tuple(decision["heightened_categories"]),
+            ),
+            error=row["error"],
+            extra=json.loads(row["extra_json"]),
+            images=tuple(_stored_image(image._mapping) for image in images),
+            events=tuple(_stored_event(event._mapping) for event in events),
+        )
+
+    def find_image_by_mark_id(self, mark_id: int) -> StoredImage | None:
+        """The image whose pixel watermark carries `mark_id` (signed or unsigned 64-bit reading)."""
+        signed = _check_int64(mark_id, "mark_id")
+        with self._reading() as conn:
+            row = conn.execute(select(Image.__table__).where(Image.mark_id == signed)).first()
+        return None if row is None else _stored_image(row._mapping)
+
+    def find_images_by_sha256(self, sha256: str) -> list[StoredImage]:
+        """Every recorded image with these exact bytes (hex digest, either case)."""
+        digest = sha256.lower() if isinstance(sha256, str) else sha256
+        if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
+            raise BadInputError(f"sha256: expected 64 hex digits, found {sha256!r}")
+        with self._reading() as conn:
+            rows = conn.execute(
+                select(Image.__table__)
+                .where(Image.sha256 == digest)
+                .order_by(Image.generation_id, Image.index)
+            ).all()
+        return [_stored_image(row._mapping) for row in rows]
+
+    def _reading(self, snapshot: bool = False) -> AbstractContextManager[Connection]:
+        return _translated(self._engine, snapshot)
+
+    # ------------------------------------------------------------------------------------ verify
+
+    def verify_chain(self) -> ChainVerification:
+        """Recompute every entry hash and every domain payload from the stored rows, in one snapshot.
+
+        Names the first entry that does not match: a changed entry or row, a missing, reordered or
+        forged entry, a tail cut off (the chain head names a later entry), or a row no entry covers.
+        """
+        with self._reading(snapshot=True) as conn:
+            return _verify(conn)
+
+
+# -------------------------------------------------------------------------------- query helpers
+
+
+@contextmanager
+def _translated(engine: Engine, snapshot: bool) -> Iterator[Connection]:
+    """A read transaction whose database errors become AuditUnavailableError."""
+    try:
+        with db.read_transaction(engine, snapshot) as conn:
+            yield conn
+    except SQLAlchemyError as exc:
+        raise db.unavailable(engine.url, exc) from exc
+
+
+def _cause(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None) or exc
+    return (str(original).strip().splitlines() or [type(original).__name__])[0]
+
+
+def _policy(row: _RowMap) -> PolicyRef:
+    return PolicyRef(row["policy_name"], row["policy_version"], row["policy_digest"])
+
+
+def _stored_prompt(row: _RowMap, prefix: str, storage: PromptStorage) -> StoredPrompt:
+    return StoredPrompt(storage, row[f"{prefix}_length"], row[f"{prefix}_text"], row[f"{prefix}_digest"])
+
+
+def _summary_fields(mapping: _RowMap, image_count: int) -> dict[str, Any]:
+    return {
+        "generation_id": mapping["id"],
+        "created_at": chain.parse_time(mapping["created_at"]),
+        "status": mapping["status"],
+        "actor": mapping["actor"],
+        "model_id": mapping["model_id"],
+        "decision_action": PromptAction(mapping["decision_action"]),
+        "policy": _policy(mapping),
+        "prompt": _stored_prompt(mapping, "prompt", PromptStorage(mapping["prompt_storage"])),
+        "image_count": image_count,
+    }
+
+
+def _stored_image(row: _RowMap) -> StoredImage:
+    verdict = json.loads(row["verdict_json"])
+    return StoredImage(
+        generation_id=row["generation_id"],
+        index=row["index"],
+        sha256=row["sha256"],
+        phash=_to_unsigned64(row["phash"]),
+        width=row["width"],
+        height=row["height"],
+        status=row["status"],
+        path=row["path"],
+        mark_id=None if row["mark_id"] is None else _to_unsigned64(row["mark_id"]),
+        verdict=ImageVerdict(
+            action=ImageAction(verdict["action"]),
+            scores=tuple(ClassifierScore(**score) for score in verdict["scores"]),
+            flagged=tuple((category, threshold) for category, threshold in verdict["flagged"]),
+        ),
+        manifest=None if row["manifest"] is None else bytes(row["manifest"]),
+    )
+
+
+def _stored_event(row: _RowMap) -> StoredEvent:
+    return StoredEvent(
+        seq=row["seq"],
+        event_type=row["event_type"],
+        recorded_at=chain.parse_time(row["recorded_at"]),
+        generation_id=row["generation_id"],
+        payload=json.loads(row["payload_json"]),
+        prev_hash=row["prev_hash"],
+        entry_hash=row["entry_hash"],
+    )
+
+
+# --------------------------------------------------------------------------------------- verify
+
+
+class _Fault(Exception):
+    def __init__(self, seq: int | None, reason: str) -> None:
+        super().__init__(reason)
+        self.seq, self.reason = seq, reason
+
+
+def _log_chunks(conn: Connection) -> Iterator[Sequence[Row[Any]]]:
+    after = 0
+    while True:
+        chunk = conn.execute(
+            select(LogEntry.__table__).where(LogEntry.seq > after).order_by(LogEntry.seq).limit(_VERIFY_CHUNK)
+        ).all()
+        if not chunk:
+            return
+        yield chunk
+        after = chunk[-1].seq
+
+
+def _verify(conn: Connection) -> ChainVerification:
+    head = conn.execute(select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1)).one()
+    checked = 0
+    try:
+        prev, generations_seen, images_seen = _verify_entries(conn, head.seq)
+        checked = head.seq
+        if prev.hex() != head.entry_hash:
+            raise _Fault(head.seq or None, f"the chain head's hash does not match entry {head.seq}")
+        _verify_coverage(conn, generations_seen, images_seen)
+    except _Fault as fault:
+        checked = fault.seq - 1 if fault.seq is not None else checked
+        return ChainVerification(False, max(checked, 0), fault.seq, fault.reason, head.seq)
+    return ChainVerification(True, checked, None, None, head.seq)
+
+
+def _verify_entries(conn: Connection, head_seq: int) -> tuple[bytes, set[str], int]:
+    prev, expected_seq = chain.GENESIS_PREV, 1
+    generations_seen: set[str] = set()
+    images_seen = 0
+    for chunk in _log_chunks(conn):
+        ids = {
+            e.generation_id for e in chunk if e.event_type in RESERVED_EVENTS and e.generation_id is not None
+        }
+        generations = {
+            r.id: r._mapping for r in conn.execute(select(Generation.__table__).where(Generation.id.in_(ids)))
+        }
+        images = {
+            (r.generation_id, r._mapping["index"]): r._mapping
+            for r in conn.execute(select(Image.__table__).where(Image.generation_id.in_(ids)))
+        }
+        for entry in chunk:
+            seq = entry.seq
+            if seq != expected_seq:
+                raise _Fault(
+                    expected_seq, f"entry {expected_seq} is missing (the next stored entry is {seq})"
+                )
+            if seq > head_seq:
+                raise _Fault(
+                    seq,
+                    f"entry {seq} lies beyond the chain head (entry {head_seq}): not appended by genguard",
+                )
+            if entry.prev_hash != prev.hex():
+                raise _Fault(seq, f"entry {seq}: prev_hash does not match the hash of entry {seq - 1}")
+            payload_bytes = entry.payload_json.encode("utf-8")
+            document = chain.event_json(
+                seq, entry.event_type, entry.recorded_at, entry.generation_id, payload_bytes
+            )
+            computed = chain.entry_hash(prev, document)
+            if computed.hex() != entry.entry_hash:
+                raise _Fault(
+                    seq, f"entry {seq}: its hash does not match its contents (the entry was changed)"
+                )
+            _check_payload(entry, payload_bytes, generations, images)
+            if entry.event_type == IMAGE_EVENT:
+                images_seen += 1
+            elif entry.event_type in RESERVED_EVENTS:
+                if entry.generation_id in generations_seen:
+                    raise _Fault(seq, f"entry {seq}: generation {entry.generation_id!r} is recorded twice")
+                generations_seen.add(entry.generation_id)
+            prev, expected_seq = computed, seq + 1
+    if expected_seq - 1 != head_seq:
+        last = expected_seq - 1
+        raise _Fault(last + 1, f"the log ends at entry {last} but the chain head names entry {head_seq}: "
+                               "entries were removed from the tail")  # fmt: skip
+    return prev, generations_seen, images_seen
+
+
+def _check_payload(
+    entry: Row[Any],
+    payload_bytes: bytes,
+    generations: Mapping[str, _RowMap],
+    images: Mapping[tuple[str, int], _RowMap],
+) -> None:
+    seq, gid = entry.seq, entry.generation_id
+    try:
+        payload = json.loads(payload_bytes)
+    except ValueError:
+        raise _Fault(seq, f"entry {seq}: payload is not JSON") from None
+    if chain.canonical_json(payload) != payload_bytes:
+        raise _Fault(seq, f"entry {seq}: payload is not in canonical form")
+    if entry.event_type == IMAGE_EVENT:
+        key = (gid, payload.get("index") if isinstance(payload, dict) else None)
+        image = images.get(key)  # type: ignore[arg-type]
+        if image is None:
+            raise _Fault(seq, f"entry {seq}: image {key[1]!r} of generation {gid!r} has no row (deleted?)")
+        if image_payload(image) != payload_bytes:
+            raise _Fault(seq, f"entry {seq}: the row of image {key[1]} of generation {gid!r} was changed")
+    elif entry.event_type in RESERVED_EVENTS:
+        generation = generations.get(gid or "")
+        if generation is None:
+            raise _Fault(seq, f"entry {seq}: generation {gid!r} has no row (deleted?)")
+        if (
+            GENERATION_EVENTS.get(generation["status"]) != entry.event_type
+            or generation_payload(generation) != payload_bytes
+        ):
+            raise _Fault(seq, f"entry {seq}: the row of generation {gid!r} was changed")
+
+
+def _verify_coverage(conn: Connection, generations_seen: set[str], images_seen: int) -> None:
+    """Every domain row must be covered by an entry: a row added behind genguard's back is a fault too."""
+    generation_count = conn.execute(select(func.count()).select_from(Generation)).scalar_one()
+    if generation_count != len(generations_seen):
+        for (gid,) in conn.execute(select(Generation.id)):
+            if gid not in generations_seen:
+                raise _Fault(None, f"generation {gid!r} has a row but no log entry (inserted behind the log)")
+    image_count = conn.execute(select(func.count()).select_from(Image)).scalar_one()
+    if image_count != images_seen:
+        raise _Fault(
+            None, f"{image_count} image rows but {images_seen} image entries (rows inserted behind the log)"
+        )

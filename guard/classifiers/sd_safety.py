@@ -1,0 +1,106 @@
+"""The Stable Diffusion safety checker as an `ImageClassifier`.
+
+diffusers runs this checker inside the pipeline and silently replaces flagged images with black
+ones. genguard switches that off and runs the same model here instead, so that the score is
+recorded and the policy pack decides what happens.
+
+Score: the checker flags an image when, for any of its 17 concepts, the cosine similarity of the
+image embedding minus the concept's threshold (plus 0.01 when a "special care" concept fired) is
+above zero. We report `0.5 + margin / 2` clipped to [0, 1], where margin is the largest such value,
+so the checker's own decision sits exactly at 0.5 and the pack's `thresholds.image` can move it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from guard.errors import ModelLoadError
+from guard.types import ClassifierScore
+
+# The checker is trained on sexual content; that is the category its flag stands for.
+SAFETY_CHECKER_CATEGORY = "sexual"
+
+
+class StableDiffusionSafetyClassifier:
+    """Loads `StableDiffusionSafetyChecker` and its CLIP image processor from a path or hub id.
+
+    `subfolder` reads the checker out of a full pipeline folder (`safety_checker`), in which case
+    the processor is read from the sibling `feature_extractor` folder unless `processor` is given.
+    torch and diffusers are imported here, not at module load, so that guard stays light.
+    """
+
+    name = "sd-safety-checker"
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        processor: str | Path | None = None,
+        subfolder: str | None = None,
+        device: str = "cpu",
+    ) -> None:
+        import torch
+        from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+        try:  # transformers 5 names the torchvision-free processor separately
+            from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+        except ImportError:
+            from transformers import CLIPImageProcessor  # type: ignore[assignment]
+
+        self._torch = torch
+        self.model_id = str(model)
+        self.device = device
+        try:
+            kwargs: dict[str, Any] = {"subfolder": subfolder} if subfolder else {}
+            self._checker = StableDiffusionSafetyChecker.from_pretrained(str(model), **kwargs).to(device).eval()
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"sd-safety-checker: could not load a StableDiffusionSafetyChecker from {str(model)!r}"
+                f"{f' (subfolder {subfolder!r})' if subfolder else ''}: {exc}"
+            ) from exc
+        if processor is None:
+            processor_source, processor_kwargs = str(model), {"subfolder": "feature_extractor"} if subfolder else {}
+        else:
+            processor_source, processor_kwargs = str(processor), {}
+        try:
+            self._processor = CLIPImageProcessor.from_pretrained(processor_source, **processor_kwargs)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"sd-safety-checker: expected a CLIP image processor config at {processor_source!r}"
+                f"{' (subfolder feature_extractor)' if processor_kwargs else ''}; pass `processor=` to name one"
+                f" ({exc})"
+            ) from exc
+
+    def margins(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """The checker's decision margin per image (> 0 means the checker flags it)."""
+        torch = self._torch
+        pixel_values = self._processor(images=list(images), return_tensors="pt").pixel_values
+        checker = self._checker
+        with torch.no_grad():
+            pooled = checker.vision_model(pixel_values.to(self.device, checker.dtype))[1]
+            embeds = torch.nn.functional.normalize(checker.visual_projection(pooled).float())
+            special = embeds @ torch.nn.functional.normalize(checker.special_care_embeds.float()).T
+            concept = embeds @ torch.nn.functional.normalize(checker.concept_embeds.float()).T
+            special_scores = special - checker.special_care_embeds_weights.float()
+            adjustment = (special_scores > 0).any(dim=1, keepdim=True).float() * 0.01
+            concept_scores = concept - checker.concept_embeds_weights.float() + adjustment
+        return concept_scores.max(dim=1).values.cpu().numpy()
+
+    def classify(self, images: Sequence[np.ndarray]) -> list[tuple[ClassifierScore, ...]]:
+        if not images:
+            return []
+        margins = self.margins(images)
+        return [
+            (
+                ClassifierScore(
+                    classifier=self.name,
+                    model_id=self.model_id,
+                    category=SAFETY_CHECKER_CATEGORY,
+                    score=float(np.clip(0.5 + margin / 2.0, 0.0, 1.0)),
+                ),
+            )
+            for margin in margins
+        ]

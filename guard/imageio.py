@@ -1,0 +1,154 @@
+"""Safe image loading and encoding.
+
+`load_image` reads the header first and refuses images over `max_pixels` BEFORE decoding (no
+decompression bombs), then decodes fully so that truncated files fail here and not later.
+
+Conversions (defined, never silent guesses):
+- greyscale (L, 1), palette (P), CMYK, YCbCr, LAB, HSV: converted to RGB 8-bit.
+- 16-bit and 32-bit integer greyscale (I;16*, I): scaled to 8 bits (value * 255 / 65535) then RGB.
+- 32-bit float greyscale (F): values are taken to be in [0, 1] when the maximum is <= 1, else 0..255.
+- alpha (RGBA, LA, PA, P with transparency): the RGB part is returned in `rgb` and the alpha plane,
+  8-bit, in `alpha`; callers that write the image back reattach it with `LoadedImage.with_alpha`.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, UnidentifiedImageError
+
+from guard.errors import ImageInputError
+
+DEFAULT_MAX_PIXELS = 50_000_000
+MIN_SIDE = 1
+
+UInt8 = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded image. rgb: (H, W, 3) uint8. alpha: (H, W) uint8 or None.
+
+    mode: the file's PIL mode (e.g. "RGB", "I;16", "P"). format: the file's format (e.g. "PNG"), or
+    None when PIL could not tell.
+    """
+
+    rgb: UInt8
+    alpha: UInt8 | None
+    mode: str
+    format: str | None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)."""
+        return int(self.rgb.shape[1]), int(self.rgb.shape[0])
+
+    def with_alpha(self, rgb: UInt8) -> UInt8:
+        """`rgb` (same size) with this image's alpha reattached when it had one."""
+        if self.alpha is None:
+            return rgb
+        if rgb.shape[:2] != self.alpha.shape:
+            raise ImageInputError(
+                f"rgb: expected size {self.alpha.shape[1]}x{self.alpha.shape[0]} to match the alpha plane, "
+                f"found {rgb.shape[1]}x{rgb.shape[0]}"
+            )
+        return np.dstack([rgb, self.alpha])
+
+
+def load_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Decode an image file or bytes into 8-bit RGB (+ alpha), refusing anything unsafe or broken."""
+    name = "<bytes>" if isinstance(source, bytes | bytearray) else str(source)
+    if isinstance(source, bytes | bytearray):
+        data = bytes(source)
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except FileNotFoundError:
+            raise ImageInputError(f"{name}: no such file") from None
+        except IsADirectoryError:
+            raise ImageInputError(f"{name}: expected an image file, found a directory") from None
+        except OSError as error:
+            raise ImageInputError(f"{name}: cannot read ({error.strerror})") from None
+    if not data:
+        raise ImageInputError(f"{name}: empty file")
+
+    # PIL's own bomb check (warns at Image.MAX_IMAGE_PIXELS, raises at twice that) runs in the header
+    # read too; ours is exact and also comes before any pixel is decoded.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))  # lazy: reads the header only
+        except UnidentifiedImageError:
+            raise ImageInputError(f"{name}: not a recognised image format") from None
+        except (OSError, ValueError, SyntaxError) as error:
+            raise ImageInputError(f"{name}: unreadable image header ({error})") from None
+        except Image.DecompressionBombError as error:  # PIL's own limit, also from the header alone
+            raise ImageInputError(
+                f"{name}: expected at most {max_pixels} pixels, found more ({error}; refused before decoding)"
+            ) from None
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageInputError(
+                f"{name}: expected at most {max_pixels} pixels, found {width}x{height} = {width * height} "
+                "(refused before decoding)"
+            )
+        if width < MIN_SIDE or height < MIN_SIDE:
+            raise ImageInputError(f"{name}: expected a non-empty image, found {width}x{height}")
+        try:
+            image.load()
+        except (OSError, ValueError, SyntaxError, EOFError) as error:
+            raise ImageInputError(f"{name}: truncated or corrupt image data ({error})") from None
+    rgb, alpha = _to_rgb8(image, name)
+    return LoadedImage(rgb=rgb, alpha=alpha, mode=image.mode, format=image.format)
+
+
+def _to_rgb8(image: Image.Image, name: str) -> tuple[UInt8, UInt8 | None]:
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I":
+        wide = np.asarray(image).astype(np.float64)
+        grey = np.clip(np.round(wide * 255.0 / 65535.0), 0, 255).astype(np.uint8)
+        return np.dstack([grey] * 3), None
+    if mode == "F":
+        values = np.asarray(image).astype(np.float64)
+        if not np.all(np.isfinite(values)):
+            raise ImageInputError(f"{name}: expected finite pixel values, found NaN or infinity")
+        scale = 255.0 if values.max(initial=0.0) <= 1.0 else 1.0
+        grey = np.clip(np.round(values * scale), 0, 255).astype(np.uint8)
+        return np.dstack([grey] * 3), None
+    has_alpha = "A" in image.getbands() or "transparency" in image.info
+    if has_alpha:
+        rgba = np.asarray(image.convert("RGBA"))
+        return np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3])
+    try:
+        rgb = np.asarray(image.convert("RGB"))
+    except (ValueError, OSError) as error:
+        raise ImageInputError(f"{name}: unsupported image mode {mode!r} ({error})") from None
+    return rgb, None
+
+
+def encode_image(array: UInt8, format: Literal["png", "jpeg", "webp"] = "png", quality: int = 95) -> bytes:
+    """Encode a uint8 array of shape (H, W), (H, W, 3) or (H, W, 4). JPEG drops alpha (it has none)."""
+    if not isinstance(array, np.ndarray) or array.dtype != np.uint8:
+        found = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+        raise ImageInputError(f"array: expected a uint8 numpy array, found {found}")
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageInputError(f"array: expected shape (H, W), (H, W, 3) or (H, W, 4), found {array.shape}")
+    if format not in ("png", "jpeg", "webp"):
+        raise ImageInputError(f"format: expected 'png', 'jpeg' or 'webp', found {format!r}")
+    if not 1 <= quality <= 100:
+        raise ImageInputError(f"quality: expected 1..100, found {quality}")
+    image = Image.fromarray(array)
+    if format == "jpeg" and image.mode == "RGBA":
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    if format == "png":
+        image.save(buffer, format="PNG")
+    else:
+        image.save(buffer, format=format.upper(), quality=quality)
+    return buffer.getvalue()

@@ -1,0 +1,46 @@
+"""From classifier scores to an image action, as the policy pack says.
+
+A pure function: the pack's image threshold per category (lowered for categories the prompt check
+found uncertain) and the category's output action decide; the strictest action wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
+
+from guard.errors import PolicyError
+from guard.types import ClassifierScore, ImageAction, ImageVerdict
+
+if TYPE_CHECKING:
+    from guard.policy import PolicyPack
+
+
+def decide_image(
+    scores: Sequence[ClassifierScore],
+    pack: PolicyPack,
+    *,
+    heightened: Collection[str] = (),
+    hold_for_review: bool = False,
+) -> ImageVerdict:
+    """The verdict for one image.
+
+    `heightened`: categories whose thresholds drop (the prompt was uncertain about them).
+    `hold_for_review`: the prompt policy said review, so the image is withheld whatever it scores.
+    """
+    action = ImageAction.QUARANTINE if hold_for_review else ImageAction.RELEASE
+    flagged: list[tuple[str, float]] = []
+    for score in scores:
+        try:
+            threshold = pack.image_threshold(score.category, heightened=score.category in heightened)
+            category_action = pack.output_action(score.category)
+        except KeyError:
+            raise PolicyError(
+                f"image classifier {score.classifier!r} scored category {score.category!r}, "
+                f"which pack {pack.ref.name!r} does not define"
+            ) from None
+        if score.score >= threshold:
+            flagged.append((score.category, threshold))
+            if category_action.rank > action.rank:
+                action = category_action
+    return ImageVerdict(action=action, scores=tuple(scores), flagged=tuple(flagged))

@@ -1,0 +1,24 @@
+"""Policy packs and the prompt checks (normalisation, lexical and co-occurrence layers).
+
+Public surface: `load_pack`, `list_shipped_packs`, `PolicyPack`, `PolicyEngine`, `PromptScanner`,
+`normalize` / `NormalizedPrompt`. Everything else is internal.
+"""
+
+from guard.policy.engine import PolicyEngine
+from guard.policy.loader import list_shipped_packs, load_pack
+from guard.policy.normalize import NormalizedPrompt, PromptView, normalize
+from guard.policy.pack import PolicyPack
+from guard.policy.scanners import CooccurrenceScanner, LexicalScanner, PromptScanner
+
+__all__ = [
+    "CooccurrenceScanner",
+    "LexicalScanner",
+    "NormalizedPrompt",
+    "PolicyEngine",
+    "PolicyPack",
+    "PromptScanner",
+    "PromptView",
+    "list_shipped_packs",
+    "load_pack",
+    "normalize",
+]

@@ -1,0 +1,147 @@
+"""The prompt policy engine: normalise, run the scanners cheapest first, decide, rewrite."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from guard.errors import BadInputError, PolicyError
+from guard.policy.normalize import NormalizedPrompt, normalize
+from guard.policy.pack import PolicyPack
+from guard.policy.scanners import LexicalScanner, PromptScanner, default_scanners
+from guard.types import CategoryScore, PromptAction, PromptDecision, RuleHit
+
+MAX_PROMPT_CHARS = 20_000
+
+# Connectives left dangling once a term is cut out ("art by greg rutkowski, detailed").
+_DANGLING = re.compile(
+    r"(?:\b(?:in the style of|in the style|style of|inspired by|art by|painted by|drawn by|by|and|of|"
+    r"featuring|ft|with)\b|&)\s*(?=[,;:.!?]|$)",
+    re.IGNORECASE,
+)
+_SPACE_BEFORE_PUNCT = re.compile(r"\s+([,;:.!?])")
+_REPEATED_PUNCT = re.compile(r"([,;:])(?:\s*[,;:])+")
+_SPACES = re.compile(r"[ \t]{2,}")
+
+
+class PolicyEngine:
+    """Checks prompts against one pack. Scanners default to the lexical and co-occurrence layers."""
+
+    def __init__(self, pack: PolicyPack, scanners: Sequence[PromptScanner] | None = None) -> None:
+        self.pack = pack
+        chosen = list(default_scanners(pack) if scanners is None else scanners)
+        self.scanners: tuple[PromptScanner, ...] = tuple(sorted(chosen, key=lambda s: s.cost))
+        rewrite_categories = [
+            cid for cid in pack.category_ids if pack.category(cid).action == PromptAction.REWRITE
+        ]
+        self._rewriter = LexicalScanner(pack, rewrite_categories)
+
+    def check(self, prompt: str) -> PromptDecision:
+        normalized = self._normalize(prompt)
+        hits: list[RuleHit] = []
+        for position, scanner in enumerate(self.scanners):
+            following = self.scanners[position + 1] if position + 1 < len(self.scanners) else None
+            for hit in scanner.scan(normalized):
+                self._check_hit(hit, scanner)
+                hits.append(hit)
+            if following is not None and following.cost > scanner.cost and self._block_is_certain(hits):
+                # Costlier layers cannot make a block stricter; layers of equal cost always run
+                # together so that the cheap evidence recorded is complete.
+                break
+        return self._decide(normalized, hits)
+
+    def check_many(self, prompts: Iterable[str]) -> list[PromptDecision]:
+        """Decisions in input order."""
+        return [self.check(prompt) for prompt in prompts]
+
+    def _normalize(self, prompt: object) -> NormalizedPrompt:
+        if not isinstance(prompt, str):
+            raise BadInputError(f"prompt: expected text (str), found {type(prompt).__name__}")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise BadInputError(
+                f"prompt: expected at most {MAX_PROMPT_CHARS} characters, found {len(prompt)}"
+            )
+        normalized = normalize(prompt)
+        if normalized.is_blank:
+            raise BadInputError(f"prompt: expected non-blank text, found {prompt!r}")
+        return normalized
+
+    def _check_hit(self, hit: RuleHit, scanner: PromptScanner) -> None:
+        if hit.category not in self.pack.spec.categories:
+            raise PolicyError(
+                f"scanner {type(scanner).__name__} (layer {scanner.layer!r}): expected hits for categories "
+                f"of pack {self.pack.name!r}; found category {hit.category!r}"
+            )
+
+    def _crosses(self, hit: RuleHit) -> bool:
+        return hit.score >= self.pack.prompt_threshold(hit.category, hit.layer)
+
+    def _block_is_certain(self, hits: list[RuleHit]) -> bool:
+        return any(
+            self._crosses(hit) and self.pack.category(hit.category).action == PromptAction.BLOCK
+            for hit in hits
+            if self.pack.category(hit.category).enabled
+        )
+
+    def _decide(self, normalized: NormalizedPrompt, hits: list[RuleHit]) -> PromptDecision:
+        best: dict[str, float] = {}
+        crossed: set[str] = set()
+        kept: dict[RuleHit, None] = {}
+        for hit in hits:
+            if not self.pack.category(hit.category).enabled:
+                continue
+            kept.setdefault(hit)
+            best[hit.category] = max(best.get(hit.category, 0.0), hit.score)
+            if self._crosses(hit):
+                crossed.add(hit.category)
+        scores = tuple(
+            CategoryScore(
+                cid,
+                best[cid],
+                self.pack.category(cid).action if cid in crossed else PromptAction.ALLOW,
+            )
+            for cid in self.pack.category_ids
+            if cid in best
+        )
+        action = max((s.action for s in scores), key=lambda a: a.rank, default=PromptAction.ALLOW)
+        prompt = normalized.original
+        additions: tuple[str, ...] = ()
+        rewrite = any(s.action == PromptAction.REWRITE for s in scores)
+        if rewrite and action != PromptAction.BLOCK:
+            prompt = rewrite_prompt(normalized.original, self._rewriter.spans(normalized))
+            additions = tuple(self.pack.spec.rewrite.negative_prompt)
+            if not normalize(prompt).views[0].token_starts:
+                # Nothing is left to sample once the protected names are removed.
+                action, prompt, additions = PromptAction.BLOCK, normalized.original, ()
+        return PromptDecision(
+            action=action,
+            prompt=prompt,
+            original_prompt=normalized.original,
+            categories=scores,
+            rules=tuple(kept),
+            policy=self.pack.ref,
+            negative_prompt_additions=additions,
+            # Evidence below the threshold: the output checks look harder at these categories.
+            heightened_categories=tuple(cid for cid in best if cid not in crossed),
+        )
+
+
+def rewrite_prompt(prompt: str, spans: Sequence[tuple[int, int]]) -> str:
+    """`prompt` without the given ranges, with dangling connectives, punctuation and spaces tidied."""
+    pieces = []
+    position = 0
+    for start, end in sorted(spans):
+        if start >= position:
+            pieces.append(prompt[position:start])
+        position = max(position, end)
+    pieces.append(prompt[position:])
+    text = "".join(pieces)
+    previous = None
+    while previous != text:
+        previous = text
+        text = _SPACES.sub(" ", text)
+        text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
+        text = _REPEATED_PUNCT.sub(r"\1", text)
+        text = _DANGLING.sub("", text).rstrip()
+        text = text.strip(" \t,;:&")
+    return text

@@ -1,0 +1,100 @@
+"""A loaded, validated policy pack and the accessors the engine and the pipeline use."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from guard.errors import PolicyError
+from guard.policy.schema import CategorySpec, PackSpec
+from guard.types import ImageAction, PolicyRef, PromptStorage
+
+
+def canonical_json(spec: PackSpec) -> bytes:
+    """Canonical form: JSON of the validated model, sorted keys, no whitespace, UTF-8."""
+    return json.dumps(
+        spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
+
+
+def pack_digest(spec: PackSpec) -> str:
+    """SHA-256 (hex) of the canonical form."""
+    return hashlib.sha256(canonical_json(spec)).hexdigest()
+
+
+@dataclass(frozen=True)
+class PolicyPack:
+    """A validated pack. `source` is the file it came from (None when built in memory)."""
+
+    spec: PackSpec
+    digest: str
+    source: Path | None = None
+
+    @classmethod
+    def from_spec(cls, spec: PackSpec, source: Path | None = None) -> PolicyPack:
+        return cls(spec=spec, digest=pack_digest(spec), source=source)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> str:
+        return self.spec.version
+
+    @property
+    def ref(self) -> PolicyRef:
+        return PolicyRef(name=self.spec.name, version=self.spec.version, digest=self.digest)
+
+    @property
+    def prompt_storage(self) -> PromptStorage:
+        return self.spec.audit.prompt_storage
+
+    @property
+    def category_ids(self) -> tuple[str, ...]:
+        return tuple(self.spec.categories)
+
+    def category(self, category_id: str) -> CategorySpec:
+        try:
+            return self.spec.categories[category_id]
+        except KeyError:
+            known = ", ".join(sorted(self.spec.categories))
+            raise PolicyError(
+                f"pack {self.name!r}: category: expected one of {known}; found {category_id!r}"
+            ) from None
+
+    def prompt_threshold(self, category_id: str, layer: str) -> float:
+        """The score a prompt layer's hit must reach. Layers without their own threshold
+        (co-occurrence, custom term scanners) use the lexical one."""
+        thresholds = self.category(category_id).thresholds
+        if layer in ("semantic", "model"):
+            return float(getattr(thresholds, layer))
+        return thresholds.lexical
+
+    def image_threshold(self, category_id: str, heightened: bool = False) -> float:
+        """The image classifier score at or above which `output_action` applies."""
+        threshold = self.category(category_id).thresholds.image
+        if heightened:
+            threshold *= self.spec.uncertain.image_threshold_factor
+        return threshold
+
+    def output_action(self, category_id: str) -> ImageAction:
+        return ImageAction(self.category(category_id).output_action)
+
+    def canonical_dict(self) -> dict[str, Any]:
+        """The validated pack as plain data (what the digest covers), for `policy show`."""
+        data: dict[str, Any] = self.spec.model_dump(mode="json")
+        return data
+
+    def canonical_json(self) -> bytes:
+        return canonical_json(self.spec)
+
+    def to_yaml(self) -> str:
+        """The canonical form as YAML (term files already inlined), keys in schema order."""
+        text: str = yaml.safe_dump(self.canonical_dict(), sort_keys=False, allow_unicode=True, width=110)
+        return text

@@ -1,0 +1,125 @@
+"""The policy pack schema: what a YAML pack may say, validated by pydantic.
+
+Unknown keys are errors everywhere (`extra="forbid"`) so that a typo never passes silently.
+Models are frozen: a loaded pack is a value.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from guard.types import PromptAction, PromptStorage
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
+RuleId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.\-]*$", max_length=128)]
+Term = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+Severity = Literal["low", "medium", "high", "critical"]
+OutputAction = Literal["quarantine", "block"]  # the ImageAction values an output check may take
+
+# The categories every pack defines (MLCommons / Llama Guard hazard names where they fit).
+REQUIRED_CATEGORIES: tuple[str, ...] = (
+    "sexual",
+    "sexual_minors",
+    "violence",
+    "hate",
+    "self_harm",
+    "harassment",
+    "illegal_weapons",
+    "deceptive_real_people",
+    "artist_style",
+)
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Thresholds(_Spec):
+    """Score at or above which a layer's evidence counts for the category (0..1)."""
+
+    lexical: Unit
+    semantic: Unit
+    model: Unit
+    image: Unit
+
+
+class TermRule(_Spec):
+    """Terms matched on word boundaries. A hit names `id`, never the matched text.
+
+    With `inflect`, the last word of each term also matches its regular plural and verb forms.
+    """
+
+    id: RuleId
+    terms: Annotated[list[Term], Field(min_length=1)]
+    score: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    inflect: bool = True
+
+
+class CooccurrenceRule(_Spec):
+    """Fires when every group has at least one term somewhere in the same prompt."""
+
+    id: RuleId
+    all_of: Annotated[dict[Identifier, Annotated[list[Term], Field(min_length=1)]], Field(min_length=2)]
+    score: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    inflect: bool = True
+
+
+class CategorySpec(_Spec):
+    description: Annotated[str, StringConstraints(min_length=1)]
+    enabled: bool = True
+    action: PromptAction
+    severity: Severity
+    thresholds: Thresholds
+    output_action: OutputAction
+    rules: list[TermRule] = []
+    cooccurrence: list[CooccurrenceRule] = []
+
+
+class RuleFileSpec(_Spec):
+    """A term file named by a category's `rule_files`: rules inlined into the category."""
+
+    rules: list[TermRule] = []
+    cooccurrence: list[CooccurrenceRule] = []
+
+
+class AuditSpec(_Spec):
+    prompt_storage: PromptStorage = PromptStorage.FULL
+
+
+class ClassifierSpec(_Spec):
+    """An image classifier the pipeline should run. `model` None means "not configured"."""
+
+    kind: Annotated[str, StringConstraints(min_length=1)]
+    model: str | None = None
+    options: dict[str, str | int | float | bool | None] = {}
+
+
+class ImageChecksSpec(_Spec):
+    classifiers: list[ClassifierSpec] = []
+
+
+class RewriteSpec(_Spec):
+    negative_prompt: list[Term] = []
+
+
+class UncertainSpec(_Spec):
+    """How output checks tighten for categories the prompt check found uncertain.
+
+    Heightened image threshold = `thresholds.image * image_threshold_factor`.
+    """
+
+    image_threshold_factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+
+
+class PackSpec(_Spec):
+    name: Identifier
+    version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    description: str = ""
+    audit: AuditSpec = AuditSpec()
+    image_checks: ImageChecksSpec = ImageChecksSpec()
+    rewrite: RewriteSpec = RewriteSpec()
+    uncertain: UncertainSpec = UncertainSpec()
+    categories: dict[Identifier, CategorySpec]

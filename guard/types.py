@@ -1,0 +1,153 @@
+"""Typed results shared by every stage. Plain frozen dataclasses: no torch, cheap to import.
+
+`to_json()` gives the canonical JSON-ready form that the audit log stores and the CLI prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class PromptAction(StrEnum):
+    """What the prompt policy decided, in increasing order of strictness."""
+
+    ALLOW = "allow"
+    REWRITE = "rewrite"
+    REVIEW = "review"
+    BLOCK = "block"
+
+    @property
+    def rank(self) -> int:
+        return _PROMPT_RANK[self]
+
+
+_PROMPT_RANK = {PromptAction.ALLOW: 0, PromptAction.REWRITE: 1, PromptAction.REVIEW: 2, PromptAction.BLOCK: 3}
+
+
+class ImageAction(StrEnum):
+    """What the output checks decided for one image, in increasing order of strictness."""
+
+    RELEASE = "release"
+    QUARANTINE = "quarantine"
+    BLOCK = "block"
+
+    @property
+    def rank(self) -> int:
+        return _IMAGE_RANK[self]
+
+
+_IMAGE_RANK = {ImageAction.RELEASE: 0, ImageAction.QUARANTINE: 1, ImageAction.BLOCK: 2}
+
+
+class PromptStorage(StrEnum):
+    """How the audit log keeps a prompt, as the policy pack says."""
+
+    FULL = "full"
+    HASHED = "hashed"
+    REDACTED = "redacted"
+
+
+@dataclass(frozen=True)
+class PolicyRef:
+    """Which pack decided: its name, version and the SHA-256 of its canonical form."""
+
+    name: str
+    version: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class RuleHit:
+    """One rule that fired. `rule` is the rule's id in the pack, never the matched text."""
+
+    category: str
+    layer: str  # "lexical", "semantic", "model", "cooccurrence", ...
+    rule: str
+    score: float
+
+
+@dataclass(frozen=True)
+class CategoryScore:
+    """The strongest evidence for one category and the action the pack ties to it."""
+
+    category: str
+    score: float
+    action: PromptAction
+
+
+@dataclass(frozen=True)
+class PromptDecision:
+    """The policy's answer for one prompt.
+
+    `prompt` is what will be sampled (after any rewrite); `original_prompt` is what was asked.
+    """
+
+    action: PromptAction
+    prompt: str
+    original_prompt: str
+    categories: tuple[CategoryScore, ...]
+    rules: tuple[RuleHit, ...]
+    policy: PolicyRef
+    negative_prompt_additions: tuple[str, ...] = ()
+    # Categories the output checks should treat with lowered thresholds (uncertain prompts).
+    heightened_categories: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        result: dict[str, Any] = _jsonable(asdict(self))
+        return result
+
+
+@dataclass(frozen=True)
+class ClassifierScore:
+    """One classifier's score for one category on one image, with the model that produced it."""
+
+    classifier: str
+    model_id: str
+    category: str
+    score: float
+
+
+@dataclass(frozen=True)
+class ImageVerdict:
+    """The output checks' answer for one image."""
+
+    action: ImageAction
+    scores: tuple[ClassifierScore, ...]
+    # Categories whose score crossed the pack's threshold, with the threshold used.
+    flagged: tuple[tuple[str, float], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        result: dict[str, Any] = _jsonable(asdict(self))
+        return result
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling parameters. `seed` None means the pipeline draws one and records it."""
+
+    width: int = 256
+    height: int = 256
+    steps: int = 10
+    guidance_scale: float = 7.0
+    num_images: int = 1
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    negative_prompt: str = ""
+    params: GenerationParams = field(default_factory=GenerationParams)
+    actor: str = "anonymous"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, StrEnum):
+        return value.value
+    return value

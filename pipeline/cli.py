@@ -1,0 +1,375 @@
+"""The `genguard` command line.
+
+Only light modules are imported at load: torch and diffusers are imported inside `generate`,
+so `genguard verify`, `policy` and `audit` start fast on a machine without them.
+Exit codes: 0 done, 2 usage or bad input, 3 blocked by policy, 4 infrastructure failure.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from guard.errors import GenguardError, NotFoundError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EMBEDDED_NOTICE = (
+    "note: {model} is an untrained demonstration model built in code; its images are abstract. "
+    "Pass --model with a hub id or a local path for real images."
+)
+
+
+def db_option(func: F) -> F:
+    return click.option(
+        "--db",
+        "db_url",
+        default=None,
+        metavar="URL",
+        help="Audit database URL (default: $GENGUARD_DB, else an SQLite file under $GENGUARD_HOME).",
+    )(func)
+
+
+def _open_store(db_url: str | None) -> Any:
+    from audit.store import AuditStore
+
+    return AuditStore.open(db_url)
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, sort_keys=True, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="genguard")
+def cli() -> None:
+    """genguard: governed image generation, provenance and audit."""
+
+
+# -- generate ---------------------------------------------------------------------------------
+
+
+def _parse_size(value: str) -> tuple[int, int]:
+    try:
+        if "x" in value.lower():
+            w, h = value.lower().split("x", 1)
+            return int(w), int(h)
+        return int(value), int(value)
+    except ValueError:
+        raise click.BadParameter(f"expected WIDTH or WIDTHxHEIGHT, found {value!r}") from None
+
+
+@cli.command()
+@click.argument("prompt")
+@click.option("--model", default="embedded:tiny-sd", show_default=True, help="Hub id, local path or embedded:tiny-*.")
+@click.option("--policy", default="default", show_default=True, help="Shipped pack name or a YAML path.")
+@click.option("-n", "--num-images", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--seed", type=int, default=None, help="Seed (default: drawn and recorded).")
+@click.option("--steps", default=10, show_default=True, type=click.IntRange(1, 500))
+@click.option("--size", default="256", show_default=True, help="WIDTH or WIDTHxHEIGHT, multiples of 8.")
+@click.option("--guidance", default=7.0, show_default=True, type=float)
+@click.option("--negative", "negative_prompt", default="", help="Negative prompt.")
+@click.option("--out", "out_dir", default="genguard-out", show_default=True, type=click.Path(path_type=Path))
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--actor", default=None, help="Who asks (default: $USER).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@db_option
+def generate(
+    prompt: str,
+    model: str,
+    policy: str,
+    num_images: int,
+    seed: int | None,
+    steps: int,
+    size: str,
+    guidance: float,
+    negative_prompt: str,
+    out_dir: Path,
+    device: str,
+    actor: str | None,
+    as_json: bool,
+    db_url: str | None,
+) -> None:
+    """Generate images for PROMPT through the governed pipeline."""
+    import os
+
+    from guard.types import GenerationParams, GenerationRequest
+    from pipeline.embedded import is_embedded
+    from pipeline.governed import GovernedPipeline
+
+    width, height = _parse_size(size)
+    _quiet_model_libraries()
+    if is_embedded(model):
+        click.echo(EMBEDDED_NOTICE.format(model=model), err=True)
+    pipe = GovernedPipeline.from_pretrained(model, policy=policy, audit=db_url, device=device)
+    request = GenerationRequest(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        params=GenerationParams(
+            width=width, height=height, steps=steps, guidance_scale=guidance, num_images=num_images, seed=seed
+        ),
+        actor=actor or os.environ.get("USER", "anonymous"),
+    )
+    with click.progressbar(length=steps, label="sampling", file=sys.stderr) as bar:
+        done = [0]
+
+        def advance(step: int, total: int) -> None:
+            bar.update(step - done[0])
+            done[0] = step
+
+        result = pipe(request, out_dir=out_dir, progress=advance)
+    if as_json:
+        _print_json(
+            {
+                "generation_id": result.generation_id,
+                "seed": result.seed,
+                "model": result.model_id,
+                "decision": result.decision.to_json(),
+                "released": [
+                    {"index": i.index, "path": str(i.path), "sha256": i.sha256, "mark_id": i.mark_id}
+                    for i in result.released
+                ],
+                "withheld": [{"index": w.index, "status": w.status, "reason": w.reason} for w in result.withheld],
+            }
+        )
+        return
+    click.echo(f"generation {result.generation_id} (seed {result.seed}, policy {result.decision.policy.name} "
+               f"{result.decision.policy.version}, prompt {result.decision.action.value})")
+    for image in result.released:
+        click.echo(f"  released {image.path}  sha256 {image.sha256[:16]}  mark {image.mark_id:016x}")
+    for held in result.withheld:
+        click.echo(f"  withheld image {held.index}: {held.status} ({held.reason})")
+
+
+def _quiet_model_libraries() -> None:
+    """The CLI shows its own progress bar; the libraries' loading bars and advice are noise here."""
+    import diffusers
+    import transformers
+
+    for library in (diffusers, transformers):
+        library.utils.logging.set_verbosity_error()
+        library.utils.logging.disable_progress_bar()
+
+
+# -- policy -----------------------------------------------------------------------------------
+
+
+@cli.group()
+def policy() -> None:
+    """Check prompts against a policy pack; show packs."""
+
+
+def _prompts_from(prompt: str | None, file: Path | None) -> Iterator[str]:
+    if prompt is not None and file is not None:
+        raise click.UsageError("give PROMPT or --file, not both")
+    if prompt is not None and prompt != "-":
+        yield prompt
+        return
+    stream = sys.stdin if file is None or str(file) == "-" else open(file, encoding="utf-8")  # noqa: SIM115
+    with stream:
+        for line in stream:
+            line = line.rstrip("\n")
+            if line.strip():
+                yield line
+
+
+@policy.command("check")
+@click.argument("prompt", required=False)
+@click.option("--file", "file", type=click.Path(path_type=Path), default=None, help="One prompt per line; - for stdin.")
+@click.option("--policy", "policy_name", default="default", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per prompt, in input order.")
+def policy_check(prompt: str | None, file: Path | None, policy_name: str, as_json: bool) -> None:
+    """Check PROMPT (or a file / stdin of prompts) against a pack. Exit 3 if any was blocked."""
+    from guard.policy import PolicyEngine, load_pack
+    from guard.types import PromptAction
+
+    if prompt is None and file is None and sys.stdin.isatty():
+        raise click.UsageError("give a PROMPT, --file FILE, or prompts on stdin")
+    engine = PolicyEngine(load_pack(policy_name))
+    any_blocked = False
+    for text in _prompts_from(prompt, file):
+        decision = engine.check(text)
+        any_blocked |= decision.action is PromptAction.BLOCK
+        if as_json:
+            _print_json(decision.to_json())
+        else:
+            fired = ", ".join(f"{h.category}/{h.layer}/{h.rule}" for h in decision.rules) or "-"
+            click.echo(f"{decision.action.value:8} {fired:40} {text}")
+    if any_blocked:
+        sys.exit(3)
+
+
+@policy.command("show")
+@click.argument("name", required=False)
+def policy_show(name: str | None) -> None:
+    """Show pack NAME (a shipped name or a path), or list the shipped packs."""
+    from guard.policy import list_shipped_packs, load_pack
+
+    if name is None:
+        for pack_name in list_shipped_packs():
+            pack = load_pack(pack_name)
+            click.echo(f"{pack_name:10} version {pack.ref.version:8} sha256 {pack.ref.digest}")
+        return
+    pack = load_pack(name)
+    click.echo(f"# {pack.ref.name} {pack.ref.version} sha256:{pack.ref.digest}")
+    click.echo(pack.to_yaml())
+
+
+# -- watermark --------------------------------------------------------------------------------
+
+_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+@cli.group()
+def watermark() -> None:
+    """Embed or detect the pixel watermark with the organisation's key (GENGUARD_HOME/keys)."""
+
+
+@watermark.command("embed")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("destination", type=click.Path(path_type=Path))
+@click.option("--id", "mark_id", required=True, help="The 64-bit mark id (decimal, or hex with 0x).")
+@click.option("--quality", default=95, show_default=True, type=click.IntRange(1, 100), help="JPEG/WebP quality.")
+def watermark_embed(source: Path, destination: Path, mark_id: str, quality: int) -> None:
+    """Write DESTINATION: SOURCE with mark id --id (format from DESTINATION's suffix)."""
+    from guard.imageio import encode_image, load_image
+    from guard.watermark import embed
+
+    try:
+        value = int(mark_id, 0)
+    except ValueError:
+        raise click.BadParameter(f"expected an integer, found {mark_id!r}", param_hint="--id") from None
+    fmt = _FORMATS.get(destination.suffix.lower())
+    if fmt is None:
+        raise click.BadParameter(
+            f"expected a suffix in {sorted(_FORMATS)}, found {destination.suffix!r}", param_hint="DESTINATION"
+        )
+    loaded = load_image(source)
+    data = encode_image(loaded.with_alpha(embed(loaded.rgb, value)), fmt, quality)  # type: ignore[arg-type]
+    tmp = destination.with_name(f".{destination.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(destination)
+    click.echo(f"{destination}: marked with id {value} (0x{value:016x})")
+
+
+@watermark.command("detect")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per image, in input order.")
+def watermark_detect(images: tuple[Path, ...], as_json: bool) -> None:
+    """Read the pixel watermark of each IMAGE. Exit 2 if any image could not be read."""
+    import dataclasses
+
+    from guard.errors import ImageInputError
+    from guard.imageio import load_image
+    from guard.watermark import detect
+
+    failed = False
+    for path in images:
+        try:
+            found = detect(load_image(path).rgb)
+        except (ImageInputError, GenguardError) as exc:
+            failed = True
+            if as_json:
+                _print_json({"image": str(path), "error": str(exc)})
+            else:
+                click.echo(f"{path}: error: {exc}", err=True)
+            continue
+        if as_json:
+            _print_json({"image": str(path), **dataclasses.asdict(found)})
+        elif found.marked:
+            click.echo(f"{path}: marked, id {found.mark_id} (0x{found.mark_id:016x}), confidence {found.confidence:.1f}")
+        else:
+            click.echo(f"{path}: not marked")
+    if failed:
+        sys.exit(2)
+
+
+# -- audit ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def audit() -> None:
+    """Query and verify the audit log."""
+
+
+@audit.command("list")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--status", default=None, help="completed, blocked or failed.")
+@click.option("--json", "as_json", is_flag=True)
+@db_option
+def audit_list(limit: int, status: str | None, as_json: bool, db_url: str | None) -> None:
+    """The latest generations, newest first."""
+    store = _open_store(db_url)
+    rows = store.list_generations(limit=limit, status=status)
+    for row in rows:
+        if as_json:
+            _print_json(_dataclass_json(row))
+        else:
+            click.echo(
+                f"{row.generation_id}  {row.created_at:%Y-%m-%d %H:%M:%S}  {row.status:9}  "
+                f"{row.action:7}  images {row.image_count}  {row.policy_name} {row.policy_version}"
+            )
+
+
+@audit.command("show")
+@click.argument("generation_id")
+@db_option
+def audit_show(generation_id: str, db_url: str | None) -> None:
+    """Everything recorded for one generation, as JSON."""
+    store = _open_store(db_url)
+    detail = store.get_generation(generation_id)
+    if detail is None:
+        raise NotFoundError(f"generation {generation_id!r}: not found in the audit database")
+    click.echo(json.dumps(_dataclass_json(detail), indent=2, sort_keys=True, default=str, ensure_ascii=False))
+
+
+@audit.command("verify")
+@db_option
+def audit_verify(db_url: str | None) -> None:
+    """Recompute the chained log against the stored rows. Exit 1 and name the first bad entry if broken."""
+    store = _open_store(db_url)
+    report = store.verify_chain()
+    if report.ok:
+        click.echo(f"ok: {report.entries_checked} entries, chain intact")
+        return
+    click.echo(f"BROKEN at entry {report.first_bad_seq}: {report.reason}", err=True)
+    sys.exit(1)
+
+
+def _dataclass_json(value: Any) -> Any:
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _dataclass_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_dataclass_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _dataclass_json(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: GenguardError becomes a one-line message and its exit code."""
+    try:
+        code = cli.main(args=argv, prog_name="genguard", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if exc.exit_code in (1, 2) else exc.exit_code)
+    except GenguardError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The `genguard` command as a user runs it: real processes, exit codes, files and records."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from audit.store import AuditStore
+
+
+def run(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture()
+def cli_env(tmp_path: Path, embedded_cache: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        GENGUARD_HOME=str(tmp_path / "home"),
+        GENGUARD_CACHE=str(embedded_cache),
+        GENGUARD_DB=f"sqlite:///{tmp_path / 'audit.sqlite3'}",
+        OMP_NUM_THREADS="1",
+    )
+    return env
+
+
+def test_generate_writes_images_and_records(cli_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = run(
+        ["generate", "a lighthouse at dusk", "-n", "2", "--seed", "5", "--steps", "2", "--size", "64",
+         "--out", str(out), "--json"],
+        cli_env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "untrained demonstration model" in proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    paths = [Path(item["path"]) for item in result["released"]]
+    assert len(paths) == 2 and all(p.exists() for p in paths)
+    store = AuditStore.open(cli_env["GENGUARD_DB"])
+    detail = store.get_generation(result["generation_id"])
+    assert detail is not None and detail.seed == 5
+
+    listed = run(["audit", "list"], cli_env)
+    assert listed.returncode == 0 and result["generation_id"] in listed.stdout
+    shown = run(["audit", "show", result["generation_id"]], cli_env)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["generation_id"] == result["generation_id"]
+    verified = run(["audit", "verify"], cli_env)
+    assert verified.returncode == 0 and "intact" in verified.stdout
+
+
+def test_blocked_prompt_exits_3_and_writes_nothing(cli_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = run(["generate", "naked child on a bed", "--steps", "2", "--size", "64", "--out", str(out)], cli_env)
+    assert proc.returncode == 3, proc.stderr
+    assert "sexual_minors" in proc.stderr
+    assert not out.exists() or list(out.iterdir()) == []
+    store = AuditStore.open(cli_env["GENGUARD_DB"])
+    assert [g.status for g in store.list_generations()] == ["blocked"]
+
+
+def test_unreachable_database_exits_4(cli_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = run(
+        ["generate", "a lighthouse", "--steps", "2", "--size", "64", "--out", str(out),
+         "--db", "postgresql+psycopg://postgres@127.0.0.1:1/none"],
+        cli_env,
+    )
+    assert proc.returncode == 4, proc.stderr
+    assert "error:" in proc.stderr and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["generate", "", "--steps", "2", "--size", "64"], 2),
+        (["generate", "a boat", "--model", "embedded:tiny-unknown"], 4),
+        (["generate", "a boat", "--size", "63"], 2),
+        (["generate", "a boat", "--policy", "no-such-pack"], 2),
+        (["generate"], 2),
+        (["audit", "show", "no-such-id"], 2),
+    ],
+)
+def test_bad_input_exit_codes(cli_env: dict[str, str], args: list[str], code: int) -> None:
+    proc = run(args, cli_env)
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    assert proc.stderr.strip()
+
+
+def test_malformed_pack_exits_2_naming_the_field(cli_env: dict[str, str], tmp_path: Path) -> None:
+    pack = tmp_path / "bad.yaml"
+    pack.write_text("name: bad\nversion: 1\ncategories: 5\n")
+    proc = run(["policy", "check", "a boat", "--policy", str(pack)], cli_env)
+    assert proc.returncode == 2
+    assert "bad.yaml" in proc.stderr and "categories" in proc.stderr
+
+
+def test_policy_check_json_lines_in_input_order(cli_env: dict[str, str]) -> None:
+    prompts = ["a cat on a sofa", "naked child on a bed", "a mountain lake at sunrise"]
+    proc = run(["policy", "check", "--json", "--file", "-"], cli_env, stdin="\n".join(prompts) + "\n")
+    assert proc.returncode == 3  # one of them was blocked
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["original_prompt"] for line in lines] == prompts
+    assert [line["action"] for line in lines] == ["allow", "block", "allow"]
+    blocked = lines[1]
+    assert blocked["rules"][0]["layer"] and blocked["rules"][0]["rule"]
+    assert {c["category"] for c in blocked["categories"]} >= {"sexual_minors"}
+    assert set(blocked["policy"]) == {"name", "version", "digest"} and len(blocked["policy"]["digest"]) == 64
+
+
+def test_policy_show_lists_and_prints_packs(cli_env: dict[str, str]) -> None:
+    listed = run(["policy", "show"], cli_env)
+    assert listed.returncode == 0 and "default" in listed.stdout and "strict" in listed.stdout
+    shown = run(["policy", "show", "strict"], cli_env)
+    assert shown.returncode == 0 and "sexual_minors" in shown.stdout
+
+
+def test_guard_and_audit_do_not_import_torch() -> None:
+    code = (
+        "import sys, guard, guard.policy, guard.watermark, guard.output, guard.phash, guard.classifiers.registry, "
+        "audit.store, pipeline.cli; "
+        "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio
+
+from guard.errors import BadInputError, ImageInputError
+from guard.watermark import pixel
+from guard.watermark._ecc import CODED_BITS, conv_encode, message_bits, viterbi_decode
+from tests._photos import photographs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import attacks
+
+cv2.setNumThreads(1)
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+MARK = 0xDEADBEEF_12345678
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, np.ndarray]:
+    return photographs(512, ("astronaut", "camera", "coffee", "rocket"))
+
+
+@pytest.fixture(scope="module")
+def marked(photos: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {name: pixel.embed(image, MARK, KEY) for name, image in photos.items()}
+
+
+def test_viterbi_corrects_noise_and_crc_is_keyed() -> None:
+    rng = np.random.default_rng(3)
+    message = message_bits(123456789, crc_mask=0xABCDEF01)
+    symbols = 1.0 - 2.0 * conv_encode(message)
+    noisy = symbols + rng.normal(0.0, 0.5, CODED_BITS)
+    assert np.array_equal(viterbi_decode(noisy), message)
+    assert not np.array_equal(message_bits(123456789, crc_mask=1)[64:], message[64:])
+
+
+def test_psnr_on_every_photo(photos: dict[str, np.ndarray], marked: dict[str, np.ndarray]) -> None:
+    for name, original in photos.items():
+        assert peak_signal_noise_ratio(original, marked[name]) >= 42.0, name
+        assert pixel.detect(marked[name], KEY).mark_id == MARK, name
+
+
+@pytest.mark.parametrize("attack", ["jpeg50", "resize0.5", "noise10", "hflip", "crop90", "contrast0.7"])
+def test_exact_id_under_non_geometric_attacks(marked: dict[str, np.ndarray], attack: str) -> None:
+    function = attacks.ATTACKS[attack][0]
+    for name, image in marked.items():
+        found = pixel.detect(function(image), KEY)
+        assert found.marked and found.mark_id == MARK, (name, attack, found)
+        assert found.confidence > 6.0
+        assert found.flipped == (attack == "hflip")
+
+
+@pytest.mark.parametrize(
+    ("attack", "scale", "angle"),
+    [("rotate2", 1.0, -2.0), ("rotate5", 1.0, -5.0), ("rescale0.83", 0.83, 0.0), ("crop90+resize", 1 / 0.9, 0.0)],
+)
+def test_exact_id_under_geometric_attacks(
+    marked: dict[str, np.ndarray], attack: str, scale: float, angle: float
+) -> None:
+    # astronaut is one of the hardest photos of the bench (weak texture where the mark can hide)
+    for name, image in marked.items():
+        found = pixel.detect(attacks.ATTACKS[attack][0](image), KEY)
+        assert found.mark_id == MARK, (name, attack, found)
+        assert found.scale == pytest.approx(scale, rel=0.01) and found.angle == pytest.approx(angle, abs=0.3)
+
+
+def test_exact_id_after_crop_then_resize_back(marked: dict[str, np.ndarray]) -> None:
+    # crop 75% + resize back leaves 56% of the mark: below the 99% target on weak photos (see the bench)
+    for name in ("camera", "coffee", "rocket"):
+        found = pixel.detect(attacks.ATTACKS["crop75+resize"][0](marked[name]), KEY)
+        assert found.mark_id == MARK, (name, found)
+
+
+def test_unmarked_and_wrong_key_read_not_marked(
+    photos: dict[str, np.ndarray], marked: dict[str, np.ndarray]
+) -> None:
+    rng = np.random.default_rng(7)
+    keys = [rng.bytes(32) for _ in range(3)]
+    for name, image in photos.items():
+        for variant in (image, attacks.crop(0.8)(image), attacks.jpeg(75)(image)):
+            for key in keys:
+                assert not pixel.detect(variant, key).marked, name
+        found = pixel.detect(marked[name], OTHER_KEY)
+        assert not found.marked and found.mark_id is None and found.confidence == 0.0
+
+
+def test_pil_in_pil_out_and_alpha_kept(photos: dict[str, np.ndarray]) -> None:
+    rgba = np.dstack([photos["rocket"], np.full((512, 512), 200, np.uint8)])
+    out = pixel.embed(Image.fromarray(rgba), 42, KEY)
+    assert isinstance(out, Image.Image) and out.mode == "RGBA"
+    assert np.array_equal(np.asarray(out)[..., 3], rgba[..., 3])
+    assert pixel.detect(out, KEY).mark_id == 42
+    grey = pixel.embed(photos["camera"][..., 0], 7, KEY)
+    assert grey.ndim == 2 and pixel.detect(grey, KEY).mark_id == 7
+    assert isinstance(pixel.PixelWatermarker(), pixel.Watermarker)
+
+
+def test_sixteen_bit_and_palette_pil_images(photos: dict[str, np.ndarray]) -> None:
+    wide = Image.fromarray(photos["camera"][..., 0].astype(np.uint16) * 257)
+    assert pixel.embed(wide, 9, KEY).mode == "L"
+    palette = Image.fromarray(photos["coffee"]).convert("P")
+    assert pixel.embed(palette, 9, KEY).mode == "RGB"
+
+
+def test_bad_inputs_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ImageInputError, match="64 pixels"):
+        pixel.embed(np.zeros((32, 600, 3), np.uint8), 1, KEY)
+    with pytest.raises(ImageInputError, match="uint8"):
+        pixel.detect(np.zeros((100, 100, 3), np.uint16), KEY)
+    with pytest.raises(ImageInputError, match="shape"):
+        pixel.detect(np.zeros((100, 100, 2), np.uint8), KEY)
+    with pytest.raises(ImageInputError, match="mark_id"):
+        pixel.embed(np.zeros((100, 100, 3), np.uint8), 2**64, KEY)
+    with pytest.raises(BadInputError, match="key"):
+        pixel.detect(np.zeros((100, 100, 3), np.uint8), b"short")
+    # flat and random images are not "marked"
+    assert not pixel.detect(np.zeros((256, 256, 3), np.uint8), KEY).marked
+    noise = np.random.default_rng(1).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    assert not pixel.detect(noise, KEY).marked
+
+
+def test_default_key_comes_from_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GENGUARD_HOME", str(tmp_path))
+    monkeypatch.delenv("GENGUARD_WATERMARK_KEY", raising=False)
+    image = photographs(256, ("rocket",))["rocket"]
+    out = pixel.embed(image, 5)
+    assert pixel.detect(out).mark_id == 5
+    assert not pixel.detect(out, KEY).marked
+    buffer = io.BytesIO()
+    Image.fromarray(out).save(buffer, format="JPEG", quality=75)
+    assert pixel.detect(Image.open(buffer)).mark_id == 5
