@@ -4,11 +4,17 @@ SQLite: WAL, a busy timeout, foreign keys on, and write transactions opened with
 so that two writers never both read the chain head and then race to append (pysqlite's own
 BEGIN handling is switched off, following SQLAlchemy's documented recipe for SQLite transactions).
 PostgreSQL (psycopg 3): a short connect timeout so that an unreachable server fails fast.
+
+SQLite durability: ``synchronous = FULL`` by default, so that a committed record (and so every image
+that left) survives a power loss: each commit waits for the disk (fdatasync of the WAL). The URL
+option ``?synchronous=normal`` trades that for speed, explicitly: WAL + NORMAL survives the
+application crashing, but the last commits before a power loss or an OS crash may be lost.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,9 +30,13 @@ HEAD_REVISION = "0001"  # tests check that this is the head of audit/migrations/
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 CONNECT_TIMEOUT_S = 5
 SQLITE_BUSY_TIMEOUT_S = 30.0
+SQLITE_SYNCHRONOUS = ("full", "normal")  # the URL option ?synchronous=...; the first is the default
 # pg_advisory_lock key held while migrating: "genguard" in ASCII, so that it says whose lock it is
 _PG_MIGRATION_LOCK = 0x67656E6775617264
 _WRITE = "genguard_write"
+# Alembic keeps the running migration in module globals (alembic.context, alembic.op): two threads
+# migrating at once would run each other's operations on each other's connections.
+_ALEMBIC_LOCK = threading.Lock()
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -62,8 +72,10 @@ def is_sqlite_busy(exc: BaseException) -> bool:
 def create_audit_engine(url: URL) -> Engine:
     """An engine with genguard's connection settings for the URL's backend."""
     connect_args: dict[str, Any] = {}
+    synchronous = SQLITE_SYNCHRONOUS[0]
     if url.get_backend_name() == "sqlite":
         connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_S
+        url, synchronous = _sqlite_synchronous(url)
     elif url.get_backend_name() == "postgresql":
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
     try:
@@ -71,11 +83,22 @@ def create_audit_engine(url: URL) -> Engine:
     except (NoSuchModuleError, ArgumentError) as exc:
         raise BadInputError(f"audit database URL {describe(url)}: unsupported ({exc})") from None
     if engine.dialect.name == "sqlite":
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, synchronous)
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _sqlite_synchronous(url: URL) -> tuple[URL, str]:
+    """The URL without genguard's ``synchronous`` option, and the option's value (default: full)."""
+    value = url.query.get("synchronous", SQLITE_SYNCHRONOUS[0])
+    if not isinstance(value, str) or value.lower() not in SQLITE_SYNCHRONOUS:
+        raise BadInputError(
+            f"audit database URL {describe(url)}: synchronous expected one of {SQLITE_SYNCHRONOUS}, "
+            f"found {value!r}"
+        )
+    return url.difference_update_query(["synchronous"]), value.lower()
+
+
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event below emit BEGIN itself (documented pysqlite recipe).
@@ -86,8 +109,9 @@ def _configure_sqlite(engine: Engine) -> None:
             cursor.execute("PRAGMA foreign_keys = ON")
             if engine.url.database not in (None, "", ":memory:"):
                 cursor.execute("PRAGMA journal_mode = WAL")
-            # In WAL mode FULL syncs the log on every commit: a committed audit record survives power loss.
-            cursor.execute("PRAGMA synchronous = FULL")
+            # In WAL mode FULL syncs the log on every commit: a committed audit record survives power
+            # loss. NORMAL (asked for in the URL) syncs only at checkpoints: it survives crashes only.
+            cursor.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         finally:
             cursor.close()
 
@@ -131,6 +155,7 @@ def upgrade_to_head(engine: Engine) -> None:
 
     Concurrent openers: on PostgreSQL an advisory lock is held around the upgrade; on SQLite the
     upgrade runs in a BEGIN IMMEDIATE transaction, so a second opener waits and then finds head.
+    Within one process a lock serialises Alembic itself, which is not thread-safe.
     """
     with engine.connect() as conn:
         if current_revision(conn) == HEAD_REVISION:
@@ -142,7 +167,7 @@ def upgrade_to_head(engine: Engine) -> None:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.connect() as conn:
+    with _ALEMBIC_LOCK, engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
             conn.commit()

@@ -82,6 +82,9 @@ class Image(Base):
     verdict_action: Mapped[str] = mapped_column(String(16))
     verdict_json: Mapped[str] = mapped_column(Text)
     manifest: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The latent (Gaussian-Shading) watermark's per-image nonce: with the key and mark_id it
+    # regenerates the initial noise, which detection needs.
+    latent_nonce: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class LogEntry(Base):

@@ -25,12 +25,12 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Self
 
-from sqlalchemy import Row, func, insert, select, update
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import Row, func, select
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from audit import chain, db
@@ -46,6 +46,7 @@ from guard.types import (
     ImageVerdict,
     PolicyRef,
     PromptAction,
+    PromptDecision,
     PromptStorage,
     RuleHit,
 )
@@ -79,7 +80,9 @@ _GENERATION_FIELDS = (
 _IMAGE_FIELDS = (
     "generation_id", "index", "sha256", "phash", "phash_c0", "phash_c1", "phash_c2", "phash_c3",
     "width", "height", "status", "path", "mark_id", "verdict_action", "verdict_json", "manifest",
+    "latent_nonce",
 )  # fmt: skip
+LATENT_NONCE_SIZES = range(12, 65)  # bytes; the pipeline uses 16
 
 
 # ----------------------------------------------------------------------------------------- results
@@ -134,6 +137,7 @@ class StoredImage:
     mark_id: int | None
     verdict: ImageVerdict
     manifest: bytes | None
+    latent_nonce: bytes | None  # the latent watermark's nonce (detection needs it), None if not marked
 
 
 @dataclass(frozen=True)
@@ -202,8 +206,24 @@ def _json_text(value: Any, where: str) -> str:
     return chain.canonical_json(value, where).decode("utf-8")
 
 
+def _check_text(value: Any, where: str, optional: bool = False) -> None:
+    """A string a text column can hold on every database: PostgreSQL's text cannot hold NUL, and a
+    record SQLite accepts must be accepted by PostgreSQL too."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        expected = "a string or None" if optional else "a string"
+        raise BadInputError(f"{where}: expected {expected}, found {type(value).__name__}")
+    if "\x00" in value:
+        raise BadInputError(
+            f"{where}: expected text without NUL characters, found one at position {value.index(chr(0))}"
+        )
+
+
 def _prompt_columns(prefix: str, text: str, storage: PromptStorage, key: bytes) -> dict[str, Any]:
-    if not isinstance(text, str):
+    if storage is PromptStorage.FULL:
+        _check_text(text, prefix)  # only stored text must fit a text column
+    elif not isinstance(text, str):
         raise BadInputError(f"{prefix}: expected a string, found {type(text).__name__}")
     digest = hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
     return {
@@ -213,10 +233,46 @@ def _prompt_columns(prefix: str, text: str, storage: PromptStorage, key: bytes) 
     }
 
 
+# The two builders below give what `to_json()` gives (tests check it), less the decision's prompts, action
+# and policy, which have columns of their own. Written out because dataclasses.asdict deep-copies
+# every score and was the largest cost of recording a generation.
+
+
+def _decision_json(decision: PromptDecision) -> dict[str, Any]:
+    return {
+        "categories": [
+            {"category": c.category, "score": c.score, "action": str(c.action)} for c in decision.categories
+        ],
+        "rules": [
+            {"category": r.category, "layer": r.layer, "rule": r.rule, "score": r.score}
+            for r in decision.rules
+        ],
+        "negative_prompt_additions": list(decision.negative_prompt_additions),
+        "heightened_categories": list(decision.heightened_categories),
+    }
+
+
+def _verdict_json(verdict: ImageVerdict) -> dict[str, Any]:
+    return {
+        "action": str(verdict.action),
+        "scores": [
+            {"classifier": s.classifier, "model_id": s.model_id, "category": s.category, "score": s.score}
+            for s in verdict.scores
+        ],
+        "flagged": [[category, threshold] for category, threshold in verdict.flagged],
+    }
+
+
 def _generation_row(record: GenerationRecord, created_at: str, key: bytes) -> dict[str, Any]:
     where = f"generation {record.generation_id!r}"
-    if not isinstance(record.generation_id, str) or not 0 < len(record.generation_id) <= 64:
-        raise BadInputError(f"generation_id: expected 1 to 64 characters, found {record.generation_id!r}")
+    if (
+        not isinstance(record.generation_id, str)
+        or not 0 < len(record.generation_id) <= 64
+        or "\x00" in record.generation_id
+    ):
+        raise BadInputError(
+            f"generation_id: expected 1 to 64 characters, no NUL, found {record.generation_id!r}"
+        )
     if record.status not in GENERATION_STATUSES:
         raise BadInputError(f"{where}: status expected one of {GENERATION_STATUSES}, found {record.status!r}")
     if record.status == "failed" and not record.error:
@@ -236,10 +292,12 @@ def _generation_row(record: GenerationRecord, created_at: str, key: bytes) -> di
         and _INT64_MIN <= record.seed < 1 << 63
     ):
         raise BadInputError(f"{where}: seed expected a signed 64-bit integer, found {record.seed!r}")
+    _check_text(record.request.actor, f"{where}: request.actor")
+    for name in ("model_id", "pipeline_class"):
+        _check_text(getattr(record, name), f"{where}: {name}")
+    _check_text(record.error, f"{where}: error", optional=True)
     decision = record.decision
-    decision_json = decision.to_json()
-    del decision_json["prompt"], decision_json["original_prompt"]  # stored as the policy says, below
-    del decision_json["action"], decision_json["policy"]  # columns of their own
+    decision_json = _decision_json(decision)
     row: dict[str, Any] = {
         "id": record.generation_id,
         "created_at": created_at,
@@ -249,7 +307,7 @@ def _generation_row(record: GenerationRecord, created_at: str, key: bytes) -> di
         "pipeline_class": record.pipeline_class,
         "seed": record.seed,
         "prompt_storage": storage.value,
-        "params_json": _json_text(asdict(record.request.params), f"{where}.request.params"),
+        "params_json": _json_text(vars(record.request.params), f"{where}.request.params"),
         "decision_action": PromptAction(decision.action).value,
         "policy_name": decision.policy.name,
         "policy_version": decision.policy.version,
@@ -287,6 +345,11 @@ def _image_row(generation_id: str, image: ImageRecord) -> dict[str, Any]:
         raise BadInputError(
             f"{where}: manifest expected bytes or None, found {type(image.manifest).__name__}"
         )
+    nonce = image.latent_nonce
+    if nonce is not None and not (isinstance(nonce, bytes) and len(nonce) in LATENT_NONCE_SIZES):
+        found = f"{len(nonce)} bytes" if isinstance(nonce, bytes) else type(nonce).__name__
+        raise BadInputError(f"{where}: latent_nonce expected None or 12 to 64 bytes, found {found}")
+    _check_text(image.path, f"{where}: path", optional=True)
     phash = _check_int64(image.phash, f"{where}: phash")
     c0, c1, c2, c3 = phash_chunks(phash)
     return {
@@ -304,8 +367,9 @@ def _image_row(generation_id: str, image: ImageRecord) -> dict[str, Any]:
         "path": image.path,
         "mark_id": None if image.mark_id is None else _check_int64(image.mark_id, f"{where}: mark_id"),
         "verdict_action": ImageAction(image.verdict.action).value,
-        "verdict_json": _json_text(image.verdict.to_json(), f"{where}.verdict"),
+        "verdict_json": _json_text(_verdict_json(image.verdict), f"{where}.verdict"),
         "manifest": image.manifest,
+        "latent_nonce": nonce,
     }
 
 
@@ -317,6 +381,8 @@ def _row_payload(row: _RowMap, fields: Sequence[str]) -> dict[str, Any]:
         if name.endswith("_json"):
             # Stored canonical: spliced as is, so any change to the column's bytes changes the payload.
             payload[name.removesuffix("_json")] = chain.RawJSON(value)
+        elif name == "latent_nonce":  # short, and needed to detect the watermark: kept in the entry itself
+            payload[name] = None if value is None else bytes(value).hex()
         elif isinstance(value, (bytes, memoryview)):
             blob = bytes(value)
             payload[f"{name}_sha256"] = hashlib.sha256(blob).hexdigest()
@@ -330,15 +396,68 @@ def _row_payload(row: _RowMap, fields: Sequence[str]) -> dict[str, Any]:
 
 def generation_payload(row: _RowMap) -> bytes:
     """Canonical payload of a generation row (what its "generation.*" entry hashes)."""
-    return chain.canonical_json(_row_payload(row, _GENERATION_FIELDS))
+    return chain.flat_object_json(_row_payload(row, _GENERATION_FIELDS))
 
 
 def image_payload(row: _RowMap) -> bytes:
     """Canonical payload of an image row (what its "image.recorded" entry hashes)."""
-    return chain.canonical_json(_row_payload(row, _IMAGE_FIELDS))
+    return chain.flat_object_json(_row_payload(row, _IMAGE_FIELDS))
 
 
 # ------------------------------------------------------------------------------------------ store
+
+_GENERATION_COLUMNS = tuple(column.name for column in Generation.__table__.columns)
+_IMAGE_COLUMNS = tuple(column.name for column in Image.__table__.columns if column.name != "id")
+# In the order `AuditStore._append` builds an entry's tuple
+_ENTRY_COLUMNS = (
+    "seq",
+    "event_type",
+    "recorded_at",
+    "generation_id",
+    "payload_json",
+    "prev_hash",
+    "entry_hash",
+)
+
+
+@dataclass(frozen=True)
+class _WriteStatements:
+    """The write path's SQL, made once per engine from the table definitions and run as driver SQL.
+
+    Profiling showed SQLAlchemy's per-execution work (cache key, parameter processing) costing more
+    than the database's: these statements need none of it (their values are str, int, bytes and None,
+    which both drivers take as they are) and run with one executemany per table per transaction.
+    """
+
+    insert_generation: str
+    insert_image: str
+    insert_entry: str
+    lock_head: str
+    move_head: str
+
+    @classmethod
+    def for_dialect(cls, dialect: Dialect) -> _WriteStatements:
+        quote = dialect.identifier_preparer.quote
+        marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
+        if marker is None:
+            raise BadInputError(
+                f"audit database driver {dialect.driver!r}: expected paramstyle qmark, format or "
+                f"pyformat, found {dialect.paramstyle!r}"
+            )
+
+        def insert_sql(table: str, columns: Sequence[str]) -> str:
+            names = ", ".join(quote(name) for name in columns)
+            return f"INSERT INTO {quote(table)} ({names}) VALUES ({', '.join([marker] * len(columns))})"
+
+        # FOR UPDATE serialises writers on PostgreSQL; on SQLite, BEGIN IMMEDIATE already did.
+        lock = " FOR UPDATE" if dialect.name == "postgresql" else ""
+        return cls(
+            insert_generation=insert_sql("generations", _GENERATION_COLUMNS),
+            insert_image=insert_sql("images", _IMAGE_COLUMNS),
+            insert_entry=insert_sql("audit_log", _ENTRY_COLUMNS),
+            lock_head=f"SELECT seq, entry_hash FROM chain_head WHERE id = 1{lock}",
+            move_head=f"UPDATE chain_head SET seq = {marker}, entry_hash = {marker} WHERE id = 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -348,12 +467,42 @@ class _PendingEvent:
     payload_json: bytes
 
 
+@dataclass(frozen=True)
+class _PreparedGeneration:
+    """A record's rows (as column-ordered tuples) and its events' payloads, built before any lock."""
+
+    generation: tuple[Any, ...]
+    images: tuple[tuple[Any, ...], ...]
+    events: tuple[_PendingEvent, ...]
+
+
+def _prepare(record: GenerationRecord, created_at: str, key: bytes) -> _PreparedGeneration:
+    """Validate a record and build everything its transaction writes except the entry hashes."""
+    generation = _generation_row(record, created_at, key)
+    indices = [image.index for image in record.images]
+    if len(set(indices)) != len(indices):
+        raise BadInputError(
+            f"generation {record.generation_id!r}: image indices expected unique, found {indices}"
+        )
+    images = [_image_row(record.generation_id, image) for image in record.images]
+    events = [
+        _PendingEvent(GENERATION_EVENTS[record.status], record.generation_id, generation_payload(generation))
+    ]
+    events += [_PendingEvent(IMAGE_EVENT, record.generation_id, image_payload(row)) for row in images]
+    return _PreparedGeneration(
+        tuple(generation[name] for name in _GENERATION_COLUMNS),
+        tuple(tuple(row[name] for name in _IMAGE_COLUMNS) for row in images),
+        tuple(events),
+    )
+
+
 class AuditStore:
     """The audit database. Open with `AuditStore.open(url)`; safe to share between threads."""
 
     def __init__(self, engine: Engine, prompt_key: bytes) -> None:
         self._engine = engine
         self._prompt_key = prompt_key
+        self._sql = _WriteStatements.for_dialect(engine.dialect)
 
     @classmethod
     def open(cls, url: str | None = None, *, read_only: bool = False) -> Self:
@@ -374,8 +523,15 @@ class AuditStore:
                         f"{db.HEAD_REVISION}, found {revision} (open it once without read_only to migrate)"
                     )
             else:
-                db.upgrade_to_head(engine)
-                db.check_writable(engine)
+                for attempt in range(_BUSY_RETRIES + 1):
+                    try:  # a fresh SQLite file: openers racing to switch it to WAL may see it busy
+                        db.upgrade_to_head(engine)
+                        db.check_writable(engine)
+                        break
+                    except SQLAlchemyError as exc:
+                        if not db.is_sqlite_busy(exc) or attempt == _BUSY_RETRIES:
+                            raise
+                        time.sleep(0.05 * 2**attempt)
             with db.read_transaction(engine) as conn:
                 key = conn.execute(
                     select(AuditMeta.value).where(AuditMeta.key == "prompt_hmac_key")
@@ -410,27 +566,40 @@ class AuditStore:
 
     def record_generation(self, record: GenerationRecord) -> None:
         """Write the request, decision and images with their chained entries in ONE transaction."""
-        generation = _generation_row(record, chain.format_time(datetime.now(UTC)), self._prompt_key)
-        indices = [image.index for image in record.images]
-        if len(set(indices)) != len(indices):
+        self.record_generations((record,))
+
+    def record_generations(self, records: Sequence[GenerationRecord]) -> None:
+        """Write several generations in ONE transaction (group commit): all of them or none.
+
+        Each generation gets its own chained entries, exactly as `record_generation` writes them; one
+        commit (one disk sync) covers the batch. An invalid record fails the whole batch before the
+        database is touched.
+        """
+        if isinstance(records, (str, bytes)) or not isinstance(records, Sequence):
             raise BadInputError(
-                f"generation {record.generation_id!r}: image indices expected unique, found {indices}"
+                f"records: expected a sequence of GenerationRecord, found {type(records).__name__}"
             )
-        images = [_image_row(record.generation_id, image) for image in record.images]
-        events = [
-            _PendingEvent(
-                GENERATION_EVENTS[record.status], record.generation_id, generation_payload(generation)
-            )
-        ]
-        events += [_PendingEvent(IMAGE_EVENT, record.generation_id, image_payload(row)) for row in images]
+        if not records:
+            return
+        ids = [record.generation_id for record in records]
+        if len(set(ids)) != len(ids):
+            raise BadInputError(f"records: generation ids expected unique within a batch, found {ids}")
+        created_at = chain.format_time(datetime.now(UTC))
+        prepared = [_prepare(record, created_at, self._prompt_key) for record in records]
+        generations = [item.generation for item in prepared]
+        images = [row for item in prepared for row in item.images]
+        events = [event for item in prepared for event in item.events]
 
         def write(conn: Connection) -> None:
-            conn.execute(insert(Generation), generation)
+            # Domain rows first: on PostgreSQL they are written before the head's lock is taken, so that
+            # concurrent writers overlap here and hold the lock only to hash, append and commit.
+            conn.exec_driver_sql(self._sql.insert_generation, generations)
             if images:
-                conn.execute(insert(Image), images)
+                conn.exec_driver_sql(self._sql.insert_image, images)
             self._append(conn, events)
 
-        self._write(write, f"generation {record.generation_id!r}")
+        what = f"generation {ids[0]!r}" if len(ids) == 1 else f"generations {ids[0]!r}..{ids[-1]!r}"
+        self._write(write, what)
 
     def append_event(self, event_type: str, payload: _RowMap, generation_id: str | None = None) -> int:
         """Append one generic event (e.g. "verification.performed", "review.decision"); returns its seq."""
@@ -442,18 +611,18 @@ class AuditStore:
             raise BadInputError(f"event_type: {event_type!r} is written only by record_generation")
         if not isinstance(payload, Mapping):
             raise BadInputError(f"payload: expected a mapping, found {type(payload).__name__}")
+        _check_text(generation_id, "generation_id", optional=True)
         event = _PendingEvent(event_type, generation_id, chain.canonical_json(dict(payload)))
         seqs: list[int] = []
         self._write(lambda conn: seqs.extend(self._append(conn, [event])), f"event {event_type!r}")
         return seqs[0]
 
     def _append(self, conn: Connection, events: Sequence[_PendingEvent]) -> list[int]:
-        """Chain `events` after the head; the caller's transaction holds the write lock."""
-        head = conn.execute(
-            select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1).with_for_update()
-        ).one()
-        seq, prev = head.seq, bytes.fromhex(head.entry_hash)
+        """Chain `events` after the head; the caller's transaction holds, or here takes, the write lock."""
+        seq, prev_hex = conn.exec_driver_sql(self._sql.lock_head).one()
+        prev = bytes.fromhex(prev_hex)
         recorded_at = chain.format_time(datetime.now(UTC))  # taken under the lock: time order is seq order
+        first = seq + 1
         rows = []
         for event in events:
             seq += 1
@@ -461,21 +630,15 @@ class AuditStore:
                 seq, event.event_type, recorded_at, event.generation_id, event.payload_json
             )
             entry = chain.entry_hash(prev, document)
+            entry_hex = entry.hex()
+            payload_text = event.payload_json.decode("utf-8")
             rows.append(
-                {
-                    "seq": seq,
-                    "event_type": event.event_type,
-                    "recorded_at": recorded_at,
-                    "generation_id": event.generation_id,
-                    "payload_json": event.payload_json.decode("utf-8"),
-                    "prev_hash": prev.hex(),
-                    "entry_hash": entry.hex(),
-                }
+                (seq, event.event_type, recorded_at, event.generation_id, payload_text, prev_hex, entry_hex)
             )
-            prev = entry
-        conn.execute(insert(LogEntry), rows)
-        conn.execute(update(ChainHead).where(ChainHead.id == 1).values(seq=seq, entry_hash=prev.hex()))
-        return [row["seq"] for row in rows]
+            prev, prev_hex = entry, entry_hex
+        conn.exec_driver_sql(self._sql.insert_entry, rows)
+        conn.exec_driver_sql(self._sql.move_head, (seq, prev_hex))
+        return list(range(first, seq + 1))
 
     def _write(self, work: Callable[[Connection], object], what: str) -> None:
         """Run `work(conn)` in a write transaction, retrying while SQLite reports the database busy."""
@@ -658,6 +821,7 @@ def _stored_image(row: _RowMap) -> StoredImage:
             flagged=tuple((category, threshold) for category, threshold in verdict["flagged"]),
         ),
         manifest=None if row["manifest"] is None else bytes(row["manifest"]),
+        latent_nonce=None if row["latent_nonce"] is None else bytes(row["latent_nonce"]),
     )
 
 

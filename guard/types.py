@@ -127,8 +127,8 @@ class ImageVerdict:
 class GenerationParams:
     """Sampling parameters. `seed` None means the pipeline draws one and records it."""
 
-    width: int = 256
-    height: int = 256
+    width: int = 512
+    height: int = 512
     steps: int = 10
     guidance_scale: float = 7.0
     num_images: int = 1

@@ -71,7 +71,9 @@ def _parse_size(value: str) -> tuple[int, int]:
 @click.option("-n", "--num-images", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--seed", type=int, default=None, help="Seed (default: drawn and recorded).")
 @click.option("--steps", default=10, show_default=True, type=click.IntRange(1, 500))
-@click.option("--size", default="256", show_default=True, help="WIDTH or WIDTHxHEIGHT, multiples of 8.")
+@click.option(
+    "--size", default="512", show_default=True, help="WIDTH or WIDTHxHEIGHT, multiples of 8 (the pixel watermark needs 512+)."
+)
 @click.option("--guidance", default=7.0, show_default=True, type=float)
 @click.option("--negative", "negative_prompt", default="", help="Negative prompt.")
 @click.option("--out", "out_dir", default="genguard-out", show_default=True, type=click.Path(path_type=Path))
@@ -312,7 +314,7 @@ def audit_list(limit: int, status: str | None, as_json: bool, db_url: str | None
         else:
             click.echo(
                 f"{row.generation_id}  {row.created_at:%Y-%m-%d %H:%M:%S}  {row.status:9}  "
-                f"{row.action:7}  images {row.image_count}  {row.policy_name} {row.policy_version}"
+                f"{row.decision_action.value:7}  images {row.image_count}  {row.policy.name} {row.policy.version}"
             )
 
 

@@ -32,12 +32,17 @@ from guard.types import (
 POLICY = PolicyRef("default", "1.2.0", hashlib.sha256(b"default pack").hexdigest())
 
 
-def make_decision(prompt: str, action: PromptAction = PromptAction.ALLOW, rewritten: str | None = None) -> PromptDecision:
+def make_decision(
+    prompt: str, action: PromptAction = PromptAction.ALLOW, rewritten: str | None = None
+) -> PromptDecision:
     return PromptDecision(
         action=action,
         prompt=rewritten if rewritten is not None else prompt,
         original_prompt=prompt,
-        categories=(CategoryScore("violent_content", 0.125, action), CategoryScore("hate", 3.5e-7, PromptAction.ALLOW)),
+        categories=(
+            CategoryScore("violent_content", 0.125, action),
+            CategoryScore("hate", 3.5e-7, PromptAction.ALLOW),
+        ),
         rules=(RuleHit("violent_content", "lexical", "violence.gore.001", 1.0),),
         policy=POLICY,
         negative_prompt_additions=("blood",),
@@ -82,7 +87,9 @@ def make_record(
     action = PromptAction.BLOCK if status == "blocked" else PromptAction.ALLOW
     return GenerationRecord(
         generation_id=generation_id or f"gen-{seed:06d}",
-        request=GenerationRequest(prompt, negative, GenerationParams(seed=seed, num_images=images), actor=f"user{seed % 3}"),
+        request=GenerationRequest(
+            prompt, negative, GenerationParams(seed=seed, num_images=images), actor=f"user{seed % 3}"
+        ),
         decision=make_decision(prompt, action, rewritten),
         prompt_storage=storage,
         status=status,
@@ -116,7 +123,9 @@ def all_text(url: str) -> str:
         with engine.connect() as conn:
             meta = sa.MetaData()
             meta.reflect(conn)
-            return "\n".join(repr(tuple(row)) for table in meta.sorted_tables for row in conn.execute(table.select()))
+            return "\n".join(
+                repr(tuple(row)) for table in meta.sorted_tables for row in conn.execute(table.select())
+            )
     finally:
         engine.dispose()
 
@@ -130,7 +139,12 @@ def test_completed_record_round_trips(store: AuditStore) -> None:
 
     detail = store.get_generation(record.generation_id)
     assert detail is not None
-    assert (detail.status, detail.actor, detail.model_id, detail.seed) == ("completed", "user1", "embedded:tiny-sd", 7)
+    assert (detail.status, detail.actor, detail.model_id, detail.seed) == (
+        "completed",
+        "user1",
+        "embedded:tiny-sd",
+        7,
+    )
     assert detail.prompt.text == record.request.prompt and detail.prompt.digest is None
     assert detail.negative_prompt.text == "low quality"
     assert detail.rewritten_prompt is None
@@ -142,8 +156,16 @@ def test_completed_record_round_trips(store: AuditStore) -> None:
     assert [image.index for image in detail.images] == [0, 1, 2]
     for stored, original in zip(detail.images, record.images, strict=True):
         assert stored.verdict == original.verdict
-        assert (stored.sha256, stored.phash, stored.mark_id) == (original.sha256, original.phash, original.mark_id)
-        assert (stored.status, stored.path, stored.manifest) == (original.status, original.path, original.manifest)
+        assert (stored.sha256, stored.phash, stored.mark_id) == (
+            original.sha256,
+            original.phash,
+            original.mark_id,
+        )
+        assert (stored.status, stored.path, stored.manifest) == (
+            original.status,
+            original.path,
+            original.manifest,
+        )
     assert [event.event_type for event in detail.events] == ["generation.recorded"] + ["image.recorded"] * 3
     assert [event.seq for event in detail.events] == [1, 2, 3, 4]
     assert detail.events[1].prev_hash == detail.events[0].entry_hash
@@ -158,7 +180,9 @@ def test_blocked_and_failed_requests_are_recorded(store: AuditStore, audit_url: 
     blocked = store.get_generation("gen-000001")
     failed = store.get_generation("gen-000002")
     assert blocked is not None and failed is not None
-    assert blocked.status == "blocked" and blocked.images == () and blocked.decision_action is PromptAction.BLOCK
+    assert (
+        blocked.status == "blocked" and blocked.images == () and blocked.decision_action is PromptAction.BLOCK
+    )
     assert blocked.events[0].event_type == "generation.blocked"
     assert blocked.decision.rules[0].rule == "violence.gore.001"
     assert failed.status == "failed" and failed.error == "CUDA out of memory"
@@ -169,15 +193,25 @@ def test_blocked_and_failed_requests_are_recorded(store: AuditStore, audit_url: 
         store.record_generation(make_record(3, images=1, status="blocked"))
     with pytest.raises(BadInputError, match="failed.*error"):
         store.record_generation(
-            GenerationRecord("gen-x", make_record(4).request, make_decision("x"), PromptStorage.FULL, "failed")
+            GenerationRecord(
+                "gen-x", make_record(4).request, make_decision("x"), PromptStorage.FULL, "failed"
+            )
         )
     assert "gen-000003" not in all_text(audit_url)
 
 
 @pytest.mark.parametrize("storage", [PromptStorage.HASHED, PromptStorage.REDACTED])
-def test_hashed_and_redacted_prompts_leave_no_text(store: AuditStore, audit_url: str, storage: PromptStorage) -> None:
-    prompt, negative, rewritten = "portrait of Zephyrine Quollworth", "Xanthippe blur", "portrait of a Quokka-painter"
-    store.record_generation(make_record(5, storage=storage, prompt=prompt, negative=negative, rewritten=rewritten))
+def test_hashed_and_redacted_prompts_leave_no_text(
+    store: AuditStore, audit_url: str, storage: PromptStorage
+) -> None:
+    prompt, negative, rewritten = (
+        "portrait of Zephyrine Quollworth",
+        "Xanthippe blur",
+        "portrait of a Quokka-painter",
+    )
+    store.record_generation(
+        make_record(5, storage=storage, prompt=prompt, negative=negative, rewritten=rewritten)
+    )
 
     everything = all_text(audit_url)
     for secret in ("Zephyrine", "Xanthippe", "Quokka-painter"):
@@ -233,7 +267,9 @@ def test_conflicting_mark_id_writes_nothing(store: AuditStore, audit_url: str) -
     first = make_record(10)
     store.record_generation(first)
     clash = make_record(11, images=1)
-    clash = GenerationRecord(**{**clash.__dict__, "images": (make_image(11, 0, mark_id=first.images[0].mark_id),)})
+    clash = GenerationRecord(
+        **{**clash.__dict__, "images": (make_image(11, 0, mark_id=first.images[0].mark_id),)}
+    )
     with pytest.raises(BadInputError, match="gen-000011.*conflicts"):
         store.record_generation(clash)
     with pytest.raises(BadInputError, match="conflicts"):
@@ -263,7 +299,9 @@ def test_bad_input_is_named(store: AuditStore) -> None:
 
 def test_append_event(store: AuditStore) -> None:
     store.record_generation(make_record(20, images=1))
-    seq = store.append_event("review.decision", {"decision": "release", "reviewer": "ana", "score": 0.25}, "gen-000020")
+    seq = store.append_event(
+        "review.decision", {"decision": "release", "reviewer": "ana", "score": 0.25}, "gen-000020"
+    )
     assert seq == 3
     assert store.append_event("verification.performed", {"verdict": "trusted"}) == 4
     detail = store.get_generation("gen-000020")
@@ -288,7 +326,11 @@ def test_queries(store: AuditStore) -> None:
     start = datetime.now(UTC) - timedelta(seconds=1)
     for seed in range(5):
         blocked = seed == 4
-        store.record_generation(make_record(30 + seed, images=0 if blocked else seed % 3, status="blocked" if blocked else "completed"))
+        store.record_generation(
+            make_record(
+                30 + seed, images=0 if blocked else seed % 3, status="blocked" if blocked else "completed"
+            )
+        )
 
     newest = store.list_generations(limit=3)
     assert [g.generation_id for g in newest] == ["gen-000034", "gen-000033", "gen-000032"]
@@ -313,7 +355,9 @@ def test_queries(store: AuditStore) -> None:
     shared = hashlib.sha256(b"the same bytes").hexdigest()
     for seed in (40, 41):
         record = make_record(seed, images=1)
-        store.record_generation(GenerationRecord(**{**record.__dict__, "images": (make_image(seed, 0, sha256=shared),)}))
+        store.record_generation(
+            GenerationRecord(**{**record.__dict__, "images": (make_image(seed, 0, sha256=shared),)})
+        )
     matches = store.find_images_by_sha256(shared.upper())
     assert [m.generation_id for m in matches] == ["gen-000040", "gen-000041"]
     assert store.find_images_by_sha256("0" * 64) == []
@@ -376,7 +420,7 @@ def test_threads_share_one_chain_on_sqlite(sqlite_url: str) -> None:
             openers.append(store)
             for n in range(25):
                 store.record_generation(make_record(worker * 1000 + n, images=n % 3))
-        except BaseException as exc:  # reported below: a thread's exception would otherwise vanish
+        except Exception as exc:  # noqa: BLE001 - reported below: a thread's exception would otherwise vanish
             errors.append(exc)
 
     threads = [threading.Thread(target=open_and_write, args=(w,)) for w in range(4)]

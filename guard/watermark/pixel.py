@@ -8,9 +8,12 @@ How it works (DESIGN.md, "What a watermark prototype showed"):
   64 id bits + a keyed CRC-32, with keyed signs; the rest (about a seventh) carry a fixed +-1 synchronisation
   pattern.
 - Embedding adds the tiled pattern to luminance only (the same value to R, G and B, so chroma is
-  untouched and JPEG 4:2:0 cannot erase it), scaled by local activity (more in texture, little in flat
-  areas) and host-aware (more amplitude on bits the photo itself pushes the wrong way). The total strength
-  is set so that the luminance change has a fixed RMS, which fixes PSNR at about 42.3 dB on every image.
+  untouched and JPEG 4:2:0 cannot erase it), scaled by a perceptual mask and host-aware (more amplitude
+  on bits the photo itself pushes the wrong way). The luminance change has a fixed RMS (PSNR about
+  42.3 dB). The mask is local activity ** p: flat regions carry the mark best for the detector but cost
+  the most SSIM, so each image gets the flattest mask (smallest p of `_MASK_POWERS`) whose SSIM, predicted
+  in closed form from local statistics (`_SsimModel`), stays at `_TARGET_SSIM`; where even the steepest
+  does not, the mark is scaled down (PSNR rises above 42.3 dB).
 - Detection whitens the luminance (local mean removed, divided by local deviation, clipped), folds it into
   one tile, equalises the fold's spectrum ring by ring (1 / noise power: blur and JPEG attenuate the
   high rings, the photo fills the low ones), finds the shift by FFT cross-correlation with the sync
@@ -49,9 +52,13 @@ MIN_SIDE = 64
 _BAND = (0.05, 0.16)  # cycles per pixel
 _SYNC_FRACTION = 0.12
 _TARGET_RMS = 1.95  # luminance change RMS in 8-bit levels: PSNR = 20 log10(255 / 1.95) = 42.3 dB
+_TARGET_SSIM = 0.9865  # predicted; the mark is scaled down on images where PSNR alone would allow less
+_SSIM_WINDOW = 7
+_SSIM_STRIDE = 4  # the predicted SSIM averages every 4th window of every 4th row
 _MASK_SIGMA = 2.0
 _MASK_FLOOR = 1.5  # local deviation (8-bit levels) below which a region counts as flat
-_MASK_POWER = 0.5
+_MASK_POWERS = (0.35, 0.5, 0.65, 0.8, 1.0)  # flattest first
+_MASK_EPS = 0.25
 _WHITEN_MEAN_SIGMA = 4.0
 _WHITEN_DEV_SIGMA = 6.0
 _WHITEN_CLIP = 3.0
@@ -301,43 +308,112 @@ def _embed_array(array: UInt8, mark_id: int, layout: _Layout) -> UInt8:
     luma = _luminance(array)
     coded = _ecc.conv_encode(_ecc.message_bits(mark_id, layout.crc_mask))
     symbols = 1.0 - 2.0 * coded.astype(np.float64)  # coded bit 0 -> +1
-    # Perceptual mask: amplitude grows with local activity, flat regions get almost nothing.
-    activity = _local_deviation(luma, _MASK_SIGMA)
-    mask = np.power(np.maximum(activity - _MASK_FLOOR, 0.0) + 0.25, _MASK_POWER).astype(np.float32)
+    activity = np.maximum(_local_deviation(luma, _MASK_SIGMA) - _MASK_FLOOR, 0.0) + _MASK_EPS
+    ssim_model = _SsimModel(array)
 
-    def luma_change(bit_gain: Float64) -> tuple[Float32, float]:
-        """The masked, tiled pattern at RMS _TARGET_RMS, and the factor that normalisation applied."""
+    def luma_change(bit_gain: Float64, mask: Float32) -> Float32:
+        """The masked, tiled pattern at RMS _TARGET_RMS."""
         dims = np.zeros(2 * len(layout.rows))
         dims[layout.sync_dims] = _SYNC_GAIN * layout.sync_chips
         dims[layout.bit_dims] = layout.bit_chips * (symbols * bit_gain)[:, None]
         tile = np.fft.irfft2(_dims_to_spectrum(dims, layout.rows, layout.cols), s=(TILE, TILE))
-        tile /= np.sqrt(np.mean(tile**2))
         pattern = np.tile(tile.astype(np.float32), (-(-h // TILE), -(-w // TILE)))[:h, :w]
         delta = pattern * mask
         factor = _TARGET_RMS / max(float(np.sqrt(np.mean(delta.astype(np.float64) ** 2))), 1e-9)
-        return delta * np.float32(factor), factor
+        return delta * np.float32(factor)
 
     def agreement(plane: Float32) -> Float64:
         """What the detector reads for each coded bit at zero shift, signed so that + is correct."""
         return _soft_bits(_equalize(np.fft.rfft2(_fold(_whiten(plane)))), layout) * symbols
 
+    # Perceptual mask: amplitude grows with local activity as activity ** power. Flat regions carry the
+    # mark best (the detector divides by local activity) but cost the most SSIM: take the flattest mask
+    # whose mark is predicted to keep SSIM at the target at the PSNR target.
+    sampled_activity = activity[ssim_model.centres]
+    power = next(
+        (p for p in _MASK_POWERS if ssim_model.predict_mask(sampled_activity**p) >= _TARGET_SSIM),
+        _MASK_POWERS[-1],
+    )
+    mask = np.power(activity, power).astype(np.float32)
+    uniform = np.ones(_ecc.CODED_BITS)
+    first = luma_change(uniform, mask)
     # Host-aware embedding: measure what the photo alone reads (host) and what a first, uniform mark
     # adds (response per unit gain), then choose per-bit gains that bring every bit to the same margin
     # within the same energy. Bits the photo pushes the wrong way get more, bits it helps get less.
     host = agreement(luma)
-    uniform = np.ones(_ecc.CODED_BITS)
-    first, _ = luma_change(uniform)
     response = np.maximum(agreement(luma + first) - host, 1e-9)
     margin = _equal_margin(host, response)
     bit_gain = np.clip((margin - host) / response, _MIN_BIT_GAIN, _MAX_BIT_GAIN)
-    delta, _ = luma_change(bit_gain)
+    delta = luma_change(bit_gain, mask)
     # The mask, the whitening, rounding and clipping couple the bits: correct what the guess missed,
     # measuring the 8-bit image that will actually be returned.
     for _ in range(_HOST_AWARE_ROUNDS):
         reached = agreement(_luminance(_apply(array, delta)))
         bit_gain = np.clip(bit_gain + (margin - reached) / response, _MIN_BIT_GAIN, _MAX_BIT_GAIN)
-        delta, _ = luma_change(bit_gain)
-    return _apply(array, delta)
+        delta = luma_change(bit_gain, mask)
+    return _apply(array, delta * np.float32(ssim_model.gain_cap(delta, _TARGET_SSIM)))
+
+
+class _SsimModel:
+    """Predicts the SSIM of `array + g * delta` from local statistics, without forming the image.
+
+    SSIM as skimage computes it for the bench: 7x7 uniform windows, sample covariance, K1 0.01, K2 0.03,
+    data range 255, mean over the windows (border trimmed) and the channels. With y = x + g d each window's
+    SSIM is a closed form in g of the local means and variances of x and d; the covariance of x and d is
+    left out (the pattern is keyed noise) and 8-bit rounding adds a variance of 1/12. Only the mean over
+    windows matters, so a grid of windows (every `_SSIM_STRIDE`-th) is summed from integral images.
+    """
+
+    def __init__(self, array: UInt8) -> None:
+        h, w = array.shape[:2]
+        win, stride = _SSIM_WINDOW, _SSIM_STRIDE
+        self._rows, self._cols = -(-(h - win + 1) // stride), -(-(w - win + 1) // stride)
+        self.centres = (slice(win // 2, h - win // 2, stride), slice(win // 2, w - win // 2, stride))
+        channels = [array] if array.ndim == 2 else [np.ascontiguousarray(array[..., c]) for c in range(3)]
+        self._channels = [self._stats(channel) for channel in channels]
+
+    def _stats(self, plane: UInt8 | Float32) -> tuple[Float64, Float64]:
+        """Mean and sample variance of `plane` in the grid of windows."""
+        sums, squares = (np.asarray(t, np.float64) for t in cv2.integral2(plane, sdepth=cv2.CV_64F))
+        win, stride, rows, cols = _SSIM_WINDOW, _SSIM_STRIDE, self._rows, self._cols
+
+        def window(table: Float64) -> Float64:
+            def corner(dy: int, dx: int) -> Float64:
+                view: Float64 = table[dy : dy + rows * stride : stride, dx : dx + cols * stride : stride]
+                return view
+
+            return corner(win, win) - corner(0, win) - corner(win, 0) + corner(0, 0)
+
+        n = win * win
+        mean = window(sums) / n
+        return mean, (window(squares) / n - mean * mean) * n / (n - 1)
+
+    def predict_mask(self, sampled_mask: Float32) -> float:
+        """Predicted SSIM of a keyed-noise pattern modulated by a mask (sampled at the window centres)."""
+        variance = sampled_mask.astype(np.float64) ** 2
+        variance *= _TARGET_RMS**2 / float(np.mean(variance))
+        return self._ssim(np.zeros_like(variance), variance, 1.0)
+
+    def gain_cap(self, delta: Float32, target: float) -> float:
+        """The largest gain <= 1 at which the predicted SSIM of `array + gain * delta` stays >= `target`."""
+        d_mean, d_var = self._stats(delta)
+        if self._ssim(d_mean, d_var, 1.0) >= target:
+            return 1.0
+        low, high = 0.0, 1.0
+        for _ in range(10):
+            middle = (low + high) / 2
+            low, high = (middle, high) if self._ssim(d_mean, d_var, middle) >= target else (low, middle)
+        return low
+
+    def _ssim(self, d_mean: Float64, d_var: Float64, gain: float) -> float:
+        c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+        total = 0.0
+        for x_mean, x_var in self._channels:
+            y_mean = x_mean + gain * d_mean
+            luminance = (2 * x_mean * y_mean + c1) / (x_mean * x_mean + y_mean * y_mean + c1)
+            structure = (2 * x_var + c2) / (2 * x_var + gain * gain * d_var + 1 / 12 + c2)
+            total += float(np.mean(luminance * structure))
+        return total / len(self._channels)
 
 
 def _apply(array: UInt8, delta: Float32) -> UInt8:
@@ -470,7 +546,8 @@ def _shift_spectrum(spectrum: npt.NDArray[np.complex128], dy: int, dx: int) -> n
     """The spectrum of the tile rolled by (-dy, -dx)."""
     ky = np.fft.fftfreq(TILE)[:, None]
     kx = np.fft.rfftfreq(TILE)[None, :]
-    return spectrum * np.exp(2j * np.pi * (ky * dy + kx * dx))  # type: ignore[no-any-return]
+    shifted: npt.NDArray[np.complex128] = spectrum * np.exp(2j * np.pi * (ky * dy + kx * dx))
+    return shifted
 
 
 def _soft_bits(spectrum: npt.NDArray[np.complex128], layout: _Layout) -> Float64:
@@ -489,7 +566,7 @@ def _geometry_candidates(white: Float32, layout: _Layout) -> Iterator[tuple[floa
     few of the whole grid are. At most `_GEOMETRY_CANDIDATES` are yielded.
     """
     h, w = white.shape
-    half = cv2.resize(white, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    half: Float32 = cv2.resize(white, (w // 2, h // 2), interpolation=cv2.INTER_AREA)  # type: ignore[assignment]
     sync_fft = layout.half_sync_fft
     yielded: list[tuple[float, float]] = []
 

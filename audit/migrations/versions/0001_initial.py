@@ -76,6 +76,7 @@ def upgrade() -> None:
         sa.Column("verdict_action", sa.String(16), nullable=False),
         sa.Column("verdict_json", sa.Text(), nullable=False),
         sa.Column("manifest", sa.LargeBinary(), nullable=True),
+        sa.Column("latent_nonce", sa.LargeBinary(), nullable=True),
         sa.UniqueConstraint("generation_id", "index", name="uq_images_generation_index"),
     )
     for column in ("generation_id", "sha256", "phash_c0", "phash_c1", "phash_c2", "phash_c3"):
