@@ -420,23 +420,21 @@ _ENTRY_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class _WriteStatements:
-    """The write path's SQL, made once per engine from the table definitions and run as driver SQL.
+class _Writer:
+    """The write path's SQL for one engine, made once from the table definitions, run as driver SQL.
 
     Profiling showed SQLAlchemy's per-execution work (cache key, parameter processing) costing more
     than the database's: these statements need none of it (their values are str, int, bytes and None,
-    which both drivers take as they are) and run with one executemany per table per transaction.
+    which both drivers take as they are). Each table gets one statement per transaction: an
+    executemany on SQLite (in process: no round trips to save); on PostgreSQL one multi-row
+    ``INSERT ... VALUES (...), (...)`` (one round trip; psycopg's pipelined executemany took twice as
+    long), and the chain head moves in the same statement as the entries are inserted, so that the
+    head's lock is held for two round trips and the commit.
     """
 
-    insert_generation: str
-    insert_image: str
-    insert_entry: str
-    lock_head: str
-    move_head: str
+    _MAX_ROWS = 1000  # rows per multi-row INSERT: PostgreSQL takes at most 65,535 parameters
 
-    @classmethod
-    def for_dialect(cls, dialect: Dialect) -> _WriteStatements:
+    def __init__(self, dialect: Dialect) -> None:
         quote = dialect.identifier_preparer.quote
         marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
         if marker is None:
@@ -444,20 +442,57 @@ class _WriteStatements:
                 f"audit database driver {dialect.driver!r}: expected paramstyle qmark, format or "
                 f"pyformat, found {dialect.paramstyle!r}"
             )
-
-        def insert_sql(table: str, columns: Sequence[str]) -> str:
-            names = ", ".join(quote(name) for name in columns)
-            return f"INSERT INTO {quote(table)} ({names}) VALUES ({', '.join([marker] * len(columns))})"
-
+        self._multirow = dialect.name == "postgresql"
+        self._marker = marker
+        self._prefix = {
+            table: f"INSERT INTO {quote(table)} ({', '.join(quote(name) for name in columns)}) VALUES "
+            for table, columns in (
+                ("generations", _GENERATION_COLUMNS),
+                ("images", _IMAGE_COLUMNS),
+                ("audit_log", _ENTRY_COLUMNS),
+            )
+        }
+        self._row = {
+            "generations": f"({', '.join([marker] * len(_GENERATION_COLUMNS))})",
+            "images": f"({', '.join([marker] * len(_IMAGE_COLUMNS))})",
+            "audit_log": f"({', '.join([marker] * len(_ENTRY_COLUMNS))})",
+        }
+        self._sql: dict[tuple[str, int, bool], str] = {}
         # FOR UPDATE serialises writers on PostgreSQL; on SQLite, BEGIN IMMEDIATE already did.
-        lock = " FOR UPDATE" if dialect.name == "postgresql" else ""
-        return cls(
-            insert_generation=insert_sql("generations", _GENERATION_COLUMNS),
-            insert_image=insert_sql("images", _IMAGE_COLUMNS),
-            insert_entry=insert_sql("audit_log", _ENTRY_COLUMNS),
-            lock_head=f"SELECT seq, entry_hash FROM chain_head WHERE id = 1{lock}",
-            move_head=f"UPDATE chain_head SET seq = {marker}, entry_hash = {marker} WHERE id = 1",
-        )
+        lock = " FOR UPDATE" if self._multirow else ""
+        self.lock_head = f"SELECT seq, entry_hash FROM chain_head WHERE id = 1{lock}"
+        self._move_head = f"UPDATE chain_head SET seq = {marker}, entry_hash = {marker} WHERE id = 1"
+
+    def insert(self, conn: Connection, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not self._multirow:
+            conn.exec_driver_sql(self._prefix[table] + self._row[table], list(rows))
+            return
+        for first in range(0, len(rows), self._MAX_ROWS):
+            chunk = rows[first : first + self._MAX_ROWS]
+            conn.exec_driver_sql(self._values_sql(table, len(chunk), False), _flat(chunk))
+
+    def append_entries(
+        self, conn: Connection, rows: Sequence[tuple[Any, ...]], head: tuple[int, str]
+    ) -> None:
+        """Insert the entry rows and move the chain head to `head` (seq, entry hash)."""
+        if not self._multirow or len(rows) > self._MAX_ROWS:
+            self.insert(conn, "audit_log", rows)
+            conn.exec_driver_sql(self._move_head, head)
+            return
+        conn.exec_driver_sql(self._values_sql("audit_log", len(rows), True), (*head, *_flat(rows)))
+
+    def _values_sql(self, table: str, count: int, move_head: bool) -> str:
+        key = (table, count, move_head)
+        sql = self._sql.get(key)
+        if sql is None:
+            # A data-modifying WITH runs exactly once, whether or not the INSERT reads it (PostgreSQL).
+            head = f"WITH moved AS ({self._move_head}) " if move_head else ""
+            sql = self._sql[key] = head + self._prefix[table] + ", ".join([self._row[table]] * count)
+        return sql
+
+
+def _flat(rows: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
+    return tuple(value for row in rows for value in row)
 
 
 @dataclass(frozen=True)
@@ -502,7 +537,7 @@ class AuditStore:
     def __init__(self, engine: Engine, prompt_key: bytes) -> None:
         self._engine = engine
         self._prompt_key = prompt_key
-        self._sql = _WriteStatements.for_dialect(engine.dialect)
+        self._writer = _Writer(engine.dialect)
 
     @classmethod
     def open(cls, url: str | None = None, *, read_only: bool = False) -> Self:
@@ -593,9 +628,9 @@ class AuditStore:
         def write(conn: Connection) -> None:
             # Domain rows first: on PostgreSQL they are written before the head's lock is taken, so that
             # concurrent writers overlap here and hold the lock only to hash, append and commit.
-            conn.exec_driver_sql(self._sql.insert_generation, generations)
+            self._writer.insert(conn, "generations", generations)
             if images:
-                conn.exec_driver_sql(self._sql.insert_image, images)
+                self._writer.insert(conn, "images", images)
             self._append(conn, events)
 
         what = f"generation {ids[0]!r}" if len(ids) == 1 else f"generations {ids[0]!r}..{ids[-1]!r}"
@@ -619,7 +654,7 @@ class AuditStore:
 
     def _append(self, conn: Connection, events: Sequence[_PendingEvent]) -> list[int]:
         """Chain `events` after the head; the caller's transaction holds, or here takes, the write lock."""
-        seq, prev_hex = conn.exec_driver_sql(self._sql.lock_head).one()
+        seq, prev_hex = conn.exec_driver_sql(self._writer.lock_head).one()
         prev = bytes.fromhex(prev_hex)
         recorded_at = chain.format_time(datetime.now(UTC))  # taken under the lock: time order is seq order
         first = seq + 1
@@ -636,8 +671,7 @@ class AuditStore:
                 (seq, event.event_type, recorded_at, event.generation_id, payload_text, prev_hex, entry_hex)
             )
             prev, prev_hex = entry, entry_hex
-        conn.exec_driver_sql(self._sql.insert_entry, rows)
-        conn.exec_driver_sql(self._sql.move_head, (seq, prev_hex))
+        self._writer.append_entries(conn, rows, (seq, prev_hex))
         return list(range(first, seq + 1))
 
     def _write(self, work: Callable[[Connection], object], what: str) -> None:

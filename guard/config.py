@@ -56,7 +56,9 @@ def watermark_key() -> bytes:
         try:
             key = bytes.fromhex(explicit.strip())
         except ValueError:
-            raise BadInputError("GENGUARD_WATERMARK_KEY: expected hex digits, found other characters") from None
+            raise BadInputError(
+                "GENGUARD_WATERMARK_KEY: expected hex digits, found other characters"
+            ) from None
         if len(key) < 16:
             raise BadInputError(f"GENGUARD_WATERMARK_KEY: expected at least 16 bytes, found {len(key)}")
         return key

@@ -66,13 +66,18 @@ def _parse_size(value: str) -> tuple[int, int]:
 
 @cli.command()
 @click.argument("prompt")
-@click.option("--model", default="embedded:tiny-sd", show_default=True, help="Hub id, local path or embedded:tiny-*.")
+@click.option(
+    "--model", default="embedded:tiny-sd", show_default=True, help="Hub id, local path or embedded:tiny-*."
+)
 @click.option("--policy", default="default", show_default=True, help="Shipped pack name or a YAML path.")
 @click.option("-n", "--num-images", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--seed", type=int, default=None, help="Seed (default: drawn and recorded).")
 @click.option("--steps", default=10, show_default=True, type=click.IntRange(1, 500))
 @click.option(
-    "--size", default="512", show_default=True, help="WIDTH or WIDTHxHEIGHT, multiples of 8 (the pixel watermark needs 512+)."
+    "--size",
+    default="512",
+    show_default=True,
+    help="WIDTH or WIDTHxHEIGHT, multiples of 8 (the pixel watermark needs 512+).",
 )
 @click.option("--guidance", default=7.0, show_default=True, type=float)
 @click.option("--negative", "negative_prompt", default="", help="Negative prompt.")
@@ -136,12 +141,16 @@ def generate(
                     {"index": i.index, "path": str(i.path), "sha256": i.sha256, "mark_id": i.mark_id}
                     for i in result.released
                 ],
-                "withheld": [{"index": w.index, "status": w.status, "reason": w.reason} for w in result.withheld],
+                "withheld": [
+                    {"index": w.index, "status": w.status, "reason": w.reason} for w in result.withheld
+                ],
             }
         )
         return
-    click.echo(f"generation {result.generation_id} (seed {result.seed}, policy {result.decision.policy.name} "
-               f"{result.decision.policy.version}, prompt {result.decision.action.value})")
+    click.echo(
+        f"generation {result.generation_id} (seed {result.seed}, policy {result.decision.policy.name} "
+        f"{result.decision.policy.version}, prompt {result.decision.action.value})"
+    )
     for image in result.released:
         click.echo(f"  released {image.path}  sha256 {image.sha256[:16]}  mark {image.mark_id:016x}")
     for held in result.withheld:
@@ -182,7 +191,9 @@ def _prompts_from(prompt: str | None, file: Path | None) -> Iterator[str]:
 
 @policy.command("check")
 @click.argument("prompt", required=False)
-@click.option("--file", "file", type=click.Path(path_type=Path), default=None, help="One prompt per line; - for stdin.")
+@click.option(
+    "--file", "file", type=click.Path(path_type=Path), default=None, help="One prompt per line; - for stdin."
+)
 @click.option("--policy", "policy_name", default="default", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per prompt, in input order.")
 def policy_check(prompt: str | None, file: Path | None, policy_name: str, as_json: bool) -> None:
@@ -236,7 +247,9 @@ def watermark() -> None:
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("destination", type=click.Path(path_type=Path))
 @click.option("--id", "mark_id", required=True, help="The 64-bit mark id (decimal, or hex with 0x).")
-@click.option("--quality", default=95, show_default=True, type=click.IntRange(1, 100), help="JPEG/WebP quality.")
+@click.option(
+    "--quality", default=95, show_default=True, type=click.IntRange(1, 100), help="JPEG/WebP quality."
+)
 def watermark_embed(source: Path, destination: Path, mark_id: str, quality: int) -> None:
     """Write DESTINATION: SOURCE with mark id --id (format from DESTINATION's suffix)."""
     from guard.imageio import encode_image, load_image
@@ -284,7 +297,9 @@ def watermark_detect(images: tuple[Path, ...], as_json: bool) -> None:
         if as_json:
             _print_json({"image": str(path), **dataclasses.asdict(found)})
         elif found.marked:
-            click.echo(f"{path}: marked, id {found.mark_id} (0x{found.mark_id:016x}), confidence {found.confidence:.1f}")
+            click.echo(
+                f"{path}: marked, id {found.mark_id} (0x{found.mark_id:016x}), confidence {found.confidence:.1f}"
+            )
         else:
             click.echo(f"{path}: not marked")
     if failed:

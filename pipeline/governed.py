@@ -23,6 +23,7 @@ from PIL import Image
 
 from audit.records import GenerationRecord, ImageRecord
 from audit.store import AuditStore
+from guard import config
 from guard.classifiers.base import ImageClassifier
 from guard.classifiers.registry import build_classifier
 from guard.errors import BadInputError, BlockedError, GenguardError, ModelLoadError
@@ -31,6 +32,7 @@ from guard.output import decide_image
 from guard.phash import perceptual_hash
 from guard.policy import PolicyEngine, PolicyPack, load_pack
 from guard.types import (
+    ClassifierScore,
     GenerationParams,
     GenerationRequest,
     ImageAction,
@@ -38,7 +40,6 @@ from guard.types import (
     PromptAction,
     PromptDecision,
 )
-from guard import config
 from guard.watermark import PixelWatermarker, Watermarker
 from guard.watermark.latent import ALGORITHM as LATENT_ALGORITHM
 from guard.watermark.latent import new_nonce
@@ -106,7 +107,7 @@ class GovernedPipeline:
 
     def __init__(
         self,
-        pipe: DiffusionPipeline,
+        pipe: Any,
         *,
         model_id: str,
         policy: PolicyPack,
@@ -208,7 +209,9 @@ class GovernedPipeline:
             raise
         except Exception as exc:
             # Record the failure (fails closed on its own if the database is down), then re-raise.
-            failed = self._record(generation_id, request, decision, "failed", seed=seed, error=type(exc).__name__)
+            failed = self._record(
+                generation_id, request, decision, "failed", seed=seed, error=type(exc).__name__
+            )
             self.audit.record_generation(failed)
             raise
         self.audit.record_generation(record)  # the commit: only after it may an image leave
@@ -261,19 +264,30 @@ class GovernedPipeline:
             # Gaussian-Shading noise: the mark id under a fresh nonce picks each value's half of N(0, 1).
             # The image is then determined by (key, mark id, nonce), all in the audit record.
             noise = watermarked_noise(
-                self.pipe, [m for m, _ in marks], [n for _, n in marks], params.height, params.width, self._key
+                self.pipe,
+                [m for m, _ in marks],
+                [n for _, n in marks],
+                params.height,
+                params.width,
+                self._key,
             )
         else:
             # One generator per image, seeded seed + i, so that image i is reproducible on its own.
             noise = torch.cat(
                 [
                     families.initial_noise(
-                        self.pipe, 1, params.height, params.width, torch.Generator("cpu").manual_seed(seed + i)
+                        self.pipe,
+                        1,
+                        params.height,
+                        params.width,
+                        torch.Generator("cpu").manual_seed(seed + i),
                     )
                     for i in range(params.num_images)
                 ]
             )
-        negative = ", ".join(part for part in (request.negative_prompt, *decision.negative_prompt_additions) if part)
+        negative = ", ".join(
+            part for part in (request.negative_prompt, *decision.negative_prompt_additions) if part
+        )
         kwargs = families.call_kwargs(
             self.family,
             prompt=decision.prompt,
@@ -290,7 +304,9 @@ class GovernedPipeline:
         if progress is not None:
             total = params.steps
 
-            def on_step_end(pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+            def on_step_end(
+                pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]
+            ) -> dict[str, Any]:
                 progress(step + 1, total)
                 return callback_kwargs
 
@@ -303,36 +319,39 @@ class GovernedPipeline:
         self, pixels: np.ndarray, decision: PromptDecision, marks: Sequence[tuple[int, bytes]]
     ) -> tuple[list[GeneratedImage], list[WithheldImage]]:
         batch = [pixels[i] for i in range(pixels.shape[0])]
-        per_image_scores: list[list[Any]] = [[] for _ in batch]
+        per_image_scores: list[list[ClassifierScore]] = [[] for _ in batch]
         for classifier in self.classifiers:
-            for i, scores in enumerate(classifier.classify(batch)):
-                per_image_scores[i].extend(scores)
+            for i, classified in enumerate(classifier.classify(batch)):
+                per_image_scores[i].extend(classified)
         hold = decision.action is PromptAction.REVIEW
         released: list[GeneratedImage] = []
         withheld: list[WithheldImage] = []
-        for index, (image, scores, (mark_id, nonce)) in enumerate(zip(batch, per_image_scores, marks, strict=True)):
+        for index, (image, scores, (mark_id, nonce)) in enumerate(
+            zip(batch, per_image_scores, marks, strict=True)
+        ):
             verdict = decide_image(
                 scores, self.policy, heightened=decision.heightened_categories, hold_for_review=hold
             )
             if verdict.action is ImageAction.RELEASE:
                 image = self.watermarker.embed(image, mark_id, self._key)
             png = encode_image(image, "png")
-            common = dict(
-                index=index,
-                sha256=hashlib.sha256(png).hexdigest(),
-                phash=perceptual_hash(image),
-                mark_id=mark_id,
-                latent_nonce=nonce if self.latent_watermark else None,
-                verdict=verdict,
-            )
+            sha256, phash = hashlib.sha256(png).hexdigest(), perceptual_hash(image)
+            nonce_recorded = nonce if self.latent_watermark else None
             if verdict.action is ImageAction.RELEASE:
-                released.append(GeneratedImage(pixels=image, png=png, **common))  # type: ignore[arg-type]
-            else:
-                reason = "prompt held for review" if hold and not verdict.flagged else "flagged: " + ", ".join(
-                    f"{category}>={threshold:g}" for category, threshold in verdict.flagged
+                released.append(
+                    GeneratedImage(index, image, png, sha256, phash, mark_id, nonce_recorded, verdict)
                 )
-                status = _STATUS_BY_ACTION[verdict.action]
-                withheld.append(WithheldImage(status=status, reason=reason, **common))  # type: ignore[arg-type]
+                continue
+            reason = (
+                "prompt held for review"
+                if hold and not verdict.flagged
+                else "flagged: "
+                + ", ".join(f"{category}>={threshold:g}" for category, threshold in verdict.flagged)
+            )
+            status = _STATUS_BY_ACTION[verdict.action]
+            withheld.append(
+                WithheldImage(index, status, verdict, reason, sha256, phash, mark_id, nonce_recorded)
+            )
         return released, withheld
 
     def _record(
@@ -387,7 +406,7 @@ class GovernedPipeline:
 
 def load_diffusers_pipeline(
     model: str, *, device: str = "cpu", torch_dtype: torch.dtype | None = None
-) -> DiffusionPipeline:
+) -> Any:
     """`DiffusionPipeline.from_pretrained` on a hub id, a local path or an embedded model's cache folder."""
     from diffusers import DiffusionPipeline
 
@@ -397,8 +416,10 @@ def load_diffusers_pipeline(
         kwargs["torch_dtype"] = torch_dtype
     try:
         pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as exc:
-        raise ModelLoadError(f"model {model!r}: could not load a diffusers pipeline from {source!r}: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"model {model!r}: could not load a diffusers pipeline from {source!r}: {exc}"
+        ) from exc
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

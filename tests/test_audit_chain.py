@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,10 +15,12 @@ from audit import AuditStore
 from audit.chain import (
     ENTRY_DOMAIN,
     GENESIS_PREV,
+    RawJSON,
     canonical_json,
     entry_hash,
     event_document,
     event_json,
+    flat_object_json,
     format_float,
     format_time,
     parse_time,
@@ -236,3 +239,34 @@ def test_edited_chain_head(chained: tuple[AuditStore, sqlite3.Connection]) -> No
     store, raw = chained
     raw.execute("UPDATE chain_head SET entry_hash = ? WHERE id = 1", ("ee" * 32,))
     assert_caught(store, 13, "chain head's hash")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"b": 1, "a": None, "c": 'x\n\u0001"\\ é😀', "id": -(2**63), "big": 2**64 - 1},
+        {"z": RawJSON('{"k":[1,2]}'), "y": "", "x": 0},
+        {"é": 1, "e": 2},  # a key beyond ASCII: the general encoder's path
+        {"flag": True, "f": 1.0},  # values beyond the flat shape: the general encoder's path
+        {},
+    ],
+)
+def test_flat_object_json_is_canonical_json(fields: dict[str, object]) -> None:
+    expected = canonical_json(
+        {k: json.loads(v.text) if isinstance(v, RawJSON) else v for k, v in fields.items()}
+    )
+    assert flat_object_json(fields) == expected
+
+
+def test_flat_object_json_names_a_lone_surrogate() -> None:
+    with pytest.raises(BadInputError, match=r"payload\.path.*surrogate"):
+        flat_object_json({"path": "\ud800"})
+    with pytest.raises(BadInputError, match="generation_id.*surrogate"):
+        event_json(1, "review.decision", "t", "\udfff", b"{}")
+
+
+def test_write_path_entry_columns_are_the_tables() -> None:
+    from audit.models import LogEntry
+    from audit.store import _ENTRY_COLUMNS
+
+    assert sorted(_ENTRY_COLUMNS) == sorted(column.name for column in LogEntry.__table__.columns)

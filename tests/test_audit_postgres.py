@@ -19,11 +19,17 @@ WORKERS, RECORDS = 4, 25
 
 
 def write_records(url: str, worker: int, start: multiprocessing.synchronize.Event) -> None:
-    """One writer process: open the (possibly fresh) database when told, then write its records."""
+    """One writer process: open the (possibly fresh) database when told, then write its records,
+    one per transaction (even workers) or in group commits of 5 (odd workers)."""
     start.wait(timeout=60)
+    records = [make_record(worker * 1000 + n, images=n % 3) for n in range(RECORDS)]
     with AuditStore.open(url) as store:
-        for n in range(RECORDS):
-            store.record_generation(make_record(worker * 1000 + n, images=n % 3))
+        if worker % 2:
+            for first in range(0, RECORDS, 5):
+                store.record_generations(records[first : first + 5])
+        else:
+            for record in records:
+                store.record_generation(record)
 
 
 def test_processes_share_one_chain(postgres_url: str) -> None:

@@ -440,3 +440,149 @@ def test_threads_share_one_chain_on_sqlite(sqlite_url: str) -> None:
     with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as raw:
         seqs = [row[0] for row in raw.execute("SELECT seq FROM audit_log ORDER BY seq")]
     assert seqs == list(range(1, 101 + images))
+
+
+# ------------------------------------------------------------------------- latent watermark nonce
+
+
+def with_nonces(record: GenerationRecord, nonces: list[bytes | None]) -> GenerationRecord:
+    images = tuple(
+        ImageRecord(**{**image.__dict__, "latent_nonce": nonce})
+        for image, nonce in zip(record.images, nonces, strict=True)
+    )
+    return GenerationRecord(**{**record.__dict__, "images": images})
+
+
+WATERMARKS = {"watermarks": ["genguard.pixel.v2", "genguard.latent.gaussian-shading.v1"]}
+
+
+def test_latent_nonce_and_watermark_names_round_trip(store: AuditStore) -> None:
+    nonce = bytes(range(100, 116))
+    record = with_nonces(make_record(60, images=2), [nonce, None])
+    store.record_generation(GenerationRecord(**{**record.__dict__, "extra": WATERMARKS}))
+
+    detail = store.get_generation("gen-000060")
+    assert detail is not None
+    assert [image.latent_nonce for image in detail.images] == [nonce, None]
+    assert detail.extra == WATERMARKS
+    mark = record.images[0].mark_id
+    assert mark is not None
+    found = store.find_image_by_mark_id(mark)
+    assert found is not None and found.latent_nonce == nonce
+    # The nonce is chained: the image entries' payloads name it (hex), so verify covers the column.
+    image_events = [event for event in detail.events if event.event_type == "image.recorded"]
+    assert [event.payload["latent_nonce"] for event in image_events] == [nonce.hex(), None]
+    assert detail.events[0].payload["extra"] == WATERMARKS
+    assert store.verify_chain().ok
+
+
+@pytest.mark.parametrize(
+    ("nonce", "found"),
+    [(b"x" * 11, "11 bytes"), (b"x" * 65, "65 bytes"), ("00" * 16, "str"), (bytearray(16), "bytearray")],
+)
+def test_latent_nonce_is_validated(store: AuditStore, nonce: Any, found: str) -> None:
+    with pytest.raises(
+        BadInputError, match=f"image 0: latent_nonce expected None or 12 to 64 bytes, found {found}"
+    ):
+        store.record_generation(with_nonces(make_record(61, images=1), [nonce]))
+    store.record_generation(
+        with_nonces(make_record(62, images=2), [b"\x00" * 12, b"\xff" * 64])
+    )  # the bounds
+    result = store.verify_chain()
+    assert result.ok and result.head_seq == 3
+
+
+def test_edited_latent_nonce_is_caught(store: AuditStore, audit_url: str) -> None:
+    store.record_generation(with_nonces(make_record(63, images=2), [b"\x01" * 16, b"\x02" * 16]))
+    engine = sa.create_engine(audit_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text('UPDATE images SET latent_nonce = :nonce WHERE "index" = 1'), {"nonce": b"\x03" * 16}
+        )
+    engine.dispose()
+    result = store.verify_chain()
+    assert not result.ok and result.first_bad_seq == 3
+    assert result.reason is not None and "image 1 of generation 'gen-000063' was changed" in result.reason
+
+
+# ---------------------------------------------------------------------------------- NUL characters
+
+
+def test_nul_in_stored_text_is_bad_input_on_every_database(store: AuditStore, audit_url: str) -> None:
+    # PostgreSQL text cannot hold NUL: refused on SQLite too, so that both accept the same records.
+    with pytest.raises(
+        BadInputError, match=r"prompt: expected text without NUL characters, found one at position 3"
+    ):
+        store.record_generation(make_record(70, prompt="cat\x00 with a hat"))
+    with pytest.raises(BadInputError, match="negative_prompt: expected text without NUL"):
+        store.record_generation(make_record(71, negative="blur\x00"))
+    with pytest.raises(BadInputError, match="image 0: path"):
+        image = ImageRecord(**{**make_image(72, 0).__dict__, "path": "out/\x00.png"})
+        store.record_generation(
+            GenerationRecord(**{**make_record(72, images=1).__dict__, "images": (image,)})
+        )
+    with pytest.raises(BadInputError, match="generation_id"):
+        store.record_generation(make_record(73, generation_id="gen\x00"))
+    assert "gen-00007" not in all_text(audit_url)
+    assert store.verify_chain().head_seq == 0
+
+    # A hashed prompt's text is not stored: a NUL in it is recorded (its digest covers the NUL).
+    store.record_generation(make_record(74, prompt="cat\x00hat", storage=PromptStorage.HASHED))
+    detail = store.get_generation("gen-000074")
+    assert detail is not None and detail.prompt.digest == store.prompt_digest("cat\x00hat")
+    assert store.verify_chain().ok
+
+
+# ------------------------------------------------------------------------------------ group commit
+
+
+def test_record_generations_in_one_transaction(store: AuditStore, audit_url: str) -> None:
+    store.record_generation(make_record(80, images=1))
+    batch = [
+        make_record(81, images=2),
+        make_record(82, images=0, status="blocked"),
+        make_record(83, images=1),
+    ]
+    store.record_generations(batch)
+
+    result = store.verify_chain()
+    assert result.ok and result.head_seq == 2 + 3 + 1 + 2
+    seqs = {}
+    for record in batch:
+        detail = store.get_generation(record.generation_id)
+        assert detail is not None and len(detail.images) == len(record.images)
+        seqs[record.generation_id] = [event.seq for event in detail.events]
+    assert seqs == {"gen-000081": [3, 4, 5], "gen-000082": [6], "gen-000083": [7, 8]}
+
+    # All or nothing: one bad record (caught before writing) or one conflicting row (caught by the database).
+    with pytest.raises(BadInputError, match="gen-000085.*sha256"):
+        bad = GenerationRecord(
+            **{**make_record(85, images=1).__dict__, "images": (make_image(85, 0, sha256="x"),)}
+        )
+        store.record_generations([make_record(84), bad])
+    with pytest.raises(BadInputError, match="conflicts"):
+        store.record_generations([make_record(86), make_record(83)])  # gen-000083 is already recorded
+    with pytest.raises(BadInputError, match="unique within a batch"):
+        store.record_generations([make_record(87), make_record(87)])
+    with pytest.raises(BadInputError, match="records: expected a sequence"):
+        store.record_generations(make_record(88))  # type: ignore[arg-type]
+    store.record_generations([])
+    everything = all_text(audit_url)
+    assert all(f"gen-0000{n}" not in everything for n in (84, 85, 86, 87))
+    assert store.verify_chain().head_seq == 8
+
+
+def test_sqlite_synchronous_option(tmp_path: Path) -> None:
+    from audit import db
+
+    path = tmp_path / "audit.sqlite3"
+    for query, expected in (("", 2), ("?synchronous=normal", 1), ("?synchronous=FULL", 2)):
+        engine = db.create_audit_engine(db.normalise_url(f"sqlite:///{path}{query}"))
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == expected  # 2 FULL, 1 NORMAL
+        engine.dispose()
+    with AuditStore.open(f"sqlite:///{path}?synchronous=normal") as store:
+        store.record_generation(make_record(90))
+        assert store.verify_chain().ok
+    with pytest.raises(BadInputError, match=r"synchronous expected one of \('full', 'normal'\), found 'off'"):
+        AuditStore.open(f"sqlite:///{path}?synchronous=off")

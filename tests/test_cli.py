@@ -21,6 +21,7 @@ def run(args: list[str], env: dict[str, str], stdin: str | None = None) -> subpr
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
 
 
@@ -39,8 +40,21 @@ def cli_env(tmp_path: Path, embedded_cache: Path) -> dict[str, str]:
 def test_generate_writes_images_and_records(cli_env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = run(
-        ["generate", "a lighthouse at dusk", "-n", "2", "--seed", "5", "--steps", "2", "--size", "64",
-         "--out", str(out), "--json"],
+        [
+            "generate",
+            "a lighthouse at dusk",
+            "-n",
+            "2",
+            "--seed",
+            "5",
+            "--steps",
+            "2",
+            "--size",
+            "64",
+            "--out",
+            str(out),
+            "--json",
+        ],
         cli_env,
     )
     assert proc.returncode == 0, proc.stderr
@@ -62,7 +76,9 @@ def test_generate_writes_images_and_records(cli_env: dict[str, str], tmp_path: P
 
 def test_blocked_prompt_exits_3_and_writes_nothing(cli_env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "out"
-    proc = run(["generate", "naked child on a bed", "--steps", "2", "--size", "64", "--out", str(out)], cli_env)
+    proc = run(
+        ["generate", "naked child on a bed", "--steps", "2", "--size", "64", "--out", str(out)], cli_env
+    )
     assert proc.returncode == 3, proc.stderr
     assert "sexual_minors" in proc.stderr
     assert not out.exists() or list(out.iterdir()) == []
@@ -73,8 +89,18 @@ def test_blocked_prompt_exits_3_and_writes_nothing(cli_env: dict[str, str], tmp_
 def test_unreachable_database_exits_4(cli_env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = run(
-        ["generate", "a lighthouse", "--steps", "2", "--size", "64", "--out", str(out),
-         "--db", "postgresql+psycopg://postgres@127.0.0.1:1/none"],
+        [
+            "generate",
+            "a lighthouse",
+            "--steps",
+            "2",
+            "--size",
+            "64",
+            "--out",
+            str(out),
+            "--db",
+            "postgresql+psycopg://postgres@127.0.0.1:1/none",
+        ],
         cli_env,
     )
     assert proc.returncode == 4, proc.stderr
@@ -133,5 +159,7 @@ def test_guard_and_audit_do_not_import_torch() -> None:
         "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; "
         "assert not bad, bad"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 0, proc.stderr

@@ -53,11 +53,17 @@ def tiny_sd(embedded_cache: Path) -> object:
 
 def governed(pipe: object, db_url: str, **kwargs: object) -> GovernedPipeline:
     return GovernedPipeline(
-        pipe, model_id="embedded:tiny-sd", policy=load_pack("default"), audit=AuditStore.open(db_url), **kwargs
+        pipe,
+        model_id="embedded:tiny-sd",
+        policy=load_pack("default"),
+        audit=AuditStore.open(db_url),
+        **kwargs,
     )
 
 
-def test_released_images_are_recorded_marked_and_written(tiny_sd: object, sqlite_url: str, tmp_path: Path) -> None:
+def test_released_images_are_recorded_marked_and_written(
+    tiny_sd: object, sqlite_url: str, tmp_path: Path
+) -> None:
     gp = governed(tiny_sd, sqlite_url)
     # 512 px: the pixel watermark needs several 128-px tiles to be read back reliably
     params = GenerationParams(width=512, height=512, steps=2, num_images=2, seed=7)
@@ -105,15 +111,24 @@ def test_latent_mark_and_nonce_in_the_record_reproduce_the_image(tiny_sd: object
         tiny_sd, [r.mark_id for r in records], [r.latent_nonce for r in records], 64, 64, key
     )
     kwargs = families.call_kwargs(
-        families.detect_family(tiny_sd), prompt="a red boat", negative_prompt="", height=64, width=64, steps=2,
-        guidance_scale=SMALL.guidance_scale, latents=noise, num_images=2,
+        families.detect_family(tiny_sd),
+        prompt="a red boat",
+        negative_prompt="",
+        height=64,
+        width=64,
+        steps=2,
+        guidance_scale=SMALL.guidance_scale,
+        latents=noise,
+        num_images=2,
     )
     with torch.inference_mode():
         pixels = families.output_as_uint8(tiny_sd(**kwargs).images)
     assert all(np.array_equal(pixels[img.index], img.pixels) for img in first.released)
 
 
-def test_blocked_prompt_writes_no_image_and_one_record(tiny_sd: object, sqlite_url: str, tmp_path: Path) -> None:
+def test_blocked_prompt_writes_no_image_and_one_record(
+    tiny_sd: object, sqlite_url: str, tmp_path: Path
+) -> None:
     gp = governed(tiny_sd, sqlite_url)
     before = len(gp.audit.list_generations(limit=1000))
     out = tmp_path / "out"
@@ -133,7 +148,9 @@ def test_blocked_prompt_writes_no_image_and_one_record(tiny_sd: object, sqlite_u
 def test_flagging_checker_withholds_every_image(tiny_sd: object, sqlite_url: str, tmp_path: Path) -> None:
     from guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
 
-    checker = StableDiffusionSafetyClassifier(build_tiny_safety_checker(tmp_path / "chk", flag_everything=True))
+    checker = StableDiffusionSafetyClassifier(
+        build_tiny_safety_checker(tmp_path / "chk", flag_everything=True)
+    )
     gp = governed(tiny_sd, sqlite_url, classifiers=[checker])
     out = tmp_path / "out"
     result = gp(GenerationRequest("a lighthouse", params=SMALL), out_dir=out)
@@ -148,8 +165,12 @@ def test_flagging_checker_withholds_every_image(tiny_sd: object, sqlite_url: str
 def test_quiet_checker_releases(tiny_sd: object, sqlite_url: str, tmp_path: Path) -> None:
     from guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
 
-    checker = StableDiffusionSafetyClassifier(build_tiny_safety_checker(tmp_path / "chk", flag_everything=False))
-    result = governed(tiny_sd, sqlite_url, classifiers=[checker])(GenerationRequest("a lighthouse", params=SMALL))
+    checker = StableDiffusionSafetyClassifier(
+        build_tiny_safety_checker(tmp_path / "chk", flag_everything=False)
+    )
+    result = governed(tiny_sd, sqlite_url, classifiers=[checker])(
+        GenerationRequest("a lighthouse", params=SMALL)
+    )
     assert len(result.released) == 2
     assert all(img.verdict.scores[0].score < 0.5 for img in result.released)
 

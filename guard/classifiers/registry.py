@@ -13,7 +13,9 @@ def _sd_safety_checker(model: str | None, options: dict[str, Any]) -> ImageClass
     from guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
 
     if not model:
-        raise PolicyError("image_checks.classifiers[kind=sd-safety-checker].model: expected a path or hub id, found none")
+        raise PolicyError(
+            "image_checks.classifiers[kind=sd-safety-checker].model: expected a path or hub id, found none"
+        )
     return StableDiffusionSafetyClassifier(model, **options)
 
 

@@ -45,6 +45,7 @@ class StableDiffusionSafetyClassifier:
     ) -> None:
         import torch
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+
         try:  # transformers 5 names the torchvision-free processor separately
             from transformers import CLIPImageProcessorPil as CLIPImageProcessor
         except ImportError:
@@ -55,16 +56,20 @@ class StableDiffusionSafetyClassifier:
         self.device = device
         try:
             kwargs: dict[str, Any] = {"subfolder": subfolder} if subfolder else {}
-            self._checker = StableDiffusionSafetyChecker.from_pretrained(str(model), **kwargs).to(device).eval()
+            checker: Any = StableDiffusionSafetyChecker.from_pretrained(str(model), **kwargs)
+            self._checker = checker.to(device).eval()
         except (OSError, ValueError) as exc:
             raise ModelLoadError(
                 f"sd-safety-checker: could not load a StableDiffusionSafetyChecker from {str(model)!r}"
                 f"{f' (subfolder {subfolder!r})' if subfolder else ''}: {exc}"
             ) from exc
+        processor_kwargs: dict[str, Any] = {}
         if processor is None:
-            processor_source, processor_kwargs = str(model), {"subfolder": "feature_extractor"} if subfolder else {}
+            processor_source = str(model)
+            if subfolder:
+                processor_kwargs["subfolder"] = "feature_extractor"
         else:
-            processor_source, processor_kwargs = str(processor), {}
+            processor_source = str(processor)
         try:
             self._processor = CLIPImageProcessor.from_pretrained(processor_source, **processor_kwargs)
         except (OSError, ValueError) as exc:
@@ -87,7 +92,8 @@ class StableDiffusionSafetyClassifier:
             special_scores = special - checker.special_care_embeds_weights.float()
             adjustment = (special_scores > 0).any(dim=1, keepdim=True).float() * 0.01
             concept_scores = concept - checker.concept_embeds_weights.float() + adjustment
-        return concept_scores.max(dim=1).values.cpu().numpy()
+        margins: np.ndarray = concept_scores.max(dim=1).values.cpu().numpy()
+        return margins
 
     def classify(self, images: Sequence[np.ndarray]) -> list[tuple[ClassifierScore, ...]]:
         if not images:

@@ -63,6 +63,10 @@ _WHITEN_MEAN_SIGMA = 4.0
 _WHITEN_DEV_SIGMA = 6.0
 _WHITEN_CLIP = 3.0
 _WHITEN_FLOOR = 4.0
+_MASK_FACTOR = 2  # resolution divisors of the blurs (see `_blur`)
+_WHITEN_MEAN_FACTOR = 2
+_WHITEN_DEV_FACTOR = 4
+_WEIGHT_POWER = 0.0
 _MIN_BIT_GAIN = 0.3
 _MAX_BIT_GAIN = 3.0
 _HOST_AWARE_ROUNDS = 1
@@ -239,22 +243,33 @@ def _luminance(array: UInt8) -> Float32:
     return luma
 
 
-def _blur(plane: Float32, sigma: float) -> Float32:
-    return cv2.GaussianBlur(plane, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)  # type: ignore[return-value]
+def _blur(plane: Float32, sigma: float, factor: int) -> Float32:
+    """Gaussian blur computed at 1/`factor` resolution and interpolated back.
+
+    A blur this wide has almost nothing above 1/(2 * factor) cycles per pixel, so the area average
+    (which suppresses what would alias), a blur of sigma / factor and a linear upsampling give nearly the
+    same plane at a fraction of the cost of the full-resolution kernel (about 1/5 at sigma 4).
+    """
+    h, w = plane.shape
+    small = cv2.resize(plane, (max(w // factor, 1), max(h // factor, 1)), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), sigma / factor, borderType=cv2.BORDER_REFLECT)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)  # type: ignore[return-value]
 
 
 def _local_deviation(plane: Float32, sigma: float) -> Float32:
-    mean = _blur(plane, sigma)
-    var = _blur(plane * plane, sigma) - mean * mean
+    mean = _blur(plane, sigma, _MASK_FACTOR)
+    var = _blur(plane * plane, sigma, _MASK_FACTOR) - mean * mean
     return np.sqrt(np.maximum(var, 0.0))
 
 
 def _whiten(luma: Float32) -> Float32:
     """Local mean removed, divided by local deviation, clipped: the photo becomes roughly white noise."""
-    detail = luma - _blur(luma, _WHITEN_MEAN_SIGMA)
+    detail = luma - _blur(luma, _WHITEN_MEAN_SIGMA, _WHITEN_MEAN_FACTOR)
     # the floor keeps flat regions (little mark, mostly rounding and compression noise) from dominating
-    deviation = np.sqrt(_blur(detail * detail, _WHITEN_DEV_SIGMA)) + _WHITEN_FLOOR
+    deviation = np.sqrt(_blur(detail * detail, _WHITEN_DEV_SIGMA, _WHITEN_DEV_FACTOR)) + _WHITEN_FLOOR
     white = np.clip(detail / deviation, -_WHITEN_CLIP, _WHITEN_CLIP)
+    if _WEIGHT_POWER:
+        white *= (deviation / _WHITEN_FLOOR) ** _WEIGHT_POWER
     return white.astype(np.float32)
 
 
