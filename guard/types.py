@@ -10,7 +10,15 @@ from enum import StrEnum
 from typing import Any
 
 
-class PromptAction(StrEnum):
+class _Strictness(StrEnum):
+    """An action enum whose members are declared from most lenient to strictest."""
+
+    @property
+    def rank(self) -> int:
+        return list(type(self)).index(self)
+
+
+class PromptAction(_Strictness):
     """What the prompt policy decided, in increasing order of strictness."""
 
     ALLOW = "allow"
@@ -18,27 +26,13 @@ class PromptAction(StrEnum):
     REVIEW = "review"
     BLOCK = "block"
 
-    @property
-    def rank(self) -> int:
-        return _PROMPT_RANK[self]
 
-
-_PROMPT_RANK = {PromptAction.ALLOW: 0, PromptAction.REWRITE: 1, PromptAction.REVIEW: 2, PromptAction.BLOCK: 3}
-
-
-class ImageAction(StrEnum):
+class ImageAction(_Strictness):
     """What the output checks decided for one image, in increasing order of strictness."""
 
     RELEASE = "release"
     QUARANTINE = "quarantine"
     BLOCK = "block"
-
-    @property
-    def rank(self) -> int:
-        return _IMAGE_RANK[self]
-
-
-_IMAGE_RANK = {ImageAction.RELEASE: 0, ImageAction.QUARANTINE: 1, ImageAction.BLOCK: 2}
 
 
 class PromptStorage(StrEnum):

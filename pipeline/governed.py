@@ -26,7 +26,7 @@ from audit.store import AuditStore
 from guard import config
 from guard.classifiers.base import ImageClassifier
 from guard.classifiers.registry import build_classifier
-from guard.errors import BadInputError, BlockedError, GenguardError, ModelLoadError
+from guard.errors import BadInputError, BlockedError, ModelLoadError
 from guard.imageio import encode_image
 from guard.output import decide_image
 from guard.phash import perceptual_hash
@@ -52,6 +52,9 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
 ProgressCallback = Callable[[int, int], None]
+
+# Error texts are recorded for failed generations; genguard's own messages never hold key material.
+_MAX_ERROR_TEXT = 500
 
 _STATUS_BY_ACTION = {
     ImageAction.RELEASE: "released",
@@ -205,13 +208,11 @@ class GovernedPipeline:
             record = self._record(
                 generation_id, request, decision, "completed", seed=seed, images=images, withheld=withheld
             )
-        except GenguardError:
-            raise
         except Exception as exc:
-            # Record the failure (fails closed on its own if the database is down), then re-raise.
-            failed = self._record(
-                generation_id, request, decision, "failed", seed=seed, error=type(exc).__name__
-            )
+            # Record the failure, then re-raise it. If the database is down, that write fails closed
+            # on its own (AuditUnavailableError, chained to the original error).
+            error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_TEXT]
+            failed = self._record(generation_id, request, decision, "failed", seed=seed, error=error)
             self.audit.record_generation(failed)
             raise
         self.audit.record_generation(record)  # the commit: only after it may an image leave
@@ -236,6 +237,7 @@ class GovernedPipeline:
             value = getattr(params, name)
             if value <= 0 or value % 8:
                 raise BadInputError(f"params.{name}: expected a positive multiple of 8, found {value}")
+        families.latent_shape(self.pipe, params.height, params.width)  # e.g. Flux needs multiples of 16
         if params.steps < 1:
             raise BadInputError(f"params.steps: expected at least 1, found {params.steps}")
         if params.num_images < 1:

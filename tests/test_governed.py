@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from audit.store import AuditStore
-from guard.errors import AuditUnavailableError, BadInputError, BlockedError, ModelLoadError
+from guard.errors import AuditUnavailableError, BadInputError, BlockedError, ModelLoadError, PolicyError
 from guard.policy import load_pack
 from guard.types import ClassifierScore, GenerationParams, GenerationRequest, ImageAction, PromptAction
 from guard.watermark import detect
@@ -183,6 +183,29 @@ def test_failure_after_sampling_leaves_no_image(tiny_sd: object, sqlite_url: str
     assert not out.exists()
     failed = gp.audit.list_generations(limit=10, status="failed")
     assert len(failed) == 1
+
+
+class UnknownCategoryClassifier:
+    """Scores a category the pack does not define: a configuration error, found after sampling."""
+
+    name = "unknown-category"
+
+    def classify(self, images: list[np.ndarray]) -> list[tuple[ClassifierScore, ...]]:
+        return [(ClassifierScore(self.name, "test", "no_such_category", 0.9),) for _ in images]
+
+
+def test_policy_error_after_sampling_is_recorded_as_failed(
+    tiny_sd: object, sqlite_url: str, tmp_path: Path
+) -> None:
+    gp = governed(tiny_sd, sqlite_url, classifiers=[UnknownCategoryClassifier()])
+    out = tmp_path / "out"
+    with pytest.raises(PolicyError, match="no_such_category"):
+        gp(GenerationRequest("a lighthouse", params=SMALL), out_dir=out)
+    assert not out.exists()
+    (failed,) = gp.audit.list_generations(limit=10, status="failed")
+    detail = gp.audit.get_generation(failed.generation_id)
+    assert detail is not None and detail.error is not None and "no_such_category" in detail.error
+    assert gp.audit.verify_chain().ok
 
 
 def test_read_only_database_fails_closed(tiny_sd: object, tmp_path: Path) -> None:
