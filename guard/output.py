@@ -1,7 +1,8 @@
 """From classifier scores to an image action, as the policy pack says.
 
 A pure function: the pack's image threshold per category (lowered for categories the prompt check
-found uncertain) and the category's output action decide; the strictest action wins.
+found uncertain) and the category's output action decide; a classifier's own `thresholds` and
+`action` in the pack override them for its scores; the strictest action wins.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 from guard.errors import PolicyError
-from guard.types import ClassifierScore, ImageAction, ImageVerdict
+from guard.types import ClassifierScore, ImageAction, ImageVerdict, PerceivedFace
 
 if TYPE_CHECKING:
     from guard.policy import PolicyPack
@@ -22,19 +23,23 @@ def decide_image(
     *,
     heightened: Collection[str] = (),
     hold_for_review: bool = False,
+    observations: Sequence[PerceivedFace] = (),
 ) -> ImageVerdict:
     """The verdict for one image.
 
     `heightened`: categories whose thresholds drop (the prompt was uncertain about them).
     `hold_for_review`: the prompt policy said review, so the image is withheld whatever it scores.
+    `observations`: bias observations, recorded with the verdict; they never change the action.
     """
     action = ImageAction.QUARANTINE if hold_for_review else ImageAction.RELEASE
     flagged: list[tuple[str, float]] = []
     for score in scores:
         try:
-            threshold = pack.image_threshold(score.category, heightened=score.category in heightened)
-            category_action = pack.output_action(score.category)
-        except KeyError:
+            threshold = pack.classifier_threshold(
+                score.classifier, score.category, heightened=score.category in heightened
+            )
+            category_action = pack.classifier_action(score.classifier, score.category)
+        except (KeyError, PolicyError):
             raise PolicyError(
                 f"image classifier {score.classifier!r} scored category {score.category!r}, "
                 f"which pack {pack.ref.name!r} does not define"
@@ -43,4 +48,6 @@ def decide_image(
             flagged.append((score.category, threshold))
             if category_action.rank > action.rank:
                 action = category_action
-    return ImageVerdict(action=action, scores=tuple(scores), flagged=tuple(flagged))
+    return ImageVerdict(
+        action=action, scores=tuple(scores), flagged=tuple(flagged), observations=tuple(observations)
+    )

