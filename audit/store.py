@@ -38,6 +38,7 @@ from audit.models import AuditMeta, ChainHead, Generation, Image, LogEntry
 from audit.records import GenerationRecord, ImageRecord
 from guard.config import default_db_url
 from guard.errors import BadInputError
+from guard.phash import to_signed64, to_unsigned64
 from guard.types import (
     CategoryScore,
     ClassifierScore,
@@ -181,24 +182,16 @@ class GenerationDetail(GenerationSummary):
 # ------------------------------------------------------------------------------ pure row builders
 
 
-def _to_signed64(value: int) -> int:
-    return value - _UINT64_END if value >= 1 << 63 else value
-
-
-def _to_unsigned64(value: int) -> int:
-    return value % _UINT64_END
-
-
 def _check_int64(value: Any, where: str) -> int:
     """Accept a 64-bit value in either reading (signed or unsigned) and give the signed one."""
     if isinstance(value, bool) or not isinstance(value, int) or not _INT64_MIN <= value < _UINT64_END:
         raise BadInputError(f"{where}: expected a 64-bit integer (-2**63 .. 2**64-1), found {value!r}")
-    return _to_signed64(value)
+    return to_signed64(value)
 
 
 def phash_chunks(phash: int) -> tuple[int, int, int, int]:
     """The four 16-bit chunks of a 64-bit hash, most significant first (for multi-index hashing)."""
-    bits = _to_unsigned64(phash)
+    bits = to_unsigned64(phash)
     return (bits >> 48) & 0xFFFF, (bits >> 32) & 0xFFFF, (bits >> 16) & 0xFFFF, bits & 0xFFFF
 
 
@@ -843,12 +836,12 @@ def _stored_image(row: _RowMap) -> StoredImage:
         generation_id=row["generation_id"],
         index=row["index"],
         sha256=row["sha256"],
-        phash=_to_unsigned64(row["phash"]),
+        phash=to_unsigned64(row["phash"]),
         width=row["width"],
         height=row["height"],
         status=row["status"],
         path=row["path"],
-        mark_id=None if row["mark_id"] is None else _to_unsigned64(row["mark_id"]),
+        mark_id=None if row["mark_id"] is None else to_unsigned64(row["mark_id"]),
         verdict=ImageVerdict(
             action=ImageAction(verdict["action"]),
             scores=tuple(ClassifierScore(**score) for score in verdict["scores"]),

@@ -232,6 +232,10 @@ class GovernedPipeline:
     def _validate(self, request: GenerationRequest) -> None:
         if not request.prompt or not request.prompt.strip():
             raise BadInputError("prompt: expected non-empty text, found an empty prompt")
+        for field_name in ("prompt", "negative_prompt", "actor"):
+            position = getattr(request, field_name).find("\x00")
+            if position >= 0:
+                raise BadInputError(f"{field_name}: expected text without NUL characters, found one at {position}")
         params = request.params
         for name in ("width", "height"):
             value = getattr(params, name)

@@ -225,7 +225,7 @@ def test_unreachable_database_is_an_infrastructure_error() -> None:
 
 @pytest.mark.parametrize(
     ("prompt", "message"),
-    [("", "prompt"), ("   ", "prompt"), ("word " * 200, "tokens")],
+    [("", "prompt"), ("   ", "prompt"), ("word " * 200, "tokens"), ("a boat\x00", "NUL")],
 )
 def test_bad_prompts(tiny_sd: object, sqlite_url: str, prompt: str, message: str) -> None:
     with pytest.raises(BadInputError, match=message):

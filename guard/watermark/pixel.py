@@ -66,6 +66,7 @@ _WHITEN_FLOOR = 4.0
 _MASK_FACTOR = 2  # resolution divisors of the blurs (see `_blur`)
 _WHITEN_MEAN_FACTOR = 2
 _WHITEN_DEV_FACTOR = 4
+_IV = 1.0
 _MIN_BIT_GAIN = 0.3
 _MAX_BIT_GAIN = 3.0
 _HOST_AWARE_ROUNDS = 1
@@ -234,11 +235,13 @@ def _pil_to_array(image: Image.Image) -> UInt8:
     return np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
 
 
+_LUMA_WEIGHTS = np.array([[0.299, 0.587, 0.114]], dtype=np.float32)  # ITU-R BT.601, as JPEG uses
+
+
 def _luminance(array: UInt8) -> Float32:
     if array.ndim == 2:
         return array.astype(np.float32)
-    rgb = array[..., :3].astype(np.float32)
-    luma: Float32 = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]).astype(np.float32)
+    luma: Float32 = cv2.transform(array[..., :3].astype(np.float32), _LUMA_WEIGHTS)  # type: ignore[assignment]
     return luma
 
 
@@ -271,7 +274,7 @@ def _whiten(luma: Float32) -> Float32:
     # photo's local variance (the matched filter for a mark in noise of varying power), instead of
     # weighting all whitened pixels alike. Textured regions carry more mark but far more photo: this
     # roughly doubled the bit SNR at 512 px after crops, rotations and rescaling.
-    white *= _WHITEN_FLOOR / deviation
+    white *= (_WHITEN_FLOOR / deviation) ** _IV
     return white.astype(np.float32)
 
 
@@ -391,13 +394,15 @@ class _SsimModel:
 
     def _stats(self, plane: UInt8 | Float32) -> tuple[Float64, Float64]:
         """Mean and sample variance of `plane` in the grid of windows."""
-        sums, squares = (np.asarray(t, np.float64) for t in cv2.integral2(plane, sdepth=cv2.CV_64F))
+        # integer sums are exact and much faster for 8-bit planes while they cannot overflow int32
+        exact = plane.dtype == np.uint8 and plane.size * 255 < 2**31
+        sums, squares = cv2.integral2(plane, sdepth=cv2.CV_32S if exact else cv2.CV_64F, sqdepth=cv2.CV_64F)
         win, stride, rows, cols = _SSIM_WINDOW, _SSIM_STRIDE, self._rows, self._cols
 
-        def window(table: Float64) -> Float64:
+        def window(table: npt.NDArray[np.int32] | Float64) -> Float64:
             def corner(dy: int, dx: int) -> Float64:
-                view: Float64 = table[dy : dy + rows * stride : stride, dx : dx + cols * stride : stride]
-                return view
+                view = table[dy : dy + rows * stride : stride, dx : dx + cols * stride : stride]
+                return view.astype(np.float64)
 
             return corner(win, win) - corner(0, win) - corner(win, 0) + corner(0, 0)
 
@@ -434,12 +439,13 @@ class _SsimModel:
 
 
 def _apply(array: UInt8, delta: Float32) -> UInt8:
-    out = array.astype(np.float32)
+    """`array` + `delta` on every colour channel, rounded and saturated to 8 bits (alpha untouched)."""
+    step = np.rint(delta).astype(np.int16)  # the pixels are integers: round(x + d) = x + round(d)
     if array.ndim == 2:
-        out += delta
-    else:
-        out[..., :3] += delta[..., None]
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+        return cv2.add(array, step, dtype=cv2.CV_8U)  # type: ignore[return-value]
+    out = array.copy()
+    out[..., :3] = cv2.add(array[..., :3], cv2.merge([step, step, step]), dtype=cv2.CV_8U)
+    return out
 
 
 def _equal_margin(host: Float64, response: Float64) -> float:
