@@ -378,6 +378,9 @@ def _dataclass_json(value: Any) -> Any:
     return value
 
 
+import pipeline.cli_review  # noqa: F401  (adds the `review` and `report` groups to `cli`)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: GenguardError becomes a one-line message and its exit code."""
     try:

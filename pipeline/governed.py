@@ -24,19 +24,22 @@ from PIL import Image
 from audit.records import GenerationRecord, ImageRecord
 from audit.store import AuditStore
 from guard import config
+from guard.bias import AttributeReader, BatchBias, batch_bias, observe_images
 from guard.classifiers.base import ImageClassifier
-from guard.classifiers.registry import build_classifier
+from guard.classifiers.registry import build_from_spec, build_gender_reader
 from guard.errors import BadInputError, BlockedError, ModelLoadError
 from guard.imageio import encode_image
 from guard.output import decide_image
 from guard.phash import perceptual_hash
 from guard.policy import PolicyEngine, PolicyPack, load_pack
+from guard.quarantine import QuarantineVault
 from guard.types import (
     ClassifierScore,
     GenerationParams,
     GenerationRequest,
     ImageAction,
     ImageVerdict,
+    PerceivedFace,
     PromptAction,
     PromptDecision,
 )
@@ -49,7 +52,6 @@ from pipeline.inversion import watermarked_noise
 
 if TYPE_CHECKING:
     import torch
-    from diffusers import DiffusionPipeline
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -103,6 +105,8 @@ class GenerationResult:
     seed: int
     released: tuple[GeneratedImage, ...]
     withheld: tuple[WithheldImage, ...]
+    # Perceived attributes over the batch and the pack's uniform-batch rule (None: bias not observed).
+    bias: BatchBias | None = None
 
 
 class GovernedPipeline:
@@ -120,7 +124,14 @@ class GovernedPipeline:
         latent_watermark: bool = True,
         device: str = "cpu",
         watermark_key: bytes | None = None,
+        gender_reader: AttributeReader | None = None,
+        observe_bias: bool | None = None,
+        quarantine_vault: QuarantineVault | None = None,
     ) -> None:
+        """`gender_reader`: reads perceived gender presentation from faces (None: not measured).
+        `observe_bias`: run the bias observations (None: as the pack's `bias.enabled` says).
+        `quarantine_vault`: where quarantined images are kept encrypted when the pack says
+        `image_checks.quarantine.keep: encrypted` (None: under `genguard_home()`)."""
         self.pipe = pipe
         self.model_id = model_id
         self.policy = policy
@@ -131,6 +142,9 @@ class GovernedPipeline:
         self.watermarker: Watermarker = watermarker if watermarker is not None else PixelWatermarker()
         self.latent_watermark = latent_watermark
         self.device = device
+        self.gender_reader = gender_reader
+        self.observe_bias = policy.spec.bias.enabled if observe_bias is None else observe_bias
+        self.vault = quarantine_vault if quarantine_vault is not None else QuarantineVault()
         self.family = families.detect_family(pipe)
         families.disable_builtin_safety(pipe)
 
@@ -156,10 +170,12 @@ class GovernedPipeline:
         if classifiers is None:
             # `model: null` in the pack means "not configured": that classifier does not run.
             classifiers = [
-                build_classifier(spec.kind, spec.model, spec.options)
-                for spec in pack.spec.image_checks.classifiers
-                if spec.model is not None
+                build_from_spec(spec) for spec in pack.spec.image_checks.classifiers if spec.model is not None
             ]
+        bias = pack.spec.bias
+        gender_reader = build_gender_reader(
+            bias.gender_model, {value: list(prompts) for value, prompts in bias.gender_labels.items()}
+        )
         pipe = load_diffusers_pipeline(model, device=device, torch_dtype=torch_dtype)
         return cls(
             pipe,
@@ -169,6 +185,7 @@ class GovernedPipeline:
             classifiers=classifiers,
             watermarker=watermarker,
             device=device,
+            gender_reader=gender_reader,
         )
 
     @property
@@ -200,22 +217,40 @@ class GovernedPipeline:
         seed = request.params.seed if request.params.seed is not None else secrets.randbits(31)
         # Mark ids are random (they say nothing by themselves) and fit a signed SQL BIGINT.
         marks = [(secrets.randbits(63) or 1, new_nonce()) for _ in range(request.params.num_images)]
+        held_pngs: dict[int, bytes] = {}
         try:
             pixels = self._sample(request, decision, seed, marks, progress)
-            images, withheld = self._check_and_mark(pixels, decision, marks)
+            images, withheld, held_pngs, observations = self._check_and_mark(pixels, decision, marks)
+            bias = self._batch_bias(observations)
             if out_dir is not None:
                 images = [replace(img, path=out_dir / f"{generation_id}-{img.index}.png") for img in images]
             record = self._record(
-                generation_id, request, decision, "completed", seed=seed, images=images, withheld=withheld
+                generation_id,
+                request,
+                decision,
+                "completed",
+                seed=seed,
+                images=images,
+                withheld=withheld,
+                extra=self._extra(bias, observations, held_pngs),
             )
+            # Quarantined pixels are sealed before the commit (encrypted, they reveal nothing) and
+            # removed again if anything fails, so that every kept file has its record.
+            for index, png in held_pngs.items():
+                self.vault.keep(generation_id, index, png)
         except Exception as exc:
+            self._discard_kept(generation_id, held_pngs)
             # Record the failure, then re-raise it. If the database is down, that write fails closed
             # on its own (AuditUnavailableError, chained to the original error).
             error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_TEXT]
             failed = self._record(generation_id, request, decision, "failed", seed=seed, error=error)
             self.audit.record_generation(failed)
             raise
-        self.audit.record_generation(record)  # the commit: only after it may an image leave
+        try:
+            self.audit.record_generation(record)  # the commit: only after it may an image leave
+        except BaseException:
+            self._discard_kept(generation_id, held_pngs)
+            raise
         if out_dir is not None:
             _write_files(images, out_dir)
         return GenerationResult(
@@ -225,6 +260,7 @@ class GovernedPipeline:
             seed=seed,
             released=tuple(images),
             withheld=tuple(withheld),
+            bias=bias,
         )
 
     # -- stages -------------------------------------------------------------------------------
@@ -235,7 +271,9 @@ class GovernedPipeline:
         for field_name in ("prompt", "negative_prompt", "actor"):
             position = getattr(request, field_name).find("\x00")
             if position >= 0:
-                raise BadInputError(f"{field_name}: expected text without NUL characters, found one at {position}")
+                raise BadInputError(
+                    f"{field_name}: expected text without NUL characters, found one at {position}"
+                )
         params = request.params
         for name in ("width", "height"):
             value = getattr(params, name)
@@ -323,12 +361,22 @@ class GovernedPipeline:
 
     def _check_and_mark(
         self, pixels: np.ndarray, decision: PromptDecision, marks: Sequence[tuple[int, bytes]]
-    ) -> tuple[list[GeneratedImage], list[WithheldImage]]:
+    ) -> tuple[
+        list[GeneratedImage], list[WithheldImage], dict[int, bytes], list[tuple[PerceivedFace, ...]] | None
+    ]:
+        """Released and withheld images, the unmarked PNGs of quarantined images to keep, observations."""
         batch = [pixels[i] for i in range(pixels.shape[0])]
         per_image_scores: list[list[ClassifierScore]] = [[] for _ in batch]
         for classifier in self.classifiers:
             for i, classified in enumerate(classifier.classify(batch)):
                 per_image_scores[i].extend(classified)
+        observations = (
+            observe_images(batch, self.gender_reader, profiles=self.policy.spec.bias.profile_faces)
+            if self.observe_bias
+            else None
+        )
+        keep_encrypted = self.policy.spec.image_checks.quarantine.keep == "encrypted"
+        held_pngs: dict[int, bytes] = {}
         hold = decision.action is PromptAction.REVIEW
         released: list[GeneratedImage] = []
         withheld: list[WithheldImage] = []
@@ -336,7 +384,11 @@ class GovernedPipeline:
             zip(batch, per_image_scores, marks, strict=True)
         ):
             verdict = decide_image(
-                scores, self.policy, heightened=decision.heightened_categories, hold_for_review=hold
+                scores,
+                self.policy,
+                heightened=decision.heightened_categories,
+                hold_for_review=hold,
+                observations=observations[index] if observations is not None else (),
             )
             if verdict.action is ImageAction.RELEASE:
                 image = self.watermarker.embed(image, mark_id, self._key)
@@ -355,10 +407,42 @@ class GovernedPipeline:
                 + ", ".join(f"{category}>={threshold:g}" for category, threshold in verdict.flagged)
             )
             status = _STATUS_BY_ACTION[verdict.action]
+            if verdict.action is ImageAction.QUARANTINE and keep_encrypted:
+                held_pngs[index] = png
             withheld.append(
                 WithheldImage(index, status, verdict, reason, sha256, phash, mark_id, nonce_recorded)
             )
-        return released, withheld
+        return released, withheld, held_pngs, observations
+
+    def _discard_kept(self, generation_id: str, held_pngs: dict[int, bytes]) -> None:
+        for index in held_pngs:
+            self.vault.discard(generation_id, index)
+
+    def _batch_bias(self, observations: Sequence[tuple[PerceivedFace, ...]] | None) -> BatchBias | None:
+        if observations is None:
+            return None
+        values = self.gender_reader.values if self.gender_reader is not None else ()
+        return batch_bias(observations, self.policy.spec.bias, values)
+
+    def _extra(
+        self,
+        bias: BatchBias | None,
+        observations: Sequence[tuple[PerceivedFace, ...]] | None,
+        held_pngs: dict[int, bytes],
+    ) -> dict[str, Any]:
+        """What the record's `extra` holds besides the watermark algorithms: bias and quarantine."""
+        extra: dict[str, Any] = {
+            "quarantine": {"keep": self.policy.spec.image_checks.quarantine.keep, "kept": sorted(held_pngs)}
+        }
+        if bias is not None and observations is not None:
+            extra["bias"] = {
+                **bias.to_json(),
+                "observations": {
+                    str(index): [_face_json(face) for face in faces]
+                    for index, faces in enumerate(observations)
+                },
+            }
+        return extra
 
     def _record(
         self,
@@ -371,6 +455,7 @@ class GovernedPipeline:
         images: Sequence[GeneratedImage] = (),
         withheld: Sequence[WithheldImage] = (),
         error: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> GenerationRecord:
         height, width = request.params.height, request.params.width
         image_records = [
@@ -400,7 +485,7 @@ class GovernedPipeline:
             seed=seed,
             images=tuple(sorted(image_records, key=lambda r: r.index)),
             error=error,
-            extra={"watermarks": self._watermark_algorithms()},
+            extra={"watermarks": self._watermark_algorithms(), **(extra or {})},
         )
 
     def _watermark_algorithms(self) -> list[str]:
@@ -428,6 +513,17 @@ def load_diffusers_pipeline(
         ) from exc
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def _face_json(face: PerceivedFace) -> dict[str, Any]:
+    return {
+        "box": list(face.box),
+        "ita": face.ita,
+        "perceived_skin_tone": face.perceived_skin_tone,
+        "perceived_gender_presentation": face.perceived_gender_presentation,
+        "gender_score": face.gender_score,
+        "gender_model_id": face.gender_model_id,
+    }
 
 
 def _write_files(images: Sequence[GeneratedImage], out_dir: Path) -> None:

@@ -23,13 +23,20 @@ _VERSIONED_SUFFIXES = (".json", ".safetensors", ".bin", ".onnx", ".txt", ".model
 def check_images(images: Sequence[np.ndarray], who: str) -> None:
     """Images are RGB uint8 arrays (H, W, 3); anything else is named in the error."""
     for index, image in enumerate(images):
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        if (
+            not isinstance(image, np.ndarray)
+            or image.dtype != np.uint8
+            or image.ndim != 3
+            or image.shape[2] != 3
+        ):
             found = (
                 f"{image.dtype} array of shape {image.shape}"
                 if isinstance(image, np.ndarray)
                 else type(image).__name__
             )
-            raise ImageInputError(f"{who}: images[{index}]: expected an RGB uint8 array (H, W, 3), found {found}")
+            raise ImageInputError(
+                f"{who}: images[{index}]: expected an RGB uint8 array (H, W, 3), found {found}"
+            )
         if image.shape[0] < 8 or image.shape[1] < 8:
             raise ImageInputError(
                 f"{who}: images[{index}]: expected at least 8x8 pixels, found {image.shape[1]}x{image.shape[0]}"
@@ -40,11 +47,13 @@ def check_source(source: str, who: str) -> None:
     """A model given as a path must exist; a hub id ("owner/name") is left to the loader."""
     looks_like_path = source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") > 1
     if looks_like_path and not Path(source).expanduser().exists():
-        raise ModelLoadError(f"{who}: model: expected an existing folder or file, found nothing at {source!r}")
+        raise ModelLoadError(
+            f"{who}: model: expected an existing folder or file, found nothing at {source!r}"
+        )
 
 
 def resolve_device(device: str) -> str:
-    """"auto" means the GPU when there is one, else the CPU; anything else is passed to torch."""
+    """ "auto" means the GPU when there is one, else the CPU; anything else is passed to torch."""
     if device != "auto":
         return device
     import torch

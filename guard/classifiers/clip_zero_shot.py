@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from guard.classifiers._models import batched, check_images, check_source, model_version, resolve_device, versioned_id
+from guard.classifiers import _models
 from guard.errors import ModelLoadError, PolicyError
 from guard.types import ClassifierScore
 
@@ -24,9 +24,17 @@ GENDER_KIND = "clip-gender"
 
 # Default prompts per pack category (the categories CLIP reads well from pixels).
 DEFAULT_CATEGORY_PROMPTS: dict[str, tuple[str, ...]] = {
-    "violence": ("a photo of graphic violence and gore", "a photo of a bloody wound", "a photo of a violent attack"),
+    "violence": (
+        "a photo of graphic violence and gore",
+        "a photo of a bloody wound",
+        "a photo of a violent attack",
+    ),
     "hate": ("a photo of a hate symbol", "a photo of a swastika", "a photo of racist propaganda"),
-    "self_harm": ("a photo of self-harm", "a photo of cuts on a wrist", "a photo of a person hurting themselves"),
+    "self_harm": (
+        "a photo of self-harm",
+        "a photo of cuts on a wrist",
+        "a photo of a person hurting themselves",
+    ),
     "illegal_weapons": ("a photo of a gun", "a photo of a rifle", "a photo of a weapon"),
 }
 NEUTRAL_PROMPTS: tuple[str, ...] = (
@@ -64,7 +72,7 @@ class _ClipScorer:
             raise PolicyError(f"{who} {source!r}: prompts: expected at least one prompt per category")
         if batch_size < 1:
             raise PolicyError(f"{who}: options.batch_size: expected at least 1, found {batch_size}")
-        check_source(source, who)
+        _models.check_source(source, who)
         try:
             config = AutoConfig.from_pretrained(source)
         except (OSError, ValueError) as exc:
@@ -81,11 +89,11 @@ class _ClipScorer:
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"{who}: could not load CLIP from {source!r}: {exc}") from exc
         self._torch = torch
-        self.device = resolve_device(device)
+        self.device = _models.resolve_device(device)
         self._network = network.to(self.device).eval()
         self.batch_size = batch_size
-        self.version = model_version(source, config)
-        self.model_id = versioned_id(source, self.version)
+        self.version = _models.model_version(source, config)
+        self.model_id = _models.versioned_id(source, self.version)
         self.groups = tuple(groups)
         prompts = [p for group in groups.values() for p in group] + list(neutral)
         owner = [i for i, group in enumerate(groups.values()) for _ in group] + [-1] * len(neutral)
@@ -104,7 +112,7 @@ class _ClipScorer:
         """(N, groups) probabilities; the neutral prompts take the rest."""
         torch = self._torch
         rows: list[np.ndarray] = []
-        for chunk in batched(images, self.batch_size):
+        for chunk in _models.batched(images, self.batch_size):
             pixels = self._processor(images=list(chunk), return_tensors="pt")["pixel_values"]
             with torch.no_grad():
                 embeds = self._network.get_image_features(pixel_values=pixels.to(self.device))
@@ -144,7 +152,7 @@ class ClipZeroShotClassifier:
     def classify(self, images: Sequence[np.ndarray]) -> list[tuple[ClassifierScore, ...]]:
         if not images:
             return []
-        check_images(images, KIND)
+        _models.check_images(images, KIND)
         probs = self._scorer.group_probabilities(images)
         return [
             tuple(
@@ -174,7 +182,9 @@ class ClipAttributeReader:
         batch_size: int = 16,
     ) -> None:
         if not 0.0 < min_confidence <= 1.0:
-            raise PolicyError(f"{GENDER_KIND}: min_confidence: expected a value in (0, 1], found {min_confidence}")
+            raise PolicyError(
+                f"{GENDER_KIND}: min_confidence: expected a value in (0, 1], found {min_confidence}"
+            )
         self._scorer = _ClipScorer(
             model,
             dict(labels) if labels else DEFAULT_GENDER_PROMPTS,
@@ -191,7 +201,7 @@ class ClipAttributeReader:
         """Per crop: (value or "unknown", the probability of the most probable value)."""
         if not crops:
             return []
-        check_images(crops, GENDER_KIND)
+        _models.check_images(crops, GENDER_KIND)
         probs = self._scorer.group_probabilities(crops)
         result: list[tuple[str, float]] = []
         for row in probs:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from guard.classifiers._models import batched, check_images, check_source, model_version, resolve_device, versioned_id
+from guard.classifiers import _models
 from guard.errors import ModelLoadError, PolicyError
 from guard.types import ClassifierScore
 
@@ -48,7 +48,7 @@ class HFImageClassifier:
             )
         if batch_size < 1:
             raise PolicyError(f"{KIND}: options.batch_size: expected at least 1, found {batch_size}")
-        check_source(source, KIND)
+        _models.check_source(source, KIND)
         try:
             config = AutoConfig.from_pretrained(source)
         except (OSError, ValueError) as exc:
@@ -72,12 +72,12 @@ class HFImageClassifier:
                 f"({', '.join(sorted(id2label.values()))}); found {', '.join(unknown)}"
             )
         self._torch = torch
-        self.device = resolve_device(device)
+        self.device = _models.resolve_device(device)
         self._network = network.to(self.device).eval()
         self.batch_size = batch_size
         self.multi_label = getattr(config, "problem_type", None) == "multi_label_classification"
-        self.version = model_version(source, config)
-        self.model_id = versioned_id(source, self.version)
+        self.version = _models.model_version(source, config)
+        self.model_id = _models.versioned_id(source, self.version)
         # category -> the output columns of its labels
         columns: dict[str, list[int]] = {}
         for index, label in sorted(id2label.items()):
@@ -88,9 +88,9 @@ class HFImageClassifier:
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, num_labels) probabilities in the model's label order."""
         torch = self._torch
-        check_images(images, KIND)
+        _models.check_images(images, KIND)
         rows: list[np.ndarray] = []
-        for chunk in batched(images, self.batch_size):
+        for chunk in _models.batched(images, self.batch_size):
             inputs = self._processor(images=list(chunk), return_tensors="pt")
             with torch.no_grad():
                 logits = self._network(pixel_values=inputs["pixel_values"].to(self.device)).logits.float()

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from guard.classifiers._models import check_images, model_version, versioned_id
+from guard.classifiers import _models
 from guard.errors import ModelLoadError, PolicyError
 from guard.types import ClassifierScore
 
@@ -84,14 +84,14 @@ class NudeNetClassifier:
         except Exception as exc:  # onnxruntime raises its own exception types for unusable files
             raise ModelLoadError(f"{KIND}: could not load an ONNX detector from {path!r}: {exc}") from exc
         self.batch_size = batch_size
-        self.version = f"nudenet-{VERSION}/{model_version(path)}"
+        self.version = f"nudenet-{VERSION}/{_models.model_version(path)}"
         bundled = model in (None, "", "bundled")
-        self.model_id = versioned_id("nudenet:bundled-320n" if bundled else path, self.version)
+        self.model_id = _models.versioned_id("nudenet:bundled-320n" if bundled else path, self.version)
         self.categories = tuple(sorted(set(self.labels.values())))
 
     def detections(self, images: Sequence[np.ndarray]) -> list[list[dict[str, Any]]]:
         """NudeNet's raw detections per image: {"class", "score", "box"}."""
-        check_images(images, KIND)
+        _models.check_images(images, KIND)
         bgr = [cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR) for image in images]
         result: list[list[dict[str, Any]]] = self._detector.detect_batch(bgr, batch_size=self.batch_size)
         return result

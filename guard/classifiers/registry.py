@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 def _require_model(kind: str, model: str | None) -> str:
     if not model:
-        raise PolicyError(f"image_checks.classifiers[kind={kind}].model: expected a path or hub id, found none")
+        raise PolicyError(
+            f"image_checks.classifiers[kind={kind}].model: expected a path or hub id, found none"
+        )
     return model
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from guard.classifiers import _models
 from guard.errors import ModelLoadError
 from guard.types import ClassifierScore
 
@@ -41,7 +42,8 @@ class StableDiffusionSafetyClassifier:
         *,
         processor: str | Path | None = None,
         subfolder: str | None = None,
-        device: str = "cpu",
+        device: str = "auto",
+        batch_size: int = 8,
     ) -> None:
         import torch
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
@@ -52,12 +54,13 @@ class StableDiffusionSafetyClassifier:
             from transformers import CLIPImageProcessor  # type: ignore[assignment]
 
         self._torch = torch
-        self.model_id = str(model)
-        self.device = device
+        _models.check_source(str(model), self.name)
+        self.device = _models.resolve_device(device)
+        self.batch_size = max(1, int(batch_size))
         try:
             kwargs: dict[str, Any] = {"subfolder": subfolder} if subfolder else {}
             checker: Any = StableDiffusionSafetyChecker.from_pretrained(str(model), **kwargs)
-            self._checker = checker.to(device).eval()
+            self._checker = checker.to(self.device).eval()
         except (OSError, ValueError) as exc:
             raise ModelLoadError(
                 f"sd-safety-checker: could not load a StableDiffusionSafetyChecker from {str(model)!r}"
@@ -78,9 +81,16 @@ class StableDiffusionSafetyClassifier:
                 f"{' (subfolder feature_extractor)' if processor_kwargs else ''}; pass `processor=` to name one"
                 f" ({exc})"
             ) from exc
+        weights = Path(str(model)) / subfolder if subfolder else str(model)
+        self.version = _models.model_version(weights, getattr(self._checker, "config", None))
+        self.model_id = _models.versioned_id(str(model), self.version)
 
     def margins(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """The checker's decision margin per image (> 0 means the checker flags it)."""
+        """The checker's decision margin per image (> 0 means the checker flags it), `batch_size` at a time."""
+        _models.check_images(images, self.name)
+        return np.concatenate([self._margins(chunk) for chunk in _models.batched(images, self.batch_size)])
+
+    def _margins(self, images: Sequence[np.ndarray]) -> np.ndarray:
         torch = self._torch
         pixel_values = self._processor(images=list(images), return_tensors="pt").pixel_values
         checker = self._checker

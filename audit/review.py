@@ -1,0 +1,293 @@
+"""The review queue: quarantined images waiting for a person to approve or reject them.
+
+Decisions are chained audit events, not new tables: "review.approved" / "review.rejected" with
+the image index, the reviewer, the reason and (for approvals) the released file's digest. The
+queue is every image recorded as quarantined with no review event after it.
+
+Approving releases the image: its encrypted copy is decrypted, the pixel watermark is applied
+with the mark id recorded for it, the event is committed, and only then is the file written.
+Rejecting needs a reason; the encrypted copy is deleted after the event is committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from audit import chain, db
+from audit.models import Generation, Image, LogEntry
+from audit.store import AuditStore
+from guard.errors import BadInputError, NotFoundError
+from guard.quarantine import QuarantineVault
+from guard.types import ClassifierScore
+
+APPROVED = "review.approved"
+REJECTED = "review.rejected"
+_REVIEW_ID = re.compile(r"^(?P<generation>[0-9A-Za-z_-]{1,64}):(?P<index>\d{1,4})$")
+
+
+@dataclass(frozen=True)
+class ReviewDecision:
+    """Who decided about an image, when, how and why (one chained event, `seq`)."""
+
+    decision: str  # "approved" or "rejected"
+    reviewer: str
+    reason: str
+    decided_at: datetime
+    seq: int
+    released_sha256: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class ReviewItem:
+    """A quarantined image. `review_id` is "<generation id>:<image index>"; `prompt` is None when the
+    pack stored it hashed or redacted. `decision` is None while it waits in the queue."""
+
+    review_id: str
+    generation_id: str
+    index: int
+    created_at: datetime
+    actor: str
+    prompt: str | None
+    policy: str  # "name version"
+    scores: tuple[ClassifierScore, ...]
+    flagged: tuple[tuple[str, float], ...]
+    kept: bool  # an encrypted copy exists that an approval can release
+    decision: ReviewDecision | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "review_id": self.review_id,
+            "generation_id": self.generation_id,
+            "index": self.index,
+            "created_at": chain.format_time(self.created_at),
+            "actor": self.actor,
+            "prompt": self.prompt,
+            "policy": self.policy,
+            "scores": [
+                {"classifier": s.classifier, "model_id": s.model_id, "category": s.category, "score": s.score}
+                for s in self.scores
+            ],
+            "flagged": [[category, threshold] for category, threshold in self.flagged],
+            "kept": self.kept,
+            "decision": None
+            if self.decision is None
+            else {
+                "decision": self.decision.decision,
+                "reviewer": self.decision.reviewer,
+                "reason": self.decision.reason,
+                "decided_at": chain.format_time(self.decision.decided_at),
+                "seq": self.decision.seq,
+                "released_sha256": self.decision.released_sha256,
+                "path": self.decision.path,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class ReviewOutcome:
+    item: ReviewItem
+    decision: ReviewDecision
+
+
+@contextmanager
+def read_connection(store: AuditStore) -> Iterator[Connection]:
+    """A read-only connection on the store's database.
+
+    AuditStore has no public read connection yet; review and report queries are read-only selects
+    on its tables, so they borrow its engine here, in one place.
+    """
+    with db.read_transaction(store._engine) as conn:
+        yield conn
+
+
+def parse_review_id(review_id: str) -> tuple[str, int]:
+    match = _REVIEW_ID.fullmatch(review_id.strip()) if isinstance(review_id, str) else None
+    if match is None:
+        raise BadInputError(
+            f"review id: expected GENERATION_ID:INDEX (as `review list` shows), found {review_id!r}"
+        )
+    return match["generation"], int(match["index"])
+
+
+def _decisions(conn: Connection, generation_id: str | None = None) -> dict[tuple[str, int], ReviewDecision]:
+    query = select(
+        LogEntry.seq, LogEntry.event_type, LogEntry.recorded_at, LogEntry.generation_id, LogEntry.payload_json
+    ).where(LogEntry.event_type.in_((APPROVED, REJECTED)))
+    if generation_id is not None:
+        query = query.where(LogEntry.generation_id == generation_id)
+    decided: dict[tuple[str, int], ReviewDecision] = {}
+    for seq, event_type, recorded_at, gid, payload_json in conn.execute(query.order_by(LogEntry.seq)):
+        payload = json.loads(payload_json)
+        key = (str(gid), int(payload["image_index"]))
+        decided.setdefault(  # the first decision counts; a later one could only be a race
+            key,
+            ReviewDecision(
+                decision="approved" if event_type == APPROVED else "rejected",
+                reviewer=str(payload.get("reviewer", "")),
+                reason=str(payload.get("reason", "")),
+                decided_at=chain.parse_time(recorded_at),
+                seq=int(seq),
+                released_sha256=payload.get("released_sha256"),
+                path=payload.get("path"),
+            ),
+        )
+    return decided
+
+
+def _items(
+    store: AuditStore, vault: QuarantineVault, generation_id: str | None = None, index: int | None = None
+) -> list[ReviewItem]:
+    query = (
+        select(
+            Image.generation_id,
+            Image.index,
+            Image.verdict_json,
+            Generation.created_at,
+            Generation.actor,
+            Generation.prompt_storage,
+            Generation.prompt_text,
+            Generation.policy_name,
+            Generation.policy_version,
+        )
+        .join(Generation, Generation.id == Image.generation_id)
+        .where(Image.status == "quarantined")
+    )
+    if generation_id is not None:
+        query = query.where(Image.generation_id == generation_id)
+    if index is not None:
+        query = query.where(Image.index == index)
+    with read_connection(store) as conn:
+        rows = conn.execute(query.order_by(Generation.created_at, Image.generation_id, Image.index)).all()
+        decided = _decisions(conn, generation_id)
+    items = []
+    for gid, idx, verdict_json, created_at, actor, storage, prompt_text, policy_name, policy_version in rows:
+        verdict = json.loads(verdict_json)
+        items.append(
+            ReviewItem(
+                review_id=f"{gid}:{idx}",
+                generation_id=gid,
+                index=idx,
+                created_at=chain.parse_time(created_at),
+                actor=actor,
+                prompt=prompt_text if storage == "full" else None,
+                policy=f"{policy_name} {policy_version}",
+                scores=tuple(ClassifierScore(**score) for score in verdict["scores"]),
+                flagged=tuple((category, threshold) for category, threshold in verdict["flagged"]),
+                kept=vault.path(gid, idx).exists(),
+                decision=decided.get((gid, idx)),
+            )
+        )
+    return items
+
+
+def review_queue(store: AuditStore, vault: QuarantineVault | None = None) -> list[ReviewItem]:
+    """Quarantined images with no review decision yet, oldest first."""
+    return [item for item in _items(store, vault or QuarantineVault()) if item.decision is None]
+
+
+def show(store: AuditStore, review_id: str, vault: QuarantineVault | None = None) -> ReviewItem:
+    """One quarantined image, decided or not."""
+    generation_id, index = parse_review_id(review_id)
+    found = _items(store, vault or QuarantineVault(), generation_id, index)
+    if not found:
+        raise NotFoundError(f"review id {review_id!r}: expected a quarantined image, found none recorded")
+    return found[0]
+
+
+def _pending(store: AuditStore, review_id: str, vault: QuarantineVault, reviewer: str) -> ReviewItem:
+    if not isinstance(reviewer, str) or not reviewer.strip():
+        raise BadInputError("reviewer: expected a name (--reviewer or $USER), found none")
+    item = show(store, review_id, vault)
+    if item.decision is not None:
+        d = item.decision
+        raise BadInputError(
+            f"review id {review_id!r}: expected an image waiting for review, found it already {d.decision} "
+            f"by {d.reviewer} at {chain.format_time(d.decided_at)}"
+        )
+    return item
+
+
+def approve(
+    store: AuditStore,
+    review_id: str,
+    *,
+    reviewer: str,
+    out_dir: Path,
+    reason: str = "",
+    vault: QuarantineVault | None = None,
+    watermark_key: bytes | None = None,
+) -> ReviewOutcome:
+    """Release a quarantined image into `out_dir` as "<generation id>-<index>.png", watermarked.
+
+    The event is committed before the file is written (nothing leaves before its record).
+    """
+    from guard.imageio import encode_image
+    from guard.watermark import embed
+
+    vault = vault or QuarantineVault()
+    item = _pending(store, review_id, vault, reviewer)
+    detail = store.get_generation(item.generation_id)
+    stored = next(image for image in detail.images if image.index == item.index) if detail else None
+    if stored is None or stored.mark_id is None:
+        raise NotFoundError(f"review id {review_id!r}: expected a recorded mark id for the image, found none")
+    pixels = vault.load(item.generation_id, item.index)
+    png = encode_image(embed(pixels, stored.mark_id, watermark_key), "png")
+    digest = hashlib.sha256(png).hexdigest()
+    target = Path(out_dir) / f"{item.generation_id}-{item.index}.png"
+    payload = {
+        "image_index": item.index,
+        "reviewer": reviewer.strip(),
+        "reason": reason.strip(),
+        "released_sha256": digest,
+        "path": str(target),
+    }
+    seq = store.append_event(APPROVED, payload, generation_id=item.generation_id)  # the commit
+    decision = _decision_after(store, item, seq)  # a concurrent first decision wins: nothing is written
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_bytes(png)
+    os.replace(tmp, target)
+    vault.discard(item.generation_id, item.index)
+    return ReviewOutcome(item, decision)
+
+
+def reject(
+    store: AuditStore,
+    review_id: str,
+    *,
+    reviewer: str,
+    reason: str,
+    vault: QuarantineVault | None = None,
+) -> ReviewOutcome:
+    """Reject a quarantined image (a reason is required); its encrypted copy is then deleted."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise BadInputError("reason: expected why the image is rejected (--reason), found none")
+    vault = vault or QuarantineVault()
+    item = _pending(store, review_id, vault, reviewer)
+    payload = {"image_index": item.index, "reviewer": reviewer.strip(), "reason": reason.strip()}
+    seq = store.append_event(REJECTED, payload, generation_id=item.generation_id)
+    vault.discard(item.generation_id, item.index)
+    return ReviewOutcome(item, _decision_after(store, item, seq))
+
+
+def _decision_after(store: AuditStore, item: ReviewItem, seq: int) -> ReviewDecision:
+    with read_connection(store) as conn:
+        decision = _decisions(conn, item.generation_id)[(item.generation_id, item.index)]
+    if decision.seq != seq:  # another reviewer's decision was committed first
+        raise BadInputError(
+            f"review id {item.review_id!r}: decided concurrently; the first decision (seq {decision.seq}, "
+            f"{decision.decision} by {decision.reviewer}) stands"
+        )
+    return decision

@@ -1,0 +1,185 @@
+"""Output-check latency per classifier, and the bias report over 100,000 audit records.
+
+    python bench/classify.py [--images 16] [--records 100000] [--clip PATH] [--hf PATH --hf-label L]
+                             [--checker PATH] [--db-cache DIR] [--skip-report]
+
+Prints milliseconds per 512x512 image on one core (torch, onnxruntime and OpenCV limited to one
+thread) for each classifier, one image at a time and in batches of 8: NudeNet's bundled detector
+(real), the SD safety checker, a transformers image classifier and CLIP zero-shot (tiny models built
+from configs unless real paths are given: tiny-model figures measure the plumbing, not a real model),
+and the bias observations (faces + skin tone, no gender model). Then the time of `bias_report` over
+`--records` synthetic completed generations with bias observations (target: <= 5 s), written once
+through AuditStore.record_generations into an SQLite file under --db-cache and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import numpy as np
+
+from audit.records import GenerationRecord
+
+
+def _photos(count: int) -> list[np.ndarray]:
+    from tests._photos import photographs
+
+    base = list(photographs(512).values())
+    return [base[i % len(base)] for i in range(count)]
+
+
+def _ms_per_image(
+    run: Callable[[Sequence[np.ndarray]], object], images: list[np.ndarray], batch: int
+) -> float:
+    run(images[:batch])  # warm up
+    start = time.perf_counter()
+    for i in range(0, len(images), batch):
+        run(images[i : i + batch])
+    return 1000 * (time.perf_counter() - start) / len(images)
+
+
+def bench_classifiers(args: argparse.Namespace, images: list[np.ndarray], root: Path) -> None:
+    from guard.bias import observe_images
+    from guard.classifiers.clip_zero_shot import ClipZeroShotClassifier
+    from guard.classifiers.hf_image import HFImageClassifier
+    from guard.classifiers.nudenet import NudeNetClassifier
+    from guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
+    from tests.tiny_models import build_tiny_clip, build_tiny_safety_checker, build_tiny_vit_classifier
+
+    clip = args.clip or str(build_tiny_clip(root / "clip"))
+    hf = args.hf or str(build_tiny_vit_classifier(root / "vit"))
+    hf_label = args.hf_label or "gore"
+    checker = args.checker or str(build_tiny_safety_checker(root / "checker", flag_everything=False))
+    tiny = "" if args.clip else " (tiny)"
+    classifiers: list[tuple[str, Callable[[Sequence[np.ndarray]], object]]] = [
+        ("nudenet (bundled 320n)", NudeNetClassifier(threads=1).classify),
+        (
+            f"sd-safety-checker{'' if args.checker else ' (tiny)'}",
+            StableDiffusionSafetyClassifier(checker).classify,
+        ),
+        (
+            f"hf-image-classification{'' if args.hf else ' (tiny)'}",
+            HFImageClassifier(hf, labels={hf_label: "violence"}, device="cpu").classify,
+        ),
+        (f"clip-zero-shot{tiny}", ClipZeroShotClassifier(clip, device="cpu").classify),
+        ("bias observations (faces, ITA)", observe_images),
+    ]
+    print(f"{'classifier':<40} {'ms/image, 1 at a time':>22} {'ms/image, batch 8':>18}")
+    for name, run in classifiers:
+        single = _ms_per_image(run, images, 1)
+        batched = _ms_per_image(run, images, 8)
+        print(f"{name:<40} {single:>22.1f} {batched:>18.1f}")
+
+
+def _synthetic_records(count: int, seed: int = 0) -> list[GenerationRecord]:
+    from guard.bias import SKIN_TONE_VALUES, UNKNOWN, batch_bias
+    from guard.policy import PolicyEngine, load_pack
+    from guard.policy.schema import BiasSpec
+    from guard.types import GenerationRequest, PerceivedFace, PromptStorage
+
+    rng = random.Random(seed)
+    engine = PolicyEngine(load_pack("default"))
+    jobs = ["doctor", "nurse", "ceo", "teacher", "pilot", "chef", "engineer", "farmer", "lawyer", "cleaner"]
+    prompts = [
+        f"a portrait photo of a {job}{suffix}" for job in jobs for suffix in ("", " at work", " smiling")
+    ]
+    decisions = {p: engine.check(p) for p in prompts}
+    spec = BiasSpec()
+    tones = [*SKIN_TONE_VALUES, UNKNOWN]
+    records = []
+    for _ in range(count):
+        prompt = rng.choice(prompts)
+        observed = [
+            tuple(
+                PerceivedFace(
+                    (0, 0, 64, 64), None, rng.choice(tones), rng.choice(("feminine", "masculine", UNKNOWN))
+                )
+                for _ in range(rng.randint(0, 2))
+            )
+            for _ in range(4)
+        ]
+        records.append(
+            GenerationRecord(
+                uuid.uuid4().hex,
+                GenerationRequest(prompt),
+                decisions[prompt],
+                PromptStorage.FULL,
+                "completed",
+                model_id="bench",
+                extra={"bias": batch_bias(observed, spec, ("feminine", "masculine")).to_json()},
+            )
+        )
+    return records
+
+
+def bench_report(records: int, cache: Path) -> None:
+    from audit.reports import bias_report
+    from audit.store import AuditStore
+
+    path = cache / f"bias-bench-{records}.sqlite3"
+    url = f"sqlite:///{path}"
+    if not path.exists():
+        start = time.perf_counter()
+        with AuditStore.open(url) as store:
+            for first in range(0, records, 2000):
+                store.record_generations(_synthetic_records(min(2000, records - first), seed=first))
+        print(f"wrote {records} synthetic generations to {path} in {time.perf_counter() - start:.1f} s")
+    with AuditStore.open(url) as store:
+        for group_by in ("prompt", "occupation"):
+            start = time.perf_counter()
+            report = bias_report(store, group_by=group_by)
+            elapsed = time.perf_counter() - start
+            print(
+                f"bias_report over {report.generations} generations ({report.faces} faces), group by {group_by}: "
+                f"{elapsed:.2f} s (target <= 5 s)"
+            )
+        from audit.report_html import render_bias_html
+
+        start = time.perf_counter()
+        html = render_bias_html(report)
+        print(f"render_bias_html: {1000 * (time.perf_counter() - start):.0f} ms, {len(html) // 1024} KiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--clip", help="a CLIP model path (default: a tiny one built here)")
+    parser.add_argument("--hf", help="a transformers image-classification model path")
+    parser.add_argument("--hf-label", help="the label of --hf to score (default: gore, the tiny model's)")
+    parser.add_argument("--checker", help="a StableDiffusionSafetyChecker path")
+    parser.add_argument("--db-cache", type=Path, default=Path(tempfile.gettempdir()) / "genguard-bench")
+    parser.add_argument("--skip-report", action="store_true")
+    parser.add_argument("--skip-classifiers", action="store_true")
+    args = parser.parse_args()
+
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if not args.skip_classifiers:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_classifiers(args, _photos(args.images), Path(tmp))
+    if not args.skip_report:
+        args.db_cache.mkdir(parents=True, exist_ok=True)
+        bench_report(args.records, args.db_cache)
+
+
+if __name__ == "__main__":
+    main()
