@@ -67,7 +67,10 @@ def stacked_bars(rows: Sequence[tuple[str, Sequence[tuple[str, int]]]], colours:
 
 
 def line_chart(
-    periods: Sequence[str], series: Sequence[tuple[str, Sequence[float | None]]], y_max: float | None = None
+    periods: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float | None]]],
+    y_max: float | None = None,
+    colours: dict[str, str] | None = None,
 ) -> str:
     """Lines over periods (gaps where a value is missing); the y axis starts at 0."""
     w, h, left, bottom = 640, 220, 40, 40
@@ -90,8 +93,13 @@ def line_chart(
             parts.append(
                 f'<text x="{x:.1f}" y="{h - bottom + 16}" text-anchor="middle">{escape(period)}</text>'
             )
+
+    def colour_of(k: int, name: str) -> str:
+        # The safety report passes its outcome colours, so that a line matches that outcome's bars.
+        return (colours or {}).get(name, _PALETTE[k % len(_PALETTE)])
+
     for k, (name, vs) in enumerate(series):
-        colour = _PALETTE[k % len(_PALETTE)]
+        colour = colour_of(k, name)
         segment: list[str] = []
         for i, v in enumerate(list(vs) + [None]):
             if v is None:
@@ -107,9 +115,7 @@ def line_chart(
                 f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"><title>{escape(name)} {periods[i]}: {v:.2f}</title></circle>'
             )
     parts.append("</svg>")
-    return "".join(parts) + _legend(
-        [(name, _PALETTE[k % len(_PALETTE)]) for k, (name, _) in enumerate(series)]
-    )
+    return "".join(parts) + _legend([(name, colour_of(k, name)) for k, (name, _) in enumerate(series)])
 
 
 def _page(title: str, body: str) -> str:
@@ -300,7 +306,11 @@ def render_safety_html(report: SafetyReport) -> str:
         periods = [p for p, _ in report.trend]
         present = [o for o in OUTCOMES if any(dict(c).get(o) for _, c in report.trend)]
         body.append(
-            line_chart(periods, [(o, [float(dict(c).get(o, 0)) for _, c in report.trend]) for o in present])
+            line_chart(
+                periods,
+                [(o, [float(dict(c).get(o, 0)) for _, c in report.trend]) for o in present],
+                colours=_OUTCOME_COLOURS,
+            )
         )
         body.append(_outcome_table(report.trend, "period"))
         body.append("<h3>Per period and policy version</h3>")
