@@ -161,6 +161,14 @@ def generate(
         click.echo(f"  released {image.path}  sha256 {image.sha256[:16]}  mark {image.mark_id:016x}")
     for held in result.withheld:
         click.echo(f"  withheld image {held.index}: {held.status} ({held.reason})")
+    if result.bias is not None and result.bias.faces:
+        entropy = result.bias.skin_tone.entropy
+        uniform = ", ".join(result.bias.uniform)
+        click.echo(
+            f"  perceived: {result.bias.faces} faces, skin tone entropy "
+            + ("n/a" if entropy is None else f"{entropy:.2f}")
+            + (f"; uniform batch ({uniform}): {result.bias.action}" if uniform else "")
+        )
 
 
 def _quiet_model_libraries() -> None:
