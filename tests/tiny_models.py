@@ -13,7 +13,6 @@ def build_tiny_safety_checker(path: Path, *, flag_everything: bool) -> Path:
     """
     import torch
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-    from transformers import CLIPConfig
 
     try:
         from transformers import CLIPImageProcessorPil as CLIPImageProcessor
@@ -21,27 +20,7 @@ def build_tiny_safety_checker(path: Path, *, flag_everything: bool) -> Path:
         from transformers import CLIPImageProcessor  # type: ignore[assignment]
 
     torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config={
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_attention_heads": 4,
-            "num_hidden_layers": 2,
-            "vocab_size": 100,
-            "bos_token_id": 0,
-            "eos_token_id": 1,
-            "pad_token_id": 1,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_attention_heads": 4,
-            "num_hidden_layers": 2,
-            "image_size": 32,
-            "patch_size": 4,
-        },
-        projection_dim=16,
-    )
+    config = _tiny_clip_config(vocab_size=100, bos_token_id=0, eos_token_id=1, pad_token_id=1)
     checker = StableDiffusionSafetyChecker(config).eval()
     if flag_everything:
         with torch.no_grad():
