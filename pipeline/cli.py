@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 
@@ -189,28 +189,30 @@ def policy() -> None:
     """Check prompts against a policy pack; show packs."""
 
 
-def _prompts_from(prompt: str | None, file: Path | None) -> Iterator[str]:
+def _prompts_from(prompt: str | None, file: TextIO | None) -> Iterator[str]:
     if prompt is not None and file is not None:
         raise click.UsageError("give PROMPT or --file, not both")
     if prompt is not None and prompt != "-":
         yield prompt
         return
-    stream = sys.stdin if file is None or str(file) == "-" else open(file, encoding="utf-8")  # noqa: SIM115
-    with stream:
-        for line in stream:
-            line = line.rstrip("\n")
-            if line.strip():
-                yield line
+    for line in file if file is not None else sys.stdin:
+        line = line.rstrip("\n")
+        if line.strip():
+            yield line
 
 
 @policy.command("check")
 @click.argument("prompt", required=False)
 @click.option(
-    "--file", "file", type=click.Path(path_type=Path), default=None, help="One prompt per line; - for stdin."
+    "--file",
+    "file",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help="One prompt per line; - for stdin.",
 )
 @click.option("--policy", "policy_name", default="default", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per prompt, in input order.")
-def policy_check(prompt: str | None, file: Path | None, policy_name: str, as_json: bool) -> None:
+def policy_check(prompt: str | None, file: TextIO | None, policy_name: str, as_json: bool) -> None:
     """Check PROMPT (or a file / stdin of prompts) against a pack. Exit 3 if any was blocked."""
     from guard.policy import PolicyEngine, load_pack
     from guard.types import PromptAction

@@ -116,6 +116,11 @@ def test_unreachable_database_exits_4(cli_env: dict[str, str], tmp_path: Path) -
         (["generate", "a boat", "--policy", "no-such-pack"], 2),
         (["generate"], 2),
         (["audit", "show", "no-such-id"], 2),
+        (["policy", "check", "--file", "/no/such/prompts.txt"], 2),
+        (["audit", "list", "--db", "not-a-url"], 2),
+        (["audit", "list", "--db", "sqlite:////no/such/folder/audit.sqlite3"], 4),
+        (["generate", "a boat", "--model", "/no/such/model", "--steps", "1"], 4),
+        (["watermark", "detect", "/no/such/image.png"], 2),
     ],
 )
 def test_bad_input_exit_codes(cli_env: dict[str, str], args: list[str], code: int) -> None:
