@@ -6,13 +6,13 @@ torch is imported inside the functions that need it, never at module load.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from guard.errors import ImageInputError, ModelLoadError
+from guard.errors import ImageInputError, ModelLoadError, PolicyError
 
 T = TypeVar("T")
 
@@ -93,3 +93,36 @@ def model_version(source: str | Path, config: Any = None) -> str:
 def versioned_id(source: str | Path, version: str) -> str:
     """The model id recorded with each score: where it came from and which version it was."""
     return f"{source}@{version}"
+
+
+def load_task_config(source: str, who: str, *, task: str, suffix: str) -> Any:
+    """The model's transformers config, refused unless an architecture ends in `suffix`.
+
+    So that a model of the wrong task (a CLIP model given as an image classifier, a masked-LM given
+    as a text classifier) fails with a message naming the task instead of a shape error later.
+    """
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{who}: could not load a model config from {source!r}: {exc}") from exc
+    architectures = list(getattr(config, "architectures", None) or [])
+    if not any(arch.endswith(suffix) for arch in architectures):
+        raise ModelLoadError(
+            f"{who}: model {source!r}: expected {task} model (an architecture ending in {suffix}), "
+            f"found {architectures or 'none'}"
+        )
+    return config
+
+
+def check_labels(labels: Iterable[str], id2label: Mapping[Any, Any], who: str) -> dict[int, str]:
+    """The model's labels by output index; every label the pack maps must be one of them."""
+    by_index = {int(i): str(label) for i, label in id2label.items()}
+    unknown = sorted(set(labels) - set(by_index.values()))
+    if unknown:
+        raise PolicyError(
+            f"{who}: labels: expected labels the model has "
+            f"({', '.join(sorted(by_index.values()))}); found {', '.join(unknown)}"
+        )
+    return by_index

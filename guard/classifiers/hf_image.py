@@ -39,7 +39,7 @@ class HFImageClassifier:
         batch_size: int = 8,
     ) -> None:
         import torch
-        from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
 
         source = str(model)
         if not labels:
@@ -49,28 +49,15 @@ class HFImageClassifier:
         if batch_size < 1:
             raise PolicyError(f"{KIND}: options.batch_size: expected at least 1, found {batch_size}")
         _models.check_source(source, KIND)
-        try:
-            config = AutoConfig.from_pretrained(source)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{KIND}: could not load a model config from {source!r}: {exc}") from exc
-        architectures = list(getattr(config, "architectures", None) or [])
-        if not any(arch.endswith("ForImageClassification") for arch in architectures):
-            raise ModelLoadError(
-                f"{KIND}: model {source!r}: expected an image-classification model "
-                f"(an architecture ending in ForImageClassification), found {architectures or 'none'}"
-            )
+        config = _models.load_task_config(
+            source, KIND, task="an image-classification", suffix="ForImageClassification"
+        )
         try:
             network: Any = AutoModelForImageClassification.from_pretrained(source)
             self._processor = AutoImageProcessor.from_pretrained(source)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"{KIND}: could not load {source!r}: {exc}") from exc
-        id2label = {int(i): str(label) for i, label in network.config.id2label.items()}
-        unknown = sorted(set(labels) - set(id2label.values()))
-        if unknown:
-            raise PolicyError(
-                f"{KIND} {source!r}: labels: expected labels the model has "
-                f"({', '.join(sorted(id2label.values()))}); found {', '.join(unknown)}"
-            )
+        id2label = _models.check_labels(labels, network.config.id2label, f"{KIND} {source!r}")
         self._torch = torch
         self.device = _models.resolve_device(device)
         self._network = network.to(self.device).eval()

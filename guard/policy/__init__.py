@@ -1,11 +1,12 @@
-"""Policy packs and the prompt checks (normalisation, lexical and co-occurrence layers).
+"""Policy packs and the prompt checks (normalisation; lexical, co-occurrence and model layers).
 
 Public surface: `load_pack`, `list_shipped_packs`, `PolicyPack`, `PolicyEngine`, `PromptScanner`,
-`normalize` / `NormalizedPrompt`. Everything else is internal.
+`TextClassifierScanner` (the model layer), `normalize` / `NormalizedPrompt`. Everything else is internal.
 """
 
 from guard.policy.engine import PolicyEngine
 from guard.policy.loader import list_shipped_packs, load_pack
+from guard.policy.model_layer import TextClassifierScanner
 from guard.policy.normalize import NormalizedPrompt, PromptView, normalize
 from guard.policy.pack import PolicyPack
 from guard.policy.scanners import CooccurrenceScanner, LexicalScanner, PromptScanner
@@ -18,6 +19,7 @@ __all__ = [
     "PolicyPack",
     "PromptScanner",
     "PromptView",
+    "TextClassifierScanner",
     "list_shipped_packs",
     "load_pack",
     "normalize",

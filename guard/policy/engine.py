@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from guard.errors import BadInputError, PolicyError
+from guard.policy.model_layer import model_scanners
 from guard.policy.normalize import NormalizedPrompt, normalize
 from guard.policy.pack import PolicyPack
 from guard.policy.scanners import LexicalScanner, PromptScanner, default_scanners
@@ -25,11 +26,12 @@ _SPACES = re.compile(r"[ \t]{2,}")
 
 
 class PolicyEngine:
-    """Checks prompts against one pack. Scanners default to the lexical and co-occurrence layers."""
+    """Checks prompts against one pack. Scanners default to the lexical and co-occurrence layers, and
+    the pack's configured prompt models (`prompt_models` entries whose `model` is set)."""
 
     def __init__(self, pack: PolicyPack, scanners: Sequence[PromptScanner] | None = None) -> None:
         self.pack = pack
-        chosen = list(default_scanners(pack) if scanners is None else scanners)
+        chosen = [*default_scanners(pack), *model_scanners(pack)] if scanners is None else list(scanners)
         self.scanners: tuple[PromptScanner, ...] = tuple(sorted(chosen, key=lambda s: s.cost))
         rewrite_categories = [
             cid for cid in pack.category_ids if pack.category(cid).action == PromptAction.REWRITE
@@ -76,6 +78,11 @@ class PolicyEngine:
     def _crosses(self, hit: RuleHit) -> bool:
         return hit.score >= self.pack.prompt_threshold(hit.category, hit.layer)
 
+    def _counts(self, hit: RuleHit) -> bool:
+        """At least in the uncertain band: below it a hit is no evidence (a model's small
+        probability for every label is not a near-miss)."""
+        return hit.score >= self.pack.prompt_uncertain_floor(hit.category, hit.layer)
+
     def _block_is_certain(self, hits: list[RuleHit]) -> bool:
         return any(
             self._crosses(hit) and self.pack.category(hit.category).action == PromptAction.BLOCK
@@ -88,7 +95,7 @@ class PolicyEngine:
         crossed: set[str] = set()
         kept: dict[RuleHit, None] = {}
         for hit in hits:
-            if not self.pack.category(hit.category).enabled:
+            if not self.pack.category(hit.category).enabled or not self._counts(hit):
                 continue
             kept.setdefault(hit)
             best[hit.category] = max(best.get(hit.category, 0.0), hit.score)
@@ -121,7 +128,7 @@ class PolicyEngine:
             rules=tuple(kept),
             policy=self.pack.ref,
             negative_prompt_additions=additions,
-            # Evidence below the threshold: the output checks look harder at these categories.
+            # Evidence in the uncertain band only: the output checks look harder at these categories.
             heightened_categories=tuple(cid for cid in best if cid not in crossed),
         )
 

@@ -77,6 +77,11 @@ class PolicyPack:
             return float(getattr(thresholds, layer))
         return thresholds.lexical
 
+    def prompt_uncertain_floor(self, category_id: str, layer: str) -> float:
+        """The lowest score of a prompt layer's hit that still counts: from here up to the threshold
+        the category is uncertain (heightened); below it the hit is no evidence."""
+        return self.prompt_threshold(category_id, layer) * self.spec.uncertain.lower_factor
+
     def image_threshold(self, category_id: str, heightened: bool = False) -> float:
         """The image classifier score at or above which `output_action` applies."""
         threshold = self.category(category_id).thresholds.image
@@ -128,18 +133,23 @@ class PolicyPack:
 
 
 def _check_classifier_categories(spec: PackSpec, source: str) -> None:
-    """Per-classifier overrides and label maps may only name categories the pack defines."""
+    """Per-classifier overrides and label maps (image and prompt models) may only name categories
+    the pack defines."""
+    named: list[tuple[str, list[str]]] = []
     for index, classifier in enumerate(spec.image_checks.classifiers):
-        named = [
-            ("thresholds", list(classifier.thresholds)),
-            ("action", list(classifier.action)),
-            ("labels", list(classifier.labels.values())),
-            ("prompts", list(classifier.prompts)),
+        field = f"image_checks.classifiers.{index}"
+        named += [
+            (f"{field}.thresholds", list(classifier.thresholds)),
+            (f"{field}.action", list(classifier.action)),
+            (f"{field}.labels", list(classifier.labels.values())),
+            (f"{field}.prompts", list(classifier.prompts)),
         ]
-        for field, categories in named:
-            for category in categories:
-                if category not in spec.categories:
-                    raise PolicyError(
-                        f"{source}: field image_checks.classifiers.{index}.{field}: expected a category "
-                        f"the pack defines ({', '.join(sorted(spec.categories))}); found {category!r}"
-                    )
+    for index, prompt_model in enumerate(spec.prompt_models):
+        named.append((f"prompt_models.{index}.labels", list(prompt_model.labels.values())))
+    for field, categories in named:
+        for category in categories:
+            if category not in spec.categories:
+                raise PolicyError(
+                    f"{source}: field {field}: expected a category "
+                    f"the pack defines ({', '.join(sorted(spec.categories))}); found {category!r}"
+                )

@@ -158,12 +158,31 @@ class RewriteSpec(_Spec):
 
 
 class UncertainSpec(_Spec):
-    """How output checks tighten for categories the prompt check found uncertain.
+    """The uncertain band of prompt scores, and how output checks tighten for it.
 
+    A prompt layer's score at or above `thresholds.<layer> * lower_factor` but below the threshold
+    makes its category uncertain ("heightened"); a lower score is no evidence at all.
     Heightened image threshold = `thresholds.image * image_threshold_factor`.
     """
 
     image_threshold_factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    lower_factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6
+
+
+PromptModelOption = str | int | float | bool | None
+
+
+class PromptModelSpec(_Spec):
+    """A transformers text classifier run on prompts (layer "model"). `model` None means "not configured".
+
+    `labels` maps the model's labels to categories; a label's probability is scored against the
+    category's `thresholds.model`. Labels the map does not name are ignored.
+    """
+
+    kind: Literal["text-classification"]
+    model: str | None = None
+    labels: dict[Annotated[str, StringConstraints(min_length=1)], Identifier] = {}
+    options: dict[str, PromptModelOption] = {}
 
 
 class PackSpec(_Spec):
@@ -175,4 +194,5 @@ class PackSpec(_Spec):
     rewrite: RewriteSpec = RewriteSpec()
     uncertain: UncertainSpec = UncertainSpec()
     bias: BiasSpec = BiasSpec()
+    prompt_models: list[PromptModelSpec] = []
     categories: dict[Identifier, CategorySpec]
