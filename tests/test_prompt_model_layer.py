@@ -41,11 +41,9 @@ def build_tiny_bert(
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
     path.mkdir(parents=True, exist_ok=True)
-    vocab = path / "vocab.txt"
-    vocab.write_text(
-        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n", encoding="utf-8"
-    )
-    tokenizer = BertTokenizer(vocab_file=str(vocab), do_lower_case=True)
+    # The vocabulary as a map: transformers 5's BertTokenizer ignores a `vocab_file` argument.
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(words)}, do_lower_case=True)
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=len(tokenizer),

@@ -126,3 +126,21 @@ def check_labels(labels: Iterable[str], id2label: Mapping[Any, Any], who: str) -
             f"({', '.join(sorted(by_index.values()))}); found {', '.join(unknown)}"
         )
     return by_index
+
+
+def checked_options(options: Mapping[str, object], types: Mapping[str, type], where: str) -> dict[str, Any]:
+    """`options` from a pack entry, each name known and each value of its exact type.
+
+    `where` names the field for messages, e.g. "pack 'default': field semantic.options".
+    """
+    checked: dict[str, Any] = {}
+    for name, value in options.items():
+        expected = types.get(name)
+        if expected is None:
+            raise PolicyError(f"{where}: expected options among {', '.join(sorted(types))}; found {name!r}")
+        if type(value) is not expected:
+            raise PolicyError(
+                f"{where}.{name}: expected {expected.__name__}, found {type(value).__name__} {value!r}"
+            )
+        checked[name] = value
+    return checked

@@ -1,7 +1,7 @@
 """Policy packs and the prompt checks (normalisation; lexical, co-occurrence and model layers).
 
 Public surface: `load_pack`, `list_shipped_packs`, `PolicyPack`, `PolicyEngine`, `PromptScanner`,
-`TextClassifierScanner` (the model layer), `normalize` / `NormalizedPrompt`. Everything else is internal.
+`TextClassifierScanner` (the model layer), `SemanticScanner` (the semantic layer), `normalize` / `NormalizedPrompt`. Everything else is internal.
 """
 
 from guard.policy.engine import PolicyEngine
@@ -10,6 +10,7 @@ from guard.policy.model_layer import TextClassifierScanner
 from guard.policy.normalize import NormalizedPrompt, PromptView, normalize
 from guard.policy.pack import PolicyPack
 from guard.policy.scanners import CooccurrenceScanner, LexicalScanner, PromptScanner
+from guard.policy.semantic import SemanticScanner
 
 __all__ = [
     "CooccurrenceScanner",
@@ -19,6 +20,7 @@ __all__ = [
     "PolicyPack",
     "PromptScanner",
     "PromptView",
+    "SemanticScanner",
     "TextClassifierScanner",
     "list_shipped_packs",
     "load_pack",

@@ -10,6 +10,7 @@ from guard.policy.model_layer import model_scanners
 from guard.policy.normalize import NormalizedPrompt, normalize
 from guard.policy.pack import PolicyPack
 from guard.policy.scanners import LexicalScanner, PromptScanner, default_scanners
+from guard.policy.semantic import semantic_scanners
 from guard.types import CategoryScore, PromptAction, PromptDecision, RuleHit
 
 MAX_PROMPT_CHARS = 20_000
@@ -26,12 +27,17 @@ _SPACES = re.compile(r"[ \t]{2,}")
 
 
 class PolicyEngine:
-    """Checks prompts against one pack. Scanners default to the lexical and co-occurrence layers, and
-    the pack's configured prompt models (`prompt_models` entries whose `model` is set)."""
+    """Checks prompts against one pack. Scanners default to the lexical and co-occurrence layers, the
+    semantic layer when the pack sets `semantic.model`, and the pack's configured prompt models
+    (`prompt_models` entries whose `model` is set)."""
 
     def __init__(self, pack: PolicyPack, scanners: Sequence[PromptScanner] | None = None) -> None:
         self.pack = pack
-        chosen = [*default_scanners(pack), *model_scanners(pack)] if scanners is None else list(scanners)
+        chosen = (
+            [*default_scanners(pack), *semantic_scanners(pack), *model_scanners(pack)]
+            if scanners is None
+            else list(scanners)
+        )
         self.scanners: tuple[PromptScanner, ...] = tuple(sorted(chosen, key=lambda s: s.cost))
         rewrite_categories = [
             cid for cid in pack.category_ids if pack.category(cid).action == PromptAction.REWRITE

