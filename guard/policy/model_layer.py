@@ -58,11 +58,7 @@ class TextClassifierScanner:
                 f"{who}: labels: expected a map from the model's labels to categories, found none"
             )
         for label, category in labels.items():
-            if category not in pack.spec.categories:
-                raise PolicyError(
-                    f"{who}: labels.{label}: expected a category of pack {pack.name!r} "
-                    f"({', '.join(sorted(pack.spec.categories))}); found {category!r}"
-                )
+            pack.require_category(category, f"{who}: labels.{label}")
         if batch_size < 1:
             raise PolicyError(f"{who}: options.batch_size: expected at least 1, found {batch_size}")
         if max_length < 1:

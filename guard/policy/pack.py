@@ -78,6 +78,14 @@ class PolicyPack:
                 f"pack {self.name!r}: category: expected one of {known}; found {category_id!r}"
             ) from None
 
+    def require_category(self, category_id: str, where: str) -> None:
+        """Raise a PolicyError naming `where` unless this pack defines `category_id`."""
+        if category_id not in self.spec.categories:
+            raise PolicyError(
+                f"{where}: expected a category of pack {self.name!r} "
+                f"({', '.join(sorted(self.spec.categories))}); found {category_id!r}"
+            )
+
     def prompt_threshold(self, category_id: str, layer: str) -> float:
         """The score a prompt layer's hit must reach. Layers without their own threshold
         (co-occurrence, custom term scanners) use the lexical one."""

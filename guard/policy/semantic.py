@@ -133,11 +133,7 @@ class SemanticScanner:
                 f"{who}: exemplars: expected exemplar prompts for at least one category, found none"
             )
         for category, prompts in exemplars.items():
-            if category not in pack.spec.categories:
-                raise PolicyError(
-                    f"{who}: exemplars.{category}: expected a category of pack {pack.name!r} "
-                    f"({', '.join(sorted(pack.spec.categories))}); found {category!r}"
-                )
+            pack.require_category(category, f"{who}: exemplars.{category}")
             if not prompts:
                 raise PolicyError(f"{who}: exemplars.{category}: expected at least one prompt, found none")
         if batch_size < 1:
