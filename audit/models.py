@@ -8,7 +8,17 @@ SQLite and PostgreSQL have natively.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -59,10 +69,22 @@ class Generation(Base):
 
 
 class Image(Base):
-    """One output image. `phash_c0..c3` are the 16-bit chunks (c0 = most significant) for multi-index lookup."""
+    """One output image. `phash_c0..c3` are the hash's 16-bit chunks (c0 = most significant), kept because
+    the chained payload covers them; near-duplicate lookup uses the segment indexes (audit.similar)."""
 
     __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("generation_id", "index", name="uq_images_generation_index"),)
+    __table_args__ = (
+        UniqueConstraint("generation_id", "index", name="uq_images_generation_index"),
+        # Migration 0002: the hash's 21/21/22-bit segments, then the hash (and id) for index-only reads
+        *(
+            Index(
+                f"ix_images_phash_segment{number}", text(expression), text("phash"), postgresql_include=["id"]
+            )
+            for number, expression in enumerate(
+                ("((phash >> 43) & 2097151)", "((phash >> 22) & 2097151)", "(phash & 4194303)")
+            )
+        ),
+    )
 
     # BIGINT on PostgreSQL; INTEGER on SQLite, where only that spelling aliases the rowid
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -70,10 +92,10 @@ class Image(Base):
     index: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     phash: Mapped[int] = mapped_column(BigInteger)
-    phash_c0: Mapped[int] = mapped_column(Integer, index=True)
-    phash_c1: Mapped[int] = mapped_column(Integer, index=True)
-    phash_c2: Mapped[int] = mapped_column(Integer, index=True)
-    phash_c3: Mapped[int] = mapped_column(Integer, index=True)
+    phash_c0: Mapped[int] = mapped_column(Integer)
+    phash_c1: Mapped[int] = mapped_column(Integer)
+    phash_c2: Mapped[int] = mapped_column(Integer)
+    phash_c3: Mapped[int] = mapped_column(Integer)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))

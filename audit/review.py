@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
@@ -30,6 +30,9 @@ from audit.store import AuditStore
 from guard.errors import BadInputError, NotFoundError
 from guard.quarantine import QuarantineVault
 from guard.types import ClassifierScore
+
+if TYPE_CHECKING:  # c2pa's native library loads only when an image is released
+    from guard.provenance import ContentCredentials
 
 APPROVED = "review.approved"
 REJECTED = "review.rejected"
@@ -228,22 +231,39 @@ def approve(
     reason: str = "",
     vault: QuarantineVault | None = None,
     watermark_key: bytes | None = None,
+    content_credentials: ContentCredentials | None = None,
 ) -> ReviewOutcome:
-    """Release a quarantined image into `out_dir` as "<generation id>-<index>.png", watermarked.
+    """Release a quarantined image into `out_dir` as "<generation id>-<index>.png", watermarked and
+    signed like any released image (`content_credentials`: the configured signer when None).
 
     The event is committed before the file is written (nothing leaves before its record).
     """
     from guard.imageio import encode_image
-    from guard.watermark import embed
+    from guard.provenance import ContentCredentials as Credentials
+    from guard.provenance import ManifestFacts
+    from guard.watermark import ALGORITHM, embed
 
     vault = vault or QuarantineVault()
     item = _pending(store, review_id, vault, reviewer)
     detail = store.get_generation(item.generation_id)
     stored = next(image for image in detail.images if image.index == item.index) if detail else None
-    if stored is None or stored.mark_id is None:
+    if detail is None or stored is None or stored.mark_id is None:
         raise NotFoundError(f"review id {review_id!r}: expected a recorded mark id for the image, found none")
     pixels = vault.load(item.generation_id, item.index)
-    png = encode_image(embed(pixels, stored.mark_id, watermark_key), "png")
+    facts = ManifestFacts(
+        generation_id=item.generation_id,
+        image_index=item.index,
+        policy=detail.policy,
+        verdict=stored.verdict,
+        model_id=detail.model_id,
+        pipeline_class=detail.pipeline_class,
+        mark_id=stored.mark_id,
+        watermark_algorithm=ALGORITHM,
+    )
+    signer = content_credentials or Credentials.from_config()
+    png = signer.sign(
+        encode_image(embed(pixels, stored.mark_id, watermark_key), "png"), "image/png", facts
+    ).data
     digest = hashlib.sha256(png).hexdigest()
     target = Path(out_dir) / f"{item.generation_id}-{item.index}.png"
     payload = {

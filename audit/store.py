@@ -36,6 +36,7 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from audit import chain, db
 from audit.models import AuditMeta, ChainHead, Generation, Image, LogEntry
 from audit.records import GenerationRecord, ImageRecord
+from audit.similar import SimilarImage, find_similar
 from guard.config import default_db_url
 from guard.errors import BadInputError
 from guard.phash import to_signed64, to_unsigned64
@@ -190,7 +191,8 @@ def _check_int64(value: Any, where: str) -> int:
 
 
 def phash_chunks(phash: int) -> tuple[int, int, int, int]:
-    """The four 16-bit chunks of a 64-bit hash, most significant first (for multi-index hashing)."""
+    """The four 16-bit chunks of a 64-bit hash, most significant first: stored columns that the chained
+    payload covers (near-duplicate lookup indexes its own segments, see audit.similar)."""
     bits = to_unsigned64(phash)
     return (bits >> 48) & 0xFFFF, (bits >> 32) & 0xFFFF, (bits >> 16) & 0xFFFF, bits & 0xFFFF
 
@@ -710,8 +712,11 @@ class AuditStore:
             rows = conn.execute(query).all()
         return [GenerationSummary(**_summary_fields(row._mapping, row.image_count)) for row in rows]
 
-    def get_generation(self, generation_id: str) -> GenerationDetail | None:
-        """One generation with its images and its log entries, or None if not recorded."""
+    def get_generation(self, generation_id: str, *, with_events: bool = True) -> GenerationDetail | None:
+        """One generation with its images and its log entries, or None if not recorded.
+
+        `with_events=False` leaves `events` empty: they grow with every later event about the generation
+        (each verification of its images adds one), so lookups that need only the record skip them."""
         with self._reading() as conn:
             generation = conn.execute(
                 select(Generation.__table__).where(Generation.id == generation_id)
@@ -721,11 +726,15 @@ class AuditStore:
             images = conn.execute(
                 select(Image.__table__).where(Image.generation_id == generation_id).order_by(Image.index)
             ).all()
-            events = conn.execute(
-                select(LogEntry.__table__)
-                .where(LogEntry.generation_id == generation_id)
-                .order_by(LogEntry.seq)
-            ).all()
+            events = (
+                conn.execute(
+                    select(LogEntry.__table__)
+                    .where(LogEntry.generation_id == generation_id)
+                    .order_by(LogEntry.seq)
+                ).all()
+                if with_events
+                else []
+            )
         row = generation._mapping
         decision = json.loads(row["decision_json"])
         storage = PromptStorage(row["prompt_storage"])
@@ -775,6 +784,15 @@ class AuditStore:
             ).all()
         return [_stored_image(row._mapping) for row in rows]
 
+    def find_similar_images(self, phash: int, max_distance: int = 8, limit: int = 20) -> list[SimilarImage]:
+        """Recorded images within `max_distance` bits (0..11) of the perceptual hash `phash` (either
+        64-bit reading), nearest first, ties by generation and index; at most `limit`. Exact: multi-index
+        hashing over the segment indexes (audit.similar) finds every one, and only those."""
+        signed = _check_int64(phash, "phash")
+        with self._reading() as conn:
+            found = find_similar(conn, signed, max_distance, limit)
+        return [SimilarImage(_stored_image(item.row), item.distance) for item in found]
+
     def _reading(self, snapshot: bool = False) -> AbstractContextManager[Connection]:
         return _translated(self._engine, snapshot)
 
@@ -788,6 +806,39 @@ class AuditStore:
         """
         with self._reading(snapshot=True) as conn:
             return _verify(conn)
+
+    # -------------------------------------------------------------- checkpoints (audit.checkpoint)
+
+    def log_id(self) -> str:
+        """A stable identity of this log for checkpoints: HMAC of a fixed label under the database's
+        random key, so it differs between databases and reveals nothing about the key."""
+        return hmac.new(self._prompt_key, b"genguard/audit-log/id/v1", hashlib.sha256).hexdigest()[:32]
+
+    def entry_hashes(self) -> list[bytes]:
+        """Every entry's chained hash in seq order, from one snapshot: the leaves of the checkpoint tree.
+
+        By position, not by seq value, so a missing or moved entry shifts the leaves after it. A stored
+        hash that is not hex is returned as its text bytes (a leaf that then matches no checkpoint)."""
+        hashes: list[bytes] = []
+        after: int | None = None
+        with self._reading(snapshot=True) as conn:
+            while True:
+                query = select(LogEntry.seq, LogEntry.entry_hash).order_by(LogEntry.seq).limit(20_000)
+                chunk = conn.execute(query if after is None else query.where(LogEntry.seq > after)).all()
+                if not chunk:
+                    return hashes
+                for _, text in chunk:
+                    try:
+                        hashes.append(bytes.fromhex(text))
+                    except ValueError:
+                        hashes.append(text.encode("utf-8"))
+                after = chunk[-1].seq
+
+    def entry(self, seq: int) -> StoredEvent | None:
+        """The log entry `seq`, or None."""
+        with self._reading() as conn:
+            row = conn.execute(select(LogEntry.__table__).where(LogEntry.seq == seq)).first()
+        return None if row is None else _stored_event(row._mapping)
 
 
 # -------------------------------------------------------------------------------- query helpers

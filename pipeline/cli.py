@@ -82,8 +82,25 @@ def _parse_size(value: str) -> tuple[int, int]:
 @click.option("--guidance", default=7.0, show_default=True, type=float)
 @click.option("--negative", "negative_prompt", default="", help="Negative prompt.")
 @click.option("--out", "out_dir", default="genguard-out", show_default=True, type=click.Path(path_type=Path))
-@click.option("--device", default="cpu", show_default=True)
+@click.option(
+    "--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or auto (the GPU if any)."
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp16", "bf16", "fp32"]),
+    default=None,
+    help="Precision (default: fp16 for SD/SDXL and bf16 for SD3/Flux on CUDA, fp32 on the CPU).",
+)
 @click.option("--actor", default=None, help="Who asks (default: $USER).")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["png", "jpeg", "webp"]),
+    default="png",
+    show_default=True,
+    help="Image file format (each carries signed Content Credentials).",
+)
+@click.option("--sidecar", is_flag=True, help="Write the C2PA manifest to NAME.c2pa instead of embedding it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @db_option
 def generate(
@@ -98,7 +115,10 @@ def generate(
     negative_prompt: str,
     out_dir: Path,
     device: str,
+    dtype: str | None,
     actor: str | None,
+    output_format: str,
+    sidecar: bool,
     as_json: bool,
     db_url: str | None,
 ) -> None:
@@ -113,7 +133,15 @@ def generate(
     _quiet_model_libraries()
     if is_embedded(model):
         click.echo(EMBEDDED_NOTICE.format(model=model), err=True)
-    pipe = GovernedPipeline.from_pretrained(model, policy=policy, audit=db_url, device=device)
+    pipe = GovernedPipeline.from_pretrained(
+        model,
+        policy=policy,
+        audit=db_url,
+        device=device,
+        dtype=dtype,
+        output_format=output_format,
+        sidecar=sidecar,
+    )
     request = GenerationRequest(
         prompt=prompt,
         negative_prompt=negative_prompt,
@@ -362,10 +390,22 @@ def audit_show(generation_id: str, db_url: str | None) -> None:
 
 
 @audit.command("verify")
+@click.option(
+    "--checkpoint", "checkpoint_file", type=click.Path(path_type=Path), default=None,
+    help="Also prove the log still holds exactly what this signed checkpoint covers, plus later entries.",
+)  # fmt: skip
+@click.option(
+    "--public-key", type=click.Path(path_type=Path), default=None, help="Trusted checkpoint key (PEM)."
+)
 @db_option
-def audit_verify(db_url: str | None) -> None:
+def audit_verify(checkpoint_file: Path | None, public_key: Path | None, db_url: str | None) -> None:
     """Recompute the chained log against the stored rows. Exit 1 and name the first bad entry if broken."""
     store = _open_store(db_url)
+    if checkpoint_file is not None:
+        from pipeline.cli_checkpoint import verify_with_checkpoint
+
+        verify_with_checkpoint(store, checkpoint_file, public_key)
+        return
     report = store.verify_chain()
     if report.ok:
         click.echo(f"ok: {report.entries_checked} entries, chain intact")
@@ -388,7 +428,11 @@ def _dataclass_json(value: Any) -> Any:
     return value
 
 
-import pipeline.cli_review  # noqa: F401  (adds the `review` and `report` groups to `cli`)
+# The plug-in modules add their commands to `cli` and `audit` (they import this module by name).
+import pipeline.cli_checkpoint  # audit checkpoint, prove, check-proof, public-key
+import pipeline.cli_keys  # keys
+import pipeline.cli_review  # review, report
+import pipeline.cli_verify  # noqa: F401  (verify)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -408,4 +452,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m pipeline.cli` runs this file as `__main__`, a second copy of the module: the plug-ins
+    # above registered their commands on `pipeline.cli`, so run that module's entry point.
+    from pipeline.cli import main as registered_main
+
+    registered_main()

@@ -34,6 +34,27 @@ class Family(StrEnum):
         """UNet families are sampled with DDIM-like schedulers and can be inverted by DDIM."""
         return self in (Family.SD, Family.SDXL)
 
+    @property
+    def gpu_precision(self) -> str:
+        """The half precision each family samples in on a GPU (`pipeline.accel` applies it).
+
+        SD 1.x/2.x and SDXL were trained and are published in fp16; SDXL's VAE overflows in fp16,
+        which diffusers handles itself (`vae.config.force_upcast`: the decode runs in float32 unless
+        an fp16-safe VAE says otherwise). SD3 and Flux are published in bf16, whose range their
+        transformers' activations need.
+        """
+        return "fp16" if self.uses_unet else "bf16"
+
+
+# The pipeline classes each family loads as, by the `_class_name` in a model's model_index.json,
+# so that the dtype can be chosen before the weights are loaded.
+FAMILY_BY_CLASS_NAME: dict[str, Family] = {
+    "StableDiffusionPipeline": Family.SD,
+    "StableDiffusionXLPipeline": Family.SDXL,
+    "StableDiffusion3Pipeline": Family.SD3,
+    "FluxPipeline": Family.FLUX,
+}
+
 
 def _family_classes() -> dict[type[Any], Family]:
     from diffusers import (
@@ -145,8 +166,8 @@ def prompt_token_count(pipe: Any, prompt: str) -> int:
 def call_kwargs(
     family: Family,
     *,
-    prompt: str,
-    negative_prompt: str,
+    prompt: str | list[str],
+    negative_prompt: str | list[str],
     height: int,
     width: int,
     steps: int,
@@ -157,11 +178,19 @@ def call_kwargs(
 ) -> dict[str, Any]:
     """Keyword arguments for `pipe(**kwargs)`.
 
-    The prompt is passed once; `num_images` noise samples come in `latents`, so the batch size is
-    `num_images` and `num_images_per_prompt` repeats the prompt to match.
+    One prompt (str) is passed once; `num_images` noise samples come in `latents`, so the batch size
+    is `num_images` and `num_images_per_prompt` repeats the prompt to match. A list gives one prompt
+    (and one negative prompt) per image: several requests sampled in one call.
     """
     if latents.shape[0] != num_images:
         raise BadInputError(f"latents: expected a batch of {num_images}, found {latents.shape[0]}")
+    per_image = isinstance(prompt, list)
+    for field, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+        if isinstance(value, list) != per_image or (per_image and len(value) != num_images):
+            found = f"a list of {len(value)}" if isinstance(value, list) else "one text"
+            expected = f"a list of {num_images} (one per image)" if per_image else "one text"
+            raise BadInputError(f"{field}: expected {expected}, found {found}")
+    has_negative = any(negative_prompt) if isinstance(negative_prompt, list) else bool(negative_prompt)
     kwargs: dict[str, Any] = {
         "prompt": prompt,
         "height": height,
@@ -169,16 +198,16 @@ def call_kwargs(
         "num_inference_steps": steps,
         "guidance_scale": guidance_scale,
         "latents": latents,
-        "num_images_per_prompt": num_images,
+        "num_images_per_prompt": 1 if per_image else num_images,
         "output_type": output_type,
     }
     if family is Family.FLUX:
         # Flux's guidance_scale is a distilled-guidance embedding (ignored without guidance_embeds);
         # a negative prompt only counts with true classifier-free guidance.
-        if negative_prompt:
+        if has_negative:
             kwargs["negative_prompt"] = negative_prompt
             kwargs["true_cfg_scale"] = guidance_scale
-    elif negative_prompt:
+    elif has_negative:
         kwargs["negative_prompt"] = negative_prompt
     return kwargs
 
@@ -189,6 +218,8 @@ def output_as_uint8(images: torch.Tensor) -> np.ndarray:
         raise BadInputError(
             f"images: expected a float tensor (N, C, H, W) with C 1 or 3, found {tuple(images.shape)}"
         )
-    array = images.detach().to(device="cpu", dtype=torch.float32).clamp(0.0, 1.0).permute(0, 2, 3, 1).numpy()
-    result: np.ndarray = np.round(array * 255.0).astype(np.uint8)
+    # Rounded on the pipeline's device in float32 (as numpy would), so that a GPU sends a quarter of
+    # the bytes of a float copy and the CPU has nothing left to do.
+    scaled = images.detach().to(torch.float32).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+    result: np.ndarray = scaled.permute(0, 2, 3, 1).contiguous().cpu().numpy()
     return result

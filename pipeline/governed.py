@@ -5,6 +5,10 @@ prompt policy -> sampling (seeded, per-image noise) -> output checks -> pixel wa
 transaction -> only then are images returned or written. A blocked prompt is recorded and raises
 `BlockedError`; a failure after sampling is recorded as failed (when the database is reachable) and
 re-raised; if the database is unreachable the call fails closed and no image leaves.
+
+One call and `generate_many` run the same stages (`_admit`, `_plan`, `_initial_noise`, `_sample`,
+`_classify`, `_govern`, `_commit`); `pipeline.batching` arranges them for many requests, with the
+CPU side of governance overlapped with the next batch's sampling.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from guard.imageio import encode_image
 from guard.output import decide_image
 from guard.phash import perceptual_hash
 from guard.policy import PolicyEngine, PolicyPack, load_pack
+from guard.provenance import ContentCredentials, ManifestFacts
+from guard.provenance.content_credentials import MIME_TYPES
 from guard.quarantine import QuarantineVault
 from guard.types import (
     ClassifierScore,
@@ -46,7 +52,9 @@ from guard.types import (
 from guard.watermark import PixelWatermarker, Watermarker
 from guard.watermark.latent import ALGORITHM as LATENT_ALGORITHM
 from guard.watermark.latent import new_nonce
-from pipeline import families
+from pipeline import batching, families
+from pipeline.accel import Acceleration, load_accelerated
+from pipeline.batching import FailedGeneration
 from pipeline.embedded import is_embedded, resolve_model_source
 from pipeline.inversion import watermarked_noise
 
@@ -58,6 +66,8 @@ ProgressCallback = Callable[[int, int], None]
 # Error texts are recorded for failed generations; genguard's own messages never hold key material.
 _MAX_ERROR_TEXT = 500
 
+_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
+
 _STATUS_BY_ACTION = {
     ImageAction.RELEASE: "released",
     ImageAction.QUARANTINE: "quarantined",
@@ -67,17 +77,27 @@ _STATUS_BY_ACTION = {
 
 @dataclass(frozen=True)
 class GeneratedImage:
-    """A released image: its pixels (RGB uint8, watermarked), identifiers and verdict."""
+    """A released image: its pixels (RGB uint8, watermarked), the file that leaves, identifiers, verdict.
+
+    `data`: the encoded file (`mime_type`), with its Content Credentials embedded unless they go to a
+    sidecar; `sha256` is of `data`. `manifest`: the C2PA manifest store (None when not signed).
+    """
 
     index: int
     pixels: np.ndarray
-    png: bytes
+    data: bytes
     sha256: str
     phash: int
     mark_id: int
     latent_nonce: bytes | None
     verdict: ImageVerdict
     path: Path | None = None
+    mime_type: str = "image/png"
+    manifest: bytes | None = None
+
+    @property
+    def suffix(self) -> str:
+        return _SUFFIXES[self.mime_type]
 
     def to_pil(self) -> Image.Image:
         return Image.fromarray(self.pixels)
@@ -109,6 +129,33 @@ class GenerationResult:
     bias: BatchBias | None = None
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One admitted request, planned: its seed and, per image, the mark id and latent nonce."""
+
+    request: GenerationRequest
+    decision: PromptDecision
+    generation_id: str
+    seed: int
+    marks: tuple[tuple[int, bytes], ...]
+
+    @property
+    def negative_prompt(self) -> str:
+        """The caller's negative prompt with what the policy adds to it."""
+        parts = (self.request.negative_prompt, *self.decision.negative_prompt_additions)
+        return ", ".join(part for part in parts if part)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A governed request ready to commit: its record, its result, and the quarantined copies sealed."""
+
+    job: _Job
+    record: GenerationRecord
+    result: GenerationResult
+    held: dict[int, bytes]
+
+
 class GovernedPipeline:
     """Wraps a loaded diffusers pipeline. Build it with `from_pretrained` or pass the parts yourself."""
 
@@ -127,11 +174,34 @@ class GovernedPipeline:
         gender_reader: AttributeReader | None = None,
         observe_bias: bool | None = None,
         quarantine_vault: QuarantineVault | None = None,
+        sign: bool = True,
+        content_credentials: ContentCredentials | None = None,
+        output_format: str = "png",
+        sidecar: bool = False,
     ) -> None:
         """`gender_reader`: reads perceived gender presentation from faces (None: not measured).
         `observe_bias`: run the bias observations (None: as the pack's `bias.enabled` says).
         `quarantine_vault`: where quarantined images are kept encrypted when the pack says
-        `image_checks.quarantine.keep: encrypted` (None: under `genguard_home()`)."""
+        `image_checks.quarantine.keep: encrypted` (None: under `genguard_home()`).
+        `sign`: give every released image Content Credentials, with `content_credentials` (None: the
+        configured keys, development keys created on first use); `sign=False` releases unsigned images.
+        `output_format`: "png", "jpeg" or "webp". `sidecar`: write the manifest to a `.c2pa` file next
+        to the image instead of embedding it."""
+        if output_format not in MIME_TYPES:
+            raise BadInputError(
+                f"output_format: expected one of {sorted(MIME_TYPES)}, found {output_format!r}"
+            )
+        if sidecar and not sign:
+            raise BadInputError(
+                "sidecar: expected signing to be on (a sidecar holds the manifest), found sign=False"
+            )
+        self.output_format = output_format
+        self.sidecar = sidecar
+        self.content_credentials = (
+            (content_credentials if content_credentials is not None else ContentCredentials.from_config())
+            if sign
+            else None
+        )
         self.pipe = pipe
         self.model_id = model_id
         self.policy = policy
@@ -147,6 +217,9 @@ class GovernedPipeline:
         self.vault = quarantine_vault if quarantine_vault is not None else QuarantineVault()
         self.family = families.detect_family(pipe)
         families.disable_builtin_safety(pipe)
+        # What `from_pretrained` did for speed (precision, attention, compile); None for a pipeline
+        # passed in as it is.
+        self.acceleration: Acceleration | None = None
 
     @classmethod
     def from_pretrained(
@@ -158,12 +231,21 @@ class GovernedPipeline:
         classifiers: Sequence[ImageClassifier] | None = None,
         watermarker: Watermarker | None = None,
         device: str = "cpu",
-        torch_dtype: torch.dtype | None = None,
+        dtype: str | None = None,
+        compile: bool = False,
+        sign: bool = True,
+        output_format: str = "png",
+        sidecar: bool = False,
     ) -> GovernedPipeline:
         """Load `model` (hub id, local path or `embedded:tiny-*`) through `DiffusionPipeline.from_pretrained`.
 
         `classifiers=None` builds the ones the pack's `image_checks` names; pass a list to override.
         `audit` is a database URL (default: `guard.config.default_db_url()`) or an open store.
+        `sign`, `output_format`, `sidecar`: as in the constructor (signing keys from the configuration).
+        `device`: "cpu", "cuda", "cuda:N" or "auto" (the GPU when there is one). `dtype`: "fp16", "bf16"
+        or "fp32"; None picks the family's half precision on CUDA (fp16 for SD and SDXL, bf16 for SD3
+        and Flux) and fp32 on the CPU. `compile`: `torch.compile` the denoiser (pays off on long runs;
+        each new batch size compiles once). See `pipeline.accel`.
         """
         pack = policy if isinstance(policy, PolicyPack) else load_pack(policy)
         store = audit if isinstance(audit, AuditStore) else AuditStore.open(audit)
@@ -176,17 +258,22 @@ class GovernedPipeline:
         gender_reader = build_gender_reader(
             bias.gender_model, {value: list(prompts) for value, prompts in bias.gender_labels.items()}
         )
-        pipe = load_diffusers_pipeline(model, device=device, torch_dtype=torch_dtype)
-        return cls(
+        pipe, acceleration = load_accelerated(model, device=device, dtype=dtype, compile=compile)
+        governed = cls(
             pipe,
             model_id=model,
             policy=pack,
             audit=store,
             classifiers=classifiers,
             watermarker=watermarker,
-            device=device,
+            device=acceleration.device,
             gender_reader=gender_reader,
+            sign=sign,
+            output_format=output_format,
+            sidecar=sidecar,
         )
+        governed.acceleration = acceleration
+        return governed
 
     @property
     def is_demonstration_model(self) -> bool:
@@ -200,67 +287,52 @@ class GovernedPipeline:
         out_dir: Path | None = None,
         progress: ProgressCallback | None = None,
     ) -> GenerationResult:
-        if isinstance(request, str):
-            request = GenerationRequest(prompt=request)
-        self._validate(request)
-        decision = self.engine.check(request.prompt)
-        generation_id = uuid.uuid4().hex
+        request, decision, generation_id = self._admit(request)
         if decision.action is PromptAction.BLOCK:
-            self.audit.record_generation(self._record(generation_id, request, decision, "blocked"))
-            fired = ", ".join(f"{hit.category}/{hit.layer}/{hit.rule}" for hit in decision.rules) or "policy"
-            raise BlockedError(
-                f"blocked by policy {decision.policy.name} {decision.policy.version} ({fired}); "
-                f"recorded as generation {generation_id}",
-                decision,
-                generation_id,
-            )
-        seed = request.params.seed if request.params.seed is not None else secrets.randbits(31)
-        # Mark ids are random (they say nothing by themselves) and fit a signed SQL BIGINT.
-        marks = [(secrets.randbits(63) or 1, new_nonce()) for _ in range(request.params.num_images)]
-        held_pngs: dict[int, bytes] = {}
+            record, error = self._blocked(request, decision, generation_id)
+            self.audit.record_generation(record)
+            raise error
+        job = self._plan(request, decision, generation_id)
         try:
-            pixels = self._sample(request, decision, seed, marks, progress)
-            images, withheld, held_pngs, observations = self._check_and_mark(pixels, decision, marks)
-            bias = self._batch_bias(observations)
-            if out_dir is not None:
-                images = [replace(img, path=out_dir / f"{generation_id}-{img.index}.png") for img in images]
-            record = self._record(
-                generation_id,
-                request,
-                decision,
-                "completed",
-                seed=seed,
-                images=images,
-                withheld=withheld,
-                extra=self._extra(bias, observations, held_pngs),
-            )
-            # Quarantined pixels are sealed before the commit (encrypted, they reveal nothing) and
-            # removed again if anything fails, so that every kept file has its record.
-            for index, png in held_pngs.items():
-                self.vault.keep(generation_id, index, png)
+            pixels = self._sample([job], self._initial_noise([job]), progress)
+            prepared = self._govern(job, pixels, self._classify(pixels), out_dir)
         except Exception as exc:
-            self._discard_kept(generation_id, held_pngs)
             # Record the failure, then re-raise it. If the database is down, that write fails closed
             # on its own (AuditUnavailableError, chained to the original error).
-            error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_TEXT]
-            failed = self._record(generation_id, request, decision, "failed", seed=seed, error=error)
-            self.audit.record_generation(failed)
+            self.audit.record_generation(self._failed(job, exc))
             raise
-        try:
-            self.audit.record_generation(record)  # the commit: only after it may an image leave
-        except BaseException:
-            self._discard_kept(generation_id, held_pngs)
-            raise
-        if out_dir is not None:
-            _write_files(images, out_dir)
-        return GenerationResult(
-            generation_id=generation_id,
-            decision=decision,
-            model_id=self.model_id,
-            seed=seed,
-            released=tuple(images),
-            withheld=tuple(withheld),
-            bias=bias,
+        return self._commit(prepared, out_dir)
+
+    def generate_many(
+        self,
+        requests: Sequence[GenerationRequest | str],
+        *,
+        out_dir: Path | None = None,
+        batch_size: int = 8,
+        workers: int = 2,
+        queue_size: int = 2,
+        progress: ProgressCallback | None = None,
+    ) -> list[GenerationResult | FailedGeneration]:
+        """Many requests, one result per request in request order (`pipeline.batching` says how).
+
+        The prompt policy runs for all first (blocked requests are recorded, never sampled).
+        Requests with the same size, steps and guidance are sampled together, at most `batch_size`
+        images per pipeline call; each image equals the same request sampled alone (same noise,
+        same seed), up to the rounding of batched kernels. While the next batch samples, `workers`
+        threads do the CPU side of governance, fed by a queue of at most `queue_size` batches; one
+        committer commits the records in request order, and only then are files written. A request
+        that fails gets a failed record and a `FailedGeneration`; the others go on. If the database
+        cannot be written, the run stops and raises AuditUnavailableError (fail closed).
+        `progress(images sampled, images to sample)` is called after each pipeline call.
+        """
+        return batching.generate_many(
+            self,
+            requests,
+            out_dir=out_dir,
+            batch_size=batch_size,
+            workers=workers,
+            queue_size=queue_size,
+            progress=progress,
         )
 
     # -- stages -------------------------------------------------------------------------------
@@ -293,21 +365,42 @@ class GovernedPipeline:
                     " (diffusers would silently truncate it)"
                 )
 
-    def _sample(
-        self,
-        request: GenerationRequest,
-        decision: PromptDecision,
-        seed: int,
-        marks: Sequence[tuple[int, bytes]],
-        progress: ProgressCallback | None,
-    ) -> np.ndarray:
+    def _admit(self, request: GenerationRequest | str) -> tuple[GenerationRequest, PromptDecision, str]:
+        """Check the request and run the prompt policy; the generation id is drawn here."""
+        if isinstance(request, str):
+            request = GenerationRequest(prompt=request)
+        self._validate(request)
+        return request, self.engine.check(request.prompt), uuid.uuid4().hex
+
+    def _blocked(
+        self, request: GenerationRequest, decision: PromptDecision, generation_id: str
+    ) -> tuple[GenerationRecord, BlockedError]:
+        """The record of a blocked request and the error that reports it (raised once it is committed)."""
+        fired = ", ".join(f"{hit.category}/{hit.layer}/{hit.rule}" for hit in decision.rules) or "policy"
+        error = BlockedError(
+            f"blocked by policy {decision.policy.name} {decision.policy.version} ({fired}); "
+            f"recorded as generation {generation_id}",
+            decision,
+            generation_id,
+        )
+        return self._record(generation_id, request, decision, "blocked"), error
+
+    def _plan(self, request: GenerationRequest, decision: PromptDecision, generation_id: str) -> _Job:
+        seed = request.params.seed if request.params.seed is not None else secrets.randbits(31)
+        # Mark ids are random (they say nothing by themselves) and fit a signed SQL BIGINT.
+        marks = tuple((secrets.randbits(63) or 1, new_nonce()) for _ in range(request.params.num_images))
+        return _Job(request, decision, generation_id, seed, marks)
+
+    def _initial_noise(self, jobs: Sequence[_Job]) -> torch.Tensor:
+        """The initial noise of every image of `jobs` (same size), in order, as the pipeline takes it."""
         import torch
 
-        params = request.params
+        params = jobs[0].request.params
         if self.latent_watermark:
             # Gaussian-Shading noise: the mark id under a fresh nonce picks each value's half of N(0, 1).
             # The image is then determined by (key, mark id, nonce), all in the audit record.
-            noise = watermarked_noise(
+            marks = [mark for job in jobs for mark in job.marks]
+            return watermarked_noise(
                 self.pipe,
                 [m for m, _ in marks],
                 [n for _, n in marks],
@@ -315,36 +408,43 @@ class GovernedPipeline:
                 params.width,
                 self._key,
             )
-        else:
-            # One generator per image, seeded seed + i, so that image i is reproducible on its own.
-            noise = torch.cat(
-                [
-                    families.initial_noise(
-                        self.pipe,
-                        1,
-                        params.height,
-                        params.width,
-                        torch.Generator("cpu").manual_seed(seed + i),
-                    )
-                    for i in range(params.num_images)
-                ]
-            )
-        negative = ", ".join(
-            part for part in (request.negative_prompt, *decision.negative_prompt_additions) if part
+        # One generator per image, seeded seed + i, so that image i is reproducible on its own.
+        return torch.cat(
+            [
+                families.initial_noise(self.pipe, 1, params.height, params.width, generator)
+                for generator in _image_generators(jobs)
+            ]
         )
+
+    def _sample(
+        self, jobs: Sequence[_Job], noise: torch.Tensor, progress: ProgressCallback | None = None
+    ) -> np.ndarray:
+        """Sample every image of `jobs` in ONE pipeline call; they share size, steps and guidance."""
+        import torch
+
+        params = jobs[0].request.params
+        negatives = [job.negative_prompt for job in jobs]
+        prompt: str | list[str]
+        negative: str | list[str]
+        if len(jobs) == 1:  # the prompt once, repeated by the pipeline, as a single call always did
+            prompt, negative = jobs[0].decision.prompt, negatives[0]
+        else:
+            counts = [job.request.params.num_images for job in jobs]
+            prompt = [job.decision.prompt for job, n in zip(jobs, counts) for _ in range(n)]
+            negative = [text for text, n in zip(negatives, counts) for _ in range(n)]
         kwargs = families.call_kwargs(
             self.family,
-            prompt=decision.prompt,
+            prompt=prompt,
             negative_prompt=negative,
             height=params.height,
             width=params.width,
             steps=params.steps,
             guidance_scale=params.guidance_scale,
             latents=noise.to(self.device, self.pipe.dtype),
-            num_images=params.num_images,
+            num_images=int(noise.shape[0]),
         )
-        # Any randomness left to the scheduler (none for DDIM / Euler) follows the seed too.
-        kwargs["generator"] = torch.Generator("cpu").manual_seed(seed)
+        # Any randomness left to the scheduler (none for DDIM / Euler) follows each image's seed too.
+        kwargs["generator"] = _image_generators(jobs)
         if progress is not None:
             total = params.steps
 
@@ -359,17 +459,86 @@ class GovernedPipeline:
             output = self.pipe(**kwargs)
         return families.output_as_uint8(output.images)
 
-    def _check_and_mark(
-        self, pixels: np.ndarray, decision: PromptDecision, marks: Sequence[tuple[int, bytes]]
-    ) -> tuple[
-        list[GeneratedImage], list[WithheldImage], dict[int, bytes], list[tuple[PerceivedFace, ...]] | None
-    ]:
-        """Released and withheld images, the unmarked PNGs of quarantined images to keep, observations."""
+    def _classify(self, pixels: np.ndarray) -> list[list[ClassifierScore]]:
+        """Every output classifier's scores per image, each classifier given the whole batch at once."""
         batch = [pixels[i] for i in range(pixels.shape[0])]
         per_image_scores: list[list[ClassifierScore]] = [[] for _ in batch]
         for classifier in self.classifiers:
             for i, classified in enumerate(classifier.classify(batch)):
                 per_image_scores[i].extend(classified)
+        return per_image_scores
+
+    def _govern(
+        self, job: _Job, pixels: np.ndarray, scores: Sequence[Sequence[ClassifierScore]], out_dir: Path | None
+    ) -> _Prepared:
+        """Everything between sampling and the commit for one request; nothing leaves here."""
+        generation_id = job.generation_id
+        held_pngs: dict[int, bytes] = {}
+        try:
+            images, withheld, held_pngs, observations = self._check_and_mark(
+                pixels, scores, job.decision, job.marks, generation_id
+            )
+            bias = self._batch_bias(observations)
+            if out_dir is not None:
+                images = [
+                    replace(img, path=out_dir / f"{generation_id}-{img.index}{img.suffix}") for img in images
+                ]
+            record = self._record(
+                generation_id,
+                job.request,
+                job.decision,
+                "completed",
+                seed=job.seed,
+                images=images,
+                withheld=withheld,
+                extra=self._extra(bias, observations, held_pngs),
+            )
+            # Quarantined pixels are sealed before the commit (encrypted, they reveal nothing) and
+            # removed again if anything fails, so that every kept file has its record.
+            for index, png in held_pngs.items():
+                self.vault.keep(generation_id, index, png)
+        except Exception:
+            self._discard_kept(generation_id, held_pngs)
+            raise
+        result = GenerationResult(
+            generation_id=generation_id,
+            decision=job.decision,
+            model_id=self.model_id,
+            seed=job.seed,
+            released=tuple(images),
+            withheld=tuple(withheld),
+            bias=bias,
+        )
+        return _Prepared(job, record, result, held_pngs)
+
+    def _failed(self, job: _Job, exc: BaseException) -> GenerationRecord:
+        error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_TEXT]
+        return self._record(
+            job.generation_id, job.request, job.decision, "failed", seed=job.seed, error=error
+        )
+
+    def _commit(self, prepared: _Prepared, out_dir: Path | None) -> GenerationResult:
+        try:
+            self.audit.record_generation(prepared.record)  # the commit: only after it may an image leave
+        except BaseException:
+            self._discard_kept(prepared.job.generation_id, prepared.held)
+            raise
+        if out_dir is not None:
+            _write_files(prepared.result.released, out_dir, sidecar=self.sidecar)
+        return prepared.result
+
+    def _check_and_mark(
+        self,
+        pixels: np.ndarray,
+        per_image_scores: Sequence[Sequence[ClassifierScore]],
+        decision: PromptDecision,
+        marks: Sequence[tuple[int, bytes]],
+        generation_id: str,
+    ) -> tuple[
+        list[GeneratedImage], list[WithheldImage], dict[int, bytes], list[tuple[PerceivedFace, ...]] | None
+    ]:
+        """Released and withheld images, the unmarked PNGs of quarantined images to keep, observations."""
+        batch = [pixels[i] for i in range(pixels.shape[0])]
         observations = (
             observe_images(batch, self.gender_reader, profiles=self.policy.spec.bias.profile_faces)
             if self.observe_bias
@@ -390,16 +559,15 @@ class GovernedPipeline:
                 hold_for_review=hold,
                 observations=observations[index] if observations is not None else (),
             )
-            if verdict.action is ImageAction.RELEASE:
-                image = self.watermarker.embed(image, mark_id, self._key)
-            png = encode_image(image, "png")
-            sha256, phash = hashlib.sha256(png).hexdigest(), perceptual_hash(image)
             nonce_recorded = nonce if self.latent_watermark else None
             if verdict.action is ImageAction.RELEASE:
+                image = self.watermarker.embed(image, mark_id, self._key)
                 released.append(
-                    GeneratedImage(index, image, png, sha256, phash, mark_id, nonce_recorded, verdict)
+                    self._release(image, index, verdict, mark_id, nonce_recorded, decision, generation_id)
                 )
                 continue
+            png = encode_image(image, "png")
+            sha256, phash = hashlib.sha256(png).hexdigest(), perceptual_hash(image)
             reason = (
                 "prompt held for review"
                 if hold and not verdict.flagged
@@ -413,6 +581,45 @@ class GovernedPipeline:
                 WithheldImage(index, status, verdict, reason, sha256, phash, mark_id, nonce_recorded)
             )
         return released, withheld, held_pngs, observations
+
+    def _release(
+        self,
+        image: np.ndarray,
+        index: int,
+        verdict: ImageVerdict,
+        mark_id: int,
+        nonce: bytes | None,
+        decision: PromptDecision,
+        generation_id: str,
+    ) -> GeneratedImage:
+        """Encode a watermarked image and sign it; the recorded sha256 is of the bytes that leave."""
+        mime_type = MIME_TYPES[self.output_format]
+        data, manifest = encode_image(image, self.output_format), None  # type: ignore[arg-type]
+        if self.content_credentials is not None:
+            facts = ManifestFacts(
+                generation_id=generation_id,
+                image_index=index,
+                policy=decision.policy,
+                verdict=verdict,
+                model_id=self.model_id,
+                pipeline_class=type(self.pipe).__name__,
+                mark_id=mark_id,
+                watermark_algorithm=self.watermarker.algorithm,
+            )
+            signed = self.content_credentials.sign(data, mime_type, facts, embed=not self.sidecar)
+            data, manifest = signed.data, signed.manifest
+        return GeneratedImage(
+            index=index,
+            pixels=image,
+            data=data,
+            sha256=hashlib.sha256(data).hexdigest(),
+            phash=perceptual_hash(image),
+            mark_id=mark_id,
+            latent_nonce=nonce,
+            verdict=verdict,
+            mime_type=mime_type,
+            manifest=manifest,
+        )
 
     def _discard_kept(self, generation_id: str, held_pngs: dict[int, bytes]) -> None:
         for index in held_pngs:
@@ -470,6 +677,7 @@ class GovernedPipeline:
                 path=str(path) if path else None,
                 mark_id=img.mark_id,
                 latent_nonce=img.latent_nonce,
+                manifest=img.manifest if isinstance(img, GeneratedImage) else None,
             )
             for img, status, path in [(i, "released", i.path) for i in images]
             + [(w, w.status, None) for w in withheld]
@@ -485,8 +693,17 @@ class GovernedPipeline:
             seed=seed,
             images=tuple(sorted(image_records, key=lambda r: r.index)),
             error=error,
-            extra={"watermarks": self._watermark_algorithms(), **(extra or {})},
+            extra={
+                "watermarks": self._watermark_algorithms(),
+                "content_credentials": {"format": self.output_format, "manifest": self._manifest_mode()},
+                **(extra or {}),
+            },
         )
+
+    def _manifest_mode(self) -> str:
+        if self.content_credentials is None:
+            return "none"
+        return "sidecar" if self.sidecar else "embedded"
 
     def _watermark_algorithms(self) -> list[str]:
         algorithms = [self.watermarker.algorithm]
@@ -504,7 +721,7 @@ def load_diffusers_pipeline(
     source = resolve_model_source(model)
     kwargs: dict[str, Any] = {}
     if torch_dtype is not None:
-        kwargs["torch_dtype"] = torch_dtype
+        kwargs["dtype"] = torch_dtype  # diffusers 0.42's name (torch_dtype is deprecated)
     try:
         pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
@@ -513,6 +730,18 @@ def load_diffusers_pipeline(
         ) from exc
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def _image_generators(jobs: Sequence[_Job]) -> list[torch.Generator]:
+    """One CPU generator per image, seeded (request seed + image index): image i of a request is the
+    same whichever batch it is sampled in."""
+    import torch
+
+    return [
+        torch.Generator("cpu").manual_seed(job.seed + i)
+        for job in jobs
+        for i in range(job.request.params.num_images)
+    ]
 
 
 def _face_json(face: PerceivedFace) -> dict[str, Any]:
@@ -526,14 +755,24 @@ def _face_json(face: PerceivedFace) -> dict[str, Any]:
     }
 
 
-def _write_files(images: Sequence[GeneratedImage], out_dir: Path) -> None:
-    """Write each released image atomically (temporary name, then rename)."""
+def _write_files(images: Sequence[GeneratedImage], out_dir: Path, *, sidecar: bool = False) -> None:
+    """Write each released image atomically (temporary name, then rename); with `sidecar`, its
+    manifest goes next to it as NAME.c2pa (written first, so an image never lacks its manifest)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for img in images:
         assert img.path is not None
-        tmp = img.path.with_name(f".{img.path.name}.tmp")
-        tmp.write_bytes(img.png)
-        os.replace(tmp, img.path)
+        files = [(img.path.with_suffix(".c2pa"), img.manifest)] if sidecar and img.manifest else []
+        for path, data in [*files, (img.path, img.data)]:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
 
 
-__all__ = ["GeneratedImage", "GenerationParams", "GenerationResult", "GovernedPipeline", "WithheldImage"]
+__all__ = [
+    "FailedGeneration",
+    "GeneratedImage",
+    "GenerationParams",
+    "GenerationResult",
+    "GovernedPipeline",
+    "WithheldImage",
+]

@@ -12,7 +12,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from guard.errors import BadInputError, ImageInputError
 from guard.watermark import pixel
-from guard.watermark._ecc import CODED_BITS, conv_encode, message_bits, viterbi_decode
+from guard.watermark._ecc import CODED_BITS, conv_encode, list_viterbi_decode, message_bits, viterbi_decode
 from tests._photos import photographs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -41,6 +41,22 @@ def test_viterbi_corrects_noise_and_crc_is_keyed() -> None:
     noisy = symbols + rng.normal(0.0, 0.5, CODED_BITS)
     assert np.array_equal(viterbi_decode(noisy), message)
     assert not np.array_equal(message_bits(123456789, crc_mask=1)[64:], message[64:])
+
+
+def test_list_viterbi_finds_messages_the_plain_decoder_misses() -> None:
+    rng = np.random.default_rng(11)
+    plain = listed = 0
+    for block in range(40):
+        message = message_bits(int(rng.integers(0, 2**63)), crc_mask=block)
+        symbols = 1.0 - 2.0 * conv_encode(message)
+        # about the signal-to-noise ratio of the weakest photos: the plain decoder often fails here
+        soft = 0.8 * symbols + rng.normal(0.0, 1.0, CODED_BITS)
+        candidates = list_viterbi_decode(soft, 16)
+        assert np.array_equal(candidates[0], viterbi_decode(soft))
+        assert len({row.tobytes() for row in candidates}) == len(candidates) == 16
+        plain += np.array_equal(candidates[0], message)
+        listed += any(np.array_equal(row, message) for row in candidates)
+    assert plain < 36 and listed >= plain + 4, (plain, listed)
 
 
 def _assert_quality(original: np.ndarray, marked: np.ndarray, name: str) -> None:
@@ -137,6 +153,24 @@ def test_unmarked_and_wrong_key_read_not_marked(
                 assert not pixel.detect(variant, key).marked, name
         found = pixel.detect(marked[name], OTHER_KEY)
         assert not found.marked and found.mark_id is None and found.confidence == 0.0
+
+
+def test_unmarked_photos_never_check_under_many_keys(photos: dict[str, np.ndarray]) -> None:
+    # The code's bound: every decoded message checks the keyed CRC-32 with probability 2**-32, and a
+    # detection decodes at most _MAX_DECODES lists of _LIST_SIZE messages.
+    assert pixel._MAX_DECODES * pixel._LIST_SIZE * 2.0**-32 <= 1e-6
+    rng = np.random.default_rng(13)
+    checked = 0
+    for image in photos.values():
+        for variant in (image, attacks.crop(0.7)(image), attacks.jpeg(50)(image)):
+            white = pixel._whiten(pixel._luminance(variant))
+            for _ in range(5):
+                layout = pixel._layout(rng.bytes(32))
+                for reading in pixel._read(white, layout):
+                    for message in reading.messages:
+                        assert pixel._check(message, layout.crc_mask) is None
+                        checked += 1
+    assert checked >= 4 * 3 * 5 * 10 * pixel._LIST_SIZE  # at least 10 full lists per read
 
 
 def test_pil_in_pil_out_and_alpha_kept(photos: dict[str, np.ndarray]) -> None:

@@ -228,9 +228,9 @@ def test_real_unsafe_prompts_are_stopped(engine: PolicyEngine, strict: PolicyEng
     explicit = [r["prompt"] for r in rows if float(r["nudity_percentage"] or 0) >= 50]
     default_rate = stop_rate(engine.check_many(explicit))
     strict_rate = stop_rate(strict.check_many(explicit))
-    # Lexical rules cannot see most I2P prompts (the words are innocent, the images are not, and the
-    # default pack lets "sexy" alone through); the strict pack counts suggestive words and stops many.
-    assert default_rate >= 0.03
-    assert strict_rate >= 0.25 and strict_rate > 3 * default_rate
+    # Lexical rules cannot see most I2P prompts (the words are innocent, the images are not); the
+    # trained semantic layer (on in both shipped packs) and the strict pack's suggestive words stop many.
+    assert default_rate >= 0.25
+    assert strict_rate >= 0.25 and strict_rate >= default_rate
     benign = _sample(coco_prompts(SHARED), 2000, seed=3)
     assert stop_rate(strict.check_many(benign)) < 0.05

@@ -232,7 +232,8 @@ def test_packs_without_configured_models_are_unchanged(tmp_path: Path) -> None:
     assert pack_with(tmp_path, []).digest == default.digest
     prompts = ["a photo of a cat", "a nude woman on the beach", "art by greg rutkowski, a castle"]
     for engine in (PolicyEngine(default), PolicyEngine(unconfigured)):
-        assert [s.layer for s in engine.scanners] == ["lexical", "cooccurrence"]
+        # the shipped packs run the trained semantic layer; no model layer
+        assert [s.layer for s in engine.scanners] == ["lexical", "cooccurrence", "semantic"]
     before = [PolicyEngine(default).check(p) for p in prompts]
     after = [PolicyEngine(unconfigured).check(p) for p in prompts]
     for one, other in zip(before, after, strict=True):

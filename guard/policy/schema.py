@@ -201,11 +201,16 @@ class SemanticSpec(_Spec):
     `model`: a folder, or "package:<name>" for a model shipped in an installed PyPI package; None
     means "not configured". `sha256` pins files of the model folder (name -> hex digest), checked
     before loading. A category's score is the best cosine similarity of the prompt to one of its
-    `exemplars`, clipped to [0, 1], scored against `thresholds.semantic`.
+    `exemplars`, clipped to [0, 1], and, with an `adapter`, the adapter head's probability for the
+    category; each is scored against `thresholds.semantic`.
     """
 
     model: str | None = None
     sha256: dict[ModelFileName, Sha256Hex] = {}
+    # A trained adapter folder (LoRA + multi-label head), relative to the policies folder or absolute;
+    # `adapter_sha256` pins its files (its config.json pins its weights in turn).
+    adapter: str | None = None
+    adapter_sha256: dict[ModelFileName, Sha256Hex] = {}
     exemplars: dict[Identifier, Annotated[list[Term], Field(min_length=1)]] = {}
     options: dict[str, PromptModelOption] = {}
 

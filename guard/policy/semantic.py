@@ -1,7 +1,9 @@
-"""The semantic layer: a sentence-embedding encoder compared with exemplar prompts per category.
+"""The semantic layer: a sentence-embedding encoder, a trained adapter and/or exemplar prompts per category.
 
-The pack names the encoder and gives exemplar prompts per category (`semantic: {model: ...,
-exemplars: {violence: [...]}}`). Exemplars are embedded once, when the scanner is built; a prompt's
+The pack names the encoder and a trained adapter (`semantic: {model: ..., adapter: models/...}`: LoRA
+deltas merged into the encoder and a multi-label head, guard/policy/_adapter.py; the hit is
+"violence.semantic.adapter" with the head's probability), and/or exemplar prompts per category
+(`exemplars: {violence: [...]}`). Exemplars are embedded once, when the scanner is built; a prompt's
 score for a category is its best cosine similarity to one of that category's exemplars, clipped to
 [0, 1] (a negative similarity is no evidence, and a threshold reads as a cosine), and the hit names
 the nearest exemplar by its index ("violence.semantic.exemplar2"), never by its text.
@@ -18,11 +20,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from guard.classifiers import _models
 from guard.errors import ModelLoadError, PolicyError
+from guard.policy._adapter import CONFIG_FILE, WEIGHTS_FILE, AdapterConfig, merge, read_config
 from guard.policy.normalize import NormalizedPrompt, normalize
 from guard.policy.pack import PolicyPack
 from guard.policy.schema import SemanticSpec
@@ -105,12 +109,97 @@ def check_pinned_files(folder: str | Path, pins: Mapping[str, str], who: str) ->
             )
 
 
+def mean_pool(hidden: Any, mask: Any) -> Any:
+    """The mean of the token states over the attention mask (the sentence-transformers pooling)."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+def resolve_adapter(adapter: str) -> Path:
+    """An adapter folder: absolute, or relative to the folder of the shipped packs."""
+    import policies
+
+    path = Path(adapter).expanduser()
+    folder = path if path.is_absolute() else policies.PACK_DIR / path
+    if not folder.is_dir():
+        raise ModelLoadError(
+            f"semantic adapter: adapter: expected a folder (absolute or relative to {str(policies.PACK_DIR)!r}), "
+            f"found nothing at {str(folder)!r}"
+        )
+    return folder
+
+
+@dataclass(frozen=True)
+class _Encoder:
+    """A loaded encoder (LoRA merged in when there is an adapter) and the adapter's head."""
+
+    tokenizer: Any
+    network: Any
+    version: str
+    adapter: AdapterConfig | None
+    head: tuple[Any, Any] | None  # (weight, bias)
+
+
+# Loaded encoders by (folder, pinned digests, adapter folder and digests, device): building many
+# engines (tests, one per pack) loads the 90 MB of weights once. Only checked files are ever cached.
+_ENCODERS: dict[tuple[Any, ...], _Encoder] = {}
+
+
+def _load_encoder(
+    model: str,
+    pins: Mapping[str, str],
+    adapter: str | None,
+    adapter_pins: Mapping[str, str],
+    device: str,
+    who: str,
+) -> _Encoder:
+    source = resolve_encoder_source(model)
+    config: AdapterConfig | None = None
+    adapter_key: tuple[Any, ...] = ()
+    if adapter is not None:
+        folder = resolve_adapter(adapter)
+        check_pinned_files(folder, adapter_pins, f"{who}: adapter {adapter!r}")
+        config = read_config(folder, f"{who}: adapter {adapter!r}")
+        check_pinned_files(folder, config.sha256, f"{who}: adapter {adapter!r}")
+        adapter_key = (
+            str(folder.resolve()),
+            file_sha256(folder / CONFIG_FILE),
+            tuple(sorted(config.sha256.items())),
+        )
+    key = (str(Path(source).resolve()), tuple(sorted(pins.items())), adapter_key, device)
+    if key in _ENCODERS:
+        return _ENCODERS[key]
+    check_pinned_files(source, pins, who)
+    if config is not None:
+        # The LoRA deltas only mean something on the encoder they were trained on.
+        check_pinned_files(source, config.base_sha256, f"{who}: the base encoder of adapter {adapter!r}")
+
+    import torch  # noqa: F401  (transformers needs it; imported here, never at module load)
+    from transformers import AutoModel, AutoTokenizer
+
+    model_config = _models.load_task_config(source, who, task="an encoder", suffix="Model")
+    try:
+        network: Any = AutoModel.from_pretrained(source, use_safetensors=True)
+        tokenizer: Any = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{who}: could not load: {exc}") from exc
+    head = merge(network, config, f"{who}: adapter {adapter!r}") if config is not None else None
+    version = _models.model_version(source, model_config)
+    if config is not None:
+        version += "+adapter:" + config.sha256[WEIGHTS_FILE][:16]
+    encoder = _Encoder(tokenizer, network.to(device).eval(), version, config, head)
+    _ENCODERS[key] = encoder
+    return encoder
+
+
 class SemanticScanner:
-    """Embeds prompts with an `AutoModel` encoder and compares them with per-category exemplars.
+    """Embeds prompts with an `AutoModel` encoder; scores categories by exemplars and/or an adapter.
 
     `exemplars`: category of `pack` -> exemplar prompts. `sha256`: file name in the model folder ->
-    hex digest, checked before loading. One hit per category with exemplars, whatever its score
-    (the engine decides what counts against `thresholds.semantic`).
+    hex digest, checked before loading. `adapter`: a trained adapter folder (guard/policy/_adapter.py),
+    its files checked against `adapter_sha256` and its own pinned digests; its head gives one
+    probability per category it was trained for. One hit per category with exemplars and one per
+    adapter category, whatever the score (the engine decides what counts against `thresholds.semantic`).
     """
 
     layer = LAYER
@@ -121,16 +210,20 @@ class SemanticScanner:
         pack: PolicyPack,
         model: str | Path,
         *,
-        exemplars: Mapping[str, Sequence[str]],
+        exemplars: Mapping[str, Sequence[str]] | None = None,
         sha256: Mapping[str, str] | None = None,
+        adapter: str | None = None,
+        adapter_sha256: Mapping[str, str] | None = None,
         device: str = "auto",
         batch_size: int = 16,
-        max_length: int = 128,
+        max_length: int | None = None,
     ) -> None:
         who = f"semantic encoder {str(model)!r}"
-        if not exemplars or not any(exemplars.values()):
+        exemplars = exemplars or {}
+        if adapter is None and not any(exemplars.values()):
             raise PolicyError(
-                f"{who}: exemplars: expected exemplar prompts for at least one category, found none"
+                f"{who}: exemplars: expected exemplar prompts for at least one category (or an adapter), "
+                f"found none"
             )
         for category, prompts in exemplars.items():
             pack.require_category(category, f"{who}: exemplars.{category}")
@@ -138,39 +231,35 @@ class SemanticScanner:
                 raise PolicyError(f"{who}: exemplars.{category}: expected at least one prompt, found none")
         if batch_size < 1:
             raise PolicyError(f"{who}: options.batch_size: expected at least 1, found {batch_size}")
-        if max_length < 1:
+        if max_length is not None and max_length < 1:
             raise PolicyError(f"{who}: options.max_length: expected at least 1, found {max_length}")
-        source = resolve_encoder_source(str(model))
         pins = dict(sha256) if sha256 else _default_pins(str(model))
-        check_pinned_files(source, pins, who)
-
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        config = _models.load_task_config(source, who, task="an encoder", suffix="Model")
-        try:
-            network: Any = AutoModel.from_pretrained(source, use_safetensors=True)
-            self._tokenizer: Any = AutoTokenizer.from_pretrained(source)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"{who}: could not load: {exc}") from exc
-        self._torch = torch
         self.device = _models.resolve_device(device)
-        self._network = network.to(self.device).eval()
+        encoder = _load_encoder(str(model), pins, adapter, dict(adapter_sha256 or {}), self.device, who)
+        import torch
+
+        self._torch = torch
+        self._tokenizer = encoder.tokenizer
+        self._network = encoder.network
+        self._head = encoder.head
+        self.adapter_categories: tuple[str, ...] = encoder.adapter.categories if encoder.adapter else ()
+        for category in self.adapter_categories:
+            pack.require_category(category, f"{who}: adapter {adapter!r}: categories")
         self.batch_size = batch_size
-        self.max_length = max_length
-        self.version = _models.model_version(source, config)
+        self.max_length = max_length or (encoder.adapter.max_length if encoder.adapter else 128)
+        self.version = encoder.version
         self.model_id = _models.versioned_id(str(model), self.version)
         self.categories: tuple[str, ...] = tuple(c for c in pack.category_ids if c in exemplars)
         # Exemplars go through the same folding as prompts, so that both sides read alike.
         texts = [normalize(p).folded for c in self.categories for p in exemplars[c]]
         sizes = [len(exemplars[c]) for c in self.categories]
-        self._exemplars = self.embed(texts)  # (exemplars, dim), rows in category order
+        self._exemplars = self.embed(texts) if texts else None  # (exemplars, dim), rows in category order
         self._spans: tuple[tuple[int, int], ...] = tuple(
             (sum(sizes[:i]), sum(sizes[: i + 1])) for i in range(len(sizes))
         )
 
-    def embed(self, texts: Sequence[str]) -> Any:
-        """L2-normalised mean-pooled embeddings, one row per text (a CPU float tensor)."""
+    def _pooled(self, texts: Sequence[str]) -> Any:
+        """Mean-pooled embeddings (not normalised), one row per text (a CPU float tensor)."""
         torch = self._torch
         rows = []
         for chunk in _models.batched(texts, self.batch_size):
@@ -179,32 +268,50 @@ class SemanticScanner:
             ).to(self.device)
             with torch.no_grad():
                 hidden = self._network(**inputs).last_hidden_state.float()
-            mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-            rows.append(torch.nn.functional.normalize(pooled, p=2, dim=-1).cpu())
+            rows.append(mean_pool(hidden, inputs["attention_mask"]).cpu())
         return torch.cat(rows)
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        """L2-normalised mean-pooled embeddings, one row per text (a CPU float tensor)."""
+        return self._torch.nn.functional.normalize(self._pooled(texts), p=2, dim=-1)
+
+    def _best(self, cosines: Any) -> dict[str, tuple[int, float]]:
+        best: dict[str, tuple[int, float]] = {}
+        for category, (start, end) in zip(self.categories, self._spans, strict=True):
+            value, index = cosines[start:end].max(dim=0)
+            best[category] = (int(index), float(value))
+        return best
 
     def similarities(self, texts: Sequence[str]) -> list[dict[str, tuple[int, float]]]:
         """Per text and category: (index of the nearest exemplar within the category, its cosine)."""
-        cosines = self.embed(texts) @ self._exemplars.T
-        result = []
-        for row in cosines:
-            best: dict[str, tuple[int, float]] = {}
-            for category, (start, end) in zip(self.categories, self._spans, strict=True):
-                value, index = row[start:end].max(dim=0)
-                best[category] = (int(index), float(value))
-            result.append(best)
-        return result
+        if self._exemplars is None:
+            return [{} for _ in texts]
+        return [self._best(row) for row in self.embed(texts) @ self._exemplars.T]
 
     def scan_many(self, prompts: Sequence[NormalizedPrompt]) -> list[list[RuleHit]]:
-        """Hits per prompt, in input order: one per category, for its nearest exemplar."""
-        return [
-            [
-                RuleHit(category, LAYER, f"{category}.{LAYER}.exemplar{index}", min(max(cosine, 0.0), 1.0))
-                for category, (index, cosine) in best.items()
-            ]
-            for best in self.similarities([prompt.folded for prompt in prompts])
-        ]
+        """Hits per prompt, in input order: one per exemplar category (its nearest exemplar) and
+        one per adapter category (the head's probability)."""
+        torch = self._torch
+        pooled = self._pooled([prompt.folded for prompt in prompts])
+        result: list[list[RuleHit]] = [[] for _ in prompts]
+        if self._exemplars is not None:
+            cosines = torch.nn.functional.normalize(pooled, p=2, dim=-1) @ self._exemplars.T
+            for hits, row in zip(result, cosines, strict=True):
+                hits.extend(
+                    RuleHit(
+                        category, LAYER, f"{category}.{LAYER}.exemplar{index}", min(max(cosine, 0.0), 1.0)
+                    )
+                    for category, (index, cosine) in self._best(row).items()
+                )
+        if self._head is not None:
+            weight, bias = self._head
+            probabilities = torch.sigmoid(pooled @ weight.T + bias).tolist()
+            for hits, row in zip(result, probabilities, strict=True):
+                hits.extend(
+                    RuleHit(category, LAYER, f"{category}.{LAYER}.adapter", float(p))
+                    for category, p in zip(self.adapter_categories, row, strict=True)
+                )
+        return result
 
     def scan(self, prompt: NormalizedPrompt) -> list[RuleHit]:
         return self.scan_many([prompt])[0]
@@ -222,7 +329,15 @@ def scanner_from_spec(pack: PolicyPack, spec: SemanticSpec) -> SemanticScanner:
     options = _models.checked_options(
         spec.options, _OPTION_TYPES, f"pack {pack.name!r}: field semantic.options"
     )
-    return SemanticScanner(pack, spec.model, exemplars=spec.exemplars, sha256=spec.sha256, **options)
+    return SemanticScanner(
+        pack,
+        spec.model,
+        exemplars=spec.exemplars,
+        sha256=spec.sha256,
+        adapter=spec.adapter,
+        adapter_sha256=spec.adapter_sha256,
+        **options,
+    )
 
 
 def semantic_scanners(pack: PolicyPack) -> list[SemanticScanner]:

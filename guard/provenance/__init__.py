@@ -1,0 +1,35 @@
+"""Provenance: Content Credentials (C2PA) signing and reading, and the keys they use.
+
+The pixel watermark lives in guard.watermark; this package names its algorithm and mark id in the
+manifest's soft-binding assertion.
+"""
+
+from guard.provenance.content_credentials import (
+    ContentCredentials,
+    ManifestFacts,
+    ManifestReading,
+    ManifestState,
+    SignedImage,
+    read_manifest,
+)
+from guard.provenance.keys import (
+    CallbackSigner,
+    LocalKeySigner,
+    Signer,
+    init_keys,
+    trust_anchors_from_config,
+)
+
+__all__ = [
+    "CallbackSigner",
+    "ContentCredentials",
+    "LocalKeySigner",
+    "ManifestFacts",
+    "ManifestReading",
+    "ManifestState",
+    "SignedImage",
+    "Signer",
+    "init_keys",
+    "read_manifest",
+    "trust_anchors_from_config",
+]

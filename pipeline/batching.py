@@ -1,0 +1,291 @@
+"""Many requests at once: compatible requests sampled together, governance overlapped with sampling.
+
+`GovernedPipeline.generate_many` runs here, through the same stage methods as one call (admit,
+plan, sample, classify, govern, commit), arranged in three roles:
+
+    main thread (the sampler)   admit + policy for every request first (blocked ones never sampled);
+                                then per batch: sample -> put on a BOUNDED queue (a slow worker
+                                blocks the sampler: memory stays at queue_size + workers + 1 batches)
+    a noise thread              the next batch's initial noise (keyed latent watermark) meanwhile
+    worker threads              per batch: output classifiers, batched on the model's device; then
+                                per request: output decision, pixel watermark, encoding, C2PA
+                                signing, perceptual hash, bias, quarantine vault -> its slot
+    one committer thread        takes the slots in REQUEST order, commits each record (one
+                                transaction per generation), and only then writes the files and
+                                fills in the result
+
+So records are committed in request order whatever order the workers finish in, and no file is
+written and no result exists before its record is committed. A worker that fails on one request
+turns that request into a `failed` record and a `FailedGeneration`; the others go on. When the
+database cannot be written the run stops (fail closed): nothing more is committed or written,
+quarantined copies of uncommitted requests are discarded, and `AuditUnavailableError` is raised
+(requests committed before it keep their records and files).
+
+Threads, not processes: the CPU stages spend their time in code that releases the GIL (numpy and
+OpenCV for the watermark, zlib for PNG, c2pa-rs through ctypes for signing, the database driver),
+and the images need not be copied between processes. The sampler thread only launches GPU work.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from guard.errors import AuditUnavailableError, BadInputError
+from guard.types import ClassifierScore, GenerationParams, GenerationRequest, PromptAction
+from pipeline.families import Family
+
+if TYPE_CHECKING:
+    from audit.records import GenerationRecord
+    from pipeline.governed import GenerationResult, GovernedPipeline, _Job, _Prepared
+
+
+@dataclass(frozen=True)
+class FailedGeneration:
+    """A request of `generate_many` that released nothing, in its place in the result list.
+
+    status "blocked": the policy blocked the prompt (recorded; `error` is the BlockedError);
+    "failed": sampling or governance failed (recorded as failed, with the error text);
+    "invalid": the request was refused as bad input before anything was recorded (generation_id None).
+    """
+
+    generation_id: str | None
+    status: str
+    error: Exception
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What a slot holds once its request is ready to commit (exactly one of the three is set)."""
+
+    prepared: _Prepared | None = None
+    record: GenerationRecord | None = None  # a blocked or failed record to commit
+    failure: FailedGeneration | None = None
+
+
+# A sampled batch on its way to the workers; None tells a worker to stop.
+_Sampled = tuple[Sequence["_Job"], np.ndarray]
+
+
+def batch_key(family: Family, params: GenerationParams, negative_prompt: str) -> tuple[object, ...]:
+    """Requests with equal keys can share one pipeline call.
+
+    Size, steps and guidance are per call in diffusers. Flux applies true classifier-free guidance
+    only when a negative prompt is given, so with and without one are different calls there.
+    """
+    flux_cfg = family is Family.FLUX and bool(negative_prompt)
+    return (params.width, params.height, params.steps, params.guidance_scale, flux_cfg)
+
+
+def plan_batches(jobs: Sequence[_Job], family: Family, batch_size: int) -> list[list[_Job]]:
+    """Group compatible jobs (in request order within a group) into calls of at most `batch_size` images.
+
+    A request is never split: one with more images than `batch_size` is sampled in a call of its own.
+    Groups are taken in the order of their first request, so that commits rarely wait.
+    """
+    groups: dict[tuple[object, ...], list[_Job]] = {}
+    for job in jobs:
+        groups.setdefault(batch_key(family, job.request.params, job.negative_prompt), []).append(job)
+    batches: list[list[_Job]] = []
+    for group in groups.values():
+        current: list[_Job] = []
+        for job in group:
+            images = job.request.params.num_images
+            if current and sum(j.request.params.num_images for j in current) + images > batch_size:
+                batches.append(current)
+                current = []
+            current.append(job)
+        batches.append(current)
+    return batches
+
+
+def generate_many(
+    gp: GovernedPipeline,
+    requests: Sequence[GenerationRequest | str],
+    *,
+    out_dir: Path | None = None,
+    batch_size: int = 8,
+    workers: int = 2,
+    queue_size: int = 2,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[GenerationResult | FailedGeneration]:
+    """See `GovernedPipeline.generate_many`."""
+    for name, value in (("batch_size", batch_size), ("workers", workers), ("queue_size", queue_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BadInputError(f"{name}: expected a positive integer, found {value!r}")
+    slots: list[Future[_Outcome]] = [Future() for _ in requests]
+    slot_of: dict[str, Future[_Outcome]] = {}
+    jobs: list[_Job] = []
+    for slot, request in zip(slots, requests, strict=True):
+        try:
+            request, decision, generation_id = gp._admit(request)
+        except BadInputError as exc:
+            slot.set_result(_Outcome(failure=FailedGeneration(None, "invalid", exc)))
+            continue
+        if decision.action is PromptAction.BLOCK:
+            record, error = gp._blocked(request, decision, generation_id)
+            slot.set_result(
+                _Outcome(record=record, failure=FailedGeneration(generation_id, "blocked", error))
+            )
+            continue
+        job = gp._plan(request, decision, generation_id)
+        jobs.append(job)
+        slot_of[generation_id] = slot
+
+    batches = plan_batches(jobs, gp.family, batch_size)
+    sampled, total = 0, sum(job.request.params.num_images for job in jobs)
+    run = _Run(gp, out_dir, slots, slot_of, queue_size)
+    pool = [
+        threading.Thread(target=run.work, name=f"genguard-govern-{i}", daemon=True) for i in range(workers)
+    ]
+    committer = threading.Thread(target=run.commit, name="genguard-commit", daemon=True)
+    for thread in (*pool, committer):
+        thread.start()
+    # The initial noise of the next batch (the latent watermark's keyed noise takes numpy time) is
+    # made by a helper thread while this batch samples, so that the sampler only samples.
+    noise_maker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genguard-noise")
+    try:
+        upcoming = [noise_maker.submit(gp._initial_noise, batch) for batch in batches[:1]]
+        for number, batch in enumerate(batches):
+            noise = upcoming.pop()
+            if number + 1 < len(batches):
+                upcoming.append(noise_maker.submit(gp._initial_noise, batches[number + 1]))
+            if run.stopped.is_set():
+                run.skip(batch)
+                continue
+            try:
+                pixels = gp._sample(batch, noise.result())
+            except Exception as exc:  # noqa: BLE001 - the call failed: each of its requests is recorded failed
+                for job in batch:
+                    run.fail(job, exc)
+                continue
+            if progress is not None:
+                sampled += sum(job.request.params.num_images for job in batch)
+                progress(sampled, total)
+            run.put((batch, pixels))
+    except BaseException:
+        run.stopped.set()
+        raise
+    finally:
+        noise_maker.shutdown(wait=True, cancel_futures=True)
+        for _ in pool:
+            run.put(None)
+        for thread in pool:
+            thread.join()
+        # Only after an interruption are slots left open; with every worker gone nothing else sets them.
+        for slot in slots:
+            if not slot.done():
+                slot.set_result(_Outcome())
+        committer.join()
+    if run.error is not None:
+        raise run.error
+    return run.results
+
+
+class _Run:
+    """The state one `generate_many` call shares between its sampler, workers and committer."""
+
+    def __init__(
+        self,
+        gp: GovernedPipeline,
+        out_dir: Path | None,
+        slots: list[Future[_Outcome]],
+        slot_of: dict[str, Future[_Outcome]],
+        queue_size: int,
+    ) -> None:
+        self.gp = gp
+        self.out_dir = out_dir
+        self.slots = slots
+        self.slot_of = slot_of
+        self.work_queue: queue.Queue[_Sampled | None] = queue.Queue(maxsize=queue_size)
+        self.stopped = threading.Event()  # set when the run must commit nothing more
+        self.error: BaseException | None = None
+        self.results: list[GenerationResult | FailedGeneration] = []
+
+    def put(self, item: _Sampled | None) -> None:
+        """Block while the queue is full (back-pressure on the sampler), unless the run has stopped."""
+        while True:
+            try:
+                self.work_queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if self.stopped.is_set() and item is not None:
+                    self.skip(item[0])
+                    return
+
+    def skip(self, batch: Sequence[_Job]) -> None:
+        for job in batch:
+            self.slot_of[job.generation_id].set_result(_Outcome())
+
+    def fail(self, job: _Job, exc: Exception) -> None:
+        failure = FailedGeneration(job.generation_id, "failed", exc)
+        self.slot_of[job.generation_id].set_result(
+            _Outcome(record=self.gp._failed(job, exc), failure=failure)
+        )
+
+    def work(self) -> None:
+        while (item := self.work_queue.get()) is not None:
+            batch, pixels = item
+            if self.stopped.is_set():
+                self.skip(batch)
+                continue
+            try:  # the output classifiers see the whole batch at once (on the model's device)
+                scores = self.gp._classify(pixels)
+            except Exception as exc:  # noqa: BLE001 - recorded as failed for each request of the batch
+                for job in batch:
+                    self.fail(job, exc)
+                continue
+            start = 0
+            for job in batch:
+                count = job.request.params.num_images
+                if self.stopped.is_set():
+                    self.skip([job])
+                else:
+                    self._govern(job, pixels[start : start + count], scores[start : start + count])
+                start += count
+
+    def _govern(self, job: _Job, pixels: np.ndarray, scores: list[list[ClassifierScore]]) -> None:
+        try:
+            prepared = self.gp._govern(job, pixels, scores, self.out_dir)
+        except Exception as exc:  # noqa: BLE001 - one request fails, the others go on
+            self.fail(job, exc)
+            return
+        self.slot_of[job.generation_id].set_result(_Outcome(prepared=prepared))
+
+    def commit(self) -> None:
+        """Commit the slots in request order; after a database failure only clean up."""
+        for slot in self.slots:
+            outcome = slot.result()
+            if self.stopped.is_set():
+                if outcome.prepared is not None:
+                    self.gp._discard_kept(outcome.prepared.job.generation_id, outcome.prepared.held)
+                continue
+            try:
+                self.results.append(self._commit(outcome))
+            except AuditUnavailableError as exc:
+                self.error = exc
+                self.stopped.set()
+            except Exception as exc:  # noqa: BLE001 - e.g. a conflicting record, a file not writable
+                generation_id = (
+                    outcome.prepared.job.generation_id
+                    if outcome.prepared is not None
+                    else outcome.failure.generation_id
+                    if outcome.failure is not None
+                    else None
+                )
+                self.results.append(FailedGeneration(generation_id, "failed", exc))
+
+    def _commit(self, outcome: _Outcome) -> GenerationResult | FailedGeneration:
+        if outcome.prepared is not None:
+            return self.gp._commit(outcome.prepared, self.out_dir)
+        if outcome.record is not None:
+            self.gp.audit.record_generation(outcome.record)
+        assert outcome.failure is not None
+        return outcome.failure
