@@ -14,7 +14,7 @@ class ImageRecord:
 
     index: int
     sha256: str
-    phash: int  # 64-bit perceptual hash (imagehash.phash), stored as a signed 64-bit integer
+    phash: int  # 64-bit perceptual hash (guard.phash, imagehash's pHash), stored as a signed 64-bit integer
     width: int
     height: int
     verdict: ImageVerdict

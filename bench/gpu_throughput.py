@@ -225,6 +225,28 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def pack_without_semantic(name: str, work: Path) -> Path:
+    """A copy of the shipped pack `name` (with its term files) minus the `semantic:` section.
+
+    The lent GPU machines cannot take the encoder wheel (88 MB, over the carry limit); the prompt policy
+    is a per-request cost before sampling either way, so the figures say which pack ran.
+    """
+    import shutil
+
+    import yaml
+
+    import policies
+
+    shipped = Path(policies.__file__).parent
+    shutil.copytree(shipped / "terms", work / "terms", dirs_exist_ok=True)
+    spec = yaml.safe_load((shipped / f"{name}.yaml").read_text(encoding="utf-8"))
+    spec.pop("semantic", None)
+    spec["name"] = f"{spec['name']}_without_semantic"
+    path = work / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def run_case(case: Case, args: argparse.Namespace, work: Path, classifier: Any) -> None:
     import torch
 
@@ -247,11 +269,13 @@ def run_case(case: Case, args: argparse.Namespace, work: Path, classifier: Any) 
     governed = GovernedPipeline(
         pipe,
         model_id=case.name,
-        policy=load_pack(args.policy),
+        policy=load_pack(pack_without_semantic(args.policy, work) if args.without_semantic else args.policy),
         audit=AuditStore.open(f"sqlite:///{work / f'audit-{slug}.sqlite3'}"),
         classifiers=[classifier],
         device=acceleration.device,
     )
+    policy = governed.policy.ref
+    print(f"{case.name}: policy pack {policy.name} {policy.version} ({policy.digest[:16]})", flush=True)
     size, steps = case.size, args.steps
     for batch in args.batches:
         params = [
@@ -339,6 +363,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="timed batches per case (default 6; CPU 2)")
     parser.add_argument("--repeats", type=int, default=None, help="alternating repeats (default 3; quick 1)")
     parser.add_argument("--policy", default="default", help="pack name or YAML path (default: default)")
+    parser.add_argument(
+        "--without-semantic",
+        action="store_true",
+        help="run the shipped --policy pack without its semantic layer (a machine without the encoder wheel)",
+    )
     parser.add_argument("--dtype", default=None, help="fp16 / bf16 / fp32 (default: per family on CUDA)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (CPU runs)")

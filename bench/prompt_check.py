@@ -3,7 +3,8 @@
     python bench/prompt_check.py [--pack default] [--shared PATH] [--show-stops N]
 
 Prints, on one core and one prompt at a time, p50 / p99 / mean latency in ms and prompts/s for
-normalisation + lexical + co-occurrence over coco30k and i2p; the stop rate (review or block) on
+normalisation + lexical + co-occurrence (the term layers only: bench/prompt_policy.py evaluates all
+layers, the trained semantic one included) over coco30k and i2p; the stop rate (review or block) on
 coco and parti; the block / review rate on i2p overall, on its `hard` = 1 rows, and recall against
 nsfw_erasure_bench's relabel and adversarial prompts. Targets on one core: p50 <= 0.3 ms, p99 <= 2 ms.
 The loaders here are also used by the tests.
@@ -26,6 +27,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from guard.policy import PolicyEngine, load_pack
+from guard.policy.scanners import default_scanners
 from guard.types import PromptAction, PromptDecision
 
 STOPS = (PromptAction.REVIEW, PromptAction.BLOCK)
@@ -127,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     started = time.perf_counter()
     pack = load_pack(args.pack)
-    engine = PolicyEngine(pack)
+    engine = PolicyEngine(pack, scanners=default_scanners(pack))  # the term layers only
     print(
         f"pack {pack.ref.name} {pack.ref.version} digest {pack.ref.digest[:16]}...  "
         f"load + build {1000 * (time.perf_counter() - started):.0f} ms"

@@ -7,7 +7,7 @@
 #
 #   here, once:   echo /.whl/ >> .git/info/exclude && bash bench/run_gpu.sh fetch
 #   there:        device run  carry [".whl"]  timeout_s 600  command:
-#                 PYTHONUNBUFFERED=1 bash bench/run_gpu.sh run --batches 1,4,8 2>&1 | tee $OUT/gpu_throughput.log
+#                 PYTHONUNBUFFERED=1 bash bench/run_gpu.sh run --without-semantic 2>&1 | tee $OUT/gpu_throughput.log
 #
 # `run` passes its arguments to bench/gpu_throughput.py (default: SD 1.5 at 512 and SDXL at 1024,
 # 25 steps, batch 1, 4, 8, workers 2). Budget: building SDXL's 3.5B parameters on the GPU takes
@@ -21,7 +21,7 @@ WHEELS=(
   c2pa-python==0.38.1 toml==0.10.2 cryptography==50.0.2 cffi==2.1.1 pycparser==3.12
   SQLAlchemy==2.1.9 alembic==1.20.1 Mako==1.4.3
   pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
-  pyahocorasick==2.3.1 ImageHash==4.3.2 PyWavelets==1.9.0
+  pyahocorasick==2.3.1
 )
 
 case "${1:-}" in
