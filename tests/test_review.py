@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from audit.review import approve, reject, review_queue, show
 from audit.store import AuditStore
+from audit.verify import Verdict, verify_image
 from guard.errors import AuditUnavailableError, BadInputError, ImageInputError, NotFoundError
 from guard.imageio import load_image
 from guard.policy import load_pack
@@ -120,6 +121,8 @@ def test_approve_releases_a_watermarked_file_after_its_record(
     assert manifest.state is ManifestState.TRUSTED, manifest.codes
     assert (manifest.generation_id, manifest.image_index) == (result.generation_id, 0)
     assert manifest.mark_id == result.withheld[0].mark_id
+    report = verify_image(written.read_bytes(), store=store, record=False)
+    assert report.verdict is Verdict.VERIFIED_ORIGINAL, report.summary
     decided = show(store, review_id)
     assert decided.decision is not None and decided.decision.reviewer == "rita"
     assert decided.decision.reason == "harbour, no violence" and decided.decision.decision == "approved"
