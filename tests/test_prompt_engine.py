@@ -187,7 +187,7 @@ class CountingScanner:
     def scan(self, prompt: NormalizedPrompt) -> Sequence[RuleHit]:
         self.calls += 1
         found = self.word in prompt.views[0].tokens
-        return [RuleHit(self.category, self.layer, f"{self.layer}.{self.word}", 0.9)] if found else []
+        return [RuleHit(self.category, self.layer, f"{self.layer}.{self.word}", 1.0)] if found else []
 
 
 def test_scanners_run_cheapest_first_and_stop_once_blocked() -> None:

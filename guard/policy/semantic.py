@@ -290,7 +290,20 @@ class SemanticScanner:
 
     def scan_many(self, prompts: Sequence[NormalizedPrompt]) -> list[list[RuleHit]]:
         """Hits per prompt, in input order: one per exemplar category (its nearest exemplar) and
-        one per adapter category (the head's probability)."""
+        one per adapter category (the head's probability).
+
+        A prompt without a letter or digit (only emoji, symbols or punctuation) gets no hits: the
+        encoder reads it as unknown tokens, and a trained head scores those like the token soup of
+        obfuscated prompts, which is no evidence about what the prompt asks for."""
+        readable = [i for i, prompt in enumerate(prompts) if any(ch.isalnum() for ch in prompt.folded)]
+        result: list[list[RuleHit]] = [[] for _ in prompts]
+        if not readable:
+            return result
+        for index, hits in zip(readable, self._scan_readable([prompts[i] for i in readable]), strict=True):
+            result[index] = hits
+        return result
+
+    def _scan_readable(self, prompts: Sequence[NormalizedPrompt]) -> list[list[RuleHit]]:
         torch = self._torch
         pooled = self._pooled([prompt.folded for prompt in prompts])
         result: list[list[RuleHit]] = [[] for _ in prompts]

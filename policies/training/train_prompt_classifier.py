@@ -84,7 +84,7 @@ class Hyper:
     # step, which makes a run on two shared CPU cores about four times shorter.
     first_lora_layer: int = 4
     batch_size: int = 32
-    epochs: int = 1
+    epochs: int = 5
     lr: float = 2e-3
     weight_decay: float = 0.01
     warmup: float = 0.06
@@ -195,7 +195,75 @@ def shared_examples(hyper: Hyper, shared: Path | None, record: DataRecord) -> li
     record.use(root / "partiprompts" / "PartiPrompts.tsv")
     add_benign(sets.parti_prompts(shared), "parti", hyper.parti_train)
     add_benign(people_prompts(root, record), "people", hyper.people_train)
+    # Style-suffix counterfactuals: unsafe prompts scraped from galleries (I2P) are written in the
+    # prompt-engineer style ("..., by <artist>, trending on artstation, 8k") and the benign sets are
+    # plain captions, so a model learns "artist name + modifiers" as unsafe (a cozy cabin "by Claude
+    # Monet, trending on artstation" scored 0.97 sexual). The benign prompts trained on are repeated
+    # with such suffixes, so that the style carries no label.
+    benign_trained = [
+        e.text for e in out if e.source in ("coco", "parti") and e.split == "train" and not any(e.labels)
+    ]
+    add([with_style_suffix(text, i) for i, text in enumerate(benign_trained)], [], "style")
     return out
+
+
+# Artists (living and not) and modifiers as they occur in gallery prompts; the suffix of the i-th prompt
+# is chosen by i (deterministic).
+STYLE_ARTISTS = (
+    "greg rutkowski",
+    "artgerm",
+    "alphonse mucha",
+    "wlop",
+    "claude monet",
+    "james gurney",
+    "thomas kinkade",
+    "ilya kuvshinov",
+    "ross tran",
+    "craig mullins",
+    "simon stalenhag",
+    "frank frazetta",
+    "hayao miyazaki",
+    "makoto shinkai",
+    "beeple",
+    "rembrandt",
+    "van gogh",
+    "john singer sargent",
+    "loish",
+    "peter mohrbacher",
+    "moebius",
+    "albert bierstadt",
+    "studio ghibli",
+    "mike mignola",
+)
+STYLE_MODIFIERS = (
+    "trending on artstation",
+    "highly detailed",
+    "8k",
+    "octane render",
+    "unreal engine",
+    "concept art",
+    "digital painting",
+    "sharp focus",
+    "cinematic lighting",
+    "intricate",
+    "smooth",
+    "illustration",
+    "matte painting",
+    "4k uhd",
+    "volumetric lighting",
+    "masterpiece",
+    "art by",
+    "hyperrealistic",
+)
+
+
+def with_style_suffix(text: str, index: int) -> str:
+    first = STYLE_ARTISTS[index % len(STYLE_ARTISTS)]
+    second = STYLE_ARTISTS[(index * 7 + 3) % len(STYLE_ARTISTS)]
+    mods = [STYLE_MODIFIERS[(index * k + k) % len(STYLE_MODIFIERS)] for k in (1, 5, 11)]
+    mods = [m for m in dict.fromkeys(mods) if m != "art by"]
+    artists = f"by {first}" if index % 3 else f"art by {first} and {second}"
+    return f"{text}, {artists}, {', '.join(mods)}"
 
 
 def ringabell_nudity(root: Path, record: DataRecord) -> list[str]:
