@@ -820,19 +820,15 @@ class AuditStore:
         By position, not by seq value, so a missing or moved entry shifts the leaves after it. A stored
         hash that is not hex is returned as its text bytes (a leaf that then matches no checkpoint)."""
         hashes: list[bytes] = []
-        after: int | None = None
         with self._reading(snapshot=True) as conn:
-            while True:
-                query = select(LogEntry.seq, LogEntry.entry_hash).order_by(LogEntry.seq).limit(20_000)
-                chunk = conn.execute(query if after is None else query.where(LogEntry.seq > after)).all()
-                if not chunk:
-                    return hashes
-                for _, text in chunk:
+            for chunk in _log_chunks(conn, LogEntry.seq, LogEntry.entry_hash, size=20_000):
+                for row in chunk:
+                    text = row.entry_hash
                     try:
                         hashes.append(bytes.fromhex(text))
                     except ValueError:
                         hashes.append(text.encode("utf-8"))
-                after = chunk[-1].seq
+        return hashes
 
     def entry(self, seq: int) -> StoredEvent | None:
         """The log entry `seq`, or None."""
@@ -924,12 +920,12 @@ class _Fault(Exception):
         self.seq, self.reason = seq, reason
 
 
-def _log_chunks(conn: Connection) -> Iterator[Sequence[Row[Any]]]:
+def _log_chunks(conn: Connection, *columns: Any, size: int = _VERIFY_CHUNK) -> Iterator[Sequence[Row[Any]]]:
+    """The log in seq order, `size` entries at a time: whole rows, or only `columns` (seq among them)."""
     after = 0
+    query = select(*columns) if columns else select(LogEntry.__table__)
     while True:
-        chunk = conn.execute(
-            select(LogEntry.__table__).where(LogEntry.seq > after).order_by(LogEntry.seq).limit(_VERIFY_CHUNK)
-        ).all()
+        chunk = conn.execute(query.where(LogEntry.seq > after).order_by(LogEntry.seq).limit(size)).all()
         if not chunk:
             return
         yield chunk

