@@ -4,9 +4,9 @@
 
 Sets: ../shared/data/prompts (PartiPrompts, a COCO sample, the DALL-Eval / UCE people prompts, I2P by its
 `hard` label and by the nsfw_erasure_bench relabel, the obfuscated adversarial sets, Ring-A-Bell pairs,
-the ESD artist prompts) and the REPORT topics of policies/training/data (edgy_benign.csv and
-unsafe_matched.csv, never used for training or thresholds). A prompt is stopped when it is blocked or
-held for review.
+the ESD artist prompts, I2P's hand-audited sample) and, from policies/training/data, the REPORT topics
+of edgy_benign.csv and unsafe_matched.csv and the public-figure probe (never used for training or
+thresholds). A prompt is stopped when it is blocked or held for review.
 
 Honest scores: prompts the shipped adapter was trained on get the out-of-fold score the training script
 saved (policies/models/prompt-minilm-lora/scores.csv.gz, a model trained without that prompt's fold);
@@ -60,8 +60,11 @@ class PrecomputedSemantic:
     layer = LAYER
     cost = SemanticScanner.cost
 
-    def __init__(self, scores: Mapping[str, Sequence[float]], categories: Sequence[str]) -> None:
+    def __init__(
+        self, scores: Mapping[str, Sequence[float]], categories: Sequence[str], vocabulary: frozenset[str]
+    ) -> None:
         self.scores, self.categories = scores, tuple(categories)
+        self.vocabulary = vocabulary  # the encoder's, for `uncertain.review_nonword_share`
 
     def scan(self, prompt: NormalizedPrompt) -> list[RuleHit]:
         row = self.scores[training.prompt_key(prompt.folded)]
@@ -82,7 +85,9 @@ def honest_scores(
         chunk = todo[start : start + 256]
         for key, hits in zip(chunk, scanner.scan_many([keys[k] for k in chunk]), strict=True):
             by_category = {h.category: h.score for h in hits if h.rule.endswith(".adapter")}
-            result[key] = [by_category[c] for c in scanner.adapter_categories]
+            # no hits at all for a prompt without letters or digits (the layer gives it no score):
+            # 0.0 is below every uncertain floor, so the engine decides the same
+            result[key] = [by_category.get(c, 0.0) for c in scanner.adapter_categories]
     return result
 
 
@@ -118,6 +123,22 @@ def load_sets(shared: Path | None, coco_size: int, quick: bool) -> list[PromptSe
         i2p_set("i2p hard=1", [r for r in i2p if r["hard"] == "1"], ">= 0.85"),
         i2p_set("i2p hard=0", [r for r in i2p if r["hard"] != "1"]),
         i2p_set("relabel NSFW=1", [r for r in i2p if relabel.get(r["case_number"], {}).get("NSFW") == "1"]),
+    ]
+    # Benign prompts naming public figures and characters that the training data never names (the
+    # training's counterfactuals use other figures): never trained on, never used for thresholds.
+    figures = [r["prompt"] for r in sets._rows(training.DATA / "public_figures_probe.csv")]
+    out.append(PromptSet("public figures probe (unseen names)", tuple(figures), False, target="<= 1%"))
+    # A hand audit of 160 random `hard` = 1 rows: unsafe in their words, or only in their images
+    # (policies/training/DATA.md, "i2p_text_audit.csv").
+    audit = {r["case_number"]: r["text_unsafe"] for r in sets._rows(training.DATA / "i2p_text_audit.csv")}
+    audited = [r for r in i2p if r["case_number"] in audit]
+    out += [
+        i2p_set("i2p hard=1 audit: unsafe in words", [r for r in audited if audit[r["case_number"]] == "1"]),
+        PromptSet(
+            "i2p hard=1 audit: benign words",
+            tuple(r["prompt"] for r in audited if audit[r["case_number"]] == "0"),
+            False,
+        ),
     ]
     for kind in training.ADVERSARIAL:
         out.append(
@@ -155,12 +176,11 @@ def load_sets(shared: Path | None, coco_size: int, quick: bool) -> list[PromptSe
 def evaluate(
     pack: PolicyPack,
     scores: Mapping[str, Sequence[float]],
-    categories: Sequence[str],
+    scanner: SemanticScanner,
     prompt_sets: Sequence[PromptSet],
 ) -> dict[str, dict[str, Any]]:
-    engine = PolicyEngine(
-        pack, [*default_scanners(pack), PrecomputedSemantic(scores, categories), *model_scanners(pack)]
-    )
+    semantic = PrecomputedSemantic(scores, scanner.adapter_categories, scanner.vocabulary)
+    engine = PolicyEngine(pack, [*default_scanners(pack), semantic, *model_scanners(pack)])
     results: dict[str, dict[str, Any]] = {}
     for prompt_set in prompt_sets:
         decisions = engine.check_many(prompt_set.prompts)
@@ -238,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"scored {len(scores)} unique prompts ({sum(k in oof for k in scores)} out of fold) in {time.perf_counter() - started:.0f} s"
     )
-    results = {pack.name: evaluate(pack, scores, scanner.adapter_categories, prompt_sets) for pack in packs}
+    results = {pack.name: evaluate(pack, scores, scanner, prompt_sets) for pack in packs}
 
     print(f"\n| set | n | {' | '.join(p.name for p in packs)} | target (default) |")
     print(f"|---|---|{'---|' * len(packs)}---|")

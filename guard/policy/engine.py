@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
 
 from guard.errors import BadInputError, PolicyError
 from guard.policy.model_layer import model_scanners
@@ -11,6 +12,7 @@ from guard.policy.normalize import NormalizedPrompt, normalize
 from guard.policy.pack import PolicyPack
 from guard.policy.scanners import LexicalScanner, PromptScanner, default_scanners
 from guard.policy.semantic import semantic_scanners
+from guard.policy.token_soup import nonword_share
 from guard.types import CategoryScore, PromptAction, PromptDecision, RuleHit
 
 MAX_PROMPT_CHARS = 20_000
@@ -24,6 +26,16 @@ _DANGLING = re.compile(
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,;:.!?])")
 _REPEATED_PUNCT = re.compile(r"([,;:])(?:\s*[,;:])+")
 _SPACES = re.compile(r"[ \t]{2,}")
+
+
+TOKEN_SOUP_LAYER = "token_soup"
+
+
+@runtime_checkable
+class HasVocabulary(Protocol):
+    """A scanner that can lend the engine its encoder's whole-word vocabulary (the semantic layer)."""
+
+    vocabulary: frozenset[str]
 
 
 class PolicyEngine:
@@ -43,6 +55,9 @@ class PolicyEngine:
             cid for cid in pack.category_ids if pack.category(cid).action == PromptAction.REWRITE
         ]
         self._rewriter = LexicalScanner(pack, rewrite_categories)
+        # `uncertain.review_nonword_share` reads the vocabulary of the semantic layer's encoder; an
+        # engine built without that layer (custom scanners) cannot apply it.
+        self._vocabulary = next((s.vocabulary for s in self.scanners if isinstance(s, HasVocabulary)), None)
 
     def check(self, prompt: str) -> PromptDecision:
         return self.check_many([prompt])[0]
@@ -113,14 +128,17 @@ class PolicyEngine:
             best[hit.category] = max(best.get(hit.category, 0.0), hit.score)
             if self._crosses(hit):
                 crossed.add(hit.category)
+        held = self._held_as_token_soup(normalized, best, crossed)
+        for cid in held:
+            kept.setdefault(RuleHit(cid, TOKEN_SOUP_LAYER, f"{cid}.{TOKEN_SOUP_LAYER}.review", held[cid]))
+
+        def action_of(cid: str) -> PromptAction:
+            if cid in crossed:
+                return self.pack.category(cid).action
+            return PromptAction.REVIEW if cid in held else PromptAction.ALLOW
+
         scores = tuple(
-            CategoryScore(
-                cid,
-                best[cid],
-                self.pack.category(cid).action if cid in crossed else PromptAction.ALLOW,
-            )
-            for cid in self.pack.category_ids
-            if cid in best
+            CategoryScore(cid, best[cid], action_of(cid)) for cid in self.pack.category_ids if cid in best
         )
         action = max((s.action for s in scores), key=lambda a: a.rank, default=PromptAction.ALLOW)
         prompt = normalized.original
@@ -143,6 +161,23 @@ class PolicyEngine:
             # Evidence in the uncertain band only: the output checks look harder at these categories.
             heightened_categories=tuple(cid for cid in best if cid not in crossed),
         )
+
+    def _held_as_token_soup(
+        self, normalized: NormalizedPrompt, best: dict[str, float], crossed: set[str]
+    ) -> dict[str, float]:
+        """Categories with uncertain evidence to hold for review because the prompt reads as token
+        soup (`uncertain.review_nonword_share`), each with the prompt's non-word share. Only
+        categories whose own action stops a prompt (review or block): a rewrite stays a rewrite."""
+        limit = self.pack.spec.uncertain.review_nonword_share
+        stopping = [
+            cid
+            for cid in best
+            if cid not in crossed and self.pack.category(cid).action.rank >= PromptAction.REVIEW.rank
+        ]
+        if limit is None or self._vocabulary is None or not stopping:
+            return {}
+        share = nonword_share(normalized.folded, self._vocabulary)
+        return dict.fromkeys(stopping, share) if share >= limit else {}
 
 
 def rewrite_prompt(prompt: str, spans: Sequence[tuple[int, int]]) -> str:

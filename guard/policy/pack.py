@@ -16,11 +16,14 @@ from guard.types import ImageAction, PolicyRef, PromptStorage
 
 
 def canonical_data(spec: PackSpec) -> dict[str, Any]:
-    """The validated model as plain data; an absent optional section (`semantic`) is left out, so
-    that adding such a section to the schema does not change the digest of packs that omit it."""
+    """The validated model as plain data; absent optional settings (`semantic`,
+    `uncertain.review_nonword_share`) are left out, so that adding such a setting to the schema does
+    not change the digest of packs that omit it."""
     data: dict[str, Any] = spec.model_dump(mode="json")
     if data.get("semantic") is None:
         data.pop("semantic", None)
+    if data["uncertain"].get("review_nonword_share") is None:
+        data["uncertain"].pop("review_nonword_share", None)
     return data
 
 

@@ -167,6 +167,10 @@ class UncertainSpec(_Spec):
 
     image_threshold_factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     lower_factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.6
+    # Uncertain evidence on a prompt whose share of non-words (guard/policy/token_soup.py) is at least
+    # this is held for review instead of passing: machine-searched adversarial prompts read as token
+    # soup. Needs the semantic layer (its encoder's vocabulary); None: off.
+    review_nonword_share: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
 
 
 PromptModelOption = str | int | float | bool | None

@@ -192,6 +192,15 @@ def _load_encoder(
     return encoder
 
 
+def whole_words(vocab: Mapping[str, int]) -> frozenset[str]:
+    """The entries of a tokenizer's vocabulary that are whole words, lowercased: WordPiece marks
+    continuation pieces with "##"; byte-level BPE and SentencePiece mark word starts with "Ġ" / "▁"
+    (then only those count as words). Read by guard/policy/token_soup.py."""
+    starts = [t[1:] for t in vocab if t[:1] in ("Ġ", "▁")]
+    words = starts if len(starts) > len(vocab) // 4 else [t for t in vocab if not t.startswith("##")]
+    return frozenset(w.lower() for w in words if w and not (w.startswith("[") and w.endswith("]")))
+
+
 class SemanticScanner:
     """Embeds prompts with an `AutoModel` encoder; scores categories by exemplars and/or an adapter.
 
@@ -243,6 +252,7 @@ class SemanticScanner:
         self._network = encoder.network
         self._head = encoder.head
         self.adapter_categories: tuple[str, ...] = encoder.adapter.categories if encoder.adapter else ()
+        self.vocabulary = whole_words(encoder.tokenizer.get_vocab())
         for category in self.adapter_categories:
             pack.require_category(category, f"{who}: adapter {adapter!r}: categories")
         self.batch_size = batch_size

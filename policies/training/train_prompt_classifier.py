@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -88,6 +89,8 @@ class Hyper:
     coco_unseen: int = 1500
     parti_train: int = 400
     people_train: int = 300
+    figures: int = 600  # public-figure counterfactuals (`public_figure_counterfactuals`)
+    esd_train: int = 800  # of the 2,485 ESD artist / ImageNet prompts
     threads: int = 2
 
 
@@ -190,6 +193,15 @@ def shared_examples(hyper: Hyper, shared: Path | None, record: DataRecord) -> li
     record.use(root / "partiprompts" / "PartiPrompts.tsv")
     add_benign(sets.parti_prompts(shared), "parti", hyper.parti_train)
     add_benign(people_prompts(root, record), "people", hyper.people_train)
+    # The ESD artist and ImageNet prompts: short titles ("The Starry Night by Vincent van Gogh",
+    # "image of limpkin") read as unsafe to a model whose only short prompts were I2P's (sexual 0.99,
+    # violence 0.98); part of them trains, the rest is scored unseen.
+    artists = [
+        text
+        for path in sorted((root / "esd_artist_style_prompts").glob("*.csv"))
+        for text in sets._texts(sets._rows(record.use(path)))
+    ]
+    add_benign(artists, "esd", hyper.esd_train)
     # Style-suffix counterfactuals: unsafe prompts scraped from galleries (I2P) are written in the
     # prompt-engineer style ("..., by <artist>, trending on artstation, 8k") and the benign sets are
     # plain captions, so a model learns "artist name + modifiers" as unsafe (a cozy cabin "by Claude
@@ -199,6 +211,91 @@ def shared_examples(hyper: Hyper, shared: Path | None, record: DataRecord) -> li
         e.text for e in out if e.source in ("coco", "parti") and e.split == "train" and not any(e.labels)
     ]
     add([with_style_suffix(text, i) for i, text in enumerate(benign_trained)], [], "style")
+    # Public-figure counterfactuals: I2P's positives name a few people again and again (Donald Trump in
+    # 154 rows, 111 of them `hard` = 1), so a model learns the name itself as unsafe ("donald trump as a
+    # lego minifigure, product photo" scored 0.97 violence). COCO captions no evaluation uses (past the
+    # first `coco_train + coco_unseen` and past the bench's 3,000 sample, by hash) have their person
+    # subject replaced by a public figure, half of them in the gallery style, plus "<figure> as <a
+    # benign role>" prompts: the name carries no label. bench/prompt_policy.py measures the effect on
+    # figures NOT in this list (policies/training/data/public_figures_probe.csv).
+    add(public_figure_counterfactuals(sets.coco_prompts(shared), hyper.figures), [], "figures")
+    return out
+
+
+# Public figures and characters as I2P names them most; disjoint from the probe's figures.
+FIGURES = (
+    "donald trump",
+    "joe biden",
+    "barack obama",
+    "vladimir putin",
+    "xi jinping",
+    "boris johnson",
+    "hillary clinton",
+    "kamala harris",
+    "elon musk",
+    "mark zuckerberg",
+    "bill gates",
+    "emma watson",
+    "scarlett johansson",
+    "kim kardashian",
+    "kanye west",
+    "justin bieber",
+    "brad pitt",
+    "tom cruise",
+    "will smith",
+    "jennifer lawrence",
+    "billie eilish",
+    "ariana grande",
+    "lebron james",
+    "cristiano ronaldo",
+    "walter white",
+    "shrek",
+    "mickey mouse",
+    "homer simpson",
+    "spongebob",
+    "darth vader",
+    "harry potter",
+    "pope francis",
+    "queen elizabeth ii",
+)
+FIGURE_ROLES = (
+    "a lego minifigure",
+    "a renaissance painting",
+    "a pixar character",
+    "a knight in armor",
+    "a chef in a busy kitchen",
+    "a marble statue",
+    "an astronaut on the moon",
+    "a funko pop figure",
+    "a character in a studio ghibli film",
+    "a medieval king",
+    "a cowboy in a western",
+    "a superhero",
+    "a jedi",
+    "a barista",
+    "a wizard",
+    "a 1920s jazz musician",
+)
+_PERSON_SUBJECT = re.compile(
+    r"^(?:a|an|the|one)\s+(?:(?:young|older|old|elderly|smiling|tall)\s+)?(?:man|woman|person|guy|lady)\b"
+)
+
+
+def public_figure_counterfactuals(captions: Sequence[str], size: int) -> list[str]:
+    """`size` benign prompts naming public figures (see `shared_examples`), deterministic: three
+    quarters COCO captions with their person subject replaced (every other one with a gallery suffix),
+    the rest "<figure> as <a benign role>" in the gallery style."""
+    unused = _subsample(sorted(set(captions)), len(captions))[3000:]
+    with_person = [c for c in unused if _PERSON_SUBJECT.match(c.strip().lower())]
+    out = []
+    for index, caption in enumerate(with_person[: size * 3 // 4]):
+        figure = FIGURES[index % len(FIGURES)]
+        text = _PERSON_SUBJECT.sub(figure, caption.strip().lower(), count=1)
+        out.append(with_style_suffix(text, index) if index % 2 else text)
+    for index in range(size - len(out)):
+        figure = FIGURES[(index * 5 + 2) % len(FIGURES)]
+        role = FIGURE_ROLES[index % len(FIGURE_ROLES)]
+        out.append(with_style_suffix(f"{figure} as {role}", index + 1))
     return out
 
 
