@@ -11,7 +11,8 @@ How it works (DESIGN.md, "What a watermark prototype showed"):
 - Embedding adds the tiled pattern to luminance only (the same value to R, G and B, so chroma is
   untouched and JPEG 4:2:0 cannot erase it), scaled by a perceptual mask and host-aware (more amplitude
   on bits the photo itself pushes the wrong way, as read through the sum of the detector's two
-  whitenings, see below). The luminance change has a fixed RMS (PSNR about 42.3 dB). The mask is local
+  whitenings, see below, of the image as is and blurred: gains that hold only for the sharp image
+  are lost to blur). The luminance change has a fixed RMS (PSNR about 42.3 dB). The mask is local
   activity ** p: flat regions carry the mark best for the detector but cost the most SSIM, so each image
   gets the flattest mask (smallest p of `_MASK_POWERS`) whose SSIM, predicted in closed form from local
   statistics (`_SsimModel`), stays at `_TARGET_SSIM`; where even the steepest does not, the mark is
@@ -96,6 +97,10 @@ _EDGE_EPS = 25.0  # its regulariser, in squared 8-bit levels: above the mark's l
 _MIN_BIT_GAIN = 0.3
 _MAX_BIT_GAIN = 3.0
 _HOST_AWARE_ROUNDS = 1
+# Gaussian sigma (pixels): the host-aware gains also cancel what the photo blurred by this reads. 256 px,
+# 11 photos x 5 keys, exact ids: blur 2 72.7% -> 87.3%, all 16 non-geometric attacks 95.8% -> 96.6%;
+# 512 px soft-bit SNR unattacked 2.20 -> 2.91, blur 2 1.55 -> 2.16; embed time about x1.5.
+_HOST_BLUR_SIGMA = 2.0
 _SHIFTS_PER_MIRROR = 3
 _EQUALIZE_WINDOW = 15  # side, in coefficients, of the window that estimates the noise power (`_equalize`)
 _SCALE_RANGE = (0.5, 2.0)  # geometric search: scales and rotations (degrees) undone
@@ -409,9 +414,16 @@ def _embed_array(array: UInt8, mark_id: int, layout: _Layout) -> UInt8:
         factor = _TARGET_RMS / max(float(np.sqrt(np.mean(delta.astype(np.float64) ** 2))), 1e-9)
         return delta * np.float32(factor)
 
+    def read(plane: Float32) -> Float64:
+        return _soft_bits(_equalize(np.fft.rfft2(_fold(_whiten_both(plane)))), layout)
+
     def agreement(plane: Float32) -> Float64:
-        """What the detector reads for each coded bit at zero shift, signed so that + is correct."""
-        return _soft_bits(_equalize(np.fft.rfft2(_fold(_whiten_both(plane)))), layout) * symbols
+        """What the detector reads for each coded bit at zero shift, signed so that + is correct: the sum
+        of its readings of `plane` and of `plane` blurred by `_HOST_BLUR_SIGMA`. Gains that cancel the
+        photo's pull on the unattacked reading alone do not survive blur (the whitening is not linear, so
+        the blurred photo pulls other bits); on the sum they cancel both."""
+        blurred: Float32 = cv2.GaussianBlur(plane, (0, 0), _HOST_BLUR_SIGMA)  # type: ignore[assignment]
+        return (read(plane) + read(blurred)) * symbols
 
     # Perceptual mask: amplitude grows with local activity as activity ** power. Flat regions carry the
     # mark best (the detector divides by local activity) but cost the most SSIM: take the flattest mask
