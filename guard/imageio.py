@@ -133,8 +133,8 @@ def _to_rgb8(image: Image.Image, name: str) -> tuple[UInt8, UInt8 | None]:
 
 
 # zlib level of the PNGs genguard writes. PNG is lossless at every level; PIL's default, 6, took 13 ms
-# against 4 ms at level 1 for a 256 px photograph (about 50 against 16 ms at 512 px) for a file 7% smaller,
-# and the encode was the largest share of the governance time per image (bench/generate.py).
+# against 4 ms at level 1 for a 256 px photograph and 49 against 16 ms at 512 px (6 photographs) for
+# files 7% to 10% smaller: a large share of the governance time per image (bench/generate.py).
 PNG_COMPRESS_LEVEL = 1
 
 
