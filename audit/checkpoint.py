@@ -212,12 +212,7 @@ def checkpoint_key(create: bool = True) -> Ed25519PrivateKey:
             write_secret_file(path, pem)
         except FileExistsError:
             pass  # another process created it between the check and the write
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise BadInputError(
-            f"checkpoint key {path}: expected a readable file, found {exc.strerror}"
-        ) from None
+    data = _read(path, "checkpoint key")
     if len(data) == 32:
         return Ed25519PrivateKey.from_private_bytes(data)
     try:

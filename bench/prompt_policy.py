@@ -105,11 +105,7 @@ def load_sets(shared: Path | None, coco_size: int, quick: bool) -> list[PromptSe
             "people (DALL-Eval, UCE)", cut(training.people_prompts(root, record)), False, target="<= 0.5%"
         ),
     ]
-    artists = [
-        t
-        for f in sorted((root / "esd_artist_style_prompts").glob("*.csv"))
-        for t in sets._texts(sets._rows(f))
-    ]
+    artists = training.artist_prompts(root, record)
     out.append(PromptSet("esd artist prompts", cut(sorted(set(artists))), False))
     i2p, relabel = sets.i2p_rows(shared), {r["case_number"]: r for r in sets.relabel_rows(shared)}
     if quick:

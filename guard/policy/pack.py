@@ -14,16 +14,22 @@ from guard.errors import PolicyError
 from guard.policy.schema import CategorySpec, ClassifierSpec, PackSpec
 from guard.types import ImageAction, PolicyRef, PromptStorage
 
+# Optional settings added after packs were first digested (paths into the canonical data): left out
+# when None, so that every pack written before them keeps its digest.
+_OMITTED_WHEN_ABSENT: tuple[tuple[str, ...], ...] = (("semantic",), ("uncertain", "review_nonword_share"))
+
 
 def canonical_data(spec: PackSpec) -> dict[str, Any]:
     """The validated model as plain data; absent optional settings (`semantic`,
     `uncertain.review_nonword_share`) are left out, so that adding such a setting to the schema does
     not change the digest of packs that omit it."""
     data: dict[str, Any] = spec.model_dump(mode="json")
-    if data.get("semantic") is None:
-        data.pop("semantic", None)
-    if data["uncertain"].get("review_nonword_share") is None:
-        data["uncertain"].pop("review_nonword_share", None)
+    for *parents, name in _OMITTED_WHEN_ABSENT:
+        section = data
+        for parent in parents:
+            section = section[parent]
+        if section.get(name) is None:
+            section.pop(name, None)
     return data
 
 

@@ -138,6 +138,7 @@ class _Encoder:
     version: str
     adapter: AdapterConfig | None
     head: tuple[Any, Any] | None  # (weight, bias)
+    vocabulary: frozenset[str]  # `whole_words` of the tokenizer's vocabulary
 
 
 # Loaded encoders by (folder, pinned digests, adapter folder and digests, device): building many
@@ -187,7 +188,9 @@ def _load_encoder(
     version = _models.model_version(source, model_config)
     if config is not None:
         version += "+adapter:" + config.sha256[WEIGHTS_FILE][:16]
-    encoder = _Encoder(tokenizer, network.to(device).eval(), version, config, head)
+    encoder = _Encoder(
+        tokenizer, network.to(device).eval(), version, config, head, whole_words(tokenizer.get_vocab())
+    )
     _ENCODERS[key] = encoder
     return encoder
 
@@ -252,7 +255,7 @@ class SemanticScanner:
         self._network = encoder.network
         self._head = encoder.head
         self.adapter_categories: tuple[str, ...] = encoder.adapter.categories if encoder.adapter else ()
-        self.vocabulary = whole_words(encoder.tokenizer.get_vocab())
+        self.vocabulary = encoder.vocabulary
         for category in self.adapter_categories:
             pack.require_category(category, f"{who}: adapter {adapter!r}: categories")
         self.batch_size = batch_size

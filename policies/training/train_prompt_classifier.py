@@ -196,12 +196,7 @@ def shared_examples(hyper: Hyper, shared: Path | None, record: DataRecord) -> li
     # The ESD artist and ImageNet prompts: short titles ("The Starry Night by Vincent van Gogh",
     # "image of limpkin") read as unsafe to a model whose only short prompts were I2P's (sexual 0.99,
     # violence 0.98); part of them trains, the rest is scored unseen.
-    artists = [
-        text
-        for path in sorted((root / "esd_artist_style_prompts").glob("*.csv"))
-        for text in sets._texts(sets._rows(record.use(path)))
-    ]
-    add_benign(artists, "esd", hyper.esd_train)
+    add_benign(artist_prompts(root, record), "esd", hyper.esd_train)
     # Style-suffix counterfactuals: unsafe prompts scraped from galleries (I2P) are written in the
     # prompt-engineer style ("..., by <artist>, trending on artstation, 8k") and the benign sets are
     # plain captions, so a model learns "artist name + modifiers" as unsafe (a cozy cabin "by Claude
@@ -362,6 +357,15 @@ def ringabell_nudity(root: Path, record: DataRecord) -> list[str]:
     rows = sets._rows(record.use(root / "ringabell_pairs" / "Nudity_prompt.csv"))
     slots = ("nudity", "people", "clothes", "location")
     return [" ".join(v for s in slots if (v := (r.get(s) or "").strip()) and v != "None") for r in rows]
+
+
+def artist_prompts(root: Path, record: DataRecord) -> list[str]:
+    """The ESD artist-style and ImageNet prompts, every file of the folder in name order."""
+    return [
+        text
+        for path in sorted((root / "esd_artist_style_prompts").glob("*.csv"))
+        for text in sets._texts(sets._rows(record.use(path)))
+    ]
 
 
 def people_prompts(root: Path, record: DataRecord) -> list[str]:
