@@ -16,6 +16,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,9 +80,10 @@ def bench_size(side: int, scheme_name: str, scheme: tuple[Embed, Read, int], pho
     geometric_ok = side >= 512
     names = [n for n, (_, geometric) in ATTACKS.items() if geometric_ok or not geometric]
     hits = {n: 0 for n in names}
+    misses: dict[str, Counter[str]] = {n: Counter() for n in names}
     trials = 0
     psnrs, ssims, t_embed, t_detect, cpu_embed, cpu_detect = [], [], [], [], [], []
-    for image in photos.values():
+    for photo, image in photos.items():
         for _ in range(keys):
             key, mark = rng.bytes(32), int(rng.integers(0, 2**63)) << 1 | int(rng.integers(0, 2))
             if scheme_name != "genguard":
@@ -100,6 +102,7 @@ def bench_size(side: int, scheme_name: str, scheme: tuple[Embed, Read, int], pho
                 t_detect.append(time.perf_counter() - start)
                 cpu_detect.append(time.process_time() - cpu)
                 hits[name] += found == mark
+                misses[name][photo] += found != mark
     print(
         f"\n[{scheme_name} @ {side}px] {len(photos)} photos x {keys} keys/ids = {trials}; "
         f"PSNR min {min(psnrs):.2f} mean {np.mean(psnrs):.2f} dB; SSIM min {min(ssims):.4f} mean {np.mean(ssims):.4f}; "
@@ -110,7 +113,11 @@ def bench_size(side: int, scheme_name: str, scheme: tuple[Embed, Read, int], pho
         f"(load average {os.getloadavg()[0]:.1f})"
     )
     for name in names:
-        print(f"  {name:20s} exact id {100 * hits[name] / trials:6.1f}%")
+        missed = ", ".join(f"{photo} x{count}" for photo, count in misses[name].most_common() if count)
+        print(
+            f"  {name:20s} exact id {100 * hits[name] / trials:6.1f}%"
+            + (f"  (missed: {missed})" if missed else "")
+        )
 
 
 def false_positives(side: int, photos: dict, keys: int) -> None:

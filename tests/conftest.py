@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from guard.policy import PolicyEngine, PolicyPack, load_pack
+
 PG_HOST, PG_PORT, PG_USER, PG_MAINTENANCE_DB = "127.0.0.1", 5432, "postgres", "test"
 PG_START_HINT = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 
@@ -56,6 +58,18 @@ def embedded_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         root = tmp_path_factory.mktemp("genguard-session")
         patch.setenv("GENGUARD_CACHE", str(root / "cache"))
         yield root / "cache"
+
+
+@pytest.fixture(scope="session")
+def default_pack() -> PolicyPack:
+    """The shipped default pack, loaded once (a pack is an immutable value)."""
+    return load_pack("default")
+
+
+@pytest.fixture(scope="session")
+def default_engine(default_pack: PolicyPack) -> PolicyEngine:
+    """An engine over the default pack with all its layers (the semantic encoder loads once)."""
+    return PolicyEngine(default_pack)
 
 
 @pytest.fixture(autouse=True)

@@ -23,11 +23,6 @@ REQUIRED = TAXONOMY | {"deceptive_real_people", "artist_style"}
 
 
 @pytest.fixture(scope="module")
-def default_pack() -> PolicyPack:
-    return load_pack("default")
-
-
-@pytest.fixture(scope="module")
 def inlined(default_pack: PolicyPack) -> dict[str, Any]:
     """The default pack with its term files inlined: a self-contained pack to mutate."""
     return default_pack.canonical_dict()

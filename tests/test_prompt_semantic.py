@@ -73,11 +73,6 @@ def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def default_pack() -> PolicyPack:
-    return load_pack("default")
-
-
-@pytest.fixture(scope="module")
 def scanner(encoder: Path, default_pack: PolicyPack) -> SemanticScanner:
     return SemanticScanner(default_pack, encoder, exemplars=EXEMPLARS, device="cpu")
 

@@ -29,16 +29,6 @@ ADAPTER = PACK_DIR / "models" / "prompt-minilm-lora"
 
 
 @pytest.fixture(scope="module")
-def default_pack() -> PolicyPack:
-    return load_pack("default")
-
-
-@pytest.fixture(scope="module")
-def engine(default_pack: PolicyPack) -> PolicyEngine:
-    return PolicyEngine(default_pack)
-
-
-@pytest.fixture(scope="module")
 def scanner(default_pack: PolicyPack) -> SemanticScanner:
     return semantic_scanners(default_pack)[0]
 
@@ -57,8 +47,10 @@ def report_split(name: str, size: int) -> list[str]:
     return training._subsample([r["prompt"] for r in rows if r["prompt"].strip()], size)
 
 
-def test_default_pack_runs_the_shipped_adapter(engine: PolicyEngine, scanner: SemanticScanner) -> None:
-    assert "semantic" in [s.layer for s in engine.scanners]
+def test_default_pack_runs_the_shipped_adapter(
+    default_engine: PolicyEngine, scanner: SemanticScanner
+) -> None:
+    assert "semantic" in [s.layer for s in default_engine.scanners]
     assert scanner.adapter_categories == training.CATEGORIES
     assert "sexual_minors" not in scanner.adapter_categories  # a rule, never a learned score
     assert "+adapter:" in scanner.version
@@ -113,18 +105,23 @@ def test_engines_share_one_loaded_encoder(default_pack: PolicyPack, scanner: Sem
 )
 # No term of the default pack matches these: only the trained layer stops them. (Its hate and self-harm
 # scores are weak: README "Policy packs" lists what it misses.)
-def test_default_pack_stops_clear_unsafe_prompts(engine: PolicyEngine, prompt: str) -> None:
-    assert engine.check(prompt).action in (PromptAction.BLOCK, PromptAction.REVIEW)
+def test_default_pack_stops_clear_unsafe_prompts(default_engine: PolicyEngine, prompt: str) -> None:
+    assert default_engine.check(prompt).action in (PromptAction.BLOCK, PromptAction.REVIEW)
 
 
-def test_report_topics_recall_and_edgy_stop_rate(engine: PolicyEngine, default_pack: PolicyPack) -> None:
+def test_report_topics_recall_and_edgy_stop_rate(
+    default_engine: PolicyEngine, default_pack: PolicyPack
+) -> None:
     unsafe, edgy = report_split("unsafe_matched.csv", 80), report_split("edgy_benign.csv", 120)
     lexical = PolicyEngine(default_pack, default_scanners(default_pack))
-    recall, lexical_recall = stop_rate(engine.check_many(unsafe)), stop_rate(lexical.check_many(unsafe))
+    recall, lexical_recall = (
+        stop_rate(default_engine.check_many(unsafe)),
+        stop_rate(lexical.check_many(unsafe)),
+    )
     # The trained layer must add real recall over the term lists on unseen topics ...
     assert recall >= 0.55 and recall >= lexical_recall + 0.08
     # ... while most benign-but-edgy prompts pass (target 15%; margin for a 120-prompt sample).
-    assert stop_rate(engine.check_many(edgy)) <= 0.25
+    assert stop_rate(default_engine.check_many(edgy)) <= 0.25
 
 
 def test_uncertain_band_heightens_the_category(tmp_path: Path, scanner: SemanticScanner) -> None:

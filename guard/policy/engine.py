@@ -7,10 +7,12 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from guard.errors import BadInputError, PolicyError
+from guard.policy.language import Language, check_available, foreign_language
 from guard.policy.model_layer import model_scanners
 from guard.policy.normalize import NormalizedPrompt, normalize
 from guard.policy.pack import PolicyPack
 from guard.policy.scanners import LexicalScanner, PromptScanner, default_scanners
+from guard.policy.semantic import LAYER as SEMANTIC_LAYER
 from guard.policy.semantic import semantic_scanners
 from guard.policy.token_soup import nonword_share
 from guard.types import CategoryScore, PromptAction, PromptDecision, RuleHit
@@ -29,6 +31,7 @@ _SPACES = re.compile(r"[ \t]{2,}")
 
 
 TOKEN_SOUP_LAYER = "token_soup"
+LANGUAGE_LAYER = "language"
 
 
 @runtime_checkable
@@ -58,6 +61,10 @@ class PolicyEngine:
         # `uncertain.review_nonword_share` reads the vocabulary of the semantic layer's encoder; an
         # engine built without that layer (custom scanners) cannot apply it.
         self._vocabulary = next((s.vocabulary for s in self.scanners if isinstance(s, HasVocabulary)), None)
+        semantic = pack.spec.semantic
+        self._languages = tuple(semantic.languages) if semantic is not None and semantic.languages else None
+        if self._languages is not None:
+            check_available()
 
     def check(self, prompt: str) -> PromptDecision:
         return self.check_many([prompt])[0]
@@ -66,6 +73,7 @@ class PolicyEngine:
         """Decisions in input order. Scanners with `scan_many` (the encoder layers) see all the
         prompts still open at once, so a batch costs a few encoder passes instead of one per prompt."""
         normalized = [self._normalize(prompt) for prompt in prompts]
+        foreign = [self._foreign_language(prompt) for prompt in normalized]
         hits: list[list[RuleHit]] = [[] for _ in normalized]
         open_ = list(range(len(normalized)))
         for position, scanner in enumerate(self.scanners):
@@ -80,8 +88,8 @@ class PolicyEngine:
             if following is not None and following.cost > scanner.cost:
                 # Costlier layers cannot make a block stricter; layers of equal cost always run
                 # together so that the cheap evidence recorded is complete.
-                open_ = [i for i in open_ if not self._block_is_certain(hits[i])]
-        return [self._decide(n, h) for n, h in zip(normalized, hits, strict=True)]
+                open_ = [i for i in open_ if not self._block_is_certain(hits[i], foreign[i])]
+        return [self._decide(*checked) for checked in zip(normalized, hits, foreign, strict=True)]
 
     def _normalize(self, prompt: object) -> NormalizedPrompt:
         if not isinstance(prompt, str):
@@ -102,35 +110,61 @@ class PolicyEngine:
                 f"of pack {self.pack.name!r}; found category {hit.category!r}"
             )
 
-    def _crosses(self, hit: RuleHit) -> bool:
+    def _foreign_language(self, normalized: NormalizedPrompt) -> Language | None:
+        """The prompt's language when it is clearly not one the semantic layer reads
+        (`semantic.languages`; guard/policy/language.py)."""
+        if self._languages is None:
+            return None
+        return foreign_language(normalized.original, self._languages, self._vocabulary)
+
+    def _reaches_threshold(self, hit: RuleHit) -> bool:
         return hit.score >= self.pack.prompt_threshold(hit.category, hit.layer)
+
+    def _crosses(self, hit: RuleHit, foreign: Language | None) -> bool:
+        """At or above the threshold, from a layer that can read the prompt: on a prompt in a language
+        it was not trained on, the semantic layer's score is at most uncertain evidence."""
+        readable = foreign is None or hit.layer != SEMANTIC_LAYER
+        return readable and self._reaches_threshold(hit)
 
     def _counts(self, hit: RuleHit) -> bool:
         """At least in the uncertain band: below it a hit is no evidence (a model's small
         probability for every label is not a near-miss)."""
         return hit.score >= self.pack.prompt_uncertain_floor(hit.category, hit.layer)
 
-    def _block_is_certain(self, hits: list[RuleHit]) -> bool:
+    def _block_is_certain(self, hits: list[RuleHit], foreign: Language | None) -> bool:
         return any(
-            self._crosses(hit) and self.pack.category(hit.category).action == PromptAction.BLOCK
+            self._crosses(hit, foreign) and self.pack.category(hit.category).action == PromptAction.BLOCK
             for hit in hits
             if self.pack.category(hit.category).enabled
         )
 
-    def _decide(self, normalized: NormalizedPrompt, hits: list[RuleHit]) -> PromptDecision:
+    def _decide(
+        self, normalized: NormalizedPrompt, hits: list[RuleHit], foreign: Language | None
+    ) -> PromptDecision:
         best: dict[str, float] = {}
         crossed: set[str] = set()
+        unreadable: set[str] = set()  # the semantic layer crossed on a prompt it cannot read
         kept: dict[RuleHit, None] = {}
         for hit in hits:
             if not self.pack.category(hit.category).enabled or not self._counts(hit):
                 continue
             kept.setdefault(hit)
             best[hit.category] = max(best.get(hit.category, 0.0), hit.score)
-            if self._crosses(hit):
+            if self._crosses(hit, foreign):
                 crossed.add(hit.category)
-        held = self._held_as_token_soup(normalized, best, crossed)
+            elif self._reaches_threshold(hit):
+                unreadable.add(hit.category)
+        # Token soup is a measure of English (words outside the encoder's vocabulary): on a prompt in
+        # another language every word is outside it, so the measure says nothing there.
+        held = self._held_as_token_soup(normalized, best, crossed) if foreign is None else {}
         for cid in held:
             kept.setdefault(RuleHit(cid, TOKEN_SOUP_LAYER, f"{cid}.{TOKEN_SOUP_LAYER}.review", held[cid]))
+        if foreign is not None:
+            # Held for a person who reads the language, never blocked on the layer's score alone.
+            for cid in self._stopping(unreadable - crossed):
+                held[cid] = foreign.probability
+                rule = f"{cid}.{LANGUAGE_LAYER}.{foreign.code}.review"
+                kept.setdefault(RuleHit(cid, LANGUAGE_LAYER, rule, foreign.probability))
 
         def action_of(cid: str) -> PromptAction:
             if cid in crossed:
@@ -169,15 +203,19 @@ class PolicyEngine:
         soup (`uncertain.review_nonword_share`), each with the prompt's non-word share. Only
         categories whose own action stops a prompt (review or block): a rewrite stays a rewrite."""
         limit = self.pack.spec.uncertain.review_nonword_share
-        stopping = [
-            cid
-            for cid in best
-            if cid not in crossed and self.pack.category(cid).action.rank >= PromptAction.REVIEW.rank
-        ]
+        stopping = self._stopping(set(best) - crossed)
         if limit is None or self._vocabulary is None or not stopping:
             return {}
         share = nonword_share(normalized.folded, self._vocabulary)
         return dict.fromkeys(stopping, share) if share >= limit else {}
+
+    def _stopping(self, categories: set[str]) -> list[str]:
+        """Those of `categories` whose own action stops a prompt (review or block), in pack order."""
+        return [
+            cid
+            for cid in self.pack.category_ids
+            if cid in categories and self.pack.category(cid).action.rank >= PromptAction.REVIEW.rank
+        ]
 
 
 def rewrite_prompt(prompt: str, spans: Sequence[tuple[int, int]]) -> str:

@@ -16,19 +16,23 @@ from guard.types import ImageAction, PolicyRef, PromptStorage
 
 # Optional settings added after packs were first digested (paths into the canonical data): left out
 # when None, so that every pack written before them keeps its digest.
-_OMITTED_WHEN_ABSENT: tuple[tuple[str, ...], ...] = (("semantic",), ("uncertain", "review_nonword_share"))
+_OMITTED_WHEN_ABSENT: tuple[tuple[str, ...], ...] = (
+    ("semantic",),
+    ("uncertain", "review_nonword_share"),
+    ("semantic", "languages"),
+)
 
 
 def canonical_data(spec: PackSpec) -> dict[str, Any]:
     """The validated model as plain data; absent optional settings (`semantic`,
-    `uncertain.review_nonword_share`) are left out, so that adding such a setting to the schema does
+    `uncertain.review_nonword_share`, `semantic.languages`) are left out, so that adding such a setting to the schema does
     not change the digest of packs that omit it."""
     data: dict[str, Any] = spec.model_dump(mode="json")
     for *parents, name in _OMITTED_WHEN_ABSENT:
-        section = data
+        section: dict[str, Any] | None = data
         for parent in parents:
-            section = section[parent]
-        if section.get(name) is None:
+            section = section.get(parent) if section is not None else None
+        if section is not None and section.get(name) is None:
             section.pop(name, None)
     return data
 

@@ -199,6 +199,9 @@ ModelFileName = Annotated[
 ]
 
 
+LanguageCode = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")]
+
+
 class SemanticSpec(_Spec):
     """The semantic layer: a sentence-embedding encoder compared with exemplar prompts per category.
 
@@ -217,6 +220,10 @@ class SemanticSpec(_Spec):
     adapter_sha256: dict[ModelFileName, Sha256Hex] = {}
     exemplars: dict[Identifier, Annotated[list[Term], Field(min_length=1)]] = {}
     options: dict[str, PromptModelOption] = {}
+    # The languages the encoder and adapter read (ISO 639 codes). On a prompt clearly in another
+    # language (guard/policy/language.py) the layer's scores count as uncertain evidence only: a
+    # category it would have crossed is held for review. None: every prompt is read as if in theirs.
+    languages: Annotated[list[LanguageCode], Field(min_length=1)] | None = None
 
 
 class PackSpec(_Spec):
