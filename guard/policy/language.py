@@ -2,7 +2,7 @@
 
 The semantic layer's encoder (all-MiniLM-L6-v2) and its adapter learned English only: on other
 languages its scores are noise, and some are high ("eine schwarze Katze schläft auf einem Holzstuhl am
-Fenster" read 0.96 violence). The engine therefore counts the layer's evidence on such a prompt as
+Fenster" read 0.97 violence). The engine therefore counts the layer's evidence on such a prompt as
 uncertain only (`semantic.languages` in the pack; guard/policy/engine.py): held for review, never
 blocked on a score the layer cannot stand behind.
 
