@@ -74,8 +74,12 @@ def main() -> None:
             f"({dict(languages.most_common(6))}), {identify_ms:.2f} ms each\n"
             f"  with the gate:    {counts(with_gate)}\n  without the gate: {counts(without)}"
         )
-    missed = [row for row in foreign_rows if gated._foreign_language(gated._normalize(row["prompt"])) is None]
-    print("\nforeign prompts not called foreign:", [f"{r['language']}: {r['prompt']}" for r in missed])
+    missed = [
+        f"{row['language']}: {row['prompt']}"
+        for row, c in zip(foreign_rows, called, strict=True)
+        if c is None
+    ]
+    print("\nforeign prompts not called foreign:", missed)
 
 
 if __name__ == "__main__":

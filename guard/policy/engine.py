@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import cache, partial
 from typing import Protocol, runtime_checkable
 
 from guard.errors import BadInputError, PolicyError
@@ -32,6 +33,10 @@ _SPACES = re.compile(r"[ \t]{2,}")
 
 TOKEN_SOUP_LAYER = "token_soup"
 LANGUAGE_LAYER = "language"
+
+# A prompt's language when it is clearly not one the semantic layer reads, identified on first call:
+# only a semantic score at its threshold (or held token soup) needs it, so most prompts never pay.
+ForeignLanguage = Callable[[], Language | None]
 
 
 @runtime_checkable
@@ -73,7 +78,7 @@ class PolicyEngine:
         """Decisions in input order. Scanners with `scan_many` (the encoder layers) see all the
         prompts still open at once, so a batch costs a few encoder passes instead of one per prompt."""
         normalized = [self._normalize(prompt) for prompt in prompts]
-        foreign = [self._foreign_language(prompt) for prompt in normalized]
+        foreign: list[ForeignLanguage] = [cache(partial(self._foreign_language, p)) for p in normalized]
         hits: list[list[RuleHit]] = [[] for _ in normalized]
         open_ = list(range(len(normalized)))
         for position, scanner in enumerate(self.scanners):
@@ -120,18 +125,19 @@ class PolicyEngine:
     def _reaches_threshold(self, hit: RuleHit) -> bool:
         return hit.score >= self.pack.prompt_threshold(hit.category, hit.layer)
 
-    def _crosses(self, hit: RuleHit, foreign: Language | None) -> bool:
+    def _crosses(self, hit: RuleHit, foreign: ForeignLanguage) -> bool:
         """At or above the threshold, from a layer that can read the prompt: on a prompt in a language
         it was not trained on, the semantic layer's score is at most uncertain evidence."""
-        readable = foreign is None or hit.layer != SEMANTIC_LAYER
-        return readable and self._reaches_threshold(hit)
+        if not self._reaches_threshold(hit):
+            return False
+        return hit.layer != SEMANTIC_LAYER or foreign() is None
 
     def _counts(self, hit: RuleHit) -> bool:
         """At least in the uncertain band: below it a hit is no evidence (a model's small
         probability for every label is not a near-miss)."""
         return hit.score >= self.pack.prompt_uncertain_floor(hit.category, hit.layer)
 
-    def _block_is_certain(self, hits: list[RuleHit], foreign: Language | None) -> bool:
+    def _block_is_certain(self, hits: list[RuleHit], foreign: ForeignLanguage) -> bool:
         return any(
             self._crosses(hit, foreign) and self.pack.category(hit.category).action == PromptAction.BLOCK
             for hit in hits
@@ -139,7 +145,7 @@ class PolicyEngine:
         )
 
     def _decide(
-        self, normalized: NormalizedPrompt, hits: list[RuleHit], foreign: Language | None
+        self, normalized: NormalizedPrompt, hits: list[RuleHit], foreign: ForeignLanguage
     ) -> PromptDecision:
         best: dict[str, float] = {}
         crossed: set[str] = set()
@@ -156,15 +162,18 @@ class PolicyEngine:
                 unreadable.add(hit.category)
         # Token soup is a measure of English (words outside the encoder's vocabulary): on a prompt in
         # another language every word is outside it, so the measure says nothing there.
-        held = self._held_as_token_soup(normalized, best, crossed) if foreign is None else {}
+        held = self._held_as_token_soup(normalized, best, crossed)
+        if held and foreign() is not None:
+            held = {}
         for cid in held:
             kept.setdefault(RuleHit(cid, TOKEN_SOUP_LAYER, f"{cid}.{TOKEN_SOUP_LAYER}.review", held[cid]))
-        if foreign is not None:
+        language = foreign() if unreadable else None  # only a foreign prompt leaves a category unreadable
+        if language is not None:
             # Held for a person who reads the language, never blocked on the layer's score alone.
             for cid in self._stopping(unreadable - crossed):
-                held[cid] = foreign.probability
-                rule = f"{cid}.{LANGUAGE_LAYER}.{foreign.code}.review"
-                kept.setdefault(RuleHit(cid, LANGUAGE_LAYER, rule, foreign.probability))
+                held[cid] = language.probability
+                rule = f"{cid}.{LANGUAGE_LAYER}.{language.code}.review"
+                kept.setdefault(RuleHit(cid, LANGUAGE_LAYER, rule, language.probability))
 
         def action_of(cid: str) -> PromptAction:
             if cid in crossed:
