@@ -9,10 +9,18 @@
 #   there:        device run  carry [".whl"]  timeout_s 600  command:
 #                 PYTHONUNBUFFERED=1 bash bench/run_gpu.sh run --without-semantic 2>&1 | tee $OUT/gpu_throughput.log
 #
+# The image's own OpenCV has no Haar cascades (seen 2026-11-26; OpenCV 5 dropped them), which the
+# bias check's face detector needs: genguard pins opencv-python-headless<5. That wheel (62 MB) does not fit in one carry with the others,
+# so it travels in a call of its own, on the same warm machine, just before `run`:
+#
+#   here, once:   echo /.cv/ >> .git/info/exclude && bash bench/run_gpu.sh fetch-opencv
+#   there:        device run  carry [".cv"]  command: bash bench/run_gpu.sh opencv
+#                 (installs it into /tmp/site only where the image's cv2 lacks CascadeClassifier)
+#
 # `run` passes its arguments to bench/gpu_throughput.py (default: SD 1.5 at 512 and SDXL at 1024,
-# 25 steps, batch 1, 4, 8, workers 2). Budget: building SDXL's 3.5B parameters on the GPU takes
-# seconds; one SDXL batch of 8 at 25 steps about 10-20 s on an H100, so `--rounds 3` keeps the whole
-# run near 5 minutes. The wheels must stay under the tool's 64 MiB carry limit (`fetch` prints their size).
+# 25 steps, batch 1, 4, 8, workers 4). Budget, measured on an H100 (2026-11-26): one SDXL batch of 8
+# at 25 steps takes 9.5 s, of 4 about 4.8 s, an SD 1.5 batch of 8 1.7 s; SD 1.5 batch 4 and 8 at
+# 8 rounds plus SDXL batch 4 and 8 at 4 rounds ran in about 5 minutes. The wheels must stay under the tool's 64 MiB carry limit (`fetch` prints their size).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,16 +40,35 @@ case "${1:-}" in
       --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform any -d .whl "${WHEELS[@]}"
     du -sh .whl
     ;;
+  fetch-opencv)
+    mkdir -p .cv
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 -d .cv opencv-python-headless==4.14.0.94
+    du -sh .cv
+    ;;
+  opencv)
+    python3 -c "import cv2; print('image cv2', cv2.__version__)" || true
+    if python3 -c "import cv2, sys; sys.exit(not hasattr(cv2, 'CascadeClassifier'))"; then
+      echo "the image's OpenCV has Haar cascades: nothing to install"
+    else
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .cv/*.whl
+    fi
+    PYTHONPATH=/tmp/site python3 -c "import cv2; print('cv2', cv2.__version__, cv2.__file__)"
+    ;;
   run)
     shift
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH="/tmp/site:$PWD"
+    if ! python3 -c "import cv2, sys; sys.exit(not hasattr(cv2, 'CascadeClassifier'))"; then
+      echo "OpenCV without Haar cascades here: run 'bash bench/run_gpu.sh opencv' (carry .cv) first" >&2
+      exit 3
+    fi
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     python3 bench/gpu_throughput.py --params-only
     python3 bench/gpu_throughput.py --device cuda "$@"
     ;;
   *)
-    echo "usage: bash bench/run_gpu.sh fetch | run [gpu_throughput.py options]" >&2
+    echo "usage: bash bench/run_gpu.sh fetch | fetch-opencv | opencv | run [gpu_throughput.py options]" >&2
     exit 2
     ;;
 esac

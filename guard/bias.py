@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from guard.errors import ImageInputError
+from guard.errors import ImageInputError, ModelLoadError
 from guard.types import PerceivedFace
 
 if TYPE_CHECKING:
@@ -105,10 +105,17 @@ def monk_bin(ita: float | None) -> str:
 
 @lru_cache(maxsize=2)
 def _cascade(name: str) -> cv2.CascadeClassifier:
+    if not hasattr(cv2, "CascadeClassifier"):
+        # OpenCV 5 moved the Haar cascades out of the main wheel; an environment that ignored the
+        # package's pin (a GPU image's own OpenCV) would otherwise fail with a bare AttributeError
+        raise ModelLoadError(
+            f"bias: expected OpenCV 4 (Haar cascade face detection), found OpenCV {cv2.__version__} "
+            "without CascadeClassifier; install opencv-python-headless>=4.8,<5"
+        )
     path = cv2.data.haarcascades + name  # type: ignore[attr-defined]
     cascade = cv2.CascadeClassifier(path)
     if cascade.empty():
-        raise ImageInputError(
+        raise ModelLoadError(
             f"bias: expected OpenCV's Haar cascade at {path}; opencv-python-headless<5 has it"
         )
     return cascade

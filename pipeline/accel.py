@@ -62,6 +62,7 @@ class Acceleration:
     attention_backend: str  # diffusers' dispatcher backend ("native" = torch SDPA)
     channels_last: bool
     compiled: bool
+    vae_sliced: bool = False  # the VAE decodes a batch one image at a time
 
 
 def choose_precision(family: Family, device: str, requested: str | None = None) -> Precision:
@@ -128,10 +129,14 @@ def accelerate(
     dtype: str | None = None,
     compile: bool = False,
     compile_backend: str = "inductor",
+    vae_slicing: bool | None = None,
 ) -> Acceleration:
     """Put a loaded pipeline on `device` in its precision, with SDPA attention; optionally compile it.
 
     `compile_backend` is torch.compile's backend; "eager" traces without generating code (tests).
+    `vae_slicing` (default: on CUDA) decodes a batch one image at a time, so that the decode's peak
+    memory does not grow with the batch: SDXL's VAE decodes in float32 (`force_upcast`), whose
+    activations at 1024 x 1024 take several GiB per image.
     """
     import torch
 
@@ -157,6 +162,10 @@ def accelerate(
         denoiser.to(memory_format=torch.channels_last)
     if compile:
         denoiser.compile(backend=compile_backend, dynamic=False)
+    vae = getattr(pipe, "vae", None)
+    vae_sliced = vae is not None and (device.startswith("cuda") if vae_slicing is None else vae_slicing)
+    if vae is not None and vae_sliced:
+        vae.enable_slicing()
     from diffusers.models.attention_dispatch import _AttentionBackendRegistry
 
     return Acceleration(
@@ -166,6 +175,7 @@ def accelerate(
         attention_backend=str(_AttentionBackendRegistry.get_active_backend()[0].value),
         channels_last=channels_last,
         compiled=compile,
+        vae_sliced=vae_sliced,
     )
 
 

@@ -8,11 +8,16 @@ plan, sample, classify, govern, commit), arranged in three roles:
                                 blocks the sampler: memory stays at queue_size + workers + 1 batches)
     a noise thread              the next batch's initial noise (keyed latent watermark) meanwhile
     worker threads              per batch: output classifiers, batched on the model's device; then
-                                per request: output decision, pixel watermark, encoding, C2PA
+                                the batch's requests spread over a pool of as many governor
+                                threads, each: output decision, pixel watermark, encoding, C2PA
                                 signing, perceptual hash, bias, quarantine vault -> its slot
     one committer thread        takes the slots in REQUEST order, commits each record (one
                                 transaction per generation), and only then writes the files and
                                 fills in the result
+
+The governor pool is shared, so the last batch of a run (which nothing overlaps) is governed by
+all `workers` threads at once rather than one request after another: that tail is most of what a
+finite run pays for governance when the CPU keeps up with the GPU.
 
 So records are committed in request order whatever order the workers finish in, and no file is
 written and no result exists before its record is committed. A worker that fails on one request
@@ -112,7 +117,7 @@ def generate_many(
     *,
     out_dir: Path | None = None,
     batch_size: int = 8,
-    workers: int = 2,
+    workers: int = 4,
     queue_size: int = 2,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[GenerationResult | FailedGeneration]:
@@ -141,7 +146,8 @@ def generate_many(
 
     batches = plan_batches(jobs, gp.family, batch_size)
     sampled, total = 0, sum(job.request.params.num_images for job in jobs)
-    run = _Run(gp, out_dir, slots, slot_of, queue_size)
+    governors = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="genguard-governor")
+    run = _Run(gp, out_dir, slots, slot_of, queue_size, governors)
     pool = [
         threading.Thread(target=run.work, name=f"genguard-govern-{i}", daemon=True) for i in range(workers)
     ]
@@ -179,6 +185,7 @@ def generate_many(
             run.put(None)
         for thread in pool:
             thread.join()
+        governors.shutdown(wait=True)
         # Only after an interruption are slots left open; with every worker gone nothing else sets them.
         for slot in slots:
             if not slot.done():
@@ -199,8 +206,10 @@ class _Run:
         slots: list[Future[_Outcome]],
         slot_of: dict[str, Future[_Outcome]],
         queue_size: int,
+        governors: ThreadPoolExecutor,
     ) -> None:
         self.gp = gp
+        self.governors = governors
         self.out_dir = out_dir
         self.slots = slots
         self.slot_of = slot_of
@@ -242,16 +251,19 @@ class _Run:
                 for job in batch:
                     self.fail(job, exc)
                 continue
-            start = 0
+            start, governing = 0, []
             for job in batch:
                 count = job.request.params.num_images
-                if self.stopped.is_set():
-                    self.skip([job])
-                else:
-                    self._govern(job, pixels[start : start + count], scores[start : start + count])
+                part = (job, pixels[start : start + count], scores[start : start + count])
+                governing.append(self.governors.submit(self._govern, *part))
                 start += count
+            for future in governing:  # this worker holds the batch until it is governed (bounded memory)
+                future.result()
 
     def _govern(self, job: _Job, pixels: np.ndarray, scores: list[list[ClassifierScore]]) -> None:
+        if self.stopped.is_set():
+            self.skip([job])
+            return
         try:
             prepared = self.gp._govern(job, pixels, scores, self.out_dir)
         except Exception as exc:  # noqa: BLE001 - one request fails, the others go on

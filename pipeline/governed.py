@@ -309,7 +309,7 @@ class GovernedPipeline:
         *,
         out_dir: Path | None = None,
         batch_size: int = 8,
-        workers: int = 2,
+        workers: int = 4,
         queue_size: int = 2,
         progress: ProgressCallback | None = None,
     ) -> list[GenerationResult | FailedGeneration]:
@@ -319,7 +319,8 @@ class GovernedPipeline:
         Requests with the same size, steps and guidance are sampled together, at most `batch_size`
         images per pipeline call; each image equals the same request sampled alone (same noise,
         same seed), up to the rounding of batched kernels. While the next batch samples, `workers`
-        threads do the CPU side of governance, fed by a queue of at most `queue_size` batches; one
+        threads do the CPU side of governance (one batch's requests spread over all of them), fed
+        by a queue of at most `queue_size` batches; one
         committer commits the records in request order, and only then are files written. A request
         that fails gets a failed record and a `FailedGeneration`; the others go on. If the database
         cannot be written, the run stops and raises AuditUnavailableError (fail closed).

@@ -76,6 +76,17 @@ class GatedWatermarker(PassThroughWatermarker):
         return image
 
 
+class RendezvousWatermarker(PassThroughWatermarker):
+    """Each embed waits until `parties` embeds are under way at once (or times out and raises)."""
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties, timeout=30)
+
+    def embed(self, image: np.ndarray, mark_id: int, key: bytes | None = None) -> np.ndarray:
+        self.barrier.wait()
+        return image
+
+
 class CountingClassifier:
     """Scores nothing; remembers the size of every batch it was given (one call per pipeline call)."""
 
@@ -335,6 +346,31 @@ def test_classic_attention_is_switched_to_sdpa_and_compile_traces(tiny_sd: objec
     assert uses_sdpa(acceleration) and acceleration.compiled
     compiled = governed(pipe, sqlite_url)(request("a red boat"))
     assert np.array_equal(compiled.released[0].pixels, reference.released[0].pixels)
+
+
+def test_one_batch_is_governed_by_all_workers_at_once(tiny_sd: object, sqlite_url: str) -> None:
+    # a single batch of 3 requests: governed one after another, the barrier of 3 would never fill
+    gp = governed(tiny_sd, sqlite_url, watermarker=RendezvousWatermarker(3))
+    requests = [request(f"a boat number {i}", seed=i) for i in range(3)]
+    results = gp.generate_many(requests, batch_size=3, workers=3)
+    assert all(isinstance(r, GenerationResult) and len(r.released) == 1 for r in results), results
+    # and in request order, as always
+    assert [commit_seq(gp, r.generation_id) for r in results] == sorted(
+        commit_seq(gp, r.generation_id) for r in results
+    )
+
+
+def test_vae_slicing_decodes_a_batch_alike(tiny_sd: object, sqlite_url: str) -> None:
+    # on by default on CUDA only; here asked for, to check that a sliced decode gives the same images
+    reference = governed(tiny_sd, sqlite_url)(request("a red boat", num_images=2))
+    pipe = load_diffusers_pipeline("embedded:tiny-sd")
+    assert not accelerate(pipe).vae_sliced and not pipe.vae.use_slicing
+    acceleration = accelerate(pipe, vae_slicing=True)
+    assert acceleration.vae_sliced and pipe.vae.use_slicing
+    sliced = governed(pipe, sqlite_url)(request("a red boat", num_images=2))
+    for ours, theirs in zip(sliced.released, reference.released, strict=True):
+        difference = np.abs(ours.pixels.astype(int) - theirs.pixels.astype(int))
+        assert difference.max() <= 1, difference.max()
 
 
 def test_gpu_throughput_bench_runs_on_the_cpu(tmp_path: Path, embedded_cache: Path) -> None:

@@ -146,3 +146,16 @@ def test_gender_presentation_with_a_clip_reader(photos: dict[str, np.ndarray], t
     assert value == UNKNOWN and score == pytest.approx(0.5)
     with pytest.raises(ModelLoadError):
         ClipAttributeReader(tmp_path / "missing")
+
+
+def test_opencv_without_haar_cascades_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    # OpenCV 5 (a GPU image's own, ignoring the package's pin) has no CascadeClassifier
+    from guard import bias
+
+    bias._cascade.cache_clear()
+    monkeypatch.delattr(cv2, "CascadeClassifier")
+    try:
+        with pytest.raises(ModelLoadError, match=r"expected OpenCV 4 .* found OpenCV 4\.\d+.*<5"):
+            bias._cascade("haarcascade_frontalface_default.xml")
+    finally:
+        bias._cascade.cache_clear()

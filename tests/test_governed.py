@@ -259,3 +259,23 @@ def test_postgres_generation(tiny_sd: object, postgres_url: str) -> None:
     detail = gp.audit.get_generation(result.generation_id)
     assert detail is not None and len(detail.images) == 2
     assert gp.audit.verify_chain().ok
+
+
+def test_safety_checker_in_half_precision_scores_alike(tmp_path: Path) -> None:
+    # On CUDA the checker runs in float16 (as diffusers runs it); the margins must not depend on it
+    # beyond half precision's rounding. Checked here on the CPU by converting the loaded checker.
+    from skimage import data
+
+    from guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
+
+    checker = StableDiffusionSafetyClassifier(
+        build_tiny_safety_checker(tmp_path / "chk", flag_everything=False)
+    )
+    assert checker._checker.dtype == torch.float32  # the CPU default
+    photos = [data.astronaut(), data.coffee(), data.chelsea()]
+    full = checker.margins(photos)
+    checker._checker.to(torch.float16)
+    half = checker.margins(photos)
+    assert half.dtype == full.dtype == np.float32
+    np.testing.assert_allclose(half, full, atol=5e-3)
+    assert len(set(np.round(full, 4))) == 3  # three different photos, three different margins
