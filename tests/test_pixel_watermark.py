@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -105,6 +106,23 @@ def test_small_images_are_also_read_with_non_local_means(monkeypatch: pytest.Mon
     monkeypatch.setattr(pixel, "_DENOISE_STRENGTHS", ())
     for case, image in attacked.items():
         assert pixel.detect(image, KEY).mark_id != MARK, case
+
+
+def test_small_images_are_also_read_with_the_readings_summed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # immunohistochemistry, 256 px, cropped to 90%: no single reading decodes it; the edge and the three
+    # non-local-means readings summed (their residual photo differs, the mark does not) do
+    photo = photographs(256, ("immunohistochemistry",))["immunohistochemistry"]
+    image = attacks.ATTACKS["crop90"][0](pixel.embed(photo, MARK, KEY))
+    found = pixel.detect(image, KEY)
+    assert found.marked and found.mark_id == MARK, found
+    planes = pixel._planes
+    summed_index = 3 + len(pixel._DENOISE_STRENGTHS)  # plain, edges, their sum, each strength, then it
+
+    def without_the_sum(luma: np.ndarray, white: np.ndarray, layout: object) -> Iterator[object]:
+        return (plane for i, plane in enumerate(planes(luma, white, layout)) if i != summed_index)
+
+    monkeypatch.setattr(pixel, "_planes", without_the_sum)
+    assert pixel.detect(image, KEY).mark_id != MARK
 
 
 def test_non_local_means_readings_only_for_small_images(
