@@ -32,6 +32,9 @@ WHEELS=(
   pyahocorasick==2.3.1
 )
 
+# OpenCV 4's Haar cascades in reach (what the bias check's face detector needs)
+has_cascades() { python3 -c "import cv2, sys; sys.exit(not hasattr(cv2, 'CascadeClassifier'))"; }
+
 case "${1:-}" in
   fetch)
     mkdir -p .whl
@@ -48,7 +51,7 @@ case "${1:-}" in
     ;;
   opencv)
     python3 -c "import cv2; print('image cv2', cv2.__version__)" || true
-    if python3 -c "import cv2, sys; sys.exit(not hasattr(cv2, 'CascadeClassifier'))"; then
+    if has_cascades; then
       echo "the image's OpenCV has Haar cascades: nothing to install"
     else
       python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .cv/*.whl
@@ -59,7 +62,7 @@ case "${1:-}" in
     shift
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH="/tmp/site:$PWD"
-    if ! python3 -c "import cv2, sys; sys.exit(not hasattr(cv2, 'CascadeClassifier'))"; then
+    if ! has_cascades; then
       echo "OpenCV without Haar cascades here: run 'bash bench/run_gpu.sh opencv' (carry .cv) first" >&2
       exit 3
     fi

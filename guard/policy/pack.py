@@ -24,9 +24,9 @@ _OMITTED_WHEN_ABSENT: tuple[tuple[str, ...], ...] = (
 
 
 def canonical_data(spec: PackSpec) -> dict[str, Any]:
-    """The validated model as plain data; absent optional settings (`semantic`,
-    `uncertain.review_nonword_share`, `semantic.languages`) are left out, so that adding such a setting to the schema does
-    not change the digest of packs that omit it."""
+    """The validated model as plain data; the optional settings of `_OMITTED_WHEN_ABSENT` are left out
+    when absent, so that adding such a setting to the schema does not change the digest of packs that
+    omit it."""
     data: dict[str, Any] = spec.model_dump(mode="json")
     for *parents, name in _OMITTED_WHEN_ABSENT:
         section: dict[str, Any] | None = data

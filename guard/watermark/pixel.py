@@ -118,7 +118,7 @@ _ANGLE_STEP = 0.5  # degrees
 _CONVINCING_Z = 7.0  # a half-resolution sync peak unmarked images do not reach over the whole grid
 _GEOMETRY_CANDIDATES = 3
 # per plane read: the peaks, the 8 neighbours of the strongest, the grid's own origin as is and mirrored;
-# planes: the identity whitened three ways, and three more on small images (see `_planes`), then each
+# planes: the identity whitened three ways, four more on small images (see `_planes`), then each
 # geometry candidate
 _DECODES_PER_READ = 2 * _SHIFTS_PER_MIRROR + 8 + 2
 _IDENTITY_PLANES = 3 + len(_DENOISE_STRENGTHS) + 1  # the last: the edge and non-local-means readings summed
