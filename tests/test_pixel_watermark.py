@@ -95,25 +95,30 @@ def test_small_images_survive_jpeg_and_noise() -> None:
 
 
 def test_small_images_are_also_read_with_non_local_means(monkeypatch: pytest.MonkeyPatch) -> None:
-    # 256 px under blur 2 and noise 10: the photo's texture, not the attack, drowns the mark in the
-    # three local readings; non-local means predicts the photo well enough to read these.
-    photos = photographs(256, ("astronaut", "motorcycle", "retina"))
-    cases = [("astronaut", "blur2"), ("motorcycle", "blur2"), ("retina", "noise10")]
-    attacked = {case: attacks.ATTACKS[case[1]][0](pixel.embed(photos[case[0]], MARK, KEY)) for case in cases}
+    # 256 px under blur 2 and crop 75%: the photo's texture, not the attack, drowns the mark in the
+    # three local readings; non-local means predicts the photo well enough to read these (found among
+    # the keys bytes([k]) * 32; most keys read these photos without it)
+    photos = photographs(256, ("motorcycle", "immunohistochemistry", "chelsea"))
+    cases = [(7, "motorcycle", "blur2"), (8, "immunohistochemistry", "blur2"), (14, "chelsea", "crop75")]
+    attacked = {
+        case: attacks.ATTACKS[case[2]][0](pixel.embed(photos[case[1]], MARK, bytes([case[0]]) * 32))
+        for case in cases
+    }
     for case, image in attacked.items():
-        found = pixel.detect(image, KEY)
+        found = pixel.detect(image, bytes([case[0]]) * 32)
         assert found.marked and found.mark_id == MARK, (case, found)
     monkeypatch.setattr(pixel, "_DENOISE_STRENGTHS", ())
     for case, image in attacked.items():
-        assert pixel.detect(image, KEY).mark_id != MARK, case
+        assert pixel.detect(image, bytes([case[0]]) * 32).mark_id != MARK, case
 
 
 def test_small_images_are_also_read_with_the_readings_summed(monkeypatch: pytest.MonkeyPatch) -> None:
-    # immunohistochemistry, 256 px, cropped to 90%: no single reading decodes it; the edge and the three
+    # immunohistochemistry, 256 px, cropped to 75%: no single reading decodes it; the edge and the three
     # non-local-means readings summed (their residual photo differs, the mark does not) do
+    key = bytes([2]) * 32
     photo = photographs(256, ("immunohistochemistry",))["immunohistochemistry"]
-    image = attacks.ATTACKS["crop90"][0](pixel.embed(photo, MARK, KEY))
-    found = pixel.detect(image, KEY)
+    image = attacks.ATTACKS["crop75"][0](pixel.embed(photo, MARK, key))
+    found = pixel.detect(image, key)
     assert found.marked and found.mark_id == MARK, found
     planes = pixel._planes
     summed_index = 3 + len(pixel._DENOISE_STRENGTHS)  # plain, edges, their sum, each strength, then it
@@ -122,7 +127,7 @@ def test_small_images_are_also_read_with_the_readings_summed(monkeypatch: pytest
         return (plane for i, plane in enumerate(planes(luma, white, layout)) if i != summed_index)
 
     monkeypatch.setattr(pixel, "_planes", without_the_sum)
-    assert pixel.detect(image, KEY).mark_id != MARK
+    assert pixel.detect(image, key).mark_id != MARK
 
 
 def test_non_local_means_readings_only_for_small_images(
@@ -194,15 +199,47 @@ def test_coarse_blur_follows_the_full_resolution_gaussian(photos: dict[str, np.n
         assert error < 0.06 * np.sqrt(np.mean((luma - reference) ** 2)), (sigma, factor)
 
 
+def test_large_images_gains_are_computed_under_the_marked_images_equaliser(
+    marked: dict[str, np.ndarray],
+) -> None:
+    # 512 px: the folded mark is much of what the equaliser measures; gains computed under the photo's
+    # own equaliser weights left the plain reading's soft-bit SNR at 1.2 to 3.6 on these photos
+    layout = pixel._layout(KEY)
+    symbols = 1.0 - 2.0 * conv_encode(message_bits(MARK, layout.crc_mask))
+    for name, image in marked.items():
+        white = pixel._whiten(pixel._luminance(image))
+        soft = pixel._soft_bits(pixel._equalize(np.fft.rfft2(pixel._fold(white))), layout) * symbols
+        assert soft.mean() / soft.std() > 3.0, name
+
+
 def test_apply_rounds_and_saturates_like_float_arithmetic() -> None:
     rng = np.random.default_rng(5)
     image = rng.integers(0, 256, (70, 90, 4), dtype=np.uint8)
     delta = rng.normal(0.0, 6.0, (70, 90)).astype(np.float32)
-    expected = np.clip(np.round(image[..., :3] + delta[..., None].astype(np.float64)), 0, 255)
-    out = pixel._apply(image, delta)
+    gains = np.array([0.7, 1.3, 0.25])
+    expected = np.clip(np.round(image[..., :3] + delta[..., None].astype(np.float64) * gains), 0, 255)
+    out = pixel._apply(image, delta, gains)
     assert np.array_equal(out[..., :3], expected.astype(np.uint8))
     assert np.array_equal(out[..., 3], image[..., 3])
-    assert np.array_equal(pixel._apply(image[..., 0], delta), expected[..., 0].astype(np.uint8))
+    grey = np.clip(np.round(image[..., 0] + delta.astype(np.float64)), 0, 255)
+    assert np.array_equal(pixel._apply(image[..., 0], delta, np.ones(1)), grey.astype(np.uint8))
+
+
+def test_colour_photos_carry_more_luminance_per_squared_error_and_grey_stays_grey(
+    photos: dict[str, np.ndarray], marked: dict[str, np.ndarray]
+) -> None:
+    # the change spread over R, G and B as the luminance weights: luminance RMS / pixel RMS is
+    # 1 / sqrt(3 * sum(w ** 2)) = 1.16 less rounding, against 1.0 for the same change on every channel
+    def luminance_per_pixel_change(original: np.ndarray, out: np.ndarray) -> float:
+        luma = pixel._luminance(out) - pixel._luminance(original)
+        pixels = out.astype(np.float64) - original
+        return float(np.sqrt(np.mean(luma.astype(np.float64) ** 2)) / np.sqrt(np.mean(pixels**2)))
+
+    assert luminance_per_pixel_change(photos["astronaut"], marked["astronaut"]) > 1.12
+    camera = marked["camera"]  # a grey photograph stored as RGB
+    assert np.array_equal(photos["camera"][..., 0], photos["camera"][..., 2])
+    assert np.array_equal(camera[..., 0], camera[..., 1]) and np.array_equal(camera[..., 1], camera[..., 2])
+    assert luminance_per_pixel_change(photos["camera"], camera) == pytest.approx(1.0, abs=0.01)
 
 
 def test_unmarked_and_wrong_key_read_not_marked(
