@@ -100,16 +100,16 @@ def test_small_images_are_also_read_with_non_local_means(monkeypatch: pytest.Mon
     # the keys bytes([k]) * 32; most keys read these photos without it)
     photos = photographs(256, ("motorcycle", "immunohistochemistry", "chelsea"))
     cases = [(7, "motorcycle", "blur2"), (8, "immunohistochemistry", "blur2"), (14, "chelsea", "crop75")]
+    keyed = [(bytes([k]) * 32, name, attack) for k, name, attack in cases]
     attacked = {
-        case: attacks.ATTACKS[case[2]][0](pixel.embed(photos[case[1]], MARK, bytes([case[0]]) * 32))
-        for case in cases
+        case: attacks.ATTACKS[case[2]][0](pixel.embed(photos[case[1]], MARK, case[0])) for case in keyed
     }
     for case, image in attacked.items():
-        found = pixel.detect(image, bytes([case[0]]) * 32)
-        assert found.marked and found.mark_id == MARK, (case, found)
+        found = pixel.detect(image, case[0])
+        assert found.marked and found.mark_id == MARK, (case[1:], found)
     monkeypatch.setattr(pixel, "_DENOISE_STRENGTHS", ())
     for case, image in attacked.items():
-        assert pixel.detect(image, bytes([case[0]]) * 32).mark_id != MARK, case
+        assert pixel.detect(image, case[0]).mark_id != MARK, case[1:]
 
 
 def test_small_images_are_also_read_with_the_readings_summed(monkeypatch: pytest.MonkeyPatch) -> None:

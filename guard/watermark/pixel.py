@@ -493,14 +493,11 @@ def _embed_array(array: UInt8, mark_id: int, layout: _Layout) -> UInt8:
         the blurred photo pulls other bits); on the sum they cancel both. The readings are equalised by
         `noises` (the noise power of each, see `_equalize`), by their own when None; returned with them."""
         blurred: Float32 = cv2.GaussianBlur(plane, (0, 0), _HOST_BLUR_SIGMA)  # type: ignore[assignment]
-        total = np.zeros(len(symbols))
-        used = []
-        for index, reading in enumerate((plane, blurred)):
-            spectrum = np.fft.rfft2(_fold(_whiten_both(reading)))
-            noise = _noise_power(spectrum) if noises is None else noises[index]
-            total += _soft_bits(spectrum / noise, layout)
-            used.append(noise)
-        return total * symbols, (used[0], used[1])
+        sharp_fold, blurred_fold = (np.fft.rfft2(_fold(_whiten_both(p))) for p in (plane, blurred))
+        if noises is None:
+            noises = (_noise_power(sharp_fold), _noise_power(blurred_fold))
+        total = _soft_bits(sharp_fold / noises[0], layout) + _soft_bits(blurred_fold / noises[1], layout)
+        return total * symbols, noises
 
     # Perceptual mask: amplitude grows with local activity as activity ** power. Flat regions carry the
     # mark best (the detector divides by local activity) but cost the most SSIM: take the flattest mask
