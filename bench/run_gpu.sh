@@ -10,8 +10,9 @@
 #                 PYTHONUNBUFFERED=1 bash bench/run_gpu.sh run --without-semantic 2>&1 | tee $OUT/gpu_throughput.log
 #
 # The image's own OpenCV has no Haar cascades (seen 2026-11-26; OpenCV 5 dropped them), which the
-# bias check's face detector needs: genguard pins opencv-python-headless<5. That wheel (62 MB) does not fit in one carry with the others,
-# so it travels in a call of its own, on the same warm machine, just before `run`:
+# bias check's face detector needs: genguard pins opencv-python-headless<5. That wheel (62 MB) does
+# not fit in one carry with the others, so it travels in a call of its own, on the same warm machine,
+# just before `run`:
 #
 #   here, once:   echo /.cv/ >> .git/info/exclude && bash bench/run_gpu.sh fetch-opencv
 #   there:        device run  carry [".cv"]  command: bash bench/run_gpu.sh opencv
@@ -20,7 +21,8 @@
 # `run` passes its arguments to bench/gpu_throughput.py (default: SD 1.5 at 512 and SDXL at 1024,
 # 25 steps, batch 1, 4, 8, workers 4). Budget, measured on an H100 (2026-11-26): one SDXL batch of 8
 # at 25 steps takes 9.5 s, of 4 about 4.8 s, an SD 1.5 batch of 8 1.7 s; SD 1.5 batch 4 and 8 at
-# 8 rounds plus SDXL batch 4 and 8 at 4 rounds ran in about 5 minutes. The wheels must stay under the tool's 64 MiB carry limit (`fetch` prints their size).
+# 8 rounds plus SDXL batch 4 and 8 at 4 rounds ran in about 5 minutes. The wheels must stay under
+# the tool's 64 MiB carry limit (`fetch` prints their size).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

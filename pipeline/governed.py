@@ -320,10 +320,10 @@ class GovernedPipeline:
         images per pipeline call; each image equals the same request sampled alone (same noise,
         same seed), up to the rounding of batched kernels. While the next batch samples, `workers`
         threads do the CPU side of governance (one batch's requests spread over all of them), fed
-        by a queue of at most `queue_size` batches; one
-        committer commits the records in request order, and only then are files written. A request
-        that fails gets a failed record and a `FailedGeneration`; the others go on. If the database
-        cannot be written, the run stops and raises AuditUnavailableError (fail closed).
+        by a queue of at most `queue_size` batches; one committer commits the records in request
+        order, and only then are files written. A request that fails gets a failed record and a
+        `FailedGeneration`; the others go on. If the database cannot be written, the run stops and
+        raises AuditUnavailableError (fail closed).
         `progress(images sampled, images to sample)` is called after each pipeline call.
         """
         return batching.generate_many(

@@ -229,7 +229,8 @@ def test_colour_photos_carry_more_luminance_per_squared_error_and_grey_stays_gre
     photos: dict[str, np.ndarray], marked: dict[str, np.ndarray]
 ) -> None:
     # the change spread over R, G and B as the luminance weights: luminance RMS / pixel RMS is
-    # 1 / sqrt(3 * sum(w ** 2)) = 1.16 less rounding, against 1.0 for the same change on every channel
+    # 1 / sqrt(3 * sum(w ** 2)) = 1.16 (less a little for rounding), against 1.0 for the same change on
+    # every channel
     def luminance_per_pixel_change(original: np.ndarray, out: np.ndarray) -> float:
         luma = pixel._luminance(out) - pixel._luminance(original)
         pixels = out.astype(np.float64) - original

@@ -18,8 +18,8 @@ blocks into reviews:
 Measured (`python bench/prompt_language.py`): none of 3,000 COCO captions, the 1,632 PartiPrompts or
 the 497 adversarial prompts called foreign; 5 of I2P's 4,702 (0.1%: names, keyboard mashing, one really
 Italian); 28 of 30 everyday prompts in 17 other languages (bench/foreign_prompts.tsv; missed: a Spanish
-and an Italian one whose words the encoder's vocabulary mostly holds). About 0.2-1 ms per call; the engine calls only when the layer's score reaches a
-threshold (or token soup would hold the prompt).
+and an Italian one whose words the encoder's vocabulary mostly holds). About 0.2-1 ms per call; the
+engine calls only when the layer's score reaches a threshold (or token soup would hold the prompt).
 """
 
 from __future__ import annotations
