@@ -313,13 +313,19 @@ _COLOUR_GAINS = (_LUMA_WEIGHTS[0] / float(np.sum(_LUMA_WEIGHTS**2))).astype(np.f
 _GREY_GAINS = np.ones(3)
 
 
+def _is_grey(array: UInt8) -> bool:
+    """One channel, or three equal ones (a grey image stored as RGB)."""
+    if array.ndim == 2:
+        return True
+    rgb = array[..., :3]
+    return np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
+
+
 def _channel_gains(array: UInt8) -> Float64:
     """The change of each colour channel per unit luminance change; grey images stay grey."""
     if array.ndim == 2:
         return np.ones(1)
-    rgb = array[..., :3]
-    grey = np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
-    return _GREY_GAINS if grey else _COLOUR_GAINS
+    return _GREY_GAINS if _is_grey(array) else _COLOUR_GAINS
 
 
 def _luminance(array: UInt8) -> Float32:
@@ -755,7 +761,7 @@ def _colour_reading(array: UInt8) -> Float32 | None:
     not turn S^-1 c). It leans on the mark's chroma, which JPEG's coarse chroma quantisation erases (the
     luminance readings read those images), and gives nothing on grey images, where there is no chroma.
     """
-    if array.ndim == 2 or _channel_gains(array) is _GREY_GAINS:
+    if _is_grey(array):
         return None
     rgb = array[..., :3].astype(np.float32)
     detail = rgb - cv2.GaussianBlur(rgb, (0, 0), _COLOUR_DETAIL_SIGMA)
