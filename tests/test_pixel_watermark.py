@@ -95,7 +95,7 @@ def test_small_images_survive_jpeg_and_noise() -> None:
 
 def _monochrome(image: np.ndarray) -> np.ndarray:
     """The photo's luminance in all three channels: a grey image, which has no colour reading."""
-    grey = np.rint(image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+    grey = np.rint(pixel._luminance(image)).astype(np.uint8)
     return np.repeat(grey[..., None], 3, axis=2)
 
 
