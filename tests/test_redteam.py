@@ -273,3 +273,133 @@ def test_policy_init_writes_an_editable_copy(tmp_path: Path, capsys: pytest.Capt
     assert code == 2 and "already exists" in output
     code, output = genguard(["policy", "init", "../evil", "--dir", str(tmp_path)], capsys)
     assert code == 2 and "NAME: expected" in output
+
+
+# ---------------------------------------------------------------- verify: false attribution, crafted files
+
+from tests.test_verify import KEY, Org, check, decode, make_org, release  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ours() -> Org:
+    return make_org("genguard redteam org")
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, Any]:
+    from tests._photos import photographs
+
+    return photographs(512, ("astronaut", "coffee", "chelsea", "rocket"))
+
+
+@pytest.fixture
+def store(sqlite_url: str) -> Any:
+    from audit.store import AuditStore
+
+    return AuditStore.open(sqlite_url)
+
+
+def forged(org: Org, pixels: Any, generation_id: str, index: int = 0, mark_id: int | None = None) -> bytes:
+    from guard.imageio import encode_image
+    from guard.provenance import ManifestFacts
+    from tests.test_verify import POLICY, VERDICT
+
+    facts = ManifestFacts(generation_id, index, POLICY, VERDICT, "m", "p", mark_id, None)
+    return org.credentials.sign(encode_image(pixels), "image/png", facts).data
+
+
+def test_a_self_signed_claim_on_a_foreign_picture_is_a_claim_not_a_link(
+    store: Any, ours: Org, photos: dict[str, Any]
+) -> None:
+    from audit.verify import Verdict
+
+    release(store, ours, photos["astronaut"], "gen-ours", mark_id=0x51)
+    report = check(forged(make_org("forger"), photos["coffee"], "gen-ours"), store, ours)
+    assert report.verdict is Verdict.FOREIGN_SIGNED, report.summary
+    assert report.record is None and "claims gen-ours/0" in report.summary
+    assert any("a claim, not a link" in note for note in report.notes), report.notes
+    # the same claim on a near copy of our picture: the phash still finds it, as a near copy only
+    near = check(
+        forged(
+            make_org("forger"),
+            decode(release(store, ours, photos["rocket"], "gen-r", 0x52))[::1, ::1] // 2 * 2,
+            "gen-r",
+        ),
+        store,
+        ours,
+    )
+    assert near.verdict in (Verdict.OURS_NEAR_COPY, Verdict.OURS_ALTERED), near.summary
+
+
+def test_a_released_file_replaced_by_another_of_ours_says_the_name_differs(
+    store: Any, ours: Org, photos: dict[str, Any]
+) -> None:
+    from audit.verify import Verdict
+
+    release(store, ours, photos["astronaut"], "gen-p", mark_id=0x61)
+    other = release(store, ours, photos["coffee"], "gen-q", mark_id=0x62)
+    report = check(other, store, ours, name="/downloads/gen-p.png")
+    assert report.verdict is Verdict.VERIFIED_ORIGINAL and report.record is not None
+    assert report.record.image.generation_id == "gen-q"
+    assert any("named 'gen-p.png'" in note and "'gen-q.png'" in note for note in report.notes), report.notes
+    same = check(other, store, ours, name="/elsewhere/gen-q.png")
+    assert not any("named" in note for note in same.notes), same.notes
+
+
+def crafted_manifest(org: Org, pixels: Any, monkeypatch: pytest.MonkeyPatch, **governance: Any) -> bytes:
+    """A manifest whose soft binding and governance fields are what an attacker writes."""
+    import json
+
+    from guard.provenance import content_credentials
+
+    original = content_credentials._manifest_definition
+
+    def definition(facts: Any) -> str:
+        data = json.loads(original(facts))
+        for assertion in data["assertions"]:
+            if assertion["label"] == content_credentials.SOFT_BINDING_LABEL:
+                assertion["data"]["blocks"][0]["value"] = "\u00b2"  # passes str.isdigit(), int() raises
+            if assertion["label"] == content_credentials.GOVERNANCE_LABEL:
+                assertion["data"].update(governance)
+        return json.dumps(data)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(content_credentials, "_manifest_definition", definition)
+        return forged(org, pixels, "gen-crafted", mark_id=7)
+
+
+def test_a_crafted_manifest_never_stops_the_others(
+    postgres_url: str, ours: Org, photos: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from audit.store import AuditStore
+    from audit.verify import UnreadableImage, Verdict, VerificationReport, verify_images
+
+    crafted = {
+        "superscript.png": {},
+        "nul-claim.png": {"generation_id": "gen\x00x", "image_index": 2**70},
+        "long-claim.png": {"generation_id": "g" * 5000, "image_index": -1},
+    }
+    with AuditStore.open(postgres_url) as store:
+        good = tmp_path / "z-good.png"
+        good.write_bytes(release(store, ours, photos["astronaut"], "gen-good", mark_id=0x71))
+        for name, governance in crafted.items():
+            (tmp_path / name).write_bytes(
+                crafted_manifest(make_org("crafty"), photos["coffee"], monkeypatch, **governance)
+            )
+        paths = sorted(tmp_path.glob("*.png"))
+        outcomes = {
+            Path(o.name).name: o
+            for o in verify_images(paths, store=store, trust_anchors_pem=ours.anchors, key=KEY)
+        }
+    assert set(outcomes) == {*crafted, "z-good.png"}
+    assert isinstance(outcomes["z-good.png"], VerificationReport)
+    assert outcomes["z-good.png"].verdict is Verdict.VERIFIED_ORIGINAL
+    for name in crafted:
+        report = outcomes[name]
+        assert isinstance(report, VerificationReport), (name, report)
+        assert report.manifest.mark_id is None and report.verdict is Verdict.FOREIGN_SIGNED, (
+            name,
+            report.summary,
+        )
+    assert any("generation id" in note and "ignored" in note for note in outcomes["nul-claim.png"].notes)
+    assert not isinstance(outcomes["long-claim.png"], UnreadableImage)
