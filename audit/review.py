@@ -1,7 +1,8 @@
 """The review queue: quarantined images waiting for a person to approve or reject them.
 
 Decisions are chained audit events, not new tables: "review.approved" / "review.rejected" with
-the image index, the reviewer, the reason and (for approvals) the released file's digest. The
+the image index, the reviewer, the reason and (for approvals) the released file's digest, perceptual
+hash and path, which `verify` reads as the approved image's record (`decisions`). The
 queue is every image recorded as quarantined with no review event after it.
 
 Approving releases the image: its encrypted copy is decrypted, the pixel watermark is applied

@@ -22,6 +22,7 @@ from guard.policy.pack import PolicyPack
 from guard.policy.schema import PackSpec
 from guard.types import ImageAction, PromptAction, validate_prompt
 from pipeline.cli import main
+from tests.test_verify import KEY, Org, check, decode, make_org, release
 
 
 @pytest.fixture(scope="module")
@@ -276,8 +277,6 @@ def test_policy_init_writes_an_editable_copy(tmp_path: Path, capsys: pytest.Capt
 
 
 # ---------------------------------------------------------------- verify: false attribution, crafted files
-
-from tests.test_verify import KEY, Org, check, decode, make_org, release  # noqa: E402
 
 
 @pytest.fixture(scope="module")
