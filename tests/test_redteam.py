@@ -374,7 +374,7 @@ def test_a_crafted_manifest_never_stops_the_others(
     from audit.verify import UnreadableImage, Verdict, VerificationReport, verify_images
 
     crafted = {
-        "superscript.png": {},
+        "superscript.png": {"image_index": -1},
         "nul-claim.png": {"generation_id": "gen\x00x", "image_index": 2**70},
         "long-claim.png": {"generation_id": "g" * 5000, "image_index": -1},
     }
@@ -400,5 +400,10 @@ def test_a_crafted_manifest_never_stops_the_others(
             name,
             report.summary,
         )
-    assert any("generation id" in note and "ignored" in note for note in outcomes["nul-claim.png"].notes)
-    assert not isinstance(outcomes["long-claim.png"], UnreadableImage)
+    nul_claim, long_claim, superscript = (
+        outcomes[n] for n in ("nul-claim.png", "long-claim.png", "superscript.png")
+    )
+    assert isinstance(nul_claim, VerificationReport) and not isinstance(long_claim, UnreadableImage)
+    assert any("generation id" in note and "ignored" in note for note in nul_claim.notes)
+    assert isinstance(superscript, VerificationReport) and superscript.manifest.image_index is None
+    assert any("image index is out of range" in note for note in superscript.notes)

@@ -89,7 +89,7 @@ class _Refused(Exception):
     """What the safe loader refuses; `_read_yaml` prefixes the file."""
 
 
-class _SafeLoader(yaml.SafeLoader):
+class _SafeLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
     """PyYAML's SafeLoader without anchors and aliases, bounded in depth, refusing duplicate keys."""
 
     def __init__(self, stream: str) -> None:
