@@ -1,7 +1,8 @@
 """The review queue: quarantined images waiting for a person to approve or reject them.
 
 Decisions are chained audit events, not new tables: "review.approved" / "review.rejected" with
-the image index, the reviewer, the reason and (for approvals) the released file's digest. The
+the image index, the reviewer, the reason and (for approvals) the released file's digest, perceptual
+hash and path, which `verify` reads as the approved image's record (`decisions`). The
 queue is every image recorded as quarantined with no review event after it.
 
 Approving releases the image: its encrypted copy is decrypted, the pixel watermark is applied
@@ -15,7 +16,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,6 +51,7 @@ class ReviewDecision:
     seq: int
     released_sha256: str | None = None
     path: str | None = None
+    released_phash: int | None = None  # of the released pixels (approvals recorded before it: None)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,9 @@ class ReviewItem:
                 "decided_at": chain.format_time(self.decision.decided_at),
                 "seq": self.decision.seq,
                 "released_sha256": self.decision.released_sha256,
+                "released_phash": None
+                if self.decision.released_phash is None
+                else f"{self.decision.released_phash:016x}",
                 "path": self.decision.path,
             },
         }
@@ -124,12 +129,38 @@ def parse_review_id(review_id: str) -> tuple[str, int]:
     return match["generation"], int(match["index"])
 
 
-def _decisions(conn: Connection, generation_id: str | None = None) -> dict[tuple[str, int], ReviewDecision]:
+def decisions(
+    store: AuditStore, generation_ids: Iterable[str] = (), *, released_sha256: str | None = None
+) -> dict[tuple[str, int], ReviewDecision]:
+    """The review decisions about the images of `generation_ids`, and the approvals whose released file
+    has the digest `released_sha256` (what verify reads): (generation id, image index) -> decision."""
+    wanted = sorted(set(generation_ids))
+    found: dict[tuple[str, int], ReviewDecision] = {}
+    with read_connection(store) as conn:
+        if wanted:
+            found.update(_decisions(conn, generation_ids=wanted))
+        if released_sha256 is not None and re.fullmatch(r"[0-9a-f]{64}", released_sha256):
+            approvals = _decisions(conn, approved_sha256=released_sha256)
+            found.update((key, d) for key, d in approvals.items() if d.released_sha256 == released_sha256)
+    return found
+
+
+def _decisions(
+    conn: Connection,
+    generation_id: str | None = None,
+    *,
+    generation_ids: Sequence[str] = (),
+    approved_sha256: str | None = None,
+) -> dict[tuple[str, int], ReviewDecision]:
     query = select(
         LogEntry.seq, LogEntry.event_type, LogEntry.recorded_at, LogEntry.generation_id, LogEntry.payload_json
     ).where(LogEntry.event_type.in_((APPROVED, REJECTED)))
     if generation_id is not None:
         query = query.where(LogEntry.generation_id == generation_id)
+    if generation_ids:
+        query = query.where(LogEntry.generation_id.in_(generation_ids))
+    if approved_sha256 is not None:  # approvals are few; the digest narrows them to the one released file
+        query = query.where(LogEntry.event_type == APPROVED, LogEntry.payload_json.contains(approved_sha256))
     decided: dict[tuple[str, int], ReviewDecision] = {}
     for seq, event_type, recorded_at, gid, payload_json in conn.execute(query.order_by(LogEntry.seq)):
         payload = json.loads(payload_json)
@@ -144,9 +175,14 @@ def _decisions(conn: Connection, generation_id: str | None = None) -> dict[tuple
                 seq=int(seq),
                 released_sha256=payload.get("released_sha256"),
                 path=payload.get("path"),
+                released_phash=_hex64(payload.get("released_phash")),
             ),
         )
     return decided
+
+
+def _hex64(value: object) -> int | None:
+    return int(value, 16) if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{16}", value) else None
 
 
 def _items(
@@ -239,6 +275,7 @@ def approve(
     The event is committed before the file is written (nothing leaves before its record).
     """
     from guard.imageio import encode_image
+    from guard.phash import perceptual_hash
     from guard.provenance import ContentCredentials as Credentials
     from guard.provenance import ManifestFacts
     from guard.watermark import ALGORITHM, embed
@@ -261,9 +298,8 @@ def approve(
         watermark_algorithm=ALGORITHM,
     )
     signer = content_credentials or Credentials.from_config()
-    png = signer.sign(
-        encode_image(embed(pixels, stored.mark_id, watermark_key), "png"), "image/png", facts
-    ).data
+    marked = embed(pixels, stored.mark_id, watermark_key)
+    png = signer.sign(encode_image(marked, "png"), "image/png", facts).data
     digest = hashlib.sha256(png).hexdigest()
     target = Path(out_dir) / f"{item.generation_id}-{item.index}.png"
     payload = {
@@ -271,6 +307,7 @@ def approve(
         "reviewer": reviewer.strip(),
         "reason": reason.strip(),
         "released_sha256": digest,
+        "released_phash": f"{perceptual_hash(marked):016x}",  # so that verify reads the released file
         "path": str(target),
     }
     seq = store.append_event(APPROVED, payload, generation_id=item.generation_id)  # the commit

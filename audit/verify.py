@@ -56,6 +56,7 @@ caller can show what was found but can never mistake an unrecorded verification 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -63,9 +64,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from audit.review import ReviewDecision, decisions
 from audit.store import AuditStore, GenerationDetail, StoredImage
 from guard.config import watermark_key
-from guard.errors import AuditUnavailableError, ImageInputError
+from guard.errors import AuditUnavailableError, GenguardError, ImageInputError
 from guard.imageio import load_image
 from guard.phash import hamming, perceptual_hash
 from guard.provenance import ManifestReading, ManifestState, read_manifest, trust_anchors_from_config
@@ -78,6 +80,9 @@ MAX_SIMILAR = 20
 EVENT_TYPE = "verify.performed"
 IMAGE_SUFFIXES = frozenset((".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"))
 SIDECAR_SUFFIX = ".c2pa"
+# What a generation id looks like (review ids use the same); a manifest's claim that does not is ignored
+_GENERATION_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
+_MAX_IMAGE_INDEX = 9999
 
 _MIME_TYPES = {
     "PNG": "image/png",
@@ -141,7 +146,7 @@ class AuditRecord:
 
     image: ImageRef
     generation_status: str
-    image_status: str  # released, quarantined, blocked
+    image_status: str  # released, quarantined, blocked; "approved": quarantined, then released by a review
     created_at: datetime
     policy: PolicyRef
     model_id: str
@@ -152,10 +157,11 @@ class AuditRecord:
     height: int
     phash_distance: int
     found_by: tuple[Layer, ...]
+    approval_seq: int | None = None  # the review.approved event that released it
 
     @property
     def released(self) -> bool:
-        return self.image_status == "released"
+        return self.image_status in ("released", "approved")
 
 
 @dataclass(frozen=True)
@@ -236,6 +242,7 @@ class VerificationReport:
                 "size": [record.width, record.height],
                 "phash_distance": record.phash_distance,
                 "found_by": [layer.value for layer in record.found_by],
+                "approval_seq": record.approval_seq,
             },
             "agreeing": [layer.value for layer in self.agreeing],
             "disagreements": list(self.disagreements),
@@ -287,12 +294,14 @@ def verify_image(
         raise ImageInputError(f"{label}: {str(exc).removeprefix('<bytes>: ')}") from None
     width, height = loaded.size
     mime_type = _MIME_TYPES.get(loaded.format or "", "application/octet-stream")
-    manifest = read_manifest(data, mime_type, trust_anchors_pem=trust_anchors_pem, sidecar=sidecar)
+    manifest, claim_notes = _sane_claim(
+        read_manifest(data, mime_type, trust_anchors_pem=trust_anchors_pem, sidecar=sidecar)
+    )
     watermark = detect(loaded.rgb, key) if min(width, height) >= MIN_SIDE else None
     sha256 = hashlib.sha256(data).hexdigest()
     phash = perceptual_hash(loaded.rgb)
     found = _Lookup.run(store, manifest, watermark, sha256, phash)
-    report = _decide(label, sha256, phash, (width, height), manifest, watermark, found)
+    report = _decide(label, sha256, phash, (width, height), manifest, watermark, found, claim_notes)
     if store is None or not record:
         return report
     try:
@@ -317,7 +326,8 @@ def verify_images(
 ) -> Iterator[VerificationReport | UnreadableImage]:
     """Verify image files one by one (a sidecar `IMAGE.c2pa` or `STEM.c2pa` next to one is read too).
 
-    An unreadable image gives an UnreadableImage and the others go on; a database failure stops the walk
+    An unreadable image (or one that cannot be verified for any other reason but the database) gives an
+    UnreadableImage and the others go on; a database failure stops the walk
     (AuditUnavailableError / VerificationNotRecorded propagate). Keys and trust anchors are read once.
     """
     key = key if key is not None else watermark_key()
@@ -334,8 +344,13 @@ def verify_images(
                 key=key,
                 record=record,
             )
-        except ImageInputError as exc:
+        except AuditUnavailableError:
+            raise  # the database: every later file would fail the same way (fail closed)
+        except GenguardError as exc:  # an unreadable image, a malformed value
             yield UnreadableImage(str(path), str(exc))
+            continue
+        except Exception as exc:  # noqa: BLE001  (a file that trips a bug must not hide the others: say so)
+            yield UnreadableImage(str(path), f"{path}: could not be verified ({type(exc).__name__})")
             continue
         yield report
 
@@ -389,6 +404,8 @@ class _Lookup:
     similar: tuple[tuple[StoredImage, int], ...] = ()
     by_mark: StoredImage | None = None
     generations: dict[str, GenerationDetail] = field(default_factory=dict)
+    # review decisions about the images found (an approval released a quarantined image)
+    reviews: dict[ImageRef, ReviewDecision] = field(default_factory=dict)
 
     @classmethod
     def run(
@@ -409,7 +426,8 @@ class _Lookup:
         by_mark = None
         if watermark is not None and watermark.marked and watermark.mark_id is not None:
             by_mark = store.find_image_by_mark_id(watermark.mark_id)
-        wanted = {image.generation_id for image in exact}
+        approved = decisions(store, released_sha256=sha256)  # a file released by a review
+        wanted = {image.generation_id for image in exact} | {generation_id for generation_id, _ in approved}
         if by_mark is not None:
             wanted.add(by_mark.generation_id)
         if manifest.state is not ManifestState.ABSENT and manifest.generation_id:
@@ -421,7 +439,27 @@ class _Lookup:
             detail = store.get_generation(generation_id, with_events=False)
             if detail is not None:
                 generations[generation_id] = detail
-        return cls(True, exact, similar, by_mark, generations)
+        reviewed = [
+            generation_id
+            for generation_id, detail in generations.items()
+            if any(image.status == "quarantined" for image in detail.images)
+        ]
+        reviews = {ImageRef(*key): decision for key, decision in decisions(store, reviewed).items()}
+        reviews.update((ImageRef(*key), decision) for key, decision in approved.items())
+        exact += tuple(
+            image
+            for detail in generations.values()
+            for image in detail.images
+            if (decision := reviews.get(_ref(image))) is not None
+            and decision.decision == "approved"
+            and decision.released_sha256 == sha256
+            and image not in exact
+        )
+        return cls(True, exact, similar, by_mark, generations, reviews)
+
+    def approval(self, ref: ImageRef) -> ReviewDecision | None:
+        decision = self.reviews.get(ref)
+        return decision if decision is not None and decision.decision == "approved" else None
 
     def images(self) -> dict[ImageRef, StoredImage]:
         found = {_ref(image): image for image in (*self.exact, *(image for image, _ in self.similar))}
@@ -430,6 +468,45 @@ class _Lookup:
         for detail in self.generations.values():
             found.update((_ref(image), image) for image in detail.images)
         return found
+
+
+def _sane_claim(manifest: ManifestReading) -> tuple[ManifestReading, tuple[str, ...]]:
+    """The manifest with its claimed generation id and image index kept only when they look like ours
+    (a crafted manifest may say anything: NUL characters, megabytes, negative indexes)."""
+    notes: list[str] = []
+    claim = manifest.generation_id
+    if claim is not None and not _GENERATION_ID.fullmatch(claim):
+        notes.append(
+            f"the manifest's generation id is malformed ({len(claim)} characters, not 1-64 of A-Z a-z 0-9 _ -): ignored"
+        )
+        manifest = replace(manifest, generation_id=None, image_index=None)
+    index = manifest.image_index
+    if index is not None and not 0 <= index <= _MAX_IMAGE_INDEX:
+        notes.append(f"the manifest's image index is out of range (expected 0..{_MAX_IMAGE_INDEX}): ignored")
+        manifest = replace(manifest, image_index=None)
+    return manifest, tuple(notes)
+
+
+def _signed_by_us(manifest: ManifestReading) -> bool:
+    """Whether the manifest's signature chains to our trust anchors: Trusted, or Invalid only because
+    the content changed or the certificate expired (c2pa names an untrusted signer when it is one)."""
+    if manifest.state is ManifestState.TRUSTED:
+        return True
+    return (
+        manifest.state is ManifestState.INVALID
+        and manifest.error is None
+        and bool(manifest.codes)
+        and not any(code.startswith("signingCredential.untrusted") for code in manifest.codes)
+    )
+
+
+def _printable(text: str | None, limit: int = 120) -> str:
+    """A manifest's text as it may be shown: control characters escaped, at most `limit` characters."""
+    shown = "".join(
+        c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
+        for c in str(text)
+    )
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 def _ref(image: StoredImage) -> ImageRef:
@@ -450,11 +527,12 @@ def _manifest_text(manifest: ManifestReading) -> str:
     if manifest.state is ManifestState.ABSENT:
         return "no manifest"
     why = manifest.error or ", ".join(manifest.codes[:3]) or "no reason given"
+    signer = _printable(manifest.signer)
     if manifest.state is ManifestState.TRUSTED:
-        return f"Content Credentials trusted and intact (signer {manifest.signer})"
+        return f"Content Credentials trusted and intact (signer {signer})"
     if manifest.state is ManifestState.VALID:
-        return f"Content Credentials intact but signed by {manifest.signer}, not a configured trust anchor"
-    return f"Content Credentials invalid ({why})"
+        return f"Content Credentials intact but signed by {signer}, not a configured trust anchor"
+    return f"Content Credentials invalid ({_printable(why, 300)})"
 
 
 def _decide(
@@ -465,9 +543,10 @@ def _decide(
     manifest: ManifestReading,
     watermark: PixelDetection | None,
     found: _Lookup,
+    claim_notes: Sequence[str] = (),
 ) -> VerificationReport:
     images = found.images()
-    notes: list[str] = []
+    notes: list[str] = list(claim_notes)
     disagreements: list[str] = []
     marked = watermark is not None and watermark.marked and watermark.mark_id is not None
     if manifest.error and manifest.state is ManifestState.ABSENT:
@@ -503,6 +582,14 @@ def _decide(
         pointers[Layer.SHA256] = frozenset(_ref(image) for image in found.exact)
         sides[Layer.SHA256] = f"the bytes are recorded as {_refs(pointers[Layer.SHA256])}"
 
+    if set(pointers) == {Layer.MANIFEST} and not _signed_by_us(manifest):
+        # Only a manifest from a signer we do not trust names the record: anyone can write that. It stays
+        # a claim (said in the notes), not a link; the perceptual hash may still find a near copy.
+        notes.append(
+            f"{sides.pop(Layer.MANIFEST)}, but it is not signed by a configured trust anchor and nothing we "
+            "control (our watermark, a recorded hash) links this image to it: a claim, not a link"
+        )
+        del pointers[Layer.MANIFEST]
     candidates: frozenset[ImageRef] | None = None
     for refs in pointers.values():
         candidates = refs if candidates is None else candidates & refs
@@ -535,6 +622,15 @@ def _decide(
     agreeing: tuple[Layer, ...] = ()
     if stored is not None:
         ref = _ref(stored)
+        approval = found.approval(ref) if stored.status == "quarantined" else None
+        if approval is not None:  # released by a review: the released file is what the record holds
+            stored = replace(
+                stored,
+                status="approved",
+                sha256=approval.released_sha256 or stored.sha256,
+                phash=stored.phash if approval.released_phash is None else approval.released_phash,
+                path=approval.path,
+            )
         distance = hamming(phash, stored.phash)
         agreeing = tuple(layer for layer, refs in pointers.items() if ref in refs)
         if distance <= RADIUS:
@@ -573,10 +669,23 @@ def _decide(
                 height=stored.height,
                 phash_distance=distance,
                 found_by=agreeing,
+                approval_seq=None if approval is None else approval.seq,
             )
-            if not record.released:
+            if approval is not None:
+                notes.append(
+                    f"image {ref} was quarantined, then released by review: approved by "
+                    f"{_printable(approval.reviewer, 64)} (event {approval.seq})"
+                )
+            elif not record.released:
                 notes.append(
                     f"the record says image {ref} was {stored.status}: it was withheld, it should not have left"
+                )
+            recorded_name = Path(stored.path).name if stored.path else None
+            given_name = Path(name).name if name and name != "<bytes>" else None
+            if recorded_name and given_name and recorded_name != given_name:
+                notes.append(
+                    f"the file is named {given_name!r}, the record of {ref} names {recorded_name!r}: "
+                    "renamed, or another of our images put in its place"
                 )
             if stored.mark_id is not None and record.released and watermark is not None and not marked:
                 notes.append("no watermark read: destroyed, or too little of the image left")
@@ -625,7 +734,13 @@ def _verdict(
             )
             return Verdict.OURS_NO_RECORD, f"{evidence}, but no audit record of it was found"
         if state is ManifestState.VALID:
-            return Verdict.FOREIGN_SIGNED, f"{_manifest_text(manifest)}; nothing of ours found"
+            claim = (
+                f"; it claims {manifest.generation_id}/{'?' if manifest.image_index is None else manifest.image_index}"
+                ", which nothing we control confirms"
+                if manifest.generation_id
+                else ""
+            )
+            return Verdict.FOREIGN_SIGNED, f"{_manifest_text(manifest)}{claim}; nothing of ours found"
         tail = "" if state is ManifestState.ABSENT else f" ({_manifest_text(manifest)})"
         return Verdict.UNKNOWN, f"no trusted manifest, watermark or recorded near-copy{tail}"
     ref, found_by = record.image, ", ".join(layer.value for layer in record.found_by)

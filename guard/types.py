@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from guard.errors import BadInputError
+
 
 class _Strictness(StrEnum):
     """An action enum whose members are declared from most lenient to strictest."""
@@ -148,6 +150,19 @@ class GenerationParams:
     guidance_scale: float = 7.0
     num_images: int = 1
     seed: int | None = None
+
+
+def validate_prompt(text: str, field: str = "prompt", *, allow_empty: bool = False) -> str:
+    """The one check every prompt passes (generate, `policy check`, the service): text, not blank unless
+    `allow_empty` (a negative prompt), no NUL character. Returns `text`; raises BadInputError naming `field`."""
+    if not isinstance(text, str):
+        raise BadInputError(f"{field}: expected text, found {type(text).__name__}")
+    if not allow_empty and not text.strip():
+        raise BadInputError(f"{field}: expected non-empty text, found an empty {field}")
+    position = text.find("\x00")
+    if position >= 0:
+        raise BadInputError(f"{field}: expected text without NUL characters, found one at {position}")
+    return text
 
 
 @dataclass(frozen=True)

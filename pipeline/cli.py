@@ -217,16 +217,17 @@ def policy() -> None:
     """Check prompts against a policy pack; show packs."""
 
 
-def _prompts_from(prompt: str | None, file: TextIO | None) -> Iterator[str]:
+def _prompts_from(prompt: str | None, file: TextIO | None) -> Iterator[tuple[int | None, str]]:
+    """(line number, prompt): None for a PROMPT argument; blank lines are skipped."""
     if prompt is not None and file is not None:
         raise click.UsageError("give PROMPT or --file, not both")
     if prompt is not None and prompt != "-":
-        yield prompt
+        yield None, prompt
         return
-    for line in file if file is not None else sys.stdin:
+    for number, line in enumerate(file if file is not None else sys.stdin, start=1):
         line = line.rstrip("\n")
         if line.strip():
-            yield line
+            yield number, line
 
 
 @policy.command("check")
@@ -241,15 +242,25 @@ def _prompts_from(prompt: str | None, file: TextIO | None) -> Iterator[str]:
 @click.option("--policy", "policy_name", default="default", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per prompt, in input order.")
 def policy_check(prompt: str | None, file: TextIO | None, policy_name: str, as_json: bool) -> None:
-    """Check PROMPT (or a file / stdin of prompts) against a pack. Exit 3 if any was blocked."""
+    """Check PROMPT (or a file / stdin of prompts) against a pack. Exit 3 if any was blocked, 2 if any
+    prompt was refused as input (empty, NUL: the same check as generate's)."""
+    from guard.errors import BadInputError
     from guard.policy import PolicyEngine, load_pack
-    from guard.types import PromptAction
+    from guard.types import PromptAction, validate_prompt
 
     if prompt is None and file is None and sys.stdin.isatty():
         raise click.UsageError("give a PROMPT, --file FILE, or prompts on stdin")
     engine = PolicyEngine(load_pack(policy_name))
-    any_blocked = False
-    for text in _prompts_from(prompt, file):
+    any_blocked = any_bad = False
+    for number, text in _prompts_from(prompt, file):
+        try:
+            validate_prompt(text)  # the same check as generate's
+        except BadInputError as exc:
+            if number is None:
+                raise
+            click.echo(f"error: line {number}: {exc}", err=True)  # the others are still checked
+            any_bad = True
+            continue
         decision = engine.check(text)
         any_blocked |= decision.action is PromptAction.BLOCK
         if as_json:
@@ -257,6 +268,8 @@ def policy_check(prompt: str | None, file: TextIO | None, policy_name: str, as_j
         else:
             fired = ", ".join(f"{h.category}/{h.layer}/{h.rule}" for h in decision.rules) or "-"
             click.echo(f"{decision.action.value:8} {fired:40} {text}")
+    if any_bad:
+        sys.exit(2)
     if any_blocked:
         sys.exit(3)
 
@@ -431,6 +444,7 @@ def _dataclass_json(value: Any) -> Any:
 # The plug-in modules add their commands to `cli` and `audit` (they import this module by name).
 import pipeline.cli_checkpoint  # audit checkpoint, prove, check-proof, public-key
 import pipeline.cli_keys  # keys
+import pipeline.cli_policy  # policy init
 import pipeline.cli_review  # review, report
 import pipeline.cli_verify  # noqa: F401  (verify)
 

@@ -208,3 +208,35 @@ def test_no_kept_file_outlives_a_failed_commit(tiny_sd: object, tmp_path: Path) 
         )
     folder = QuarantineVault().folder
     assert folder.exists() and list(folder.glob("*.ggq")) == []  # sealed, then removed again
+
+
+def test_an_approved_image_verifies_cleanly_and_a_leak_is_still_reported(
+    tiny_sd: object, sqlite_url: str, tmp_path: Path
+) -> None:
+    result = generate(tiny_sd, sqlite_url, pack(tmp_path), size=512, n=2)
+    store = AuditStore.open(sqlite_url)
+    gid = result.generation_id
+    leaked = QuarantineVault().load_png(gid, 1)  # copied out of the vault before any review
+    outcome = approve(store, f"{gid}:0", reviewer="rita", reason="fine", out_dir=tmp_path / "out")
+    written = Path(str(outcome.decision.path))
+    assert outcome.decision.released_phash is not None
+
+    report = verify_image(written.read_bytes(), store=store, name=str(written), record=False)
+    assert report.verdict is Verdict.VERIFIED_ORIGINAL, report.summary
+    assert report.record is not None and report.record.image_status == "approved" and report.record.released
+    assert report.record.sha256 == outcome.decision.released_sha256 and report.record.phash_distance == 0
+    assert report.record.approval_seq == outcome.decision.seq
+    assert [str(ref) for ref in report.hashes.exact] == [f"{gid}/0"]
+    assert {"manifest", "watermark", "sha256", "phash"} == {layer.value for layer in report.agreeing}
+    assert not any("should not have left" in note or "named" in note for note in report.notes), report.notes
+    assert any("approved by rita" in note for note in report.notes)
+    shown = CliRunner().invoke(cli, ["verify", str(written), "--db", sqlite_url, "--no-record"])
+    assert shown.exit_code == 0, shown.output
+    assert f"sha256 matches: {gid}/0" in shown.output and "should not have left" not in shown.output
+
+    leak = verify_image(leaked, store=store, name="leak.png", record=False)
+    assert leak.record is not None and leak.record.image == report.record.image.__class__(gid, 1)
+    assert leak.record.image_status == "quarantined" and not leak.record.released
+    assert any("withheld, it should not have left" in note for note in leak.notes), leak.notes
+    # the approved file's bytes do not make the other, still quarantined, image look approved
+    assert leak.record.approval_seq is None

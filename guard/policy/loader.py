@@ -1,12 +1,24 @@
 """Loading packs by name (shipped in `policies/`) or by path, with errors that name the field.
 
-A category may say `rule_files: [terms/sexual.yaml, ...]`: YAML files (relative to the pack's
-folder) holding `rules` and `cooccurrence` lists, inlined into the category (files first) before
-validation, so that the canonical form and the digest cover the terms themselves, not file names.
+A category may say `rule_files: [terms/sexual.yaml, ...]`: YAML files holding `rules` and
+`cooccurrence` lists, inlined into the category (files first) before validation, so that the
+canonical form and the digest cover the terms themselves, not file names.
+
+Rule files resolve inside the pack's folder; a name the folder does not hold falls back to the
+shipped term files (`policies/terms`), so that a copied pack keeps working. A name that leads
+outside those folders (`..`, an absolute path, a link) is refused unless the operator allows its
+folder (`rule_roots=`, or `GENGUARD_POLICY_RULE_ROOTS`, folders separated by the OS path separator).
+
+Packs and rule files are untrusted input: read with a YAML loader that refuses anchors and aliases
+(billion laughs), nesting deeper than `MAX_DEPTH`, files larger than `MAX_BYTES` and duplicate keys;
+errors about a file's content name the field and the kind of value found, never the value itself
+for a rule file (it could be a key the pack was pointed at), and only short scalars for a pack.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,13 +28,15 @@ from pydantic import ValidationError
 
 import policies
 from guard.errors import PolicyError
-from guard.policy import floor
 from guard.policy.normalize import term_key
 from guard.policy.pack import PolicyPack
 from guard.policy.schema import REQUIRED_CATEGORIES, CooccurrenceRule, PackSpec, RuleFileSpec, TermRule
-from guard.types import ImageAction, PromptAction
 
 _PACK_SUFFIXES = (".yaml", ".yml")
+MAX_BYTES = 1024 * 1024  # a shipped pack is ~8 KB, its largest term file ~4 KB
+MAX_DEPTH = 32  # the shipped packs nest 7 levels deep
+RULE_ROOTS_ENV = "GENGUARD_POLICY_RULE_ROOTS"
+SHIPPED_TERMS = policies.PACK_DIR / "terms"
 
 
 def list_shipped_packs() -> list[str]:
@@ -30,13 +44,16 @@ def list_shipped_packs() -> list[str]:
     return sorted(path.stem for path in policies.PACK_DIR.glob("*.yaml"))
 
 
-def load_pack(name_or_path: str | Path) -> PolicyPack:
-    """Load a shipped pack by name ("default", "strict") or any pack file by path."""
+def load_pack(name_or_path: str | Path, *, rule_roots: Sequence[str | Path] = ()) -> PolicyPack:
+    """Load a shipped pack by name ("default", "strict") or any pack file by path.
+
+    `rule_roots`: folders outside the pack's own from which its `rule_files` may also be read (added to
+    those in $GENGUARD_POLICY_RULE_ROOTS)."""
     path = _resolve(name_or_path)
     raw = _read_yaml(path)
     if not isinstance(raw, dict):
-        raise PolicyError(f"{path}: expected a mapping at the top level, found {type(raw).__name__}")
-    raw = _inline_rule_files(raw, path)
+        raise PolicyError(f"{path}: expected a mapping at the top level, found {_kind(raw)}")
+    raw = _inline_rule_files(raw, path, _rule_roots(rule_roots))
     try:
         spec = PackSpec.model_validate(raw)
     except ValidationError as error:
@@ -60,23 +77,100 @@ def _resolve(name_or_path: str | Path) -> Path:
     return policies.PACK_DIR / f"{name_or_path}.yaml"
 
 
+def _rule_roots(extra: Sequence[str | Path]) -> tuple[Path, ...]:
+    from_env = [part for part in os.environ.get(RULE_ROOTS_ENV, "").split(os.pathsep) if part.strip()]
+    return tuple(Path(root).expanduser().resolve() for root in (*extra, *from_env))
+
+
+# -- reading YAML safely ---------------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    """What the safe loader refuses; `_read_yaml` prefixes the file."""
+
+
+class _SafeLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
+    """PyYAML's SafeLoader without anchors and aliases, bounded in depth, refusing duplicate keys."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            what = "an alias" if isinstance(event, yaml.AliasEvent) else "an anchor"
+            raise _Refused(f"expected YAML without anchors or aliases; found {what} at {_where(event)}")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(
+                    f"expected YAML nested at most {MAX_DEPTH} levels deep; found more at {_where(event)}"
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: SafeConstructor reports it
+                break
+            if duplicate:
+                found = (
+                    repr(key) if isinstance(key, (str, int, float, bool)) and len(str(key)) <= 40 else "a key"
+                )
+                raise _Refused(
+                    f"expected each key once in a mapping; found {found} again at {_where(key_node)}"
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+
+def _where(item: Any) -> str:
+    mark = getattr(item, "start_mark", None)
+    return "an unknown place" if mark is None else f"line {mark.line + 1}, column {mark.column + 1}"
+
+
 def _read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise PolicyError(f"{path}: expected a readable UTF-8 YAML file, found {error}") from None
+        with path.open("rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
+    except OSError as error:
+        raise PolicyError(f"{path}: expected a readable YAML file, found {error.strerror}") from None
+    if len(data) > MAX_BYTES:
+        raise PolicyError(f"{path}: expected a file of at most {MAX_BYTES} bytes, found a larger one")
     try:
-        return yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise PolicyError(
+            f"{path}: expected UTF-8 text, found a byte that is not at offset {error.start}"
+        ) from None
+    try:
+        return yaml.load(text, Loader=_SafeLoader)  # a SafeLoader subclass
+    except _Refused as error:
+        raise PolicyError(f"{path}: {error}") from None
+    except RecursionError:
+        raise PolicyError(
+            f"{path}: expected YAML nested at most {MAX_DEPTH} levels deep; found more"
+        ) from None
     except yaml.YAMLError as error:
         where = ""
         mark = getattr(error, "problem_mark", None)
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(error, "problem", None) or str(error)
+        problem = getattr(error, "problem", None) or type(error).__name__
+        problem = re.sub(r"(['\"]).*?\1", "...", str(problem))  # the text quoted from the file is left out
         raise PolicyError(f"{path}: expected valid YAML, found a syntax error{where}: {problem}") from None
 
 
-def _inline_rule_files(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+# -- rule files ------------------------------------------------------------------------------------
+
+
+def _inline_rule_files(raw: dict[str, Any], path: Path, roots: tuple[Path, ...]) -> dict[str, Any]:
     categories = raw.get("categories")
     if not isinstance(categories, dict):
         return raw  # validation reports it with the field path
@@ -89,35 +183,85 @@ def _inline_rule_files(raw: dict[str, Any], path: Path) -> dict[str, Any]:
         field = f"categories.{category_id}.rule_files"
         files = category.pop("rule_files")
         if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
-            raise PolicyError(f"{path}: field {field}: expected a list of file paths, found {files!r}")
+            raise PolicyError(f"{path}: field {field}: expected a list of file paths, found {_found(files)}")
         gathered: dict[str, list[Any]] = {"rules": [], "cooccurrence": []}
-        for name in files:
-            for key, rules in _read_rule_file(path.parent / name, field).items():
+        for index, name in enumerate(files):
+            rule_file = _rule_file_path(path, name, f"{field}.{index}", roots)
+            for key, rules in _read_rule_file(rule_file, f"{field}.{index}").items():
                 gathered[key].extend(rules)
         for key, rules in gathered.items():
             own = category.get(key, [])
             if not isinstance(own, list):
                 raise PolicyError(
-                    f"{path}: field categories.{category_id}.{key}: expected a list, found {own!r}"
+                    f"{path}: field categories.{category_id}.{key}: expected a list, found {_kind(own)}"
                 )
             category[key] = rules + own
         inlined[category_id] = category
     return {**raw, "categories": inlined}
 
 
+def _rule_file_path(pack: Path, name: str, field: str, roots: tuple[Path, ...]) -> Path:
+    """Where rule file `name` of `pack` is: inside the pack's folder (or an allowed root), else among
+    the shipped term files; never elsewhere."""
+    folder = pack.parent.resolve()
+    candidate = (folder / Path(name).expanduser()).resolve()  # an absolute name replaces the folder
+    if not any(candidate.is_relative_to(root) for root in (folder, *roots)):
+        raise PolicyError(
+            f"{pack}: field {field}: expected a rule file inside the pack's folder {str(folder)!r} "
+            f"(or a folder allowed by {RULE_ROOTS_ENV}); found {name!r}, which leads outside it"
+        )
+    if candidate.is_file():
+        return candidate
+    shipped_root = SHIPPED_TERMS.resolve()
+    shipped = (policies.PACK_DIR / name).resolve()
+    if not Path(name).is_absolute() and shipped.is_relative_to(shipped_root) and shipped.is_file():
+        return shipped
+    raise PolicyError(
+        f"{pack}: field {field}: expected an existing rule file; found no file {name!r} in {str(folder)!r} "
+        f"nor among the shipped term files ({str(shipped_root)!r}); copy it next to the pack, or start "
+        "from `genguard policy init NAME`, which copies a pack with its term files"
+    )
+
+
 def _read_rule_file(path: Path, field: str) -> dict[str, list[Any]]:
-    if not path.is_file():
-        raise PolicyError(f"field {field}: expected an existing rule file, found no file {str(path)!r}")
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict):
+        raise PolicyError(
+            f"{path} (named by field {field}): expected a mapping with `rules` and `cooccurrence` lists "
+            f"at the top level, found {_kind(raw)}"
+        )
     try:
-        spec = RuleFileSpec.model_validate(_read_yaml(path))
+        spec = RuleFileSpec.model_validate(raw)
     except ValidationError as error:
-        raise PolicyError(_describe(path, error)) from None
+        raise PolicyError(_describe(path, error, quote=False)) from None
     data: dict[str, list[Any]] = spec.model_dump(mode="json")
     return data
 
 
-def _describe(path: Path, error: ValidationError) -> str:
-    """One line per problem: file, field path, what was expected, what was found."""
+def _kind(value: Any) -> str:
+    """What a value is, without its content: "a str of 120 characters", "a list of 3 items"."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, str):
+        return f"a str of {len(value)} characters"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} items"
+    if isinstance(value, dict):
+        return f"a mapping of {len(value)} keys"
+    return f"a {type(value).__name__}"
+
+
+def _found(value: Any, quote: bool = True) -> str:
+    """The value found, quoted only when `quote` and it is a short scalar; else its kind."""
+    if quote and (value is None or isinstance(value, (bool, int, float)) or value in ([], {})):
+        return repr(value)
+    if quote and isinstance(value, str) and len(value) <= 40 and "\n" not in value:
+        return repr(value)
+    return _kind(value)
+
+
+def _describe(path: Path, error: ValidationError, quote: bool = True) -> str:
+    """One line per problem: file, field path, what was expected, what was found (`_found`)."""
     lines = []
     for item in error.errors(include_url=False):
         field = ".".join(str(part) for part in item["loc"]) or "(top level)"
@@ -130,15 +274,14 @@ def _describe(path: Path, error: ValidationError) -> str:
         else:
             message = str(item["msg"])
             expected = message.removeprefix("Input should be ")
-        found_text = found if isinstance(found, str) and found == "nothing" else repr(found)
-        if len(found_text) > 120:
-            found_text = found_text[:117] + "..."
+        found_text = found if isinstance(found, str) and found == "nothing" else _found(found, quote)
         lines.append(f"{path}: field {field}: expected {expected}; found {found_text}")
     return "\n".join(lines)
 
 
 def check_pack(spec: PackSpec, source: str) -> None:
-    """Checks beyond the schema: required categories, unique rule ids, usable terms, the floor."""
+    """Checks beyond the schema: required categories, unique rule ids, usable terms. (The sexual_minors
+    floor is checked by `PolicyPack.from_spec` on every pack.)"""
     missing = [c for c in REQUIRED_CATEGORIES if c not in spec.categories]
     if missing:
         raise PolicyError(
@@ -167,45 +310,3 @@ def check_pack(spec: PackSpec, source: str) -> None:
                         f"{source}: field categories.{category_id}.rules.{index}.terms: expected terms "
                         f"with at least one letter or digit; found {term!r}"
                     )
-    _check_floor(spec, source)
-
-
-def _check_floor(spec: PackSpec, source: str) -> None:
-    prefix = f"categories.{floor.CATEGORY}"
-    category = spec.categories[floor.CATEGORY]
-
-    def refuse(field: str, expected: str, found: object) -> PolicyError:
-        return PolicyError(
-            f"{source}: field {prefix}.{field}: expected {expected} (built-in floor for sexual "
-            f"content involving minors; no pack can relax it); found {found!r}"
-        )
-
-    if not category.enabled:
-        raise refuse("enabled", "true", category.enabled)
-    if category.action != PromptAction.BLOCK:
-        raise refuse("action", "block", str(category.action))
-    if ImageAction(category.output_action) != ImageAction.BLOCK:
-        raise refuse("output_action", "block", str(category.output_action))
-    for layer in ("lexical", "semantic", "model", "image"):
-        value = getattr(category.thresholds, layer)
-        if value > floor.THRESHOLD_CEILING:
-            raise refuse(f"thresholds.{layer}", f"at most {floor.THRESHOLD_CEILING}", value)
-    lexical = category.thresholds.lexical
-    listed = {term_key(t) for rule in category.rules if rule.score >= lexical for t in rule.terms}
-    absent = [t for t in floor.EXPLICIT_TERMS if term_key(t) not in listed]
-    if absent:
-        raise refuse(
-            "rules", f"terms scored at least {lexical} including {', '.join(absent)}", "them missing"
-        )
-    minors = {term_key(t) for t in floor.MINOR_TERMS}
-    sexual = {term_key(t) for t in floor.SEXUAL_TERMS}
-    for rule in category.cooccurrence:
-        groups = [{term_key(t) for t in terms} for terms in rule.all_of.values()]
-        if rule.score >= lexical and any(minors <= g for g in groups) and any(sexual <= g for g in groups):
-            return
-    raise refuse(
-        "cooccurrence",
-        f"a rule scored at least {lexical} with a group holding all of ({', '.join(floor.MINOR_TERMS)}) "
-        f"and a group holding all of ({', '.join(floor.SEXUAL_TERMS)})",
-        [rule.id for rule in category.cooccurrence],
-    )

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from guard.errors import PolicyError
+from guard.policy.floor import check_floor
 from guard.policy.schema import CategorySpec, ClassifierSpec, PackSpec
 from guard.types import ImageAction, PolicyRef, PromptStorage
 
@@ -59,7 +60,11 @@ class PolicyPack:
 
     @classmethod
     def from_spec(cls, spec: PackSpec, source: Path | None = None) -> PolicyPack:
-        _check_classifier_categories(spec, str(source) if source else f"pack {spec.name!r}")
+        """Check what the schema cannot (categories named by classifiers, the sexual_minors floor) and
+        digest. Every pack passes here, loaded from a file or built in memory."""
+        where = str(source) if source else f"pack {spec.name!r}"
+        _check_classifier_categories(spec, where)
+        check_floor(spec, where)  # on the fully resolved pack, however it was made
         return cls(spec=spec, digest=pack_digest(spec), source=source)
 
     @property

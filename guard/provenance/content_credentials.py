@@ -284,7 +284,7 @@ def _facts_from(manifest: dict[str, Any]) -> dict[str, Any]:
         "signed_at": _str(signature.get("time")),
         "generation_id": _str(governance.get("generation_id")),
         "image_index": _int(governance.get("image_index")),
-        "mark_id": int(mark) if isinstance(mark, str) and mark.isdigit() and len(mark) <= 20 else None,
+        "mark_id": _mark_id(mark),
         "watermark_algorithm": _str(binding.get("alg")),
         "policy_digest": _str(_dict(governance.get("policy")).get("digest")),
     }
@@ -300,6 +300,14 @@ def _list(value: Any) -> list[Any]:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _mark_id(value: Any) -> int | None:
+    """A soft binding's mark id: ASCII decimal digits of a 64-bit value ("²" passes str.isdigit())."""
+    if not isinstance(value, str) or not value.isascii() or not value.isdecimal() or len(value) > 20:
+        return None
+    number = int(value)
+    return number if number < 2**64 else None
 
 
 def _int(value: Any) -> int | None:
