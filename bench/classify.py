@@ -97,7 +97,10 @@ def bench_false_positives(args: argparse.Namespace, root: Path) -> None:
     clip_source = args.clip or str(build_tiny_clip(root / "clip-fp"))
     checks = [
         ("nudenet", NudeNetClassifier(threads=1)),
-        (f"clip-zero-shot{'' if args.clip else ' (tiny)'}", ClipZeroShotClassifier(clip_source, device="cpu")),
+        (
+            f"clip-zero-shot{'' if args.clip else ' (tiny)'}",
+            ClipZeroShotClassifier(clip_source, device="cpu"),
+        ),
     ]
     for pack_name in ("default", "strict"):
         pack = load_pack(pack_name)

@@ -39,7 +39,9 @@ def decide_image(
     flagged: list[tuple[str, float]] = []
     for score in scores:
         if score.classifier in not_run:
-            raise PolicyError(f"image classifier {score.classifier!r} scored an image but is recorded as not run")
+            raise PolicyError(
+                f"image classifier {score.classifier!r} scored an image but is recorded as not run"
+            )
         try:
             threshold = pack.classifier_threshold(
                 score.classifier, score.category, heightened=score.category in heightened

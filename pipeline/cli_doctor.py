@@ -51,7 +51,9 @@ def doctor(policy: str, model: str, as_json: bool) -> None:
     else:
         click.echo(f"policy {pack.ref.name} {pack.ref.version}, model {model}")
         for check in built.checks:
-            state = "runs" if check.ran else ("FAILS CLOSED" if check.reason.startswith("cannot load") else "off")
+            state = (
+                "runs" if check.ran else ("FAILS CLOSED" if check.reason.startswith("cannot load") else "off")
+            )
             click.echo(f"  {check.classifier:<24} {state:<13} {check.model_id or '-'}")
             if check.reason:
                 click.echo(f"      {check.reason}")

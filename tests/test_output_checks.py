@@ -107,7 +107,10 @@ def test_default_pack_on_the_embedded_model_runs_nudenet_and_says_what_did_not_r
     assert [(c.classifier, c.ran) for c in gp.checks] == [
         ("nudenet", True), ("sd-safety-checker", False), ("clip-zero-shot", False)
     ]  # fmt: skip
-    assert gp.checks[1].reason == NOT_REAL_MODEL and gp.checks[1].model_id == "CompVis/stable-diffusion-safety-checker"
+    assert (
+        gp.checks[1].reason == NOT_REAL_MODEL
+        and gp.checks[1].model_id == "CompVis/stable-diffusion-safety-checker"
+    )
     result = gp(GenerationRequest("a lighthouse at dusk", params=SMALL))
     assert all(s.classifier == "nudenet" for image in result.released for s in image.verdict.scores)
     assert all(image.verdict.scores for image in result.released)  # never `scores: []`

@@ -32,12 +32,16 @@ if TYPE_CHECKING:
 # Registry-level option of sd-safety-checker entries: use the safety checker weights the diffusion
 # pipeline ships (SD 1.x/2.x repositories carry a `safety_checker` folder) instead of `model`.
 FROM_PIPELINE = "from_pipeline"
-NOT_REAL_MODEL = "not run: the pack runs this check only with a real model (this is an embedded demonstration model)"
+NOT_REAL_MODEL = (
+    "not run: the pack runs this check only with a real model (this is an embedded demonstration model)"
+)
 
 
 def _require_model(kind: str, model: str | None) -> str:
     if not model:
-        raise ModelLoadError(f"image_checks.classifiers[kind={kind}].model: expected a path or hub id, found none")
+        raise ModelLoadError(
+            f"image_checks.classifiers[kind={kind}].model: expected a path or hub id, found none"
+        )
     return model
 
 
@@ -145,9 +149,7 @@ def _pipeline_safety_checker(spec: ClassifierSpec, model: str, pipe: Any) -> Ima
     return None
 
 
-def build_pack_checks(
-    pack: PolicyPack, *, model: str, real_model: bool, pipe: Any = None
-) -> PackChecks:
+def build_pack_checks(pack: PolicyPack, *, model: str, real_model: bool, pipe: Any = None) -> PackChecks:
     """Every `image_checks.classifiers` entry of `pack` for generating with `model`.
 
     `real_model`: False for the embedded demonstration models (entries with `when: real-model` do
