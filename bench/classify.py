@@ -87,6 +87,7 @@ def bench_classifiers(args: argparse.Namespace, images: list[np.ndarray], root: 
 
 def bench_false_positives(args: argparse.Namespace, root: Path) -> None:
     """NudeNet and CLIP zero-shot on every real photograph the test fixtures hold, with the packs' thresholds."""
+    from guard.classifiers.base import ImageClassifier
     from guard.classifiers.clip_zero_shot import ClipZeroShotClassifier
     from guard.classifiers.nudenet import NudeNetClassifier
     from guard.policy import load_pack
@@ -95,7 +96,7 @@ def bench_false_positives(args: argparse.Namespace, root: Path) -> None:
 
     photos = photographs(512)
     clip_source = args.clip or str(build_tiny_clip(root / "clip-fp"))
-    checks = [
+    checks: list[tuple[str, ImageClassifier]] = [
         ("nudenet", NudeNetClassifier(threads=1)),
         (
             f"clip-zero-shot{'' if args.clip else ' (tiny)'}",

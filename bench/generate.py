@@ -89,8 +89,10 @@ def main() -> None:
     def gov() -> None:
         governed(GenerationRequest(prompt, params=params), out_dir=work / "out")
 
-    raw(), gov()  # warm-up: first calls allocate and compile kernels
-    raw_times, gov_times = [], []
+    raw()  # warm-up: first calls allocate and compile kernels
+    gov()
+    raw_times: list[float] = []
+    gov_times: list[float] = []
     for _ in range(args.repeats):  # interleaved so that machine noise hits both alike
         for fn, times in ((raw, raw_times), (gov, gov_times)):
             start = time.perf_counter()

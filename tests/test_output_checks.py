@@ -181,7 +181,8 @@ def test_uncertain_prompt_lowers_the_image_threshold_end_to_end(
     uncertain = gp(GenerationRequest("a sexy dancer on stage", params=SMALL))
     assert uncertain.decision.heightened_categories == ("sexual",) and not uncertain.released
     assert [w.verdict.action for w in uncertain.withheld] == [ImageAction.BLOCK] * 2
-    assert uncertain.withheld[0].verdict.flagged == (("sexual", pytest.approx(heightened)),)
+    [(category, threshold)] = uncertain.withheld[0].verdict.flagged
+    assert category == "sexual" and threshold == pytest.approx(heightened)
 
 
 def test_prompt_held_images_name_the_category_in_review_and_report(

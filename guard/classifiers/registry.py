@@ -136,7 +136,7 @@ def _pipeline_safety_checker(spec: ClassifierSpec, model: str, pipe: Any) -> Ima
         return None
     from guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
 
-    options = {k: v for k, v in spec.options.items() if k != FROM_PIPELINE}
+    options: dict[str, Any] = {k: v for k, v in spec.options.items() if k != FROM_PIPELINE}
     checker = getattr(pipe, "safety_checker", None) if pipe is not None else None
     processor = getattr(pipe, "feature_extractor", None) if pipe is not None else None
     try:
