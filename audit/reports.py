@@ -333,7 +333,8 @@ def safety_report(
     """Outcomes by category, by policy version and over time.
 
     An image counts once per category its verdict flagged ("none" when nothing crossed a threshold;
-    an image held only because the prompt asked for review counts as "prompt review"). A request
+    an image held only because the prompt asked for review counts under the categories the prompt check
+    held it for, "prompt review" when it names none). A request
     blocked at the prompt counts once per category the decision blocked.
     """
     _check_bucket(bucket)
@@ -347,6 +348,7 @@ def safety_report(
         Image.index,
         Image.status,
         Image.verdict_json,
+        Generation.decision_json,
     ).join(Generation, Generation.id == Image.generation_id)
     blocked_query = select(
         Generation.created_at, Generation.policy_name, Generation.policy_version, Generation.decision_json
@@ -376,15 +378,19 @@ def safety_report(
             .order_by(LogEntry.seq)
         ):
             reviews.setdefault((str(gid), int(json.loads(payload)["image_index"])), event_type)
-        for gid, created_at, name, version, extra_json, index, status, verdict_json in conn.execute(
-            image_query
+        for gid, created_at, name, version, extra_json, index, status, verdict_json, decision_json in (
+            conn.execute(image_query)
         ):
             images += 1
             verdict = json.loads(verdict_json)
             outcome = _image_outcome(status, reviews.get((gid, index)), extra_json, index)
-            categories = [category for category, _ in verdict["flagged"]] or [
-                "prompt review" if status == "quarantined" else "none"
+            # An image held because the prompt asked for review counts under the prompt's review categories.
+            held_by = [
+                c["category"] for c in json.loads(decision_json)["categories"] if c["action"] == "review"
             ]
+            categories = [category for category, _ in verdict["flagged"]] or (
+                (held_by or ["prompt review"]) if status == "quarantined" else ["none"]
+            )
             classifiers.update(f"{s['classifier']} ({s['model_id']})" for s in verdict["scores"])
             for category in dict.fromkeys(categories):
                 by_category[category][outcome] += 1

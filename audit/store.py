@@ -42,6 +42,7 @@ from guard.errors import BadInputError
 from guard.phash import to_signed64, to_unsigned64
 from guard.types import (
     CategoryScore,
+    CheckStatus,
     ClassifierScore,
     GenerationParams,
     ImageAction,
@@ -255,6 +256,10 @@ def _verdict_json(verdict: ImageVerdict) -> dict[str, Any]:
             for s in verdict.scores
         ],
         "flagged": [[category, threshold] for category, threshold in verdict.flagged],
+        "checks": [
+            {"classifier": c.classifier, "model_id": c.model_id, "ran": c.ran, "reason": c.reason}
+            for c in verdict.checks
+        ],
     }
 
 
@@ -893,6 +898,7 @@ def _stored_image(row: _RowMap) -> StoredImage:
             action=ImageAction(verdict["action"]),
             scores=tuple(ClassifierScore(**score) for score in verdict["scores"]),
             flagged=tuple((category, threshold) for category, threshold in verdict["flagged"]),
+            checks=tuple(CheckStatus(**check) for check in verdict.get("checks", ())),
         ),
         manifest=None if row["manifest"] is None else bytes(row["manifest"]),
         latent_nonce=None if row["latent_nonce"] is None else bytes(row["latent_nonce"]),

@@ -7,7 +7,9 @@ Prints milliseconds per 512x512 image on one core (torch, onnxruntime and OpenCV
 thread) for each classifier, one image at a time and in batches of 8: NudeNet's bundled detector
 (real), the SD safety checker, a transformers image classifier and CLIP zero-shot (tiny models built
 from configs unless real paths are given: tiny-model figures measure the plumbing, not a real model),
-and the bias observations (faces + skin tone, no gender model). Then the time of `bias_report` over
+and the bias observations (faces + skin tone, no gender model). Then the false positives of NudeNet
+and CLIP zero-shot (tiny unless --clip) on every real photograph of the test fixtures (scikit-image,
+scikit-learn) with the default and strict packs' thresholds. Then the time of `bias_report` over
 `--records` synthetic completed generations with bias observations (target: <= 5 s), written once
 through AuditStore.record_generations into an SQLite file under --db-cache and reused.
 """
@@ -81,6 +83,43 @@ def bench_classifiers(args: argparse.Namespace, images: list[np.ndarray], root: 
         single = _ms_per_image(run, images, 1)
         batched = _ms_per_image(run, images, 8)
         print(f"{name:<40} {single:>22.1f} {batched:>18.1f}")
+
+
+def bench_false_positives(args: argparse.Namespace, root: Path) -> None:
+    """NudeNet and CLIP zero-shot on every real photograph the test fixtures hold, with the packs' thresholds."""
+    from guard.classifiers.base import ImageClassifier
+    from guard.classifiers.clip_zero_shot import ClipZeroShotClassifier
+    from guard.classifiers.nudenet import NudeNetClassifier
+    from guard.policy import load_pack
+    from tests._photos import photographs
+    from tests.tiny_models import build_tiny_clip
+
+    photos = photographs(512)
+    clip_source = args.clip or str(build_tiny_clip(root / "clip-fp"))
+    checks: list[tuple[str, ImageClassifier]] = [
+        ("nudenet", NudeNetClassifier(threads=1)),
+        (
+            f"clip-zero-shot{'' if args.clip else ' (tiny)'}",
+            ClipZeroShotClassifier(clip_source, device="cpu"),
+        ),
+    ]
+    for pack_name in ("default", "strict"):
+        pack = load_pack(pack_name)
+        for label, classifier in checks:
+            flagged: list[str] = []
+            for name, image in photos.items():
+                [scores] = classifier.classify([image])
+                hits = [
+                    f"{s.category} {s.score:.2f}"
+                    for s in scores
+                    if s.score >= pack.classifier_threshold(classifier.name, s.category)
+                ]
+                if hits:
+                    flagged.append(f"{name} ({', '.join(hits)})")
+            print(
+                f"false positives, {pack_name} pack, {label}: {len(flagged)} of {len(photos)} photographs"
+                + (f": {'; '.join(flagged)}" if flagged else "")
+            )
 
 
 def _synthetic_records(count: int, seed: int = 0) -> list[GenerationRecord]:
@@ -165,6 +204,7 @@ def main() -> None:
     parser.add_argument("--db-cache", type=Path, default=Path(tempfile.gettempdir()) / "genguard-bench")
     parser.add_argument("--skip-report", action="store_true")
     parser.add_argument("--skip-classifiers", action="store_true")
+    parser.add_argument("--skip-false-positives", action="store_true")
     args = parser.parse_args()
 
     import cv2
@@ -176,6 +216,9 @@ def main() -> None:
     if not args.skip_classifiers:
         with tempfile.TemporaryDirectory() as tmp:
             bench_classifiers(args, _photos(args.images), Path(tmp))
+    if not args.skip_false_positives:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_false_positives(args, Path(tmp))
     if not args.skip_report:
         args.db_cache.mkdir(parents=True, exist_ok=True)
         bench_report(args.records, args.db_cache)

@@ -1,10 +1,11 @@
 """Governed vs raw diffusers on the same pipeline object, same seeds, same process.
 
     python bench/generate.py [--model embedded:tiny-sd] [--size 256] [--steps 10] [--batch 4] [--repeats 5]
+                             [--policy default] [--no-checks]
 
 Prints the median wall time of each and their ratio (target: governed / raw <= 1.10 on
 embedded:tiny-sd, 256x256, 10 steps, batch 4, one thread). Raw is `pipe(...)` with the same initial
-noise; governed adds the policy check, output checks, pixel watermark, PNG encoding, perceptual hash,
+noise; governed adds the policy check, the pack's output checks (as from_pretrained builds them), pixel watermark, PNG encoding, perceptual hash,
 the audit transaction and writing the files.
 """
 
@@ -30,24 +31,36 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--policy", default="default")
+    parser.add_argument("--no-checks", action="store_true", help="run no output checks (the old setting)")
     args = parser.parse_args()
 
     import torch
 
     from audit.store import AuditStore
+    from guard.classifiers.registry import build_pack_checks
     from guard.policy import load_pack
     from guard.types import GenerationParams, GenerationRequest
     from pipeline import families
+    from pipeline.embedded import is_embedded
     from pipeline.governed import GovernedPipeline, load_diffusers_pipeline
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="genguard-bench-"))
     pipe = load_diffusers_pipeline(args.model)
+    pack = load_pack(args.policy)
+    # The pack's output checks, as GovernedPipeline.from_pretrained builds them (fail closed).
+    checks = build_pack_checks(pack, model=args.model, real_model=not is_embedded(args.model), pipe=pipe)
+    if args.no_checks:
+        checks = type(checks)((), ())
+    checks.require()
     governed = GovernedPipeline(
         pipe,
         model_id=args.model,
-        policy=load_pack("default"),
+        policy=pack,
         audit=AuditStore.open(f"sqlite:///{work / 'audit.sqlite3'}"),
+        classifiers=checks.classifiers,
+        checks=checks.checks,
     )
     params = GenerationParams(
         width=args.size, height=args.size, steps=args.steps, num_images=args.batch, seed=1234
@@ -76,8 +89,10 @@ def main() -> None:
     def gov() -> None:
         governed(GenerationRequest(prompt, params=params), out_dir=work / "out")
 
-    raw(), gov()  # warm-up: first calls allocate and compile kernels
-    raw_times, gov_times = [], []
+    raw()  # warm-up: first calls allocate and compile kernels
+    gov()
+    raw_times: list[float] = []
+    gov_times: list[float] = []
     for _ in range(args.repeats):  # interleaved so that machine noise hits both alike
         for fn, times in ((raw, raw_times), (gov, gov_times)):
             start = time.perf_counter()
@@ -88,6 +103,8 @@ def main() -> None:
         f"model {args.model}  {args.size}x{args.size}  steps {args.steps}  batch {args.batch}  "
         f"threads {args.threads}  repeats {args.repeats}"
     )
+    ran = [c.classifier for c in checks.checks if c.ran]
+    print(f"output checks ({args.policy} pack): {', '.join(ran) or 'none'}")
     print(f"raw diffusers   median {raw_med:.3f} s  ({args.batch / raw_med:.2f} images/s)")
     print(f"governed        median {gov_med:.3f} s  ({args.batch / gov_med:.2f} images/s)")
     print(f"ratio governed/raw  {gov_med / raw_med:.3f}   (target <= 1.10)")

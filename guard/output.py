@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 from guard.errors import PolicyError
-from guard.types import ClassifierScore, ImageAction, ImageVerdict, PerceivedFace
+from guard.types import CheckStatus, ClassifierScore, ImageAction, ImageVerdict, PerceivedFace
 
 if TYPE_CHECKING:
     from guard.policy import PolicyPack
@@ -24,16 +24,24 @@ def decide_image(
     heightened: Collection[str] = (),
     hold_for_review: bool = False,
     observations: Sequence[PerceivedFace] = (),
+    checks: Sequence[CheckStatus] = (),
 ) -> ImageVerdict:
     """The verdict for one image.
 
     `heightened`: categories whose thresholds drop (the prompt was uncertain about them).
     `hold_for_review`: the prompt policy said review, so the image is withheld whatever it scores.
     `observations`: bias observations, recorded with the verdict; they never change the action.
+    `checks`: which of the pack's checks ran and which did not (and why), recorded with the verdict.
+    A score from a check listed as not run is an error: the record would contradict itself.
     """
+    not_run = {check.classifier for check in checks if not check.ran}
     action = ImageAction.QUARANTINE if hold_for_review else ImageAction.RELEASE
     flagged: list[tuple[str, float]] = []
     for score in scores:
+        if score.classifier in not_run:
+            raise PolicyError(
+                f"image classifier {score.classifier!r} scored an image but is recorded as not run"
+            )
         try:
             threshold = pack.classifier_threshold(
                 score.classifier, score.category, heightened=score.category in heightened
@@ -49,5 +57,9 @@ def decide_image(
             if category_action.rank > action.rank:
                 action = category_action
     return ImageVerdict(
-        action=action, scores=tuple(scores), flagged=tuple(flagged), observations=tuple(observations)
+        action=action,
+        scores=tuple(scores),
+        flagged=tuple(flagged),
+        observations=tuple(observations),
+        checks=tuple(checks),
     )

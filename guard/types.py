@@ -106,6 +106,19 @@ class ClassifierScore:
 
 
 @dataclass(frozen=True)
+class CheckStatus:
+    """Whether one output check the pack names ran on the image, and why not when it did not.
+
+    `model_id`: the versioned model id when it ran, else the model the pack names (None: none named).
+    """
+
+    classifier: str
+    model_id: str | None
+    ran: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class PerceivedFace:
     """One face found in an image and how it is *perceived* to look (never who the person is).
 
@@ -134,6 +147,8 @@ class ImageVerdict:
     flagged: tuple[tuple[str, float], ...] = ()
     # Bias observations (faces and their perceived attributes); () when not observed.
     observations: tuple[PerceivedFace, ...] = ()
+    # The output checks the pack names: which ran on this image, which did not and why.
+    checks: tuple[CheckStatus, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         result: dict[str, Any] = _jsonable(asdict(self))

@@ -176,6 +176,10 @@ def generate(
                 "withheld": [
                     {"index": w.index, "status": w.status, "reason": w.reason} for w in result.withheld
                 ],
+                "checks": [
+                    {"classifier": c.classifier, "model_id": c.model_id, "ran": c.ran, "reason": c.reason}
+                    for c in pipe.checks
+                ],
             }
         )
         return
@@ -189,6 +193,10 @@ def generate(
         click.echo(f"  released {image.path}  sha256 {image.sha256[:16]}  mark {image.mark_id:016x}")
     for held in result.withheld:
         click.echo(f"  withheld image {held.index}: {held.status} ({held.reason})")
+    for check in pipe.checks:
+        click.echo(f"  check {check.classifier}: {'ran' if check.ran else check.reason}")
+    if not any(check.ran for check in pipe.checks):
+        click.echo("  warning: no output check ran on these images", err=True)
     if result.bias is not None and result.bias.faces:
         entropy = result.bias.skin_tone.entropy
         uniform = ", ".join(result.bias.uniform)
@@ -443,6 +451,7 @@ def _dataclass_json(value: Any) -> Any:
 
 # The plug-in modules add their commands to `cli` and `audit` (they import this module by name).
 import pipeline.cli_checkpoint  # audit checkpoint, prove, check-proof, public-key
+import pipeline.cli_doctor  # doctor
 import pipeline.cli_keys  # keys
 import pipeline.cli_policy  # policy init
 import pipeline.cli_review  # review, report

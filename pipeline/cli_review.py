@@ -72,7 +72,14 @@ def review_show(review_id: str, db_url: str | None, as_json: bool) -> None:
 
     with _store(db_url) as store:
         item = show(store, review_id)
+        detail = store.get_generation(item.generation_id, with_events=False)
+    held_by = (  # the prompt categories whose review action held the image
+        [c for c in detail.decision.categories if c.action.value == "review"]
+        if detail is not None and detail.decision.action.value == "review"
+        else []
+    )
     data = item.to_json()
+    data["held_by"] = [{"category": c.category, "score": c.score} for c in held_by]
     if as_json:
         _echo_json(data)
         return
@@ -81,6 +88,8 @@ def review_show(review_id: str, db_url: str | None, as_json: bool) -> None:
     click.echo(f"policy:     {item.policy}")
     click.echo(f"prompt:     {item.prompt if item.prompt is not None else '(stored hashed or redacted)'}")
     click.echo(f"kept:       {'encrypted copy available' if item.kept else 'no copy kept'}")
+    for held in held_by:
+        click.echo(f"held by:    prompt review, {held.category} (score {held.score:.3f})")
     for score in item.scores:
         click.echo(
             f"score:      {score.category:<24} {score.score:.3f}  {score.classifier} ({score.model_id})"

@@ -30,7 +30,7 @@ from audit.store import AuditStore
 from guard import config
 from guard.bias import AttributeReader, BatchBias, batch_bias, observe_images
 from guard.classifiers.base import ImageClassifier
-from guard.classifiers.registry import build_from_spec, build_gender_reader
+from guard.classifiers.registry import build_gender_reader, checks_of, load_pack_checks
 from guard.errors import BadInputError, BlockedError, ModelLoadError
 from guard.imageio import encode_image
 from guard.output import decide_image
@@ -40,6 +40,7 @@ from guard.provenance import ContentCredentials, ManifestFacts
 from guard.provenance.content_credentials import MIME_TYPES
 from guard.quarantine import QuarantineVault
 from guard.types import (
+    CheckStatus,
     ClassifierScore,
     GenerationParams,
     GenerationRequest,
@@ -178,8 +179,10 @@ class GovernedPipeline:
         content_credentials: ContentCredentials | None = None,
         output_format: str = "png",
         sidecar: bool = False,
+        checks: Sequence[CheckStatus] | None = None,
     ) -> None:
-        """`gender_reader`: reads perceived gender presentation from faces (None: not measured).
+        """`checks`: the pack's output checks, run or not (None: each of `classifiers`, run).
+        `gender_reader`: reads perceived gender presentation from faces (None: not measured).
         `observe_bias`: run the bias observations (None: as the pack's `bias.enabled` says).
         `quarantine_vault`: where quarantined images are kept encrypted when the pack says
         `image_checks.quarantine.keep: encrypted` (None: under `genguard_home()`).
@@ -208,6 +211,7 @@ class GovernedPipeline:
         self.engine = PolicyEngine(policy)
         self.audit = audit
         self.classifiers = tuple(classifiers)
+        self.checks = tuple(checks) if checks is not None else checks_of(self.classifiers)
         self._key = watermark_key if watermark_key is not None else config.watermark_key()
         self.watermarker: Watermarker = watermarker if watermarker is not None else PixelWatermarker()
         self.latent_watermark = latent_watermark
@@ -249,16 +253,17 @@ class GovernedPipeline:
         """
         pack = policy if isinstance(policy, PolicyPack) else load_pack(policy)
         store = audit if isinstance(audit, AuditStore) else AuditStore.open(audit)
-        if classifiers is None:
-            # `model: null` in the pack means "not configured": that classifier does not run.
-            classifiers = [
-                build_from_spec(spec) for spec in pack.spec.image_checks.classifiers if spec.model is not None
-            ]
         bias = pack.spec.bias
         gender_reader = build_gender_reader(
             bias.gender_model, {value: list(prompts) for value, prompts in bias.gender_labels.items()}
         )
         pipe, acceleration = load_accelerated(model, device=device, dtype=dtype, compile=compile)
+        checks = None
+        if classifiers is None:  # every check the pack names runs, or this fails closed (registry)
+            built = load_pack_checks(
+                pack, model=model, real_model=not is_embedded(model), pipe=pipe, record=store.append_event
+            )
+            classifiers, checks = built.classifiers, built.checks
         governed = cls(
             pipe,
             model_id=model,
@@ -271,6 +276,7 @@ class GovernedPipeline:
             sign=sign,
             output_format=output_format,
             sidecar=sidecar,
+            checks=checks,
         )
         governed.acceleration = acceleration
         return governed
@@ -465,7 +471,10 @@ class GovernedPipeline:
         batch = [pixels[i] for i in range(pixels.shape[0])]
         per_image_scores: list[list[ClassifierScore]] = [[] for _ in batch]
         for classifier in self.classifiers:
-            for i, classified in enumerate(classifier.classify(batch)):
+            rows = classifier.classify(batch)
+            if len(rows) != len(batch):  # a check that skipped images fails closed
+                raise ModelLoadError(f"{classifier.name}: expected {len(batch)} score rows, found {len(rows)}")
+            for i, classified in enumerate(rows):
                 per_image_scores[i].extend(classified)
         return per_image_scores
 
@@ -558,6 +567,7 @@ class GovernedPipeline:
                 self.policy,
                 heightened=decision.heightened_categories,
                 hold_for_review=hold,
+                checks=self.checks,
                 observations=observations[index] if observations is not None else (),
             )
             nonce_recorded = nonce if self.latent_watermark else None
@@ -569,8 +579,11 @@ class GovernedPipeline:
                 continue
             png = encode_image(image, "png")
             sha256, phash = hashlib.sha256(png).hexdigest(), perceptual_hash(image)
+            held_by = ", ".join(  # the prompt categories whose review held the image, with their scores
+                f"{c.category} {c.score:.2f}" for c in decision.categories if c.action is PromptAction.REVIEW
+            )
             reason = (
-                "prompt held for review"
+                f"prompt held for review ({held_by or 'policy'})"
                 if hold and not verdict.flagged
                 else "flagged: "
                 + ", ".join(f"{category}>={threshold:g}" for category, threshold in verdict.flagged)

@@ -138,8 +138,8 @@ def test_missing_file_is_a_policy_error(tmp_path: Path) -> None:
             "[]",
         ),
         (
-            lambda d: d["image_checks"]["classifiers"].append({"model": "x"}),
-            "image_checks.classifiers.1.kind",
+            lambda d: d["image_checks"]["classifiers"].insert(0, {"model": "x"}),
+            "image_checks.classifiers.0.kind",
             "required field",
             "nothing",
         ),

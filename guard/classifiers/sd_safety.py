@@ -89,6 +89,45 @@ class StableDiffusionSafetyClassifier:
         self.version = _models.model_version(weights, getattr(self._checker, "config", None))
         self.model_id = _models.versioned_id(str(model), self.version)
 
+    @classmethod
+    def from_modules(
+        cls, checker: Any, processor: Any, *, source: str, device: str = "auto", batch_size: int = 8
+    ) -> StableDiffusionSafetyClassifier:
+        """The safety checker a loaded diffusion pipeline ships (`pipe.safety_checker`, `pipe.feature_extractor`).
+
+        Its weights are reused as they are (moved to `device`); diffusers' own black-image path stays
+        off, since the pipeline no longer holds the module. `source` names the pipeline in the model id.
+        """
+        import torch
+
+        self = cls.__new__(cls)
+        self._torch = torch
+        self.device = _models.resolve_device(device)
+        self.batch_size = max(1, int(batch_size))
+        dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+        self._checker = checker.to(self.device, dtype).eval()
+        self._processor = processor
+        local = Path(source) / "safety_checker"
+        config = getattr(checker, "config", None)
+        self.version = _models.model_version(local if local.is_dir() else source, config)
+        self.model_id = _models.versioned_id(f"{source}/safety_checker", self.version)
+        return self
+
+    @staticmethod
+    def ships_checker(model: str) -> bool:
+        """Whether the pipeline `model` (a folder, or a hub id in the local cache) has a `safety_checker` folder."""
+        if (Path(model) / "safety_checker" / "config.json").is_file():
+            return True
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return False
+        try:
+            found = try_to_load_from_cache(model, "safety_checker/config.json")
+        except (ValueError, OSError):  # not a hub id
+            return False
+        return isinstance(found, str)
+
     def margins(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """The checker's decision margin per image (> 0 means the checker flags it), `batch_size` at a time."""
         _models.check_images(images, self.name)

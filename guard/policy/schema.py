@@ -93,7 +93,7 @@ ImageActionName = Literal["release", "quarantine", "block"]
 
 
 class ClassifierSpec(_Spec):
-    """An image classifier the pipeline should run. `model` None means "not configured".
+    """An image classifier the pipeline runs on every image (guard.classifiers.registry says how).
 
     `thresholds` and `action` override, for this classifier's scores only, the category's
     `thresholds.image` and `output_action`. `labels` maps a transformers model's labels to categories
@@ -108,6 +108,10 @@ class ClassifierSpec(_Spec):
     action: dict[Identifier, ImageActionName] = {}
     labels: dict[Annotated[str, StringConstraints(min_length=1)], Identifier] = {}
     prompts: dict[Identifier, Annotated[list[Term], Field(min_length=1)]] = {}
+    # A check that cannot load fails the generation closed unless `optional` (then records say it did
+    # not run, and why). `when: real-model`: not run on the embedded demonstration models.
+    optional: bool = False
+    when: Literal["always", "real-model"] = "always"
 
 
 class QuarantineSpec(_Spec):

@@ -229,6 +229,10 @@ def _manifest_definition(facts: ManifestFacts) -> str:
             "flagged": [
                 {"category": category, "threshold": threshold} for category, threshold in verdict.flagged
             ],
+            "checks": [
+                {"classifier": c.classifier, "model_id": c.model_id, "ran": c.ran, "reason": c.reason}
+                for c in verdict.checks
+            ],
         },
     }
     assertions: list[dict[str, Any]] = [
