@@ -35,10 +35,28 @@ def db_option(func: F) -> F:
     )(func)
 
 
+def read_db_options(func: F) -> F:
+    """--db and --read-only, for commands that only read the audit database."""
+    func = click.option(
+        "--read-only",
+        "read_only",
+        is_flag=True,
+        help="Open the database read-only (an evidence copy; implied when the file is not writable).",
+    )(func)
+    return db_option(func)
+
+
 def _open_store(db_url: str | None) -> Any:
     from audit.store import AuditStore
 
     return AuditStore.open(db_url)
+
+
+def open_reader(db_url: str | None, read_only: bool = False) -> Any:
+    """The store for a command that only reads: read-only when asked, or when it cannot be written."""
+    from audit.store import AuditStore
+
+    return AuditStore.open(db_url, read_only=read_only, allow_read_only=True)
 
 
 def _print_json(value: Any) -> None:
@@ -362,10 +380,10 @@ def audit() -> None:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--status", default=None, help="completed, blocked or failed.")
 @click.option("--json", "as_json", is_flag=True)
-@db_option
-def audit_list(limit: int, status: str | None, as_json: bool, db_url: str | None) -> None:
+@read_db_options
+def audit_list(limit: int, status: str | None, as_json: bool, db_url: str | None, read_only: bool) -> None:
     """The latest generations, newest first."""
-    store = _open_store(db_url)
+    store = open_reader(db_url, read_only)
     rows = store.list_generations(limit=limit, status=status)
     for row in rows:
         if as_json:
@@ -379,10 +397,10 @@ def audit_list(limit: int, status: str | None, as_json: bool, db_url: str | None
 
 @audit.command("show")
 @click.argument("generation_id")
-@db_option
-def audit_show(generation_id: str, db_url: str | None) -> None:
+@read_db_options
+def audit_show(generation_id: str, db_url: str | None, read_only: bool) -> None:
     """Everything recorded for one generation, as JSON."""
-    store = _open_store(db_url)
+    store = open_reader(db_url, read_only)
     detail = store.get_generation(generation_id)
     if detail is None:
         raise NotFoundError(f"generation {generation_id!r}: not found in the audit database")
@@ -397,10 +415,12 @@ def audit_show(generation_id: str, db_url: str | None) -> None:
 @click.option(
     "--public-key", type=click.Path(path_type=Path), default=None, help="Trusted checkpoint key (PEM)."
 )
-@db_option
-def audit_verify(checkpoint_file: Path | None, public_key: Path | None, db_url: str | None) -> None:
+@read_db_options
+def audit_verify(
+    checkpoint_file: Path | None, public_key: Path | None, db_url: str | None, read_only: bool
+) -> None:
     """Recompute the chained log against the stored rows. Exit 1 and name the first bad entry if broken."""
-    store = _open_store(db_url)
+    store = open_reader(db_url, read_only)
     if checkpoint_file is not None:
         from pipeline.cli_checkpoint import verify_with_checkpoint
 

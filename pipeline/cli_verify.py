@@ -67,7 +67,7 @@ def verify(
     outcomes: list[VerificationReport | UnreadableImage] = []
     failure: AuditUnavailableError | None = None
     with (
-        AuditStore.open(db_url, read_only=no_record) as store,
+        AuditStore.open(db_url, read_only=no_record, allow_read_only=True) as store,
         click.progressbar(
             length=len(files),
             label="verifying",
