@@ -276,7 +276,7 @@ def upgrade_to_head(engine: Engine) -> None:
                 conn.commit()
 
 
-_PG_WRITES = {"generations": "INSERT", "images": "INSERT", "log_entries": "INSERT", "chain_head": "UPDATE"}
+_PG_WRITES = {"generations": "INSERT", "images": "INSERT", "audit_log": "INSERT", "chain_head": "UPDATE"}
 
 
 def check_writable(engine: Engine) -> None:
