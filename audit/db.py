@@ -109,7 +109,6 @@ def create_sqlite_file(path: Path) -> None:
     """Create an empty database file with mode 0600 (its -wal/-shm files inherit the mode)."""
     if path.exists():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
@@ -127,6 +126,8 @@ def create_audit_engine(url: URL, read_only: bool = False) -> Engine:
         path = sqlite_file(url)
         if read_only and path is not None:
             creator = _read_only_sqlite(path)
+        elif path is not None and path.parent.is_dir():
+            create_sqlite_file(path)  # 0600 before SQLite creates it 0644
     elif url.get_backend_name() == "postgresql":
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
         url, lock_timeout = _pg_lock_timeout(url)

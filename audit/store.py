@@ -557,9 +557,8 @@ class AuditStore:
                         f"{path.stat().st_mode & 0o777:04o} (read-only: nothing can be recorded)"
                     )
                 read_only = True
-            elif path.parent.is_dir():
-                db.create_sqlite_file(path)
-                warn_if_exposed(path)
+            else:
+                warn_if_exposed(path)  # a new file is created 0600 (audit.db)
         if path is not None and read_only and not path.is_file():
             raise AuditUnavailableError(
                 f"audit database {db.describe(parsed)}: expected an existing database file to read, found none"

@@ -198,7 +198,7 @@ def test_signed_original_is_verified_and_the_verification_recorded(
     assert len(events) == 1 and events[0].seq == report.event_seq
     assert events[0].payload["verdict"] == "verified-original"
     assert events[0].payload["sha256"] == hashlib.sha256(data).hexdigest()
-    assert events[0].payload["watermark"] == f"{0xA11CE:016x}"
+    assert events[0].payload["watermark"] == "0x00000000000a11ce"
     assert "image" not in json.dumps(events[0].payload)  # neither the name nor the pixels
     lean = store.get_generation("gen-a", with_events=False)  # what verify reads: events grow per verification
     assert lean is not None and lean.events == () and lean.images == detail.images

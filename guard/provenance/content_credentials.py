@@ -24,6 +24,7 @@ from typing import Any
 import c2pa
 
 from guard.errors import BadInputError, InfrastructureError
+from guard.markid import format_mark_id, read_mark_id
 from guard.provenance.keys import LocalKeySigner, Signer, configured_signer, trust_anchors_from_config
 from guard.types import ImageVerdict, PolicyRef
 
@@ -252,7 +253,7 @@ def _manifest_definition(facts: ManifestFacts) -> str:
                 "label": SOFT_BINDING_LABEL,
                 "data": {
                     "alg": facts.watermark_algorithm,
-                    "blocks": [{"scope": {}, "value": str(facts.mark_id)}],
+                    "blocks": [{"scope": {}, "value": format_mark_id(facts.mark_id)}],
                 },
             }
         )
@@ -284,7 +285,7 @@ def _facts_from(manifest: dict[str, Any]) -> dict[str, Any]:
         "signed_at": _str(signature.get("time")),
         "generation_id": _str(governance.get("generation_id")),
         "image_index": _int(governance.get("image_index")),
-        "mark_id": int(mark) if isinstance(mark, str) and mark.isdigit() and len(mark) <= 20 else None,
+        "mark_id": read_mark_id(mark),  # 0x form, or decimal as manifests before it said
         "watermark_algorithm": _str(binding.get("alg")),
         "policy_digest": _str(_dict(governance.get("policy")).get("digest")),
     }
