@@ -47,7 +47,12 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 SQLITE_SYNCHRONOUS = ("full", "normal")  # the URL option ?synchronous=...; the first is the default
 PG_LOCK_TIMEOUT_S = 30.0  # the URL option ?lock_timeout=SECONDS overrides it
 # Drivers SQLAlchemy imports for a bare dialect name, and the package a user installs for each.
-_DRIVER_PACKAGES = {"MySQLdb": "mysqlclient", "psycopg2": "psycopg2", "pymysql": "PyMySQL", "cx_Oracle": "cx_Oracle"}
+_DRIVER_PACKAGES = {
+    "MySQLdb": "mysqlclient",
+    "psycopg2": "psycopg2",
+    "pymysql": "PyMySQL",
+    "cx_Oracle": "cx_Oracle",
+}
 # pg_advisory_lock key held while migrating: "genguard" in ASCII, so that it says whose lock it is
 _PG_MIGRATION_LOCK = 0x67656E6775617264
 _WRITE = "genguard_write"
@@ -327,9 +332,9 @@ def is_read_only_error(exc: BaseException) -> bool:
 
 __all__ = [
     "HEAD_REVISION",
-    "SQLAlchemyError",
     "PG_LOCK_TIMEOUT_S",
     "ReadOnlyDatabase",
+    "SQLAlchemyError",
     "check_writable",
     "create_audit_engine",
     "create_sqlite_file",

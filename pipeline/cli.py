@@ -80,7 +80,9 @@ def configure_output(verbose: bool) -> None:
 
     _OUTPUT["verbose"] = verbose
     if verbose:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        )
         return
     for variable, value in (
         ("TRANSFORMERS_VERBOSITY", "error"),
@@ -399,10 +401,16 @@ def watermark_detect(images: tuple[Path, ...], as_json: bool) -> None:
             continue
         if as_json:
             _print_json(
-                {"image": str(path), **dataclasses.asdict(found), "mark_id": format_optional_mark_id(found.mark_id)}
+                {
+                    "image": str(path),
+                    **dataclasses.asdict(found),
+                    "mark_id": format_optional_mark_id(found.mark_id),
+                }
             )
         elif found.marked and found.mark_id is not None:
-            click.echo(f"{path}: marked, id {format_mark_id(found.mark_id)}, confidence {found.confidence:.1f}")
+            click.echo(
+                f"{path}: marked, id {format_mark_id(found.mark_id)}, confidence {found.confidence:.1f}"
+            )
         else:
             click.echo(f"{path}: not marked")
     if failed:
@@ -439,7 +447,9 @@ def audit_list(limit: int, status: str | None, as_json: bool, db_url: str | None
 @audit.command("show")
 @click.argument("generation_id")
 @click.option(
-    "--raw", is_flag=True, help="Include stored bytes (C2PA manifests) in hex instead of their digest and length."
+    "--raw",
+    is_flag=True,
+    help="Include stored bytes (C2PA manifests) in hex instead of their digest and length.",
 )
 @read_db_options
 def audit_show(generation_id: str, raw: bool, db_url: str | None, read_only: bool) -> None:

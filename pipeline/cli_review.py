@@ -18,9 +18,8 @@ import click
 
 from guard.errors import BadInputError
 from pipeline.cli import _open_store as _store
-from pipeline.cli import cli
+from pipeline.cli import cli, open_reader, read_db_options
 from pipeline.cli import db_option as _db_option
-from pipeline.cli import open_reader, read_db_options
 
 
 def _default_reviewer() -> str:

@@ -128,7 +128,9 @@ def _echo_text(outcome: VerificationReport | UnreadableImage) -> None:
     if watermark is None:
         click.echo("  watermark  not read (image too small)")
     elif watermark.marked and watermark.mark_id is not None:
-        click.echo(f"  watermark  mark {format_mark_id(watermark.mark_id)} (confidence {watermark.confidence:.1f})")
+        click.echo(
+            f"  watermark  mark {format_mark_id(watermark.mark_id)} (confidence {watermark.confidence:.1f})"
+        )
     else:
         click.echo("  watermark  none found")
     exact = ", ".join(str(ref) for ref in report.hashes.exact) or "none"

@@ -26,7 +26,7 @@ from guard.quarantine import QuarantineVault
 from pipeline.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_audit_store import make_record  # noqa: E402
+from test_audit_store import make_record
 
 READ_COMMANDS = (
     ["audit", "list"],
@@ -153,7 +153,9 @@ def select_only_url(postgres_url: str) -> Iterator[str]:
         try:
             yield parsed.set(username=role).render_as_string(hide_password=False)
         finally:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,))
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)
+            )
             admin.execute(f'DROP OWNED BY "{role}"')
             admin.execute(f'DROP ROLE "{role}"')
 
@@ -175,7 +177,16 @@ def test_every_read_command_works_for_a_select_only_postgres_role(
         code, out, err = run_cli([*args, "--db", select_only_url], capsys)
         assert code == 0, (args, err)
     code, out, err = run_cli(
-        ["audit", "verify", "--checkpoint", str(checkpoint), "--public-key", str(public), "--db", select_only_url],
+        [
+            "audit",
+            "verify",
+            "--checkpoint",
+            str(checkpoint),
+            "--public-key",
+            str(public),
+            "--db",
+            select_only_url,
+        ],
         capsys,
     )
     assert code == 0 and "still holds" in out, err
@@ -224,9 +235,11 @@ def test_wider_existing_files_are_warned_about(tmp_path: Path, genguard_home: Pa
 
 
 def test_a_url_whose_driver_is_missing_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(BadInputError, match=r"expected its driver 'MySQLdb' to be installed \(pip install mysqlclient\)"):
+    with pytest.raises(
+        BadInputError, match=r"expected its driver 'MySQLdb' to be installed \(pip install mysqlclient\)"
+    ):
         AuditStore.open("mysql://auditor:secret@127.0.0.1/audit")
-    code, out, err = run_cli(["audit", "list", "--db", "mysql://auditor:secret@127.0.0.1/audit"], capsys)
+    code, _out, err = run_cli(["audit", "list", "--db", "mysql://auditor:secret@127.0.0.1/audit"], capsys)
     assert code == 2 and "Traceback" not in err and "secret" not in err and "mysqlclient" in err
 
 

@@ -49,7 +49,9 @@ def test_every_printed_form_parses(text: str) -> None:
 
 
 def test_bad_and_ambiguous_mark_ids_are_named() -> None:
-    with pytest.raises(BadInputError, match=r"--id: expected an unambiguous mark id.*0x1234567890123456 \(hex\)"):
+    with pytest.raises(
+        BadInputError, match=r"--id: expected an unambiguous mark id.*0x1234567890123456 \(hex\)"
+    ):
         parse_mark_id("1234567890123456", "--id")
     assert parse_mark_id("0x1234567890123456") == 0x1234567890123456
     with pytest.raises(BadInputError, match=r"expected an integer in 0 \.\. 2\*\*64-1"):
@@ -69,19 +71,25 @@ def test_bad_and_ambiguous_mark_ids_are_named() -> None:
 def test_watermark_embed_takes_what_detect_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     source = tmp_path / "coffee.png"
     Image.fromarray(photographs(512, ("coffee",))["coffee"]).save(source)
-    code, out, err = run_cli(["watermark", "embed", str(source), str(tmp_path / "a.png"), "--id", str(MARK)], capsys)
+    code, out, err = run_cli(
+        ["watermark", "embed", str(source), str(tmp_path / "a.png"), "--id", str(MARK)], capsys
+    )
     assert code == 0 and "0x9e3779b97f4a7c15" in out, err
     code, out, err = run_cli(["watermark", "detect", str(tmp_path / "a.png")], capsys)
     assert code == 0 and "id 0x9e3779b97f4a7c15," in out
     printed = out.split("id ")[1].split(",")[0]
-    code, out, err = run_cli(["watermark", "embed", str(source), str(tmp_path / "b.png"), "--id", printed], capsys)
+    code, out, err = run_cli(
+        ["watermark", "embed", str(source), str(tmp_path / "b.png"), "--id", printed], capsys
+    )
     assert code == 0, err  # refused before: int("9e37...", 0) is no integer
     code, out, err = run_cli(
         ["watermark", "detect", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--json"], capsys
     )
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["mark_id"] for line in lines] == ["0x9e3779b97f4a7c15"] * 2
-    code, out, err = run_cli(["watermark", "embed", str(source), str(tmp_path / "c.png"), "--id", "x1"], capsys)
+    code, out, err = run_cli(
+        ["watermark", "embed", str(source), str(tmp_path / "c.png"), "--id", "x1"], capsys
+    )
     assert code == 2 and "--id: expected 0x" in err
 
 
@@ -90,7 +98,7 @@ def test_verify_json_is_one_line_per_image(tmp_path: Path, capsys: pytest.Captur
         Image.fromarray(pixels).save(tmp_path / f"{name}.png")
     url = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
     AuditStore.open(url).close()
-    code, out, err = run_cli(["verify", str(tmp_path), "--json", "--no-record", "--db", url], capsys)
+    _code, out, _err = run_cli(["verify", str(tmp_path), "--json", "--no-record", "--db", url], capsys)
     lines = out.strip().splitlines()
     assert len(lines) == 2, out
     assert sorted(Path(json.loads(line)["name"]).name for line in lines) == ["camera.png", "coffee.png"]
@@ -104,11 +112,12 @@ def test_audit_show_summarises_bytes_unless_raw(tmp_path: Path, capsys: pytest.C
     manifest = record.images[0].manifest
     assert manifest is not None and len(manifest) == 512
     code, out, err = run_cli(["audit", "show", "gen-000007", "--db", url], capsys)
+    assert code == 0, err
     image = json.loads(out)["images"][0]
     assert image["manifest"] == {"sha256": hashlib.sha256(manifest).hexdigest(), "length": 512}
     assert image["mark_id"] == format_mark_id(record.images[0].mark_id or 0)
     assert manifest.hex() not in out and len(out) < 8000
-    code, out, err = run_cli(["audit", "show", "gen-000007", "--raw", "--db", url], capsys)
+    _code, out, _err = run_cli(["audit", "show", "gen-000007", "--raw", "--db", url], capsys)
     assert json.loads(out)["images"][0]["manifest"] == manifest.hex()
 
 
@@ -133,10 +142,22 @@ def test_generated_image_repr_is_readable() -> None:
 
 @pytest.mark.parametrize("verbose", [False, True])
 def test_loading_bars_only_with_verbose(verbose: bool, tmp_path: Path) -> None:
-    env = {**os.environ, "GENGUARD_HOME": str(tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {
+        **os.environ,
+        "GENGUARD_HOME": str(tmp_path),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
     for variable in ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS"):
         env.pop(variable, None)
-    args = [sys.executable, "-m", "pipeline.cli", *(["--verbose"] if verbose else []), "policy", "check", "a cat"]
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        *(["--verbose"] if verbose else []),
+        "policy",
+        "check",
+        "a cat",
+    ]
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("allow")
