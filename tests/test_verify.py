@@ -450,7 +450,7 @@ def test_cli_walks_folders_reports_json_and_exits_by_verdict(
 
     proc = genguard(["verify", str(folder), "--json", "--trust-anchors", str(anchors)], env)
     assert proc.returncode == 2, proc.stderr  # one unreadable file; the others are still reported
-    reports = {Path(r["name"]).name: r for r in json.loads(proc.stdout)}
+    reports = {Path(r["name"]).name: r for r in map(json.loads, proc.stdout.splitlines())}  # JSON lines
     assert reports["original.png"]["verdict"] == "verified-original"
     assert reports["stripped.jpg"]["verdict"] == "ours-metadata-stripped"
     assert reports["stripped.jpg"]["record"]["generation_id"] == "gen-n"
