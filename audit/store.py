@@ -37,8 +37,8 @@ from audit import chain, db
 from audit.models import AuditMeta, ChainHead, Generation, Image, LogEntry
 from audit.records import GenerationRecord, ImageRecord
 from audit.similar import SimilarImage, find_similar
-from guard.config import default_db_url
-from guard.errors import BadInputError
+from guard.config import default_db_url, warn_if_exposed
+from guard.errors import AuditUnavailableError, BadInputError
 from guard.phash import to_signed64, to_unsigned64
 from guard.types import (
     CategoryScore,
@@ -534,20 +534,41 @@ def _prepare(record: GenerationRecord, created_at: str, key: bytes) -> _Prepared
 class AuditStore:
     """The audit database. Open with `AuditStore.open(url)`; safe to share between threads."""
 
-    def __init__(self, engine: Engine, prompt_key: bytes) -> None:
+    def __init__(self, engine: Engine, prompt_key: bytes, read_only: bool = False) -> None:
         self._engine = engine
         self._prompt_key = prompt_key
         self._writer = _Writer(engine.dialect)
+        self._read_only = read_only
 
     @classmethod
-    def open(cls, url: str | None = None, *, read_only: bool = False) -> Self:
+    def open(cls, url: str | None = None, *, read_only: bool = False, allow_read_only: bool = False) -> Self:
         """Connect, migrate to head (unless `read_only`) and check the database can be written.
 
         `url`: any SQLAlchemy URL; None means `guard.config.default_db_url()`. Raises
         AuditUnavailableError (naming the database, password masked) when it cannot be used.
+        `read_only`: never write (SQLite opened by URI in read-only mode, PostgreSQL sessions read-only);
+        the schema must already be at head. `allow_read_only`: open for writing when the database can be
+        written, else read-only (a file without write permission, a role with SELECT only) instead of
+        failing; `read_only` then says which it got, and every write raises AuditUnavailableError.
+        A writer refuses an SQLite file whose mode has no write bit even when it could write it (root).
         """
         parsed = db.normalise_url(url if url is not None else default_db_url())
-        engine = db.create_audit_engine(parsed)
+        path = db.sqlite_file(parsed)
+        if path is not None and not read_only:
+            if db.read_only_file(path):
+                if not allow_read_only:
+                    raise AuditUnavailableError(
+                        f"audit database {db.describe(parsed)}: expected a writable file, found mode "
+                        f"{path.stat().st_mode & 0o777:04o} (read-only: nothing can be recorded)"
+                    )
+                read_only = True
+            else:
+                warn_if_exposed(path)  # a new file is created 0600 (audit.db)
+        if path is not None and read_only and not path.is_file():
+            raise AuditUnavailableError(
+                f"audit database {db.describe(parsed)}: expected an existing database file to read, found none"
+            )
+        engine = db.create_audit_engine(parsed, read_only=read_only)
         try:
             if read_only:
                 with db.read_transaction(engine) as conn:
@@ -571,13 +592,24 @@ class AuditStore:
                 key = conn.execute(
                     select(AuditMeta.value).where(AuditMeta.key == "prompt_hmac_key")
                 ).scalar_one()
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, db.ReadOnlyDatabase) as exc:
             engine.dispose()
+            if allow_read_only and not read_only and db.is_read_only_error(exc):
+                return cls.open(url, read_only=True)
+            if isinstance(exc, db.ReadOnlyDatabase):
+                raise AuditUnavailableError(
+                    f"audit database {db.describe(parsed)} is unavailable for writing: {exc}"
+                ) from None
             raise db.unavailable(parsed, exc) from exc
         except BaseException:
             engine.dispose()
             raise
-        return cls(engine, bytes(key))
+        return cls(engine, bytes(key), read_only)
+
+    @property
+    def read_only(self) -> bool:
+        """True when this store was opened read-only: every write raises AuditUnavailableError."""
+        return self._read_only
 
     @property
     def url(self) -> str:
@@ -676,6 +708,10 @@ class AuditStore:
 
     def _write(self, work: Callable[[Connection], object], what: str) -> None:
         """Run `work(conn)` in a write transaction, retrying while SQLite reports the database busy."""
+        if self._read_only:
+            raise AuditUnavailableError(
+                f"{what}: not recorded, audit database {self.url} is unavailable for writing (opened read-only)"
+            )
         for attempt in range(_BUSY_RETRIES + 1):
             try:
                 with db.write_transaction(self._engine) as conn:

@@ -69,6 +69,7 @@ from audit.store import AuditStore, GenerationDetail, StoredImage
 from guard.config import watermark_key
 from guard.errors import AuditUnavailableError, GenguardError, ImageInputError
 from guard.imageio import load_image
+from guard.markid import format_optional_mark_id
 from guard.phash import hamming, perceptual_hash
 from guard.provenance import ManifestReading, ManifestState, read_manifest, trust_anchors_from_config
 from guard.types import PolicyRef
@@ -378,7 +379,7 @@ def image_files(paths: Sequence[Path]) -> list[Path]:
 
 
 def _hex(value: int | None) -> str | None:
-    return None if value is None else f"{value:016x}"
+    return format_optional_mark_id(value)
 
 
 def _read_file(path: Path) -> bytes:

@@ -40,7 +40,15 @@ def shared_dir() -> Path:
 
 
 def prompts_dir(shared: Path | None = None) -> Path:
-    return (shared or shared_dir()) / "data" / "prompts"
+    """The public prompt sets (their sources and licences in each folder's SOURCES.md), kept outside
+    the repository: `shared`, else GENGUARD_SHARED, else ../shared, must hold data/prompts."""
+    path = (shared or shared_dir()) / "data" / "prompts"
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"prompt sets: expected a folder at {path}, found none (pass --shared PATH or set GENGUARD_SHARED "
+            "to a folder holding data/prompts; tests/data/prompt-sample holds a few rows of each set)"
+        )
+    return path
 
 
 def _rows(path: Path, delimiter: str = ",") -> list[dict[str, str]]:

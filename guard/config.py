@@ -2,11 +2,17 @@
 
 GENGUARD_HOME sets the configuration folder (default: $XDG_CONFIG_HOME/genguard or ~/.config/genguard).
 GENGUARD_DB sets the audit database URL (default: an SQLite file in that folder).
+
+Private files and folders: key files are created 0600, `keys/` and `quarantine/` 0700 (the audit
+database 0600, audit.db); an existing one that group or others may read raises an
+`ExposedFileWarning` naming it, its mode and the `chmod` that fixes it (nothing is changed for the user).
 """
 
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from pathlib import Path
 
 from guard.errors import BadInputError
@@ -37,9 +43,44 @@ def cache_dir() -> Path:
     return path
 
 
-def write_secret_file(path: Path, data: bytes) -> None:
-    """Write key material with mode 0600 from the start (never world-readable, not even briefly)."""
+class ExposedFileWarning(UserWarning):
+    """A file or folder holding secrets (keys, prompts, quarantined images) that others may read."""
+
+
+def warn_if_exposed(path: Path) -> None:
+    """Warn when `path` (and, for a database file, its -wal / -shm files) is readable beyond its owner."""
+    for item in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = stat.S_IMODE(item.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            private = 0o700 if item.is_dir() else 0o600
+            warnings.warn(
+                f"{item}: expected mode {private:04o} (owner only), found {mode:04o}; it holds secrets: "
+                f"chmod {private:o} {item}",
+                ExposedFileWarning,
+                stacklevel=3,
+            )
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` (and missing parents) with mode 0700, or warn when an existing one is wider."""
+    if path.is_dir():
+        warn_if_exposed(path)
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass  # another process created it first
+    return path
+
+
+def write_secret_file(path: Path, data: bytes) -> None:
+    """Write key material with mode 0600 from the start (never world-readable, not even briefly),
+    in a folder created 0700."""
+    private_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
@@ -68,4 +109,7 @@ def watermark_key() -> bytes:
             write_secret_file(path, os.urandom(32))
         except FileExistsError:
             pass  # another process created it between the check and the write
+    else:
+        warn_if_exposed(path.parent)
+        warn_if_exposed(path)
     return path.read_bytes()

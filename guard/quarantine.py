@@ -1,7 +1,8 @@
 """Quarantined images kept encrypted until a reviewer decides (AES-256-GCM, `cryptography`).
 
 The key is 32 random bytes in `genguard_home()/keys/quarantine.key` (created 0600 on first use);
-files live in `genguard_home()/quarantine/<generation id>-<index>.ggq`. A file is
+files (0600) live in `genguard_home()/quarantine/<generation id>-<index>.ggq` (folder 0700; a wider
+existing folder or key is warned about, guard.config.ExposedFileWarning). A file is
 MAGIC | 12-byte nonce | ciphertext of the PNG with its tag; the associated data binds it to its
 generation and index, so a file renamed onto another image's name does not decrypt.
 """
@@ -32,6 +33,9 @@ def quarantine_key() -> bytes:
             config.write_secret_file(path, os.urandom(_KEY_BYTES))
         except FileExistsError:
             pass  # another process created it between the check and the write
+    else:
+        config.warn_if_exposed(path.parent)
+        config.warn_if_exposed(path)
     key = path.read_bytes()
     if len(key) != _KEY_BYTES:
         raise BadInputError(f"{path}: expected a {_KEY_BYTES}-byte AES-256 key, found {len(key)} bytes")
@@ -91,7 +95,7 @@ class QuarantineVault:
     def keep(self, generation_id: str, index: int, png: bytes) -> Path:
         """Encrypt and write atomically (temporary name, then rename); returns the file."""
         target = self.path(generation_id, index)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        config.private_dir(target.parent)  # 0700: only the owner lists the quarantined images
         blob = seal(png, quarantine_key(), generation_id, index)
         tmp = target.with_name(f".{target.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

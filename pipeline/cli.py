@@ -35,20 +35,77 @@ def db_option(func: F) -> F:
     )(func)
 
 
+def read_db_options(func: F) -> F:
+    """--db and --read-only, for commands that only read the audit database."""
+    func = click.option(
+        "--read-only",
+        "read_only",
+        is_flag=True,
+        help="Open the database read-only (an evidence copy; implied when the file is not writable).",
+    )(func)
+    return db_option(func)
+
+
 def _open_store(db_url: str | None) -> Any:
     from audit.store import AuditStore
 
     return AuditStore.open(db_url)
 
 
+def open_reader(db_url: str | None, read_only: bool = False) -> Any:
+    """The store for a command that only reads: read-only when asked, or when it cannot be written."""
+    from audit.store import AuditStore
+
+    return AuditStore.open(db_url, read_only=read_only, allow_read_only=True)
+
+
 def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, sort_keys=True, default=str))
 
 
+_OUTPUT = {"verbose": False}
+_LIBRARIES = ("transformers", "diffusers", "accelerate", "huggingface_hub", "torch")
+
+
+def configure_output(verbose: bool) -> None:
+    """Without --verbose, third-party loading bars, advice and warnings stay off the CLI's output.
+
+    Environment defaults are read when the libraries are imported (always later: commands import them
+    lazily); loggers and warning filters cover what they print through Python itself. An explicit
+    TRANSFORMERS_VERBOSITY / DIFFUSERS_VERBOSITY / HF_HUB_DISABLE_PROGRESS_BARS in the environment wins.
+    """
+    import logging
+    import os
+    import warnings
+
+    _OUTPUT["verbose"] = verbose
+    if verbose:
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        )
+        return
+    for variable, value in (
+        ("TRANSFORMERS_VERBOSITY", "error"),
+        ("DIFFUSERS_VERBOSITY", "error"),
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+    ):
+        os.environ.setdefault(variable, value)
+    for name in _LIBRARIES:
+        logging.getLogger(name).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module=rf"{name}(\.|$)")
+    if "transformers" in sys.modules or "diffusers" in sys.modules:
+        _quiet_model_libraries()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="genguard")
-def cli() -> None:
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Show the model libraries' loading bars, advice and warnings."
+)
+def cli(verbose: bool) -> None:
     """genguard: governed image generation, provenance and audit."""
+    configure_output(verbose)
 
 
 # -- generate ---------------------------------------------------------------------------------
@@ -208,7 +265,10 @@ def generate(
 
 
 def _quiet_model_libraries() -> None:
-    """The CLI shows its own progress bar; the libraries' loading bars and advice are noise here."""
+    """The CLI shows its own progress bar; the libraries' loading bars and advice are noise here
+    (unless --verbose)."""
+    if _OUTPUT["verbose"]:
+        return
     import diffusers
     import transformers
 
@@ -311,19 +371,19 @@ def watermark() -> None:
 @watermark.command("embed")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("destination", type=click.Path(path_type=Path))
-@click.option("--id", "mark_id", required=True, help="The 64-bit mark id (decimal, or hex with 0x).")
+@click.option(
+    "--id", "mark_id", required=True, help="The 64-bit mark id: 0x and hex digits (as printed), or decimal."
+)
 @click.option(
     "--quality", default=95, show_default=True, type=click.IntRange(1, 100), help="JPEG/WebP quality."
 )
 def watermark_embed(source: Path, destination: Path, mark_id: str, quality: int) -> None:
     """Write DESTINATION: SOURCE with mark id --id (format from DESTINATION's suffix)."""
     from guard.imageio import encode_image, load_image
+    from guard.markid import format_mark_id, parse_mark_id
     from guard.watermark import embed
 
-    try:
-        value = int(mark_id, 0)
-    except ValueError:
-        raise click.BadParameter(f"expected an integer, found {mark_id!r}", param_hint="--id") from None
+    value = parse_mark_id(mark_id, "--id")
     fmt = _FORMATS.get(destination.suffix.lower())
     if fmt is None:
         raise click.BadParameter(
@@ -334,7 +394,7 @@ def watermark_embed(source: Path, destination: Path, mark_id: str, quality: int)
     tmp = destination.with_name(f".{destination.name}.tmp")
     tmp.write_bytes(data)
     tmp.replace(destination)
-    click.echo(f"{destination}: marked with id {value} (0x{value:016x})")
+    click.echo(f"{destination}: marked with id {format_mark_id(value)}")
 
 
 @watermark.command("detect")
@@ -346,6 +406,7 @@ def watermark_detect(images: tuple[Path, ...], as_json: bool) -> None:
 
     from guard.errors import ImageInputError
     from guard.imageio import load_image
+    from guard.markid import format_mark_id, format_optional_mark_id
     from guard.watermark import detect
 
     failed = False
@@ -360,10 +421,16 @@ def watermark_detect(images: tuple[Path, ...], as_json: bool) -> None:
                 click.echo(f"{path}: error: {exc}", err=True)
             continue
         if as_json:
-            _print_json({"image": str(path), **dataclasses.asdict(found)})
-        elif found.marked:
+            _print_json(
+                {
+                    "image": str(path),
+                    **dataclasses.asdict(found),
+                    "mark_id": format_optional_mark_id(found.mark_id),
+                }
+            )
+        elif found.marked and found.mark_id is not None:
             click.echo(
-                f"{path}: marked, id {found.mark_id} (0x{found.mark_id:016x}), confidence {found.confidence:.1f}"
+                f"{path}: marked, id {format_mark_id(found.mark_id)}, confidence {found.confidence:.1f}"
             )
         else:
             click.echo(f"{path}: not marked")
@@ -383,10 +450,10 @@ def audit() -> None:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--status", default=None, help="completed, blocked or failed.")
 @click.option("--json", "as_json", is_flag=True)
-@db_option
-def audit_list(limit: int, status: str | None, as_json: bool, db_url: str | None) -> None:
+@read_db_options
+def audit_list(limit: int, status: str | None, as_json: bool, db_url: str | None, read_only: bool) -> None:
     """The latest generations, newest first."""
-    store = _open_store(db_url)
+    store = open_reader(db_url, read_only)
     rows = store.list_generations(limit=limit, status=status)
     for row in rows:
         if as_json:
@@ -400,14 +467,21 @@ def audit_list(limit: int, status: str | None, as_json: bool, db_url: str | None
 
 @audit.command("show")
 @click.argument("generation_id")
-@db_option
-def audit_show(generation_id: str, db_url: str | None) -> None:
-    """Everything recorded for one generation, as JSON."""
-    store = _open_store(db_url)
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Include stored bytes (C2PA manifests) in hex instead of their digest and length.",
+)
+@read_db_options
+def audit_show(generation_id: str, raw: bool, db_url: str | None, read_only: bool) -> None:
+    """Everything recorded for one generation, as JSON; manifests as their SHA-256 and length unless --raw."""
+    store = open_reader(db_url, read_only)
     detail = store.get_generation(generation_id)
     if detail is None:
         raise NotFoundError(f"generation {generation_id!r}: not found in the audit database")
-    click.echo(json.dumps(_dataclass_json(detail), indent=2, sort_keys=True, default=str, ensure_ascii=False))
+    click.echo(
+        json.dumps(_dataclass_json(detail, raw), indent=2, sort_keys=True, default=str, ensure_ascii=False)
+    )
 
 
 @audit.command("verify")
@@ -418,10 +492,12 @@ def audit_show(generation_id: str, db_url: str | None) -> None:
 @click.option(
     "--public-key", type=click.Path(path_type=Path), default=None, help="Trusted checkpoint key (PEM)."
 )
-@db_option
-def audit_verify(checkpoint_file: Path | None, public_key: Path | None, db_url: str | None) -> None:
+@read_db_options
+def audit_verify(
+    checkpoint_file: Path | None, public_key: Path | None, db_url: str | None, read_only: bool
+) -> None:
     """Recompute the chained log against the stored rows. Exit 1 and name the first bad entry if broken."""
-    store = _open_store(db_url)
+    store = open_reader(db_url, read_only)
     if checkpoint_file is not None:
         from pipeline.cli_checkpoint import verify_with_checkpoint
 
@@ -435,17 +511,31 @@ def audit_verify(checkpoint_file: Path | None, public_key: Path | None, db_url: 
     sys.exit(1)
 
 
-def _dataclass_json(value: Any) -> Any:
+_SHORT_BYTES = 64  # nonces and digests are shown in hex; longer bytes (manifests) as a digest and length
+
+
+def _dataclass_json(value: Any, raw: bool = False) -> Any:
+    """JSON for people: mark ids in their one form, long bytes as {"sha256", "length"} unless `raw`."""
     import dataclasses
+    import hashlib
+
+    from guard.markid import format_mark_id
 
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _dataclass_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        fields = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            is_mark = f.name == "mark_id" and isinstance(item, int)
+            fields[f.name] = format_mark_id(item) if is_mark else _dataclass_json(item, raw)
+        return fields
     if isinstance(value, (list, tuple)):
-        return [_dataclass_json(v) for v in value]
+        return [_dataclass_json(v, raw) for v in value]
     if isinstance(value, dict):
-        return {str(k): _dataclass_json(v) for k, v in value.items()}
+        return {str(k): _dataclass_json(v, raw) for k, v in value.items()}
     if isinstance(value, bytes):
-        return value.hex()
+        if raw or len(value) <= _SHORT_BYTES:
+            return value.hex()
+        return {"sha256": hashlib.sha256(value).hexdigest(), "length": len(value)}
     return value
 
 

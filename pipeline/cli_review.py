@@ -18,7 +18,7 @@ import click
 
 from guard.errors import BadInputError
 from pipeline.cli import _open_store as _store
-from pipeline.cli import cli
+from pipeline.cli import cli, open_reader, read_db_options
 from pipeline.cli import db_option as _db_option
 
 
@@ -173,7 +173,7 @@ def _report_options(func: Any) -> Any:
         default=None,
         help="HTML file to write.",
     )(func)
-    return _db_option(func)
+    return read_db_options(func)
 
 
 def _emit(
@@ -205,12 +205,13 @@ def report_bias(
     as_json: bool,
     output: Path | None,
     group_by: str,
+    read_only: bool,
 ) -> None:
     """Perceived skin tone and gender presentation per prompt or occupation, entropy and trend."""
     from audit.report_html import render_bias_html
     from audit.reports import bias_report
 
-    with _store(db_url) as store:
+    with open_reader(db_url, read_only) as store:
         result = bias_report(
             store,
             since=_parse_since(since),
@@ -230,12 +231,13 @@ def report_safety(
     bucket: str,
     as_json: bool,
     output: Path | None,
+    read_only: bool,
 ) -> None:
     """Released, quarantined and blocked by category, by policy version and over time."""
     from audit.report_html import render_safety_html
     from audit.reports import safety_report
 
-    with _store(db_url) as store:
+    with open_reader(db_url, read_only) as store:
         result = safety_report(store, since=_parse_since(since), prompt_like=prompt_like, bucket=bucket)  # type: ignore[arg-type]
     _emit(render_safety_html(result), result.to_json(), as_json, output, "safety-report.html")
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from guard.markid import format_mark_id
 from pipeline.cli import cli, db_option
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 @cli.command("verify")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document: the list of reports.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per image, in input order.")
 @click.option(
     "--trust-anchors",
     "trust_anchors",
@@ -67,7 +68,7 @@ def verify(
     outcomes: list[VerificationReport | UnreadableImage] = []
     failure: AuditUnavailableError | None = None
     with (
-        AuditStore.open(db_url, read_only=no_record) as store,
+        AuditStore.open(db_url, read_only=no_record, allow_read_only=True) as store,
         click.progressbar(
             length=len(files),
             label="verifying",
@@ -84,7 +85,8 @@ def verify(
                 outcomes.append(exc.report)
             failure = exc
     if as_json:
-        click.echo(json.dumps([_json(o) for o in outcomes], ensure_ascii=False, sort_keys=True, indent=2))
+        for outcome in outcomes:  # JSON lines: one object per image, in input order
+            click.echo(json.dumps(_json(outcome), ensure_ascii=False, sort_keys=True))
     else:
         for outcome in outcomes:
             _echo_text(outcome)
@@ -126,7 +128,9 @@ def _echo_text(outcome: VerificationReport | UnreadableImage) -> None:
     if watermark is None:
         click.echo("  watermark  not read (image too small)")
     elif watermark.marked and watermark.mark_id is not None:
-        click.echo(f"  watermark  mark {watermark.mark_id:016x} (confidence {watermark.confidence:.1f})")
+        click.echo(
+            f"  watermark  mark {format_mark_id(watermark.mark_id)} (confidence {watermark.confidence:.1f})"
+        )
     else:
         click.echo("  watermark  none found")
     exact = ", ".join(str(ref) for ref in report.hashes.exact) or "none"

@@ -33,6 +33,7 @@ from guard.classifiers.base import ImageClassifier
 from guard.classifiers.registry import build_gender_reader, checks_of, load_pack_checks
 from guard.errors import BadInputError, BlockedError, ModelLoadError
 from guard.imageio import encode_image
+from guard.markid import format_mark_id
 from guard.output import decide_image
 from guard.phash import perceptual_hash
 from guard.policy import PolicyEngine, PolicyPack, load_pack
@@ -102,6 +103,15 @@ class GeneratedImage:
 
     def to_pil(self) -> Image.Image:
         return Image.fromarray(self.pixels)
+
+    def __repr__(self) -> str:  # what a person reads: no pixel arrays, no file bytes
+        manifest = "None" if self.manifest is None else f"<{len(self.manifest)} bytes>"
+        return (
+            f"GeneratedImage(index={self.index}, pixels=<{'x'.join(map(str, self.pixels.shape))} "
+            f"{self.pixels.dtype}>, data=<{len(self.data)} bytes {self.mime_type}>, sha256={self.sha256!r}, "
+            f"mark_id={format_mark_id(self.mark_id)}, verdict={self.verdict.action.value}, "
+            f"path={str(self.path) if self.path else None!r}, manifest={manifest})"
+        )
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,7 @@ def test_manifest_holds_the_created_action_governance_and_soft_binding(
     )
     assert assertions["c2pa.soft-binding"] == {
         "alg": PIXEL_ALGORITHM,
-        "blocks": [{"scope": {}, "value": str(MARK_ID)}],
+        "blocks": [{"scope": {}, "value": f"0x{MARK_ID:016x}"}],  # the one mark-id form (guard.markid)
     }
     assert "thumbnail" not in json.dumps(manifest)
     assert b"prompt" not in signed.manifest and prompt.encode() not in signed.manifest

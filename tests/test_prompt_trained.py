@@ -26,6 +26,9 @@ from policies import PACK_DIR
 from policies.training import train_prompt_classifier as training
 
 ADAPTER = PACK_DIR / "models" / "prompt-minilm-lora"
+# A few rows of each public prompt set, in the layout of ../shared (tests/data/make_prompt_sample.py):
+# the full sets stay outside the repository, so the training test runs on a fresh clone.
+PROMPT_SAMPLE = Path(__file__).resolve().parent / "data" / "prompt-sample"
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +164,7 @@ def test_sexual_minors_stays_a_rule_no_threshold_loosens(tmp_path: Path) -> None
 
 def test_training_script_runs_end_to_end_quick(tmp_path: Path, default_pack: PolicyPack) -> None:
     out = tmp_path / "adapter"
-    training.main(["--quick", "--folds", "2", "--out", str(out)])
+    training.main(["--quick", "--folds", "2", "--out", str(out), "--shared", str(PROMPT_SAMPLE)])
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert config["training"]["quick"] is True and config["categories"] == list(training.CATEGORIES)
     assert any(name.endswith("i2p_unsafe-prompts4703.csv") for name in config["training"]["data_sha256"])

@@ -119,6 +119,12 @@ def test_a_bad_rule_file_names_the_field_without_quoting_content(
 # ------------------------------------------------------------- 2. no field relaxes the sexual_minors floor
 
 
+def without_nudenet(data: dict[str, Any]) -> dict[str, Any]:
+    """The pack with its own NudeNet entry taken out, so that the test's entry is the one read."""
+    checks = [c for c in data["image_checks"]["classifiers"] if c["kind"] != "nudenet"]
+    return {**data, "image_checks": {**data["image_checks"], "classifiers": checks}}
+
+
 def nudenet_relaxing(data: dict[str, Any], **override: Any) -> dict[str, Any]:
     data = {**data, "image_checks": dict(data["image_checks"])}
     entry = {"kind": "nudenet", "model": "bundled", "labels": {"FEMALE_GENITALIA_EXPOSED": "sexual_minors"}}
@@ -138,9 +144,11 @@ def nudenet_relaxing(data: dict[str, Any], **override: Any) -> dict[str, Any]:
 def test_classifier_overrides_cannot_relax_the_floor(
     tmp_path: Path, inlined: dict[str, Any], override: dict[str, Any], field: str
 ) -> None:
+    base = without_nudenet(inlined)
+    index = len(base["image_checks"]["classifiers"])
     with pytest.raises(PolicyError) as caught:
-        load_pack(write(tmp_path / "pack.yaml", nudenet_relaxing(inlined, **override)))
-    assert f"image_checks.classifiers.1.{field}.sexual_minors" in str(caught.value)
+        load_pack(write(tmp_path / "pack.yaml", nudenet_relaxing(base, **override)))
+    assert f"image_checks.classifiers.{index}.{field}.sexual_minors" in str(caught.value)
     assert "no pack can relax it" in str(caught.value)
     # built in memory, skipping the loader: refused all the same
     with pytest.raises(PolicyError, match="no pack can relax it"):
@@ -148,7 +156,9 @@ def test_classifier_overrides_cannot_relax_the_floor(
 
 
 def test_a_stricter_override_is_allowed(tmp_path: Path, inlined: dict[str, Any]) -> None:
-    data = nudenet_relaxing(inlined, thresholds={"sexual_minors": 0.2}, action={"sexual_minors": "block"})
+    data = nudenet_relaxing(
+        without_nudenet(inlined), thresholds={"sexual_minors": 0.2}, action={"sexual_minors": "block"}
+    )
     pack = load_pack(write(tmp_path / "pack.yaml", data))
     assert pack.classifier_threshold("nudenet", "sexual_minors") == 0.2
     assert pack.classifier_action("nudenet", "sexual_minors") is ImageAction.BLOCK
@@ -156,8 +166,10 @@ def test_a_stricter_override_is_allowed(tmp_path: Path, inlined: dict[str, Any])
 
 def test_other_fields_cannot_relax_the_floor(tmp_path: Path, inlined: dict[str, Any]) -> None:
     # a second entry of the same kind is checked too (the first one is the one the pipeline reads today)
-    data = nudenet_relaxing(nudenet_relaxing(inlined), action={"sexual_minors": "release"})
-    with pytest.raises(PolicyError, match=r"image_checks\.classifiers\.2\.action\.sexual_minors"):
+    base = without_nudenet(inlined)
+    second = len(base["image_checks"]["classifiers"]) + 1
+    data = nudenet_relaxing(nudenet_relaxing(base), action={"sexual_minors": "release"})
+    with pytest.raises(PolicyError, match=rf"image_checks\.classifiers\.{second}\.action\.sexual_minors"):
         load_pack(write(tmp_path / "pack.yaml", data))
     categories = dict(inlined["categories"])
     categories["sexual_minors"] = {**categories["sexual_minors"], "enabled": False}

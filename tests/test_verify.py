@@ -198,7 +198,7 @@ def test_signed_original_is_verified_and_the_verification_recorded(
     assert len(events) == 1 and events[0].seq == report.event_seq
     assert events[0].payload["verdict"] == "verified-original"
     assert events[0].payload["sha256"] == hashlib.sha256(data).hexdigest()
-    assert events[0].payload["watermark"] == f"{0xA11CE:016x}"
+    assert events[0].payload["watermark"] == "0x00000000000a11ce"
     assert "image" not in json.dumps(events[0].payload)  # neither the name nor the pixels
     lean = store.get_generation("gen-a", with_events=False)  # what verify reads: events grow per verification
     assert lean is not None and lean.events == () and lean.images == detail.images
@@ -450,7 +450,7 @@ def test_cli_walks_folders_reports_json_and_exits_by_verdict(
 
     proc = genguard(["verify", str(folder), "--json", "--trust-anchors", str(anchors)], env)
     assert proc.returncode == 2, proc.stderr  # one unreadable file; the others are still reported
-    reports = {Path(r["name"]).name: r for r in json.loads(proc.stdout)}
+    reports = {Path(r["name"]).name: r for r in map(json.loads, proc.stdout.splitlines())}  # JSON lines
     assert reports["original.png"]["verdict"] == "verified-original"
     assert reports["stripped.jpg"]["verdict"] == "ours-metadata-stripped"
     assert reports["stripped.jpg"]["record"]["generation_id"] == "gen-n"

@@ -24,6 +24,7 @@ from typing import Any
 import c2pa
 
 from guard.errors import BadInputError, InfrastructureError
+from guard.markid import format_mark_id, read_mark_id
 from guard.provenance.keys import LocalKeySigner, Signer, configured_signer, trust_anchors_from_config
 from guard.types import ImageVerdict, PolicyRef
 
@@ -256,7 +257,7 @@ def _manifest_definition(facts: ManifestFacts) -> str:
                 "label": SOFT_BINDING_LABEL,
                 "data": {
                     "alg": facts.watermark_algorithm,
-                    "blocks": [{"scope": {}, "value": str(facts.mark_id)}],
+                    "blocks": [{"scope": {}, "value": format_mark_id(facts.mark_id)}],
                 },
             }
         )
@@ -288,7 +289,7 @@ def _facts_from(manifest: dict[str, Any]) -> dict[str, Any]:
         "signed_at": _str(signature.get("time")),
         "generation_id": _str(governance.get("generation_id")),
         "image_index": _int(governance.get("image_index")),
-        "mark_id": _mark_id(mark),
+        "mark_id": read_mark_id(mark),  # 0x form, or decimal as manifests before it said
         "watermark_algorithm": _str(binding.get("alg")),
         "policy_digest": _str(_dict(governance.get("policy")).get("digest")),
     }
@@ -304,14 +305,6 @@ def _list(value: Any) -> list[Any]:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _mark_id(value: Any) -> int | None:
-    """A soft binding's mark id: ASCII decimal digits of a 64-bit value ("²" passes str.isdigit())."""
-    if not isinstance(value, str) or not value.isascii() or not value.isdecimal() or len(value) > 20:
-        return None
-    number = int(value)
-    return number if number < 2**64 else None
 
 
 def _int(value: Any) -> int | None:

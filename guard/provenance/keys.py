@@ -283,7 +283,7 @@ def init_keys(directory: Path | None = None, *, force: bool = False) -> CreatedK
             f"{target / existing[0]}: already exists; expected no keys there (pass --force to replace them)"
         )
     chain = create_development_chain()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    config.private_dir(target.parent)  # keys/: 0700
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         config.write_secret_file(staging / ROOT_KEY, chain.root_key_pem)
