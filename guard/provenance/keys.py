@@ -111,6 +111,11 @@ class LocalKeySigner(_ChainedSigner):
             chain_source=str(chain_path),
         )
 
+    @property
+    def private_key_pem(self) -> bytes:
+        """The key itself, for handing to c2pa's native signer; never log or store it."""
+        return self._key_pem
+
     def sign(self, data: bytes) -> bytes:
         if isinstance(self._key, ed25519.Ed25519PrivateKey):
             return self._key.sign(data)
