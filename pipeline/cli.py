@@ -15,7 +15,7 @@ from typing import Any, TextIO, TypeVar
 
 import click
 
-from guard.errors import GenguardError, NotFoundError
+from guard.errors import BadInputError, GenguardError, NotFoundError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -397,14 +397,22 @@ def audit_show(generation_id: str, db_url: str | None) -> None:
 @click.option(
     "--public-key", type=click.Path(path_type=Path), default=None, help="Trusted checkpoint key (PEM)."
 )
+@click.option(
+    "--witnesses", type=click.Path(path_type=Path), default=None,
+    help="With --checkpoint: require k of these n witnesses' cosignatures (a policy file, see audit.witness).",
+)  # fmt: skip
 @db_option
-def audit_verify(checkpoint_file: Path | None, public_key: Path | None, db_url: str | None) -> None:
+def audit_verify(
+    checkpoint_file: Path | None, public_key: Path | None, witnesses: Path | None, db_url: str | None
+) -> None:
     """Recompute the chained log against the stored rows. Exit 1 and name the first bad entry if broken."""
+    if witnesses is not None and checkpoint_file is None:
+        raise BadInputError("--witnesses: expected --checkpoint too (witnesses cosign a checkpoint), found none")
     store = _open_store(db_url)
     if checkpoint_file is not None:
         from pipeline.cli_checkpoint import verify_with_checkpoint
 
-        verify_with_checkpoint(store, checkpoint_file, public_key)
+        verify_with_checkpoint(store, checkpoint_file, public_key, witnesses)
         return
     report = store.verify_chain()
     if report.ok:
