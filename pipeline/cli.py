@@ -438,6 +438,7 @@ def _dataclass_json(value: Any) -> Any:
 
 # The plug-in modules add their commands to `cli` and `audit` (they import this module by name).
 import pipeline.cli_checkpoint  # audit checkpoint, prove, check-proof, public-key
+import pipeline.cli_compliance  # report compliance
 import pipeline.cli_keys  # keys
 import pipeline.cli_review  # review, report
 import pipeline.cli_verify  # noqa: F401  (verify)
