@@ -407,7 +407,9 @@ def audit_verify(
 ) -> None:
     """Recompute the chained log against the stored rows. Exit 1 and name the first bad entry if broken."""
     if witnesses is not None and checkpoint_file is None:
-        raise BadInputError("--witnesses: expected --checkpoint too (witnesses cosign a checkpoint), found none")
+        raise BadInputError(
+            "--witnesses: expected --checkpoint too (witnesses cosign a checkpoint), found none"
+        )
     store = _open_store(db_url)
     if checkpoint_file is not None:
         from pipeline.cli_checkpoint import verify_with_checkpoint

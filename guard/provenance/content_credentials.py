@@ -15,6 +15,15 @@ that name and the older internal one (`genguard.pixel.v3`), and report the inter
 With a time-stamp authority configured (guard.provenance.tsa), the signature carries an RFC 3161
 timestamp; a TSA that cannot be reached refuses the release unless the TSA is configured optional.
 
+With an identity configured (guard.provenance.identity), the manifest also carries a CAWG identity
+assertion naming the organisation, signed with its X.509 identity key. c2pa-python exposes that only
+through settings-based signing (`signer.local` and `cawg_x509_signer.local` in a Context's settings),
+so the signing key must then be a local PEM key, and the Context is handed to the Builder through
+c2pa's public `ContextProvider` seam, saying that it holds a signer. Reading: c2pa-rs 0.91.3 reports
+the identity credential as `cawg.x509.credential.untrusted` whatever `cawg_trust` holds (observed), so
+that code alone does not lower the claim's state; the identity's name, issuer and whether its
+signature validated are reported beside it.
+
 c2pa-python 0.38 keeps settings per `Context` (the process-wide `load_settings` is deprecated and not
 read by Reader or Builder), so signing and reading contexts are built here with explicit settings and
 are safe to share between threads; one native signer is reused, one `Builder` is made per image.
@@ -33,6 +42,7 @@ from typing import Any
 import c2pa
 
 from guard.errors import BadInputError, InfrastructureError
+from guard.provenance.identity import IdentityConfig
 from guard.provenance.keys import LocalKeySigner, Signer, configured_signer, trust_anchors_from_config
 from guard.provenance.tsa import TimestampState, TsaConfig
 from guard.types import ImageVerdict, PolicyRef
@@ -114,6 +124,9 @@ class ManifestReading:
     error: str | None = None
     timestamped: bool = False  # the signature carries an RFC 3161 timestamp that validated
     watermark_bound: bool = False  # a c2pa.watermarked.bound action announces the soft binding
+    identity: str | None = None  # the CAWG identity assertion's signer (certificate CN), if any
+    identity_issuer: str | None = None
+    identity_valid: bool = False  # its X.509 signature over the referenced assertions validated
 
 
 class ContentCredentials:
@@ -124,29 +137,45 @@ class ContentCredentials:
     `SignedImage.timestamp`.
     """
 
-    def __init__(self, signer: Signer, *, tsa: TsaConfig | None = None) -> None:
+    def __init__(
+        self, signer: Signer, *, tsa: TsaConfig | None = None, identity: IdentityConfig | None = None
+    ) -> None:
         if signer.algorithm not in _ALGORITHMS:
             raise BadInputError(
                 f"signer.algorithm: expected one of {sorted(_ALGORITHMS)}, found {signer.algorithm!r}"
             )
+        if identity is not None and not isinstance(signer, LocalKeySigner):
+            raise BadInputError(
+                "identity: expected a local signing key with a CAWG identity (c2pa signs both from "
+                f"settings), found {type(signer).__name__}"
+            )
         self.signer = signer
         self.tsa = tsa
-        self._plain: c2pa.Signer | None = None
+        self.identity = identity
+        self._plain: c2pa.Signer | _SettingsSigner | None = None
+        self._native: c2pa.Signer | _SettingsSigner
         try:
-            self._native = _native_signer(signer, tsa.url if tsa else None)
-            if tsa is not None and not tsa.required:  # the fallback when the TSA is unreachable
-                self._plain = _native_signer(signer, None)
+            if identity is not None:
+                assert isinstance(signer, LocalKeySigner)
+                self._native = _SettingsSigner(signer, identity.signer, tsa.url if tsa else None)
+                if tsa is not None and not tsa.required:
+                    self._plain = _SettingsSigner(signer, identity.signer, None)
+            else:
+                self._native = _native_signer(signer, tsa.url if tsa else None)
+                if tsa is not None and not tsa.required:  # the fallback when the TSA is unreachable
+                    self._plain = _native_signer(signer, None)
             self._context = c2pa.Context.from_dict(_SIGNING_SETTINGS)
         except c2pa.C2paError as error:
             raise BadInputError(
-                f"signer: c2pa refused the key, certificate chain or TSA URL ({_short(error)})"
+                f"signer: c2pa refused the key, certificate chain, identity or TSA URL ({_short(error)})"
             ) from None
 
     @classmethod
     def from_config(cls) -> ContentCredentials:
-        """The configured key and chain (development keys are created on first use, see keys.py)
-        and the configured TSA (GENGUARD_TSA_URL, GENGUARD_TSA_OPTIONAL; see tsa.py)."""
-        return cls(configured_signer(), tsa=TsaConfig.from_env())
+        """The configured key and chain (development keys are created on first use, see keys.py),
+        TSA (GENGUARD_TSA_URL, GENGUARD_TSA_OPTIONAL; tsa.py) and identity (GENGUARD_IDENTITY_KEY,
+        GENGUARD_IDENTITY_CHAIN; identity.py)."""
+        return cls(configured_signer(), tsa=TsaConfig.from_env(), identity=IdentityConfig.from_env())
 
     def sign(self, image: bytes, mime_type: str, facts: ManifestFacts, *, embed: bool = True) -> SignedImage:
         """Sign `image` (PNG, JPEG or WebP bytes). `embed=False`: the image is left untouched and the
@@ -179,14 +208,23 @@ class ContentCredentials:
         return SignedImage(data, manifest, state)
 
     def _sign_with(
-        self, native: c2pa.Signer, definition: str, image: bytes, mime_type: str, embed: bool
+        self,
+        native: c2pa.Signer | _SettingsSigner,
+        definition: str,
+        image: bytes,
+        mime_type: str,
+        embed: bool,
     ) -> tuple[bytes, bytes]:
-        builder = c2pa.Builder(definition, self._context)
+        context: c2pa.ContextProvider = native if isinstance(native, _SettingsSigner) else self._context
+        builder = c2pa.Builder(definition, context)
         try:
             if not embed:
                 builder.set_no_embed()
             out = io.BytesIO()
-            manifest = builder.sign(native, mime_type, io.BytesIO(image), out)
+            if isinstance(native, _SettingsSigner):
+                manifest = builder.sign(mime_type, io.BytesIO(image), out)
+            else:
+                manifest = builder.sign(native, mime_type, io.BytesIO(image), out)
         finally:
             builder.close()
         return (out.getvalue() if embed else image), manifest
@@ -232,15 +270,60 @@ def read_manifest(
     codes = tuple(dict.fromkeys(str(item.get("code")) for item in failures if isinstance(item, dict)))
     successes = {str(item.get("code")) for item in _list(active.get("success")) if isinstance(item, dict)}
     by_state = {"Trusted": ManifestState.TRUSTED, "Valid": ManifestState.VALID}
+    reading_state = by_state.get(str(state), ManifestState.INVALID)
+    if (  # an untrusted identity credential alone says nothing about the claim's signer (see above)
+        reading_state is ManifestState.VALID
+        and set(codes) == {_CAWG_UNTRUSTED}
+        and "signingCredential.trusted" in successes
+    ):
+        reading_state = ManifestState.TRUSTED
     return ManifestReading(
-        by_state.get(str(state), ManifestState.INVALID),
+        reading_state,
         codes,
         timestamped=bool(successes & {"timeStamp.validated", "timeStamp.trusted"}),
+        identity_valid=bool(successes & {"cawg.x509.signature.validated"}),
         **_facts_from(manifest),
     )
 
 
 # -- internals -------------------------------------------------------------------------------------
+
+
+_CAWG_UNTRUSTED = "cawg.x509.credential.untrusted"
+
+
+class _SettingsSigner(c2pa.ContextProvider):
+    """A signing Context whose signer c2pa builds from settings: the claim signer and the CAWG X.509
+    identity signer (the only way c2pa-python writes an identity assertion). It tells the Builder it
+    holds a signer, so `Builder.sign(format, source, dest)` signs with it."""
+
+    has_signer = True
+
+    def __init__(self, signer: LocalKeySigner, identity: LocalKeySigner, tsa_url: str | None) -> None:
+        def local(key: LocalKeySigner) -> dict[str, Any]:
+            entry: dict[str, Any] = {
+                "alg": key.algorithm,
+                "sign_cert": key.certificate_chain_pem.decode(),
+                "private_key": key.private_key_pem.decode(),
+            }
+            if tsa_url:
+                entry["tsa_url"] = tsa_url
+            return entry
+
+        settings = {**_SIGNING_SETTINGS, "signer": {"local": local(signer)}}
+        settings["cawg_x509_signer"] = {"local": local(identity)}
+        self._context = c2pa.Context.from_dict(settings)
+
+    @property
+    def is_valid(self) -> bool:
+        return bool(self._context.is_valid)
+
+    @property
+    def execution_context(self) -> Any:
+        return self._context.execution_context
+
+    def close(self) -> None:
+        self._context.close()
 
 
 def _native_signer(signer: Signer, tsa_url: str | None) -> c2pa.Signer:
@@ -333,6 +416,7 @@ def _facts_from(manifest: dict[str, Any]) -> dict[str, Any]:
         if isinstance(a, dict)
     }
     governance = assertions.get(GOVERNANCE_LABEL, {})
+    identity = _dict(assertions.get("cawg.identity", {}).get("signature_info"))
     binding = assertions.get(SOFT_BINDING_LABEL, {})
     blocks = _list(binding.get("blocks"))
     mark = _dict(blocks[0]).get("value") if blocks else None
@@ -353,6 +437,8 @@ def _facts_from(manifest: dict[str, Any]) -> dict[str, Any]:
         "watermark_algorithm": _INTERNAL_NAMES.get(algorithm, algorithm) if algorithm else None,
         "policy_digest": _str(_dict(governance.get("policy")).get("digest")),
         "watermark_bound": WATERMARKED_BOUND in actions and bool(binding),
+        "identity": _str(identity.get("common_name")),
+        "identity_issuer": _str(identity.get("issuer")),
     }
 
 
