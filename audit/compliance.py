@@ -181,13 +181,13 @@ def compliance_report(
         generation_ids = sorted({row[0] for row in rows})
         last_entry: dict[str, int] = {}
         for chunk in _chunks(generation_ids, 500):
-            last_entry.update(
-                conn.execute(
-                    select(LogEntry.generation_id, func.max(LogEntry.seq))
-                    .where(LogEntry.generation_id.in_(chunk))
-                    .group_by(LogEntry.generation_id)
-                ).all()
-            )
+            for generation_id, seq in conn.execute(
+                select(LogEntry.generation_id, func.max(LogEntry.seq))
+                .where(LogEntry.generation_id.in_(chunk))
+                .group_by(LogEntry.generation_id)
+            ):
+                if generation_id is not None:
+                    last_entry[generation_id] = int(seq)
     extras: dict[str, dict[str, Any]] = {}
     for generation_id, extra_json, index, has_mark, has_latent, has_manifest in rows:
         released += 1
@@ -197,10 +197,10 @@ def compliance_report(
         if generation_id not in extras:
             extras[generation_id] = json.loads(extra_json)
         state = extras[generation_id].get("content_credentials", {}).get("timestamps", {}).get(str(index))
-        stamped += has_manifest and state == "timestamped"
-        skipped += has_manifest and state == "skipped"
-        seq = last_entry.get(generation_id)
-        witnessed += witnessed_size is not None and seq is not None and seq <= witnessed_size
+        stamped += bool(has_manifest and state == "timestamped")
+        skipped += bool(has_manifest and state == "skipped")
+        entry_seq = last_entry.get(generation_id)
+        witnessed += bool(witnessed_size is not None and entry_seq is not None and entry_seq <= witnessed_size)
 
     version = installed_version()
     robustness, note = _robustness(robustness_path, version)

@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -120,7 +121,9 @@ def main() -> None:
     bench_timestamps(chain.signer_key_pem, chain.chain_pem, chain.root_pem, photos, args.tsa_repeats)
 
 
-def bench_timestamps(key_pem: bytes, chain_pem: bytes, root_pem: bytes, photos: list, repeats: int) -> None:
+def bench_timestamps(
+    key_pem: bytes, chain_pem: bytes, root_pem: bytes, photos: list[Any], repeats: int
+) -> None:
     files = [encode_image(photo, "png") for photo in photos]
     signer = LocalKeySigner(key_pem, chain_pem)
     with local_tsa() as tsa:

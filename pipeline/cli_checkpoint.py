@@ -61,13 +61,13 @@ def _public_key(path: Path | None) -> Ed25519PublicKey | None:
 def audit_checkpoint(out: Path | None, witnesses: Path | None, db_url: str | None) -> None:
     """Sign (Ed25519) the Merkle tree head of the log; keep the file somewhere the database's writers cannot reach."""
     from audit.checkpoint import create_checkpoint
-    from audit.witness import WitnessPolicy, request_cosignatures, verify_cosignatures
+    from audit.witness import WitnessOutcome, WitnessPolicy, request_cosignatures, verify_cosignatures
 
     _refuse_existing(out)
     policy = WitnessPolicy.read(witnesses) if witnesses is not None else None
     with _open_store(db_url) as store:
         checkpoint = create_checkpoint(store)
-        outcomes = ()
+        outcomes: tuple[WitnessOutcome, ...] = ()
         if policy is not None:
             checkpoint, outcomes = request_cosignatures(store, checkpoint, policy)
     if out is None:

@@ -292,7 +292,7 @@ def read_manifest(
 _CAWG_UNTRUSTED = "cawg.x509.credential.untrusted"
 
 
-class _SettingsSigner(c2pa.ContextProvider):
+class _SettingsSigner(c2pa.ContextProvider):  # type: ignore[misc]  # c2pa ships no type hints
     """A signing Context whose signer c2pa builds from settings: the claim signer and the CAWG X.509
     identity signer (the only way c2pa-python writes an identity assertion). It tells the Builder it
     holds a signer, so `Builder.sign(format, source, dest)` signs with it."""
@@ -458,5 +458,5 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _short(error: Exception) -> str:
+def _short(error: BaseException | str) -> str:
     return str(error)[:_MAX_ERROR_TEXT]
