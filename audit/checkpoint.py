@@ -7,8 +7,11 @@ tree adds what the chain cannot give: a small signed value (the root) that a cop
 hold the database to, and logarithmic proofs for one entry or for an append-only extension.
 
 The checkpoint file is a C2SP signed note (c2sp.org/signed-note) whose text is a C2SP tlog-checkpoint
-(c2sp.org/tlog-checkpoint); any signed-note library can verify it with the verifier key
-``genguard-audit-checkpoint+<key hash>+<base64(0x01 || public key)>``::
+(c2sp.org/tlog-checkpoint); the log signs under its origin as the key name (as tlog-checkpoint asks;
+checkpoints made before that carry the name ``genguard-audit-checkpoint`` and still verify), so any
+signed-note library verifies it with the verifier key ``<origin>+<key hash>+<base64(0x01 || public key)>``
+(`audit public-key` prints it). Witnesses add their cosignature lines (c2sp.org/tlog-cosignature)
+after the log's; see audit.witness::
 
     genguard.audit/<log id>                  origin: AuditStore.log_id(), one per database
     <tree size>                              entries 1..size are covered
@@ -18,7 +21,8 @@ The checkpoint file is a C2SP signed note (c2sp.org/signed-note) whose text is a
     block-size <B>                           a power of two: at most 256 blocks
     block <base64 MTH of entries iB+1 .. (i+1)B>      one line per block, in order
     <empty line>
-    — genguard-audit-checkpoint <base64(4-byte key hash || Ed25519 signature)>
+    — genguard.audit/<log id> <base64(4-byte key hash || Ed25519 signature)>
+    — witness.example/w1 <base64(4-byte key id || 8-byte time || Ed25519 cosignature)>   (optional)
 
 Why the block roots: someone who can write the database can rewrite the whole chain consistently
 (every entry hash and the chain head), which `verify_chain` cannot notice. The signed root then no
@@ -71,7 +75,9 @@ if TYPE_CHECKING:
     from audit.store import AuditStore, ChainVerification, StoredEvent
 
 CHECKPOINT_KEY_ENV = "GENGUARD_CHECKPOINT_KEY"
-KEY_NAME = "genguard-audit-checkpoint"  # the signed-note key name
+KEY_NAME = (
+    "genguard-audit-checkpoint"  # the signed-note key name of checkpoints made before origin-named keys
+)
 CHECKPOINT_EVENT = "audit.checkpoint"
 PROOF_FORMAT = "genguard/inclusion-proof/v1"
 MAX_BLOCKS = 256
@@ -96,6 +102,8 @@ class Checkpoint:
     block_size: int
     block_roots: tuple[bytes, ...]
     signature: bytes
+    key_name: str = ""  # the signature line's key name; "" (new checkpoints): the origin
+    cosignature_lines: tuple[str, ...] = ()  # witnesses' signature lines, as received (audit.witness)
 
     @property
     def key_id(self) -> str:
@@ -115,10 +123,15 @@ class Checkpoint:
         ]
         return "\n".join(lines) + "\n"
 
+    @property
+    def signer_name(self) -> str:
+        return self.key_name or self.origin
+
     def to_text(self) -> str:
-        """The checkpoint file: the signed note."""
-        stamp = _note_key_hash(self.public_key) + self.signature
-        return f"{self.body()}\n{_SIGNATURE_PREFIX}{KEY_NAME} {_b64(stamp)}\n"
+        """The checkpoint file: the signed note, the log's signature line first, then any cosignatures."""
+        stamp = _note_key_hash(self.public_key, self.signer_name) + self.signature
+        lines = [f"{_SIGNATURE_PREFIX}{self.signer_name} {_b64(stamp)}", *self.cosignature_lines]
+        return f"{self.body()}\n" + "".join(f"{line}\n" for line in lines)
 
 
 @dataclass(frozen=True)
@@ -255,16 +268,16 @@ def _raw(public_key: Ed25519PublicKey) -> bytes:
     return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def _note_key_hash(public_key: bytes) -> bytes:
+def _note_key_hash(public_key: bytes, name: str) -> bytes:
     """signed-note key hash: the first 4 bytes of SHA-256(name || "\\n" || 0x01 || key); 0x01 = Ed25519."""
-    return hashlib.sha256(KEY_NAME.encode() + b"\n\x01" + public_key).digest()[:4]
+    return hashlib.sha256(name.encode() + b"\n\x01" + public_key).digest()[:4]
 
 
-def verifier_key(public_key: Ed25519PublicKey) -> str:
-    """The signed-note verifier key string, for other note verifiers."""
+def verifier_key(public_key: Ed25519PublicKey, name: str) -> str:
+    """The signed-note verifier key string (`name`: the log origin), for other note verifiers."""
     raw = _raw(public_key)
     encoded = _b64(b"\x01" + raw)
-    return f"{KEY_NAME}+{_note_key_hash(raw).hex()}+{encoded}"
+    return f"{name}+{_note_key_hash(raw, name).hex()}+{encoded}"
 
 
 # ------------------------------------------------------------------------------------ making them
@@ -596,22 +609,31 @@ def parse_checkpoint(data: bytes, name: str = "checkpoint") -> Checkpoint:
         _unb64(line(7 + i, "block ", "'block <base64 hash>'"), f"{name} line {7 + i} (block root)")
         for i in range(count)
     )
-    signature = None
+    signature, signer, others = None, "", []
     for number, signature_line in enumerate(signatures[:-1].split("\n"), start=len(lines) + 2):
         if not signature_line.startswith(_SIGNATURE_PREFIX) or signature_line.count(" ") != 2:
             raise BadInputError(
                 f"{name} line {number}: expected '— <key name> <base64 signature>', found {signature_line[:80]!r}"
             )
         _, key_name, stamp = signature_line.split(" ")
-        if key_name == KEY_NAME:
-            decoded = _unb64(stamp, f"{name} line {number} (signature)", None)
-            if len(decoded) == 68 and decoded[:4] == _note_key_hash(public_key):
-                signature = decoded[4:]
+        decoded = _unb64(stamp, f"{name} line {number} (signature)", None)
+        if (
+            signature is None
+            and key_name in (origin, KEY_NAME)
+            and len(decoded) == 68
+            and decoded[:4] == _note_key_hash(public_key, key_name)
+        ):
+            signature, signer = decoded[4:], ("" if key_name == origin else key_name)
+        else:
+            others.append(signature_line)  # cosignatures (checked against a witness policy) or unknown
     if signature is None:
         raise BadInputError(
-            f"{name}: expected a signature line by {KEY_NAME} with the key on line 5, found none"
+            f"{name}: expected a signature line by the log ({origin} or {KEY_NAME}) with the key on line 5, "
+            "found none"
         )
-    return Checkpoint(origin, tree_size, root, timestamp, public_key, block_size, blocks, signature)
+    return Checkpoint(
+        origin, tree_size, root, timestamp, public_key, block_size, blocks, signature, signer, tuple(others)
+    )
 
 
 def read_inclusion_proof(path: Path) -> InclusionProof:

@@ -1,6 +1,9 @@
 """Pixel watermark bench: quality, robustness per attack, false positives and speed, on real photographs.
 
-    python bench/watermark.py [--quick] [--sizes 512,1024,256]
+    python bench/watermark.py [--quick] [--sizes 512,1024,256] [--record FILE]
+
+`--record FILE` also writes genguard's exact-read shares per attack, dated, for
+`genguard report compliance` (audit.compliance; default file: GENGUARD_HOME/bench/watermark-robustness.json).
 
 Side by side with invisible-watermark's dwtDct and dwtDctSvd when that package is installed
 (`pip install --no-deps invisible-watermark PyWavelets`; never a genguard dependency).
@@ -74,7 +77,9 @@ def anchor_schemes() -> dict[str, tuple[Embed, Read, int]]:
     return schemes
 
 
-def bench_size(side: int, scheme_name: str, scheme: tuple[Embed, Read, int], photos: dict, keys: int) -> None:
+def bench_size(
+    side: int, scheme_name: str, scheme: tuple[Embed, Read, int], photos: dict, keys: int
+) -> dict[str, object]:
     embed, read, _ = scheme
     rng = np.random.default_rng(side)
     geometric_ok = side >= 512
@@ -118,6 +123,8 @@ def bench_size(side: int, scheme_name: str, scheme: tuple[Embed, Read, int], pho
             f"  {name:20s} exact id {100 * hits[name] / trials:6.1f}%"
             + (f"  (missed: {missed})" if missed else "")
         )
+    exact = {name: hits[name] / trials for name in names}
+    return {"trials": trials, "psnr_min_db": float(min(psnrs)), "exact_read": exact}
 
 
 def false_positives(side: int, photos: dict, keys: int) -> None:
@@ -144,7 +151,9 @@ def main() -> None:
     parser.add_argument("--no-anchors", action="store_true")
     parser.add_argument("--keys", type=int, default=3, help="keys (and ids) per photo")
     parser.add_argument("--fp-keys", type=int, default=25, help="keys per unmarked photo and variant")
+    parser.add_argument("--record", type=Path, default=None, help="write genguard's figures here (JSON)")
     args = parser.parse_args()
+    recorded: dict[str, object] = {}
     quick_names = ("astronaut", "camera", "coffee", "rocket")
     keys = 1 if args.quick else args.keys
     schemes = {"genguard": genguard_scheme()}
@@ -153,8 +162,26 @@ def main() -> None:
     for side in [int(s) for s in args.sizes.split(",")]:
         photos = photographs(side, quick_names if args.quick else None)
         for name, scheme in schemes.items():
-            bench_size(side, name, scheme, photos, keys)
+            figures = bench_size(side, name, scheme, photos, keys)
+            if name == "genguard":
+                recorded[str(side)] = figures
         false_positives(side, photos, 4 if args.quick else args.fp_keys)
+    if args.record is not None:
+        import datetime as dt
+        import json
+
+        from audit.compliance import ROBUSTNESS_FORMAT, installed_version
+
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "format": ROBUSTNESS_FORMAT,
+            "genguard_version": installed_version(),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "command": "python bench/watermark.py " + " ".join(sys.argv[1:]),
+            "sizes": recorded,
+        }
+        args.record.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        print(f"\nrecorded to {args.record}")
 
 
 if __name__ == "__main__":

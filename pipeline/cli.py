@@ -15,7 +15,7 @@ from typing import Any, TextIO, TypeVar
 
 import click
 
-from guard.errors import GenguardError, NotFoundError
+from guard.errors import BadInputError, GenguardError, NotFoundError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -492,16 +492,28 @@ def audit_show(generation_id: str, raw: bool, db_url: str | None, read_only: boo
 @click.option(
     "--public-key", type=click.Path(path_type=Path), default=None, help="Trusted checkpoint key (PEM)."
 )
+@click.option(
+    "--witnesses", type=click.Path(path_type=Path), default=None,
+    help="With --checkpoint: require k of these n witnesses' cosignatures (a policy file, see audit.witness).",
+)  # fmt: skip
 @read_db_options
 def audit_verify(
-    checkpoint_file: Path | None, public_key: Path | None, db_url: str | None, read_only: bool
+    checkpoint_file: Path | None,
+    public_key: Path | None,
+    witnesses: Path | None,
+    db_url: str | None,
+    read_only: bool,
 ) -> None:
     """Recompute the chained log against the stored rows. Exit 1 and name the first bad entry if broken."""
+    if witnesses is not None and checkpoint_file is None:
+        raise BadInputError(
+            "--witnesses: expected --checkpoint too (witnesses cosign a checkpoint), found none"
+        )
     store = open_reader(db_url, read_only)
     if checkpoint_file is not None:
         from pipeline.cli_checkpoint import verify_with_checkpoint
 
-        verify_with_checkpoint(store, checkpoint_file, public_key)
+        verify_with_checkpoint(store, checkpoint_file, public_key, witnesses)
         return
     report = store.verify_chain()
     if report.ok:
@@ -541,6 +553,7 @@ def _dataclass_json(value: Any, raw: bool = False) -> Any:
 
 # The plug-in modules add their commands to `cli` and `audit` (they import this module by name).
 import pipeline.cli_checkpoint  # audit checkpoint, prove, check-proof, public-key
+import pipeline.cli_compliance  # report compliance
 import pipeline.cli_doctor  # doctor
 import pipeline.cli_keys  # keys
 import pipeline.cli_policy  # policy init

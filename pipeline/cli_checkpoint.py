@@ -1,5 +1,10 @@
 """`genguard audit checkpoint / prove / check-proof / public-key`, and `audit verify --checkpoint`.
 
+`--witnesses POLICY` (a file, see audit.witness): `audit checkpoint` asks those witnesses to cosign
+the new checkpoint and writes their cosignatures into it (exit 1 when fewer than the quorum did; the
+checkpoint is written all the same); `audit verify --checkpoint` also requires k of those n
+witnesses' cosignatures.
+
 pipeline/cli.py imports this module, which adds the commands to its `audit` group. Exit codes: 0 ok,
 1 tampering found (the first bad entry named) or a proof that does not hold, 2 bad input (a malformed
 file, an unknown entry), 4 database unreachable. check-proof never opens a database.
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
     from audit.store import AuditStore
 
 _PUBLIC_KEY_HELP = "Trusted signer's public key (PEM; default: the local checkpoint key's)."
+WITNESSES_HELP = "Witness policy file ('witness <vkey> [<url>]' lines, 'quorum <k>'); see audit.witness."
 
 
 def _refuse_existing(path: Path | None) -> None:
@@ -50,22 +56,37 @@ def _public_key(path: Path | None) -> Ed25519PublicKey | None:
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Write the checkpoint to this new file."
 )
+@click.option("--witnesses", type=click.Path(path_type=Path), default=None, help=WITNESSES_HELP)
 @db_option
-def audit_checkpoint(out: Path | None, db_url: str | None) -> None:
+def audit_checkpoint(out: Path | None, witnesses: Path | None, db_url: str | None) -> None:
     """Sign (Ed25519) the Merkle tree head of the log; keep the file somewhere the database's writers cannot reach."""
     from audit.checkpoint import create_checkpoint
+    from audit.witness import WitnessOutcome, WitnessPolicy, request_cosignatures, verify_cosignatures
 
     _refuse_existing(out)
+    policy = WitnessPolicy.read(witnesses) if witnesses is not None else None
     with _open_store(db_url) as store:
         checkpoint = create_checkpoint(store)
+        outcomes: tuple[WitnessOutcome, ...] = ()
+        if policy is not None:
+            checkpoint, outcomes = request_cosignatures(store, checkpoint, policy)
     if out is None:
         click.echo(checkpoint.to_text(), nl=False)
+    else:
+        _write_new(out, checkpoint.to_text())
+        click.echo(
+            f"checkpoint of entries 1..{checkpoint.tree_size} of {checkpoint.origin}\n"
+            f"root {checkpoint.root_hash.hex()}\nkey {checkpoint.key_id}\nwritten to {out}"
+        )
+    if policy is None:
         return
-    _write_new(out, checkpoint.to_text())
-    click.echo(
-        f"checkpoint of entries 1..{checkpoint.tree_size} of {checkpoint.origin}\n"
-        f"root {checkpoint.root_hash.hex()}\nkey {checkpoint.key_id}\nwritten to {out}"
-    )
+    for outcome in outcomes:
+        click.echo(f"witness {outcome.name}: {'cosigned' if outcome.cosigned else outcome.problem}", err=True)
+    check = verify_cosignatures(checkpoint, policy)
+    if not check.ok:
+        click.echo(f"WITNESS QUORUM NOT MET: {check.summary}", err=True)
+        sys.exit(1)
+    click.echo(f"witnessed: {check.summary}", err=True)
 
 
 @audit.command("prove")
@@ -146,9 +167,11 @@ def _root(text: str) -> bytes:
 
 @audit.command("public-key")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the PEM to this new file.")
-def audit_public_key(out: Path | None) -> None:
-    """The checkpoint signing key's public half (PEM), to give to verifiers; creates the key on first use."""
-    from audit.checkpoint import checkpoint_key, public_key_pem, verifier_key
+@db_option
+def audit_public_key(out: Path | None, db_url: str | None) -> None:
+    """The checkpoint signing key's public half (PEM), to give to verifiers; creates the key on first use.
+    The signed-note verifier key (named by the log's origin) goes to stderr."""
+    from audit.checkpoint import checkpoint_key, log_origin, public_key_pem, verifier_key
 
     _refuse_existing(out)
     key = checkpoint_key()
@@ -157,13 +180,20 @@ def audit_public_key(out: Path | None) -> None:
     else:
         _write_new(out, public_key_pem(key))
         click.echo(f"public key written to {out}")
-    click.echo(f"signed-note verifier key: {verifier_key(key.public_key())}", err=True)
+    with _open_store(db_url) as store:
+        origin = log_origin(store)
+    click.echo(f"signed-note verifier key: {verifier_key(key.public_key(), origin)}", err=True)
 
 
-def verify_with_checkpoint(store: AuditStore, checkpoint_file: Path, public_key: Path | None) -> None:
-    """`audit verify --checkpoint`: print the outcome; exit 1 naming the first bad entry when tampered."""
+def verify_with_checkpoint(
+    store: AuditStore, checkpoint_file: Path, public_key: Path | None, witnesses: Path | None = None
+) -> None:
+    """`audit verify --checkpoint`: print the outcome; exit 1 naming the first bad entry when tampered,
+    or when fewer witnesses than the policy's quorum cosigned the checkpoint."""
     from audit.checkpoint import read_checkpoint, verify_against_checkpoint
+    from audit.witness import WitnessPolicy, verify_cosignatures
 
+    policy = WitnessPolicy.read(witnesses) if witnesses is not None else None
     checkpoint = read_checkpoint(checkpoint_file)
     report = verify_against_checkpoint(store, checkpoint, _public_key(public_key))
     if report.ok:
@@ -173,6 +203,13 @@ def verify_with_checkpoint(store: AuditStore, checkpoint_file: Path, public_key:
             f"1..{report.tree_size} (key {checkpoint.key_id[:16]}) still holds; consistency proof "
             f"{report.tree_size} -> {report.log_size} verified ({len(report.consistency_proof)} hashes)"
         )
+        if policy is not None:
+            check = verify_cosignatures(checkpoint, policy)
+            if not check.ok:
+                detail = "; ".join(check.problems)
+                click.echo(f"WITNESSES: {check.summary}: {detail}", err=True)
+                sys.exit(1)
+            click.echo(f"witnessed: {check.summary}")
         return
     if not report.signature_valid or report.first_bad_seq is None and report.chain is None:
         click.echo(f"CHECKPOINT REJECTED: {report.reason}", err=True)

@@ -96,6 +96,7 @@ class GeneratedImage:
     path: Path | None = None
     mime_type: str = "image/png"
     manifest: bytes | None = None
+    timestamp: str = "off"  # guard.provenance.tsa.TimestampState of its signature
 
     @property
     def suffix(self) -> str:
@@ -619,6 +620,7 @@ class GovernedPipeline:
         """Encode a watermarked image and sign it; the recorded sha256 is of the bytes that leave."""
         mime_type = MIME_TYPES[self.output_format]
         data, manifest = encode_image(image, self.output_format), None  # type: ignore[arg-type]
+        timestamp = "off"
         if self.content_credentials is not None:
             facts = ManifestFacts(
                 generation_id=generation_id,
@@ -631,7 +633,7 @@ class GovernedPipeline:
                 watermark_algorithm=self.watermarker.algorithm,
             )
             signed = self.content_credentials.sign(data, mime_type, facts, embed=not self.sidecar)
-            data, manifest = signed.data, signed.manifest
+            data, manifest, timestamp = signed.data, signed.manifest, signed.timestamp
         return GeneratedImage(
             index=index,
             pixels=image,
@@ -643,6 +645,7 @@ class GovernedPipeline:
             verdict=verdict,
             mime_type=mime_type,
             manifest=manifest,
+            timestamp=timestamp,
         )
 
     def _discard_kept(self, generation_id: str, held_pngs: dict[int, bytes]) -> None:
@@ -719,7 +722,12 @@ class GovernedPipeline:
             error=error,
             extra={
                 "watermarks": self._watermark_algorithms(),
-                "content_credentials": {"format": self.output_format, "manifest": self._manifest_mode()},
+                "content_credentials": {
+                    "format": self.output_format,
+                    "manifest": self._manifest_mode(),
+                    # per released image: "timestamped", "skipped" (optional TSA unreachable) or "off"
+                    "timestamps": {str(i.index): i.timestamp for i in images},
+                },
                 **(extra or {}),
             },
         )

@@ -446,8 +446,8 @@ def test_malformed_checkpoint_lines_are_named(logged: tuple[AuditStore, Checkpoi
             parse_checkpoint(broken.encode())
     with pytest.raises(BadInputError, match="expected 15 block lines"):
         parse_checkpoint(text.replace(lines[7] + "\n", "").encode())
-    with pytest.raises(BadInputError, match="expected a signature line by genguard-audit-checkpoint"):
-        parse_checkpoint(text.replace("— genguard-audit-checkpoint", "— someone-else").encode())
+    with pytest.raises(BadInputError, match="expected a signature line by the log"):
+        parse_checkpoint(text.replace(f"— {checkpoint.origin} ", "— someone-else ").encode())
 
 
 @pytest.mark.parametrize(

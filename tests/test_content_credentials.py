@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import time
 from pathlib import Path
@@ -46,6 +47,7 @@ from tests._photos import photographs
 
 MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 MARK_ID = 0x1234_5678_9ABC_DEF0
+TRAINED = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 FACTS = ManifestFacts(
     generation_id="4f1c0e0b9a8d4e7f8a6b5c4d3e2f1a0b",
     image_index=1,
@@ -90,6 +92,7 @@ def test_signed_image_reads_trusted_with_its_facts(
     assert reading.state is ManifestState.TRUSTED and reading.codes == () and reading.error is None
     assert (reading.generation_id, reading.image_index) == (FACTS.generation_id, FACTS.image_index)
     assert (reading.mark_id, reading.watermark_algorithm) == (MARK_ID, PIXEL_ALGORITHM)
+    assert reading.watermark_bound and not reading.timestamped and signed.timestamp == "off"
     assert reading.policy_digest == FACTS.policy.digest
     assert (reading.signer, reading.issuer) == ("genguard signer", "Example Studio")
     # the manifest is added beside the pixels: they decode exactly as before
@@ -198,12 +201,45 @@ def test_manifest_holds_the_created_action_governance_and_soft_binding(
     assert (
         governance["verdict"]["action"] == "release" and governance["verdict"]["scores"][0]["score"] == 0.03
     )
+    # C2PA 2.3: a watermark bound to this manifest is announced by c2pa.watermarked.bound beside the
+    # soft-binding assertion, whose algorithm has an entity-specific (reverse-domain) name
+    bound = assertions["c2pa.actions.v2"]["actions"][1]
+    assert bound["action"] == "c2pa.watermarked.bound" and bound["softwareAgent"]["name"] == "genguard"
     assert assertions["c2pa.soft-binding"] == {
-        "alg": PIXEL_ALGORITHM,
+        "alg": "org.genguard.watermark.pixel.v3",
         "blocks": [{"scope": {}, "value": f"0x{MARK_ID:016x}"}],  # the one mark-id form (guard.markid)
     }
+    assert re.fullmatch(r"[a-z0-9]+(\.[a-zA-Z0-9]+)+", assertions["c2pa.soft-binding"]["alg"])
     assert "thumbnail" not in json.dumps(manifest)
     assert b"prompt" not in signed.manifest and prompt.encode() not in signed.manifest
+
+
+def test_older_manifest_with_the_internal_algorithm_name_still_reads(
+    ours: DevelopmentChain, photo: np.ndarray
+) -> None:
+    # what genguard wrote before the C2PA soft-binding names: internal alg, no watermarked action
+    older = {
+        "claim_generator_info": [{"name": "genguard", "version": "0.1.0"}],
+        "assertions": [
+            {
+                "label": "c2pa.actions",
+                "data": {"actions": [{"action": "c2pa.created", "digitalSourceType": TRAINED}]},
+            },
+            {"label": "org.genguard.governance", "data": {"generation_id": "g1", "image_index": 0}},
+            {
+                "label": "c2pa.soft-binding",
+                "data": {"alg": PIXEL_ALGORITHM, "blocks": [{"scope": {}, "value": str(MARK_ID)}]},
+            },
+        ],
+    }
+    info = c2pa.C2paSignerInfo(b"es256", ours.chain_pem, ours.signer_key_pem, None)
+    with c2pa.Signer.from_info(info) as signer, c2pa.Builder(json.dumps(older)) as builder:
+        out = io.BytesIO()
+        builder.sign(signer, "image/png", io.BytesIO(encode_image(photo, "png")), out)
+    reading = read_manifest(out.getvalue(), "image/png", trust_anchors_pem=ours.root_pem)
+    assert reading.state is ManifestState.TRUSTED and reading.generation_id == "g1"
+    assert (reading.mark_id, reading.watermark_algorithm) == (MARK_ID, PIXEL_ALGORITHM)
+    assert not reading.watermark_bound
 
 
 def test_callback_signer_for_a_kms(ours: DevelopmentChain, photo: np.ndarray) -> None:

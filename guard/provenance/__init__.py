@@ -12,6 +12,7 @@ from guard.provenance.content_credentials import (
     SignedImage,
     read_manifest,
 )
+from guard.provenance.identity import IdentityConfig
 from guard.provenance.keys import (
     CallbackSigner,
     LocalKeySigner,
@@ -19,16 +20,19 @@ from guard.provenance.keys import (
     init_keys,
     trust_anchors_from_config,
 )
+from guard.provenance.tsa import TsaConfig
 
 __all__ = [
     "CallbackSigner",
     "ContentCredentials",
+    "IdentityConfig",
     "LocalKeySigner",
     "ManifestFacts",
     "ManifestReading",
     "ManifestState",
     "SignedImage",
     "Signer",
+    "TsaConfig",
     "init_keys",
     "read_manifest",
     "trust_anchors_from_config",

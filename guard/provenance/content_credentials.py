@@ -3,8 +3,26 @@
 A manifest holds the `c2pa.created` action (digital source type trainedAlgorithmicMedia, software
 agent = genguard version, pipeline class, model id), the governance assertion (`org.genguard.governance`:
 generation id, image index, policy name/version/digest, classifier verdict; never the prompt) and a
-`c2pa.soft-binding` assertion naming the pixel watermark algorithm and the mark id. No thumbnails
-(they cost 35-50 times the signing time); remote manifests are never fetched.
+`c2pa.soft-binding` assertion naming the pixel watermark algorithm and the mark id, announced by a
+`c2pa.watermarked.bound` action (C2PA 2.3: the watermark's value is bound to this manifest). No
+thumbnails (they cost 35-50 times the signing time); remote manifests are never fetched.
+
+Soft-binding algorithm names: the C2PA soft-binding algorithm list holds registered names; until
+genguard's is registered it writes an entity-specific name in reverse-domain form
+(`org.genguard.watermark.pixel.v3`, see docs/provenance.md for the registry entry). Readers accept
+that name and the older internal one (`genguard.pixel.v3`), and report the internal one.
+
+With a time-stamp authority configured (guard.provenance.tsa), the signature carries an RFC 3161
+timestamp; a TSA that cannot be reached refuses the release unless the TSA is configured optional.
+
+With an identity configured (guard.provenance.identity), the manifest also carries a CAWG identity
+assertion naming the organisation, signed with its X.509 identity key. c2pa-python exposes that only
+through settings-based signing (`signer.local` and `cawg_x509_signer.local` in a Context's settings),
+so the signing key must then be a local PEM key, and the Context is handed to the Builder through
+c2pa's public `ContextProvider` seam, saying that it holds a signer. Reading: c2pa-rs 0.91.3 reports
+the identity credential as `cawg.x509.credential.untrusted` whatever `cawg_trust` holds (observed), so
+that code alone does not lower the claim's state; the identity's name, issuer and whether its
+signature validated are reported beside it.
 
 c2pa-python 0.38 keeps settings per `Context` (the process-wide `load_settings` is deprecated and not
 read by Reader or Builder), so signing and reading contexts are built here with explicit settings and
@@ -25,11 +43,21 @@ import c2pa
 
 from guard.errors import BadInputError, InfrastructureError
 from guard.markid import format_mark_id, read_mark_id
+from guard.provenance.identity import IdentityConfig
 from guard.provenance.keys import LocalKeySigner, Signer, configured_signer, trust_anchors_from_config
+from guard.provenance.tsa import TimestampState, TsaConfig
 from guard.types import ImageVerdict, PolicyRef
 
 GOVERNANCE_LABEL = "org.genguard.governance"
 SOFT_BINDING_LABEL = "c2pa.soft-binding"
+WATERMARKED_BOUND = "c2pa.watermarked.bound"
+# genguard's internal algorithm names (they also seed key derivation, so they never change) and the
+# entity-specific names written in C2PA soft-binding assertions until the list assigns registered ones.
+C2PA_SOFT_BINDING_NAMES = {
+    "genguard.pixel.v3": "org.genguard.watermark.pixel.v3",
+    "genguard.latent.gaussian-shading.v1": "org.genguard.watermark.latent.gaussianshading.v1",
+}
+_INTERNAL_NAMES = {c2pa_name: internal for internal, c2pa_name in C2PA_SOFT_BINDING_NAMES.items()}
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
 MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
@@ -67,6 +95,7 @@ class SignedImage:
 
     data: bytes
     manifest: bytes
+    timestamp: str = TimestampState.OFF  # a TimestampState value
 
 
 class ManifestState(StrEnum):
@@ -94,37 +123,60 @@ class ManifestReading:
     watermark_algorithm: str | None = None
     policy_digest: str | None = None
     error: str | None = None
+    timestamped: bool = False  # the signature carries an RFC 3161 timestamp that validated
+    watermark_bound: bool = False  # a c2pa.watermarked.bound action announces the soft binding
+    identity: str | None = None  # the CAWG identity assertion's signer (certificate CN), if any
+    identity_issuer: str | None = None
+    identity_valid: bool = False  # its X.509 signature over the referenced assertions validated
 
 
 class ContentCredentials:
-    """Signs released images. Holds one native c2pa signer, reused for every image; build it once."""
+    """Signs released images. Holds one native c2pa signer, reused for every image; build it once.
 
-    def __init__(self, signer: Signer) -> None:
+    `tsa`: time-stamp every signature there. When it cannot be reached, `sign` raises
+    InfrastructureError if `tsa.required`, else signs without a timestamp and says so in
+    `SignedImage.timestamp`.
+    """
+
+    def __init__(
+        self, signer: Signer, *, tsa: TsaConfig | None = None, identity: IdentityConfig | None = None
+    ) -> None:
         if signer.algorithm not in _ALGORITHMS:
             raise BadInputError(
                 f"signer.algorithm: expected one of {sorted(_ALGORITHMS)}, found {signer.algorithm!r}"
             )
+        if identity is not None and not isinstance(signer, LocalKeySigner):
+            raise BadInputError(
+                "identity: expected a local signing key with a CAWG identity (c2pa signs both from "
+                f"settings), found {type(signer).__name__}"
+            )
         self.signer = signer
+        self.tsa = tsa
+        self.identity = identity
+        self._plain: c2pa.Signer | _SettingsSigner | None = None
+        self._native: c2pa.Signer | _SettingsSigner
         try:
-            if isinstance(signer, LocalKeySigner):  # native signing: no Python round trip per image
-                info = c2pa.C2paSignerInfo(
-                    signer.algorithm.encode(), signer.certificate_chain_pem, signer._key_pem, None
-                )
-                self._native = c2pa.Signer.from_info(info)
+            if identity is not None:
+                assert isinstance(signer, LocalKeySigner)
+                self._native = _SettingsSigner(signer, identity.signer, tsa.url if tsa else None)
+                if tsa is not None and not tsa.required:
+                    self._plain = _SettingsSigner(signer, identity.signer, None)
             else:
-                self._native = c2pa.Signer.from_callback(
-                    signer.sign, _ALGORITHMS[signer.algorithm], signer.certificate_chain_pem.decode()
-                )
+                self._native = _native_signer(signer, tsa.url if tsa else None)
+                if tsa is not None and not tsa.required:  # the fallback when the TSA is unreachable
+                    self._plain = _native_signer(signer, None)
             self._context = c2pa.Context.from_dict(_SIGNING_SETTINGS)
         except c2pa.C2paError as error:
             raise BadInputError(
-                f"signer: c2pa refused the key or certificate chain ({_short(error)})"
+                f"signer: c2pa refused the key, certificate chain, identity or TSA URL ({_short(error)})"
             ) from None
 
     @classmethod
     def from_config(cls) -> ContentCredentials:
-        """The configured key and chain (development keys are created on first use, see keys.py)."""
-        return cls(configured_signer())
+        """The configured key and chain (development keys are created on first use, see keys.py),
+        TSA (GENGUARD_TSA_URL, GENGUARD_TSA_OPTIONAL; tsa.py) and identity (GENGUARD_IDENTITY_KEY,
+        GENGUARD_IDENTITY_CHAIN; identity.py)."""
+        return cls(configured_signer(), tsa=TsaConfig.from_env(), identity=IdentityConfig.from_env())
 
     def sign(self, image: bytes, mime_type: str, facts: ManifestFacts, *, embed: bool = True) -> SignedImage:
         """Sign `image` (PNG, JPEG or WebP bytes). `embed=False`: the image is left untouched and the
@@ -133,20 +185,55 @@ class ContentCredentials:
             raise BadInputError(
                 f"mime_type: expected one of {sorted(MIME_TYPES.values())}, found {mime_type!r}"
             )
-        builder = c2pa.Builder(_manifest_definition(facts), self._context)
-        if not embed:
-            builder.set_no_embed()
-        out = io.BytesIO()
+        definition = _manifest_definition(facts)
         try:
-            manifest = builder.sign(self._native, mime_type, io.BytesIO(image), out)
+            data, manifest = self._sign_with(self._native, definition, image, mime_type, embed)
         except c2pa.C2paError as error:
-            raise InfrastructureError(f"c2pa: signing a {mime_type} image failed ({_short(error)})") from None
+            if self.tsa is None:
+                raise InfrastructureError(
+                    f"c2pa: signing a {mime_type} image failed ({_short(error)})"
+                ) from None
+            if self._plain is None:
+                raise InfrastructureError(
+                    f"tsa: signing a {mime_type} image with a timestamp from {self.tsa.display_url} failed "
+                    f"({_short(self.tsa.scrub(str(error)))}); the release is refused because GENGUARD_TSA_OPTIONAL is not set"
+                ) from None
+            try:
+                data, manifest = self._sign_with(self._plain, definition, image, mime_type, embed)
+            except c2pa.C2paError as plain_error:
+                raise InfrastructureError(
+                    f"c2pa: signing a {mime_type} image failed ({_short(plain_error)})"
+                ) from None
+            return SignedImage(data, manifest, TimestampState.SKIPPED)
+        state = TimestampState.OFF if self.tsa is None else TimestampState.TIMESTAMPED
+        return SignedImage(data, manifest, state)
+
+    def _sign_with(
+        self,
+        native: c2pa.Signer | _SettingsSigner,
+        definition: str,
+        image: bytes,
+        mime_type: str,
+        embed: bool,
+    ) -> tuple[bytes, bytes]:
+        context: c2pa.ContextProvider = native if isinstance(native, _SettingsSigner) else self._context
+        builder = c2pa.Builder(definition, context)
+        try:
+            if not embed:
+                builder.set_no_embed()
+            out = io.BytesIO()
+            if isinstance(native, _SettingsSigner):
+                manifest = builder.sign(mime_type, io.BytesIO(image), out)
+            else:
+                manifest = builder.sign(native, mime_type, io.BytesIO(image), out)
         finally:
             builder.close()
-        return SignedImage(data=out.getvalue() if embed else image, manifest=manifest)
+        return (out.getvalue() if embed else image), manifest
 
     def close(self) -> None:
         self._native.close()
+        if self._plain is not None:
+            self._plain.close()
         self._context.close()
 
 
@@ -179,13 +266,76 @@ def read_manifest(
             manifest = reader.get_active_manifest() or {}
         except c2pa.C2paError as error:
             return ManifestReading(ManifestState.INVALID, error=_short(error))
-    failures = results.get("activeManifest", {}).get("failure", [])
+    active = _dict(_dict(results).get("activeManifest"))
+    failures = _list(active.get("failure"))
     codes = tuple(dict.fromkeys(str(item.get("code")) for item in failures if isinstance(item, dict)))
+    successes = {str(item.get("code")) for item in _list(active.get("success")) if isinstance(item, dict)}
     by_state = {"Trusted": ManifestState.TRUSTED, "Valid": ManifestState.VALID}
-    return ManifestReading(by_state.get(str(state), ManifestState.INVALID), codes, **_facts_from(manifest))
+    reading_state = by_state.get(str(state), ManifestState.INVALID)
+    if (  # an untrusted identity credential alone says nothing about the claim's signer (see above)
+        reading_state is ManifestState.VALID
+        and set(codes) == {_CAWG_UNTRUSTED}
+        and "signingCredential.trusted" in successes
+    ):
+        reading_state = ManifestState.TRUSTED
+    return ManifestReading(
+        reading_state,
+        codes,
+        timestamped=bool(successes & {"timeStamp.validated", "timeStamp.trusted"}),
+        identity_valid=bool(successes & {"cawg.x509.signature.validated"}),
+        **_facts_from(manifest),
+    )
 
 
 # -- internals -------------------------------------------------------------------------------------
+
+
+_CAWG_UNTRUSTED = "cawg.x509.credential.untrusted"
+
+
+class _SettingsSigner(c2pa.ContextProvider):  # type: ignore[misc]  # c2pa ships no type hints
+    """A signing Context whose signer c2pa builds from settings: the claim signer and the CAWG X.509
+    identity signer (the only way c2pa-python writes an identity assertion). It tells the Builder it
+    holds a signer, so `Builder.sign(format, source, dest)` signs with it."""
+
+    has_signer = True
+
+    def __init__(self, signer: LocalKeySigner, identity: LocalKeySigner, tsa_url: str | None) -> None:
+        def local(key: LocalKeySigner) -> dict[str, Any]:
+            entry: dict[str, Any] = {
+                "alg": key.algorithm,
+                "sign_cert": key.certificate_chain_pem.decode(),
+                "private_key": key.private_key_pem.decode(),
+            }
+            if tsa_url:
+                entry["tsa_url"] = tsa_url
+            return entry
+
+        settings = {**_SIGNING_SETTINGS, "signer": {"local": local(signer)}}
+        settings["cawg_x509_signer"] = {"local": local(identity)}
+        self._context = c2pa.Context.from_dict(settings)
+
+    @property
+    def is_valid(self) -> bool:
+        return bool(self._context.is_valid)
+
+    @property
+    def execution_context(self) -> Any:
+        return self._context.execution_context
+
+    def close(self) -> None:
+        self._context.close()
+
+
+def _native_signer(signer: Signer, tsa_url: str | None) -> c2pa.Signer:
+    if isinstance(signer, LocalKeySigner):  # native signing: no Python round trip per image
+        info = c2pa.C2paSignerInfo(
+            signer.algorithm.encode(), signer.certificate_chain_pem, signer.private_key_pem, tsa_url
+        )
+        return c2pa.Signer.from_info(info)
+    return c2pa.Signer.from_callback(
+        signer.sign, _ALGORITHMS[signer.algorithm], signer.certificate_chain_pem.decode(), tsa_url
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -236,29 +386,20 @@ def _manifest_definition(facts: ManifestFacts) -> str:
             ],
         },
     }
+    actions: list[dict[str, Any]] = [
+        {"action": "c2pa.created", "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA, "softwareAgent": agent}
+    ]
     assertions: list[dict[str, Any]] = [
-        {
-            "label": "c2pa.actions",
-            "data": {
-                "actions": [
-                    {
-                        "action": "c2pa.created",
-                        "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
-                        "softwareAgent": agent,
-                    }
-                ]
-            },
-        },
+        {"label": "c2pa.actions", "data": {"actions": actions}},
         {"label": GOVERNANCE_LABEL, "data": governance},
     ]
     if facts.mark_id is not None and facts.watermark_algorithm is not None:
+        algorithm = C2PA_SOFT_BINDING_NAMES.get(facts.watermark_algorithm, facts.watermark_algorithm)
+        actions.append({"action": WATERMARKED_BOUND, "softwareAgent": agent})
         assertions.append(
             {
                 "label": SOFT_BINDING_LABEL,
-                "data": {
-                    "alg": facts.watermark_algorithm,
-                    "blocks": [{"scope": {}, "value": format_mark_id(facts.mark_id)}],
-                },
+                "data": {"alg": algorithm, "blocks": [{"scope": {}, "value": format_mark_id(facts.mark_id)}]},
             }
         )
     return json.dumps(
@@ -280,9 +421,17 @@ def _facts_from(manifest: dict[str, Any]) -> dict[str, Any]:
         if isinstance(a, dict)
     }
     governance = assertions.get(GOVERNANCE_LABEL, {})
+    identity = _dict(assertions.get("cawg.identity", {}).get("signature_info"))
     binding = assertions.get(SOFT_BINDING_LABEL, {})
     blocks = _list(binding.get("blocks"))
     mark = _dict(blocks[0]).get("value") if blocks else None
+    algorithm = _str(binding.get("alg"))
+    actions = [
+        _dict(action).get("action")
+        for label, data in assertions.items()
+        if label.startswith("c2pa.actions")
+        for action in _list(data.get("actions"))
+    ]
     return {
         "signer": _str(signature.get("common_name")),
         "issuer": _str(signature.get("issuer")),
@@ -290,8 +439,11 @@ def _facts_from(manifest: dict[str, Any]) -> dict[str, Any]:
         "generation_id": _str(governance.get("generation_id")),
         "image_index": _int(governance.get("image_index")),
         "mark_id": read_mark_id(mark),  # 0x form, or decimal as manifests before it said
-        "watermark_algorithm": _str(binding.get("alg")),
+        "watermark_algorithm": _INTERNAL_NAMES.get(algorithm, algorithm) if algorithm else None,
         "policy_digest": _str(_dict(governance.get("policy")).get("digest")),
+        "watermark_bound": WATERMARKED_BOUND in actions and bool(binding),
+        "identity": _str(identity.get("common_name")),
+        "identity_issuer": _str(identity.get("issuer")),
     }
 
 
@@ -311,5 +463,5 @@ def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _short(error: Exception) -> str:
+def _short(error: BaseException | str) -> str:
     return str(error)[:_MAX_ERROR_TEXT]

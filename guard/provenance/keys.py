@@ -111,6 +111,11 @@ class LocalKeySigner(_ChainedSigner):
             chain_source=str(chain_path),
         )
 
+    @property
+    def private_key_pem(self) -> bytes:
+        """The key itself, for handing to c2pa's native signer; never log or store it."""
+        return self._key_pem
+
     def sign(self, data: bytes) -> bytes:
         if isinstance(self._key, ed25519.Ed25519PrivateKey):
             return self._key.sign(data)
@@ -222,8 +227,10 @@ def create_development_chain(
     signer_name: str = "genguard signer",
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
+    extended_key_usage: ObjectIdentifier = ExtendedKeyUsageOID.EMAIL_PROTECTION,
 ) -> DevelopmentChain:
-    """A fresh root CA (10 years) and an ES256 end-entity certificate (default: 2 years) it issued."""
+    """A fresh root CA (10 years) and an ES256 end-entity certificate (default: 2 years) it issued.
+    `extended_key_usage`: emailProtection for claim signing; documentSigning suits a CAWG identity."""
     now = dt.datetime.now(dt.UTC)
     start = not_before if not_before is not None else now - dt.timedelta(minutes=5)
     end = not_after if not_after is not None else now + dt.timedelta(days=730)
@@ -253,7 +260,7 @@ def create_development_chain(
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([extended_key_usage]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(signer_key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False
