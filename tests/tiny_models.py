@@ -245,7 +245,11 @@ def build_tiny_shieldgemma2(path: Path, *, seed: int = 0) -> Path:
 
     special = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
     special += ["<start_of_image>", "<end_of_image>", "<image_soft_token>"]
-    named = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+    named = {
+        "boi_token": "<start_of_image>",
+        "eoi_token": "<end_of_image>",
+        "image_token": "<image_soft_token>",
+    }
     tokenizer: Any = _word_tokenizer(_vlm_words(), special, named)
     tokenizer.pad_token, tokenizer.eos_token, tokenizer.bos_token = "<pad>", "<eos>", "<bos>"
     ids = tokenizer.get_vocab()
@@ -299,7 +303,9 @@ def build_tiny_llavaguard(path: Path, *, seed: int = 0) -> Path:
         from transformers import LlavaOnevisionImageProcessor as ImageProcessor  # type: ignore[assignment]
 
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>", "<unk>", "\n"]
-    tokenizer: Any = _word_tokenizer(_vlm_words(), special, {"image_token": "<image>", "video_token": "<video>"})
+    tokenizer: Any = _word_tokenizer(
+        _vlm_words(), special, {"image_token": "<image>", "video_token": "<video>"}
+    )
     tokenizer.pad_token, tokenizer.eos_token = "<|endoftext|>", "<|im_end|>"
     ids = tokenizer.get_vocab()
     config = LlavaOnevisionConfig(
