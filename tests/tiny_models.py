@@ -22,7 +22,7 @@ def build_tiny_safety_checker(path: Path, *, flag_everything: bool) -> Path:
         from transformers import CLIPImageProcessor  # type: ignore[assignment]
 
     torch.manual_seed(0)
-    config = _tiny_clip_config(vocab_size=100, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    config: Any = _tiny_clip_config(vocab_size=100, bos_token_id=0, eos_token_id=1, pad_token_id=1)
     checker = StableDiffusionSafetyChecker(config).eval()
     if flag_everything:
         with torch.no_grad():
@@ -147,13 +147,11 @@ def _word_tokenizer(texts: list[str], special: list[str], named: dict[str, str])
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    pre = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.Whitespace()]  # type: ignore[arg-type]
-    )
+    pre = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.Whitespace()])
     words = sorted({piece for text in texts for piece, _ in pre.pre_tokenize_str(text)} - set(special))
     vocab = {token: index for index, token in enumerate([*special, *words])}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre  # type: ignore[assignment]
+    tokenizer.pre_tokenizer = pre
     tokenizer.add_special_tokens(special)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", extra_special_tokens=named)
 
@@ -297,6 +295,8 @@ def build_tiny_llavaguard(path: Path, *, seed: int = 0) -> Path:
     import torch
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
+    from guard.classifiers.vlm_guard import image_only_onevision_processor
+
     try:
         from transformers import LlavaOnevisionImageProcessorPil as ImageProcessor
     except ImportError:
@@ -328,7 +328,7 @@ def build_tiny_llavaguard(path: Path, *, seed: int = 0) -> Path:
         network.model.multi_modal_projector.linear_2.bias[0] = 0.0
         network.model.image_newline[0] = 0.0
     network.save_pretrained(path)
-    _image_only_onevision_processor(
+    image_only_onevision_processor()(
         image_processor=ImageProcessor(size={"height": 32, "width": 32}, image_grid_pinpoints=[[32, 32]]),
         tokenizer=tokenizer,
         chat_template=_QWEN2_TEMPLATE,
@@ -342,14 +342,3 @@ def build_tiny_llavaguard(path: Path, *, seed: int = 0) -> Path:
     saved["processor_class"] = "LlavaOnevisionProcessor"
     config_file.write_text(json.dumps(saved, indent=2))
     return path
-
-
-def _image_only_onevision_processor(**parts: object) -> Any:
-    from transformers import LlavaOnevisionProcessor
-
-    class ImageOnlyProcessor(LlavaOnevisionProcessor):  # type: ignore[misc]
-        @classmethod
-        def get_attributes(cls) -> list[str]:
-            return ["image_processor", "tokenizer"]
-
-    return ImageOnlyProcessor(**parts)

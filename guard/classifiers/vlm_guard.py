@@ -23,6 +23,7 @@ the weights load in bfloat16 (`dtype: auto`). torch and transformers are importe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,20 @@ def _policies(prompts: Mapping[str, Sequence[str]] | None, source: str) -> list[
     return pairs
 
 
+@functools.cache
+def image_only_onevision_processor() -> Any:
+    """LLaVA-OneVision's processor class without its video processor: transformers builds one with
+    the image processor, and it needs torchvision; genguard scores images only."""
+    from transformers import LlavaOnevisionProcessor
+
+    class ImageOnlyOnevisionProcessor(LlavaOnevisionProcessor):
+        @classmethod
+        def get_attributes(cls) -> list[str]:
+            return ["image_processor", "tokenizer"]
+
+    return ImageOnlyOnevisionProcessor
+
+
 class VLMGuardClassifier:
     """ShieldGemma 2 or LlavaGuard (from a path or hub id) scoring each image against each policy text.
 
@@ -181,18 +196,11 @@ class VLMGuardClassifier:
             )
 
     def _load_llavaguard(self, source: str) -> None:
-        from transformers import LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor
-
-        class ImageOnlyProcessor(LlavaOnevisionProcessor):  # type: ignore[misc]
-            """LLaVA-OneVision's processor without its video processor (which needs torchvision)."""
-
-            @classmethod
-            def get_attributes(cls) -> list[str]:
-                return ["image_processor", "tokenizer"]
+        from transformers import LlavaOnevisionForConditionalGeneration
 
         network: Any = LlavaOnevisionForConditionalGeneration.from_pretrained(source, dtype=self._dtype)
         self._network = network.to(self.device).eval()
-        processor: Any = ImageOnlyProcessor.from_pretrained(source)
+        processor: Any = image_only_onevision_processor().from_pretrained(source)
         processor.tokenizer.padding_side = "left"  # the answer position is the last one in every row
         if not getattr(processor, "chat_template", None):
             raise ModelLoadError(f"{KIND}: model {source!r}: expected a chat template, found none")
