@@ -7,6 +7,7 @@ Prints milliseconds per 512x512 image on one core (torch, onnxruntime and OpenCV
 thread) for each classifier, one image at a time and in batches of 8: NudeNet's bundled detector
 (real), the SD safety checker, a transformers image classifier and CLIP zero-shot (tiny models built
 from configs unless real paths are given: tiny-model figures measure the plumbing, not a real model),
+vlm-guard with tiny ShieldGemma 2 and LlavaGuard twins (plumbing only; see `vlm_guard_estimate`),
 and the bias observations (faces + skin tone, no gender model). Then the false positives of NudeNet
 and CLIP zero-shot (tiny unless --clip) on every real photograph of the test fixtures (scikit-image,
 scikit-learn) with the default and strict packs' thresholds. Then the time of `bias_report` over
@@ -58,7 +59,14 @@ def bench_classifiers(args: argparse.Namespace, images: list[np.ndarray], root: 
     from guard.classifiers.hf_image import HFImageClassifier
     from guard.classifiers.nudenet import NudeNetClassifier
     from guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
-    from tests.tiny_models import build_tiny_clip, build_tiny_safety_checker, build_tiny_vit_classifier
+    from guard.classifiers.vlm_guard import VLMGuardClassifier
+    from tests.tiny_models import (
+        build_tiny_clip,
+        build_tiny_llavaguard,
+        build_tiny_safety_checker,
+        build_tiny_shieldgemma2,
+        build_tiny_vit_classifier,
+    )
 
     clip = args.clip or str(build_tiny_clip(root / "clip"))
     hf = args.hf or str(build_tiny_vit_classifier(root / "vit"))
@@ -76,6 +84,14 @@ def bench_classifiers(args: argparse.Namespace, images: list[np.ndarray], root: 
             HFImageClassifier(hf, labels={hf_label: "violence"}, device="cpu").classify,
         ),
         (f"clip-zero-shot{tiny}", ClipZeroShotClassifier(clip, device="cpu").classify),
+        (
+            "vlm-guard shieldgemma2 (tiny, 6 policies)",
+            VLMGuardClassifier(build_tiny_shieldgemma2(root / "shieldgemma2"), device="cpu").classify,
+        ),
+        (
+            "vlm-guard llavaguard (tiny, 6 policies)",
+            VLMGuardClassifier(build_tiny_llavaguard(root / "llavaguard"), device="cpu").classify,
+        ),
         ("bias observations (faces, ITA)", observe_images),
     ]
     print(f"{'classifier':<40} {'ms/image, 1 at a time':>22} {'ms/image, batch 8':>18}")
@@ -83,6 +99,33 @@ def bench_classifiers(args: argparse.Namespace, images: list[np.ndarray], root: 
         single = _ms_per_image(run, images, 1)
         batched = _ms_per_image(run, images, 8)
         print(f"{name:<40} {single:>22.1f} {batched:>18.1f}")
+
+
+def vlm_guard_estimate() -> None:
+    """Real-model cost of vlm-guard, estimated from parameter counts (not measured: no GPU and no
+    download here). A forward pass costs about 2 FLOPs per (non-embedding) parameter per token, the
+    attention's quadratic term left out; every image is paired with each policy text, so the vision
+    tower and the language model both run once per (image, policy)."""
+    from guard.classifiers.vlm_guard import DEFAULT_POLICIES
+
+    policies = len(DEFAULT_POLICIES)
+    rows = [
+        # name, language-model params, vision params, vision tokens, language-model tokens per prompt
+        # ShieldGemma 2: Gemma 3 4B (3.2B without embeddings), SigLIP 400M at 896 px (4096 patches,
+        # pooled to 256 image tokens), ~200 prompt tokens.
+        ("shieldgemma-2-4b-it", 3.2e9, 0.4e9, 4096, 456),
+        # LlavaGuard 0.5B: Qwen2 0.5B (0.36B without embeddings), SigLIP 400M at 384 px; a 512 px
+        # image is a 2x2 grid plus the base view (5 x 729 patches, ~3,700 image tokens), ~600 prompt tokens.
+        ("LlavaGuard-v1.2-0.5B-OV-hf", 0.36e9, 0.4e9, 5 * 729, 4300),
+    ]
+    print(f"vlm-guard real-model estimate ({policies} policies per image; not measured):")
+    for name, lm, vision, vision_tokens, lm_tokens in rows:
+        tflop = policies * 2 * (lm * lm_tokens + vision * vision_tokens) / 1e12
+        # 30% of an H200's ~990 dense bf16 TFLOP/s, a usual utilisation for batched prefill
+        print(
+            f"  {name}: ~{tflop:.0f} TFLOP per image, ~{1000 * tflop / (0.3 * 990):.0f} ms/image on one "
+            "H200 at 30% utilisation (estimate)"
+        )
 
 
 def bench_false_positives(args: argparse.Namespace, root: Path) -> None:
@@ -216,6 +259,7 @@ def main() -> None:
     if not args.skip_classifiers:
         with tempfile.TemporaryDirectory() as tmp:
             bench_classifiers(args, _photos(args.images), Path(tmp))
+        vlm_guard_estimate()
     if not args.skip_false_positives:
         with tempfile.TemporaryDirectory() as tmp:
             bench_false_positives(args, Path(tmp))

@@ -76,11 +76,21 @@ def _clip_zero_shot(model: str | None, options: dict[str, Any]) -> ImageClassifi
     )
 
 
+def _vlm_guard(model: str | None, options: dict[str, Any]) -> ImageClassifier:
+    from guard.classifiers.vlm_guard import VLMGuardClassifier
+
+    options.pop("labels", None)
+    return VLMGuardClassifier(
+        _require_model("vlm-guard", model), prompts=options.pop("prompts", None) or None, **options
+    )
+
+
 CLASSIFIER_KINDS: dict[str, Callable[[str | None, dict[str, Any]], ImageClassifier]] = {
     "sd-safety-checker": _sd_safety_checker,
     "nudenet": _nudenet,
     "hf-image-classification": _hf_image,
     "clip-zero-shot": _clip_zero_shot,
+    "vlm-guard": _vlm_guard,
 }
 
 # Readers of perceived attributes for the bias observations (not policy classifiers: no action follows).
