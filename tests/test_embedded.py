@@ -206,12 +206,12 @@ def test_disable_builtin_safety_removes_a_present_checker_and_watermarker(pipes:
 
 
 def test_unknown_embedded_name_lists_the_known_ones(cache: Path) -> None:
-    with pytest.raises(ModelLoadError) as raised:
+    with pytest.raises(BadInputError) as raised:
         resolve_model_source("embedded:tiny-imagen")
     message = str(raised.value)
     assert "embedded:tiny-imagen" in message
     assert all(name in message for name in EXPECTED)
-    assert raised.value.exit_code == 4
+    assert raised.value.exit_code == 2  # a usage error, not an infrastructure failure
 
 
 def test_hub_ids_and_paths_pass_through_unchanged(cache: Path) -> None:
