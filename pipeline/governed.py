@@ -860,18 +860,23 @@ def check_request(request: GenerationRequest, bounds: families.Bounds, *, check_
 
 
 def check_out_dir(out_dir: Path) -> None:
-    """Before sampling: the output folder exists or can be created, and a file can be written there.
+    """Before sampling: the output folder is a folder this process can write files in, or can be
+    created (nothing is created here: a probe file is written and removed in the folder, or in its
+    nearest existing parent).
 
     BadInputError for a folder that cannot be used (a file, /proc, no permission, a read-only mount);
     InfrastructureError for a full or failing disk.
     """
     from guard.errors import InfrastructureError
 
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BadInputError(f"out_dir: expected a folder, found a file at {out_dir}")
+    folder = out_dir
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    if not folder.is_dir():
+        where = str(out_dir) if folder == out_dir else f"{folder} (in the way of {out_dir})"
+        raise BadInputError(f"out_dir: expected a folder, found a file at {where}")
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".genguard-probe-", suffix=".tmp") as probe:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".genguard-probe-", suffix=".tmp") as probe:
             probe.write(b"\0")
             probe.flush()
             os.fsync(probe.fileno())
