@@ -599,7 +599,7 @@ class GovernedPipeline:
         for index, exc in sorted(failures.items()):
             self.audit.append_event(
                 RELEASE_FAILED_EVENT,
-                {"index": index, "path": str(paths[index]), "error": _os_error_text(exc)},
+                {"image_index": index, "path": str(paths[index]), "error": _os_error_text(exc)},
                 generation_id,
             )
         first = failures[min(failures)]

@@ -33,6 +33,7 @@ def cli_env(tmp_path: Path, embedded_cache: Path) -> dict[str, str]:
         GENGUARD_CACHE=str(embedded_cache),
         GENGUARD_DB=f"sqlite:///{tmp_path / 'audit.sqlite3'}",
         OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",  # a hub id fails fast, as on a machine without network
     )
     return env
 
@@ -120,6 +121,7 @@ def test_unreachable_database_exits_4(cli_env: dict[str, str], tmp_path: Path) -
         (["audit", "list", "--db", "not-a-url"], 2),
         (["audit", "list", "--db", "sqlite:////no/such/folder/audit.sqlite3"], 4),
         (["generate", "a boat", "--model", "/no/such/model", "--steps", "1"], 2),
+        (["generate", "a boat", "--model", "nobody/no-such-model", "--steps", "1"], 4),
         (["watermark", "detect", "/no/such/image.png"], 2),
     ],
 )

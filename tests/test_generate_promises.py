@@ -145,7 +145,7 @@ def test_a_write_failure_after_the_commit_is_recorded_as_not_released(
     detail = gp.audit.get_generation(raised.value.generation_id)
     assert detail is not None and detail.status == "completed"
     failed = [e for e in detail.events if e.event_type == RELEASE_FAILED_EVENT]
-    assert sorted(e.payload["index"] for e in failed) == [0, 1]
+    assert sorted(e.payload["image_index"] for e in failed) == [0, 1]
     assert all(e.payload["path"] == img.path for e, img in zip(failed, detail.images, strict=True))
     assert out.is_file() and not list(tmp_path.glob("**/.*.tmp"))
     assert gp.audit.verify_chain().ok
@@ -188,3 +188,23 @@ def test_repair_removes_only_old_leftovers_that_no_record_keeps(
     assert in_vault.removed == (orphan,)
     assert sorted(vault.iterdir()) == kept and recent.exists() and unrelated.exists()
     assert gp.vault.load_png(held.generation_id, 0)  # the committed one still decrypts
+
+
+def test_a_reviewer_reads_a_quarantined_image_and_the_read_is_recorded(
+    tiny_sd: object, sqlite_url: str, tmp_path: Path
+) -> None:
+    from audit.review import EXPORTED, export_image, review_queue
+    from guard.imageio import load_image
+
+    gp = governed(tiny_sd, sqlite_url, tmp_path)
+    held = gp(GenerationRequest(REVIEWED, params=SMALL))
+    review_id = f"{held.generation_id}:1"
+    written = export_image(gp.audit, review_id, tmp_path / "look", "rita", gp.vault)
+    assert written == tmp_path / "look"
+    assert load_image(written).rgb.shape == (64, 64, 3) and written.stat().st_mode & 0o777 == 0o600
+    detail = gp.audit.get_generation(held.generation_id)
+    assert detail is not None
+    events = [e for e in detail.events if e.event_type == EXPORTED]
+    assert [(e.payload["image_index"], e.payload["reviewer"]) for e in events] == [(1, "rita")]
+    assert review_id in {item.review_id for item in review_queue(gp.audit, gp.vault)}  # still waiting
+    assert gp.audit.verify_chain().ok
