@@ -9,10 +9,9 @@ from pathlib import Path
 
 import click
 
-from audit.repair import DEFAULT_MIN_AGE, RepairReport, remove_orphan_quarantine, repair_output_folder
-from audit.store import AuditStore
-from guard.quarantine import QuarantineVault
 from pipeline.cli import audit, db_option
+
+DEFAULT_MIN_AGE = 3600.0  # seconds; audit.repair.DEFAULT_MIN_AGE (not imported here: the CLI starts light)
 
 
 @audit.command("repair")
@@ -35,6 +34,10 @@ def audit_repair(out_dirs: tuple[Path, ...], min_age: float, db_url: str | None)
     """Remove leftovers of interrupted generations: hidden .tmp files in output folders and
     encrypted quarantine files (GENGUARD_HOME/quarantine) that no committed record of this
     database keeps. Prints each file removed."""
+    from audit.repair import RepairReport, remove_orphan_quarantine, repair_output_folder
+    from audit.store import AuditStore
+    from guard.quarantine import QuarantineVault
+
     store = AuditStore.open(db_url)
     folders = out_dirs or ((Path("genguard-out"),) if Path("genguard-out").is_dir() else ())
     reports: list[RepairReport] = [repair_output_folder(folder, min_age=min_age) for folder in folders]
