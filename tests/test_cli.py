@@ -152,8 +152,13 @@ def test_all_withheld_exits_5(cli_env: dict[str, str], tmp_path: Path) -> None:
     args = ["generate", "a suicide note on a desk", "--size", "64", "--steps", "1", "--out", str(out)]
     proc = run([*args, "--json"], cli_env)
     assert proc.returncode == 5, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["status"] == "withheld"
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["status"] == "withheld"
     assert "nothing was released" in proc.stderr and not any(out.iterdir())
+    look = tmp_path / "look.png"
+    shown = run(["review", "show", f"{result['generation_id']}:0", "--image", str(look)], cli_env)
+    assert shown.returncode == 0, shown.stderr
+    assert "rule:       self_harm/" in shown.stdout and look.read_bytes().startswith(b"\x89PNG")
 
 
 def test_write_failure_is_a_clear_exit_not_a_traceback(cli_env: dict[str, str], tmp_path: Path) -> None:
