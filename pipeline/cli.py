@@ -428,7 +428,7 @@ def audit() -> None:
 
 @audit.command("list")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000))
-@click.option("--status", default=None, help="completed, blocked or failed.")
+@click.option("--status", default=None, help="completed, blocked, failed or invalid.")
 @click.option("--json", "as_json", is_flag=True)
 @db_option
 def audit_list(limit: int, status: str | None, as_json: bool, db_url: str | None) -> None:

@@ -97,9 +97,13 @@ def bounds_for(family: Family | None, *, embedded: bool = False) -> Bounds:
 
 
 def default_size(pipe: Any) -> int:
-    """The square size the model was made for, as diffusers picks it when the caller gives none
-    (`default_sample_size` times the VAE factor): SD 1.5 512, SDXL 1024, Flux 1024."""
+    """The square size the model was made for, as diffusers picks it when the caller gives none:
+    `default_sample_size` (SDXL, SD3, Flux) or else the denoiser's `sample_size` (SD), times the VAE
+    factor: SD 1.5 512, SDXL 1024, Flux 1024. 512 when the pipeline says neither."""
     sample_size = getattr(pipe, "default_sample_size", None)
+    if sample_size is None:
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        sample_size = getattr(getattr(denoiser, "config", None), "sample_size", None)
     if isinstance(sample_size, (list, tuple)):
         sample_size = sample_size[0]
     if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size <= 0:

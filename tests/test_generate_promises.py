@@ -208,3 +208,12 @@ def test_a_reviewer_reads_a_quarantined_image_and_the_read_is_recorded(
     assert [(e.payload["image_index"], e.payload["reviewer"]) for e in events] == [(1, "rita")]
     assert review_id in {item.review_id for item in review_queue(gp.audit, gp.vault)}  # still waiting
     assert gp.audit.verify_chain().ok
+
+
+def test_default_sizes_and_bounds(tiny_sd: object) -> None:
+    from pipeline import families
+
+    assert families.default_size(tiny_sd) == 256  # the model's own: sample size 32 x the VAE's 8
+    assert families.bounds_for(families.Family.SDXL).max_pixels == 2048 * 2048
+    assert families.bounds_for(None) == families.UNKNOWN_FAMILY_BOUNDS
+    assert families.bounds_for(families.Family.SD, embedded=True) == families.EMBEDDED_BOUNDS
