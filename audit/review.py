@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # c2pa's native library loads only when an image is released
 
 APPROVED = "review.approved"
 REJECTED = "review.rejected"
+EXPORTED = "review.image_exported"
 _REVIEW_ID = re.compile(r"^(?P<generation>[0-9A-Za-z_-]{1,64}):(?P<index>\d{1,4})$")
 
 
@@ -243,6 +244,38 @@ def show(store: AuditStore, review_id: str, vault: QuarantineVault | None = None
     if not found:
         raise NotFoundError(f"review id {review_id!r}: expected a quarantined image, found none recorded")
     return found[0]
+
+
+def export_image(
+    store: AuditStore, review_id: str, destination: Path, reviewer: str, vault: QuarantineVault | None = None
+) -> Path:
+    """Decrypt a kept quarantined image to `destination` (a PNG, mode 0600) for a reviewer to look at.
+
+    The pixels are the unmarked ones the checks saw: the copy leaves the vault without watermark or
+    Content Credentials, so a chained "review.image_exported" event (who, where, the PNG's sha256) is
+    committed before the file is written. Nothing is decided: the image stays in the queue.
+    """
+    if not isinstance(reviewer, str) or not reviewer.strip():
+        raise BadInputError("reviewer: expected a name (--reviewer or $USER), found none")
+    vault = vault or QuarantineVault()
+    item = show(store, review_id, vault)
+    png = vault.load_png(item.generation_id, item.index)
+    destination = Path(destination)
+    if destination.is_dir():
+        destination = destination / f"{item.generation_id}-{item.index}.quarantined.png"
+    payload = {
+        "image_index": item.index,
+        "reviewer": reviewer,
+        "path": str(destination),
+        "sha256": hashlib.sha256(png).hexdigest(),
+    }
+    store.append_event(EXPORTED, payload, item.generation_id)
+    tmp = destination.with_name(f".{destination.name}.tmp")
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(png)
+    os.replace(tmp, destination)
+    return destination
 
 
 def _pending(store: AuditStore, review_id: str, vault: QuarantineVault, reviewer: str) -> ReviewItem:

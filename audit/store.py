@@ -11,9 +11,9 @@ the rewritten prompt alike):
 Rule hits are stored as `decision.rules` holds them (rule ids and scores), never matched text.
 
 What the chain covers: every generation row and image row is the payload of one log entry
-("generation.recorded" / "generation.blocked" / "generation.failed", then one "image.recorded" per
-image); the payload is built from the row's stored values (image manifests by SHA-256 and length),
-so `verify_chain` rebuilds it from the rows and catches an edit to a log entry or to a domain row.
+("generation.recorded" / "generation.blocked" / "generation.failed" / "generation.invalid", then one
+"image.recorded" per image); the payload is built from the row's stored values (image manifests
+by SHA-256 and length), so `verify_chain` rebuilds it from the rows and catches an edit to a log entry or to a domain row.
 """
 
 from __future__ import annotations
@@ -54,12 +54,13 @@ from guard.types import (
     RuleHit,
 )
 
-GENERATION_STATUSES = ("completed", "blocked", "failed")
+GENERATION_STATUSES = ("completed", "blocked", "failed", "invalid")
 IMAGE_STATUSES = ("released", "quarantined", "blocked")
 GENERATION_EVENTS = {
     "completed": "generation.recorded",
     "blocked": "generation.blocked",
     "failed": "generation.failed",
+    "invalid": "generation.invalid",
 }
 IMAGE_EVENT = "image.recorded"
 RESERVED_EVENTS = frozenset((*GENERATION_EVENTS.values(), IMAGE_EVENT))
@@ -275,10 +276,14 @@ def _generation_row(record: GenerationRecord, created_at: str, key: bytes) -> di
         )
     if record.status not in GENERATION_STATUSES:
         raise BadInputError(f"{where}: status expected one of {GENERATION_STATUSES}, found {record.status!r}")
-    if record.status == "failed" and not record.error:
-        raise BadInputError(f"{where}: status 'failed' expects the error text, found {record.error!r}")
-    if record.status == "blocked" and record.images:
-        raise BadInputError(f"{where}: status 'blocked' expects no images, found {len(record.images)}")
+    if record.status in ("failed", "invalid") and not record.error:
+        raise BadInputError(
+            f"{where}: status {record.status!r} expects the error text, found {record.error!r}"
+        )
+    if record.status in ("blocked", "invalid") and record.images:
+        raise BadInputError(
+            f"{where}: status {record.status!r} expects no images, found {len(record.images)}"
+        )
     try:
         storage = PromptStorage(record.prompt_storage)
     except ValueError:

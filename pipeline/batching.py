@@ -46,6 +46,7 @@ import numpy as np
 from guard.errors import AuditUnavailableError, BadInputError
 from guard.types import ClassifierScore, GenerationParams, GenerationRequest, PromptAction
 from pipeline.families import Family
+from pipeline.outcomes import InvalidRequestError, NotStartedError
 
 if TYPE_CHECKING:
     from audit.records import GenerationRecord
@@ -57,8 +58,12 @@ class FailedGeneration:
     """A request of `generate_many` that released nothing, in its place in the result list.
 
     status "blocked": the policy blocked the prompt (recorded; `error` is the BlockedError);
-    "failed": sampling or governance failed (recorded as failed, with the error text);
-    "invalid": the request was refused as bad input before anything was recorded (generation_id None).
+    "failed": sampling, governance or writing the files failed (recorded as failed, with the error
+    text; a file not written after the commit is a ReleaseFailedError and a `release.failed` event),
+    or the output folder's disk was full before sampling (NotStartedError);
+    "invalid": the request was refused as bad input before sampling (recorded as invalid with the
+    reason; `error` is the InvalidRequestError).
+    `generation_id` is None only for a request the run stopped before recording (the database failed).
     """
 
     generation_id: str | None
@@ -128,11 +133,15 @@ def generate_many(
     slots: list[Future[_Outcome]] = [Future() for _ in requests]
     slot_of: dict[str, Future[_Outcome]] = {}
     jobs: list[_Job] = []
+    out_problem = gp._out_dir_problem(out_dir)  # checked once, before anything is sampled
     for slot, request in zip(slots, requests, strict=True):
         try:
-            request, decision, generation_id = gp._admit(request)
-        except BadInputError as exc:
-            slot.set_result(_Outcome(failure=FailedGeneration(None, "invalid", exc)))
+            request, decision, generation_id = gp._admit(request, out_problem)
+        except (InvalidRequestError, NotStartedError) as refused:
+            assert refused.record is not None
+            status = refused.record.status
+            failure = FailedGeneration(refused.generation_id, status, refused)
+            slot.set_result(_Outcome(record=refused.record, failure=failure))
             continue
         if decision.action is PromptAction.BLOCK:
             record, error = gp._blocked(request, decision, generation_id)

@@ -66,20 +66,41 @@ def review_list(db_url: str | None, as_json: bool) -> None:
 @click.argument("review_id")
 @_db_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def review_show(review_id: str, db_url: str | None, as_json: bool) -> None:
-    """One quarantined image: prompt (when stored), scores, flags and any decision."""
-    from audit.review import show
+@click.option(
+    "--image",
+    "image_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also decrypt the kept image to this PNG (or folder); recorded as a chained event.",
+)
+@click.option("--reviewer", default=None, help="Who looks (default: $USER); recorded with --image.")
+def review_show(
+    review_id: str, db_url: str | None, as_json: bool, image_path: Path | None, reviewer: str | None
+) -> None:
+    """One quarantined image: prompt (when stored), the prompt rules that fired, the output checks'
+    categories and scores, flags and any decision; with --image, the decrypted (unmarked) pixels."""
+    from audit.review import export_image, show
 
     with _store(db_url) as store:
         item = show(store, review_id)
         detail = store.get_generation(item.generation_id, with_events=False)
+        written = (
+            export_image(store, review_id, image_path, reviewer or _default_reviewer())
+            if image_path is not None
+            else None
+        )
     held_by = (  # the prompt categories whose review action held the image
         [c for c in detail.decision.categories if c.action.value == "review"]
         if detail is not None and detail.decision.action.value == "review"
         else []
     )
+    rules = detail.decision.rules if detail is not None else ()
     data = item.to_json()
     data["held_by"] = [{"category": c.category, "score": c.score} for c in held_by]
+    data["prompt_rules"] = [
+        {"category": r.category, "layer": r.layer, "rule": r.rule, "score": r.score} for r in rules
+    ]
+    data["image"] = str(written) if written is not None else None
     if as_json:
         _echo_json(data)
         return
@@ -87,6 +108,8 @@ def review_show(review_id: str, db_url: str | None, as_json: bool) -> None:
     click.echo(f"created:    {data['created_at']}  by {item.actor}")
     click.echo(f"policy:     {item.policy}")
     click.echo(f"prompt:     {item.prompt if item.prompt is not None else '(stored hashed or redacted)'}")
+    for rule in rules:
+        click.echo(f"rule:       {rule.category}/{rule.layer}/{rule.rule} ({rule.score:.2f})")
     click.echo(f"kept:       {'encrypted copy available' if item.kept else 'no copy kept'}")
     for held in held_by:
         click.echo(f"held by:    prompt review, {held.category} (score {held.score:.3f})")
@@ -96,6 +119,10 @@ def review_show(review_id: str, db_url: str | None, as_json: bool) -> None:
         )
     for category, threshold in item.flagged:
         click.echo(f"flagged:    {category} (threshold {threshold:g})")
+    if not item.flagged:
+        click.echo("flagged:    nothing (the prompt was held for review)")
+    if written is not None:
+        click.echo(f"image:      {written} (decrypted, unmarked; recorded)")
     if item.decision is None:
         click.echo("decision:   waiting")
     else:

@@ -24,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from guard.config import cache_dir
-from guard.errors import ModelLoadError
+from guard.errors import BadInputError, ModelLoadError
 
 EMBEDDED_PREFIX = "embedded:"
+# The size the embedded models sample at when the caller gives none: their untrained images carry no
+# detail that a larger size would show, and the pixel watermark reads at 256 px.
+EMBEDDED_DEFAULT_SIZE = 256
 # Bump when a config below changes, so that caches built by an older genguard are not reused.
 BUILD_VERSION = 1
 _SEED = 20261101
@@ -346,18 +349,39 @@ def embedded_dir(model: str) -> Path:
 def _embedded_name(model: str) -> str:
     name = model.removeprefix(EMBEDDED_PREFIX)
     if not is_embedded(model) or name not in _BUILDERS:
-        raise ModelLoadError(
+        raise BadInputError(
             f"model: expected one of {', '.join(EMBEDDED_MODELS)} for an embedded model, found {model!r}"
         )
     return name
 
 
+def check_model_name(model: str) -> None:
+    """Refuse, without loading anything, a model that cannot exist: an unknown `embedded:` name
+    (BadInputError listing the known ones) or a local path that is not there. A name that is not
+    path-like (`org/name`) is a hub id: only loading can tell whether it exists."""
+    if not isinstance(model, str) or not model.strip():
+        raise BadInputError(f"model: expected a hub id, a local path or an embedded name, found {model!r}")
+    if is_embedded(model):
+        _embedded_name(model)
+        return
+    if looks_like_path(model) and not Path(model).expanduser().exists():
+        raise BadInputError(f"model: expected an existing local folder, found no file or folder at {model!r}")
+
+
+def looks_like_path(model: str) -> bool:
+    """A local path rather than a hub id (`org/name`): absolute, relative with ./ or ../, ~, a
+    backslash, more than one slash, or something that exists here."""
+    return model.startswith(("/", ".", "~")) or "\\" in model or model.count("/") > 1 or Path(model).exists()
+
+
 def resolve_model_source(model: str) -> str:
     """A local directory for an `embedded:*` name (built on first use), else `model` unchanged.
 
-    A hub id or path is returned as given: `DiffusionPipeline.from_pretrained` reports its own
-    errors for those, and the caller maps them to ModelLoadError.
+    An unknown embedded name or a missing local path is BadInputError; a hub id or existing path is
+    returned as given: `DiffusionPipeline.from_pretrained` reports its own errors for those, and the
+    caller maps them to ModelLoadError.
     """
+    check_model_name(model)
     if not is_embedded(model):
         return model
     target = embedded_dir(model)

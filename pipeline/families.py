@@ -14,6 +14,7 @@ Initial noise, as each pipeline's `prepare_latents` expects it in diffusers 0.42
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -54,6 +55,60 @@ FAMILY_BY_CLASS_NAME: dict[str, Family] = {
     "StableDiffusion3Pipeline": Family.SD3,
     "FluxPipeline": Family.FLUX,
 }
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Upper bounds on the work one request may ask for; larger requests are refused as invalid.
+
+    `max_side`: width or height in pixels; `max_pixels`: width x height of one image;
+    `max_request_pixels`: over all the request's images (what one pipeline call and its decode hold);
+    `max_steps` and `max_images`: sampling steps and images per request.
+    """
+
+    max_side: int
+    max_pixels: int
+    max_request_pixels: int
+    max_steps: int
+    max_images: int
+
+
+# Real models: four times each family's native area (SD 1.x 512², SDXL/SD3/Flux 1024²), sides up to
+# 2048, the request's pixels as 16 images at 1024² (64 at 512²).
+_REAL_REQUEST_PIXELS = 16 * 1024 * 1024
+FAMILY_BOUNDS: dict[Family, Bounds] = {
+    Family.SD: Bounds(2048, 1024 * 1024, _REAL_REQUEST_PIXELS, 500, 64),
+    Family.SDXL: Bounds(2048, 2048 * 2048, _REAL_REQUEST_PIXELS, 500, 64),
+    Family.SD3: Bounds(2048, 2048 * 2048, _REAL_REQUEST_PIXELS, 500, 64),
+    Family.FLUX: Bounds(2048, 2048 * 2048, _REAL_REQUEST_PIXELS, 500, 64),
+}
+# Before a model is loaded its family may be unknown (a hub id): the loosest family's bounds apply
+# then, and the loaded family's bounds once it is known.
+UNKNOWN_FAMILY_BOUNDS = FAMILY_BOUNDS[Family.SDXL]
+# The embedded demonstration models: untrained, so nothing is gained by large or long runs.
+EMBEDDED_BOUNDS = Bounds(1024, 1024 * 1024, 16 * 512 * 512, 100, 64)
+
+
+def bounds_for(family: Family | None, *, embedded: bool = False) -> Bounds:
+    """The bounds for a family (None: not known yet); the embedded models have their own."""
+    if embedded:
+        return EMBEDDED_BOUNDS
+    return FAMILY_BOUNDS[family] if family is not None else UNKNOWN_FAMILY_BOUNDS
+
+
+def default_size(pipe: Any) -> int:
+    """The square size the model was made for, as diffusers picks it when the caller gives none:
+    `default_sample_size` (SDXL, SD3, Flux) or else the denoiser's `sample_size` (SD), times the VAE
+    factor: SD 1.5 512, SDXL 1024, Flux 1024. 512 when the pipeline says neither."""
+    sample_size = getattr(pipe, "default_sample_size", None)
+    if sample_size is None:
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        sample_size = getattr(getattr(denoiser, "config", None), "sample_size", None)
+    if isinstance(sample_size, (list, tuple)):
+        sample_size = sample_size[0]
+    if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size <= 0:
+        return 512
+    return sample_size * vae_scale_factor(pipe)
 
 
 def _family_classes() -> dict[type[Any], Family]:

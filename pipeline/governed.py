@@ -13,11 +13,15 @@ CPU side of governance overlapped with the next batch's sampling.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import math
 import os
 import secrets
+import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +35,7 @@ from guard import config
 from guard.bias import AttributeReader, BatchBias, batch_bias, observe_images
 from guard.classifiers.base import ImageClassifier
 from guard.classifiers.registry import build_gender_reader, checks_of, load_pack_checks
-from guard.errors import BadInputError, BlockedError, ModelLoadError
+from guard.errors import BadInputError, BlockedError, GenguardError, ModelLoadError
 from guard.imageio import encode_image
 from guard.markid import format_mark_id
 from guard.output import decide_image
@@ -59,6 +63,7 @@ from pipeline.accel import Acceleration, load_accelerated
 from pipeline.batching import FailedGeneration
 from pipeline.embedded import is_embedded, resolve_model_source
 from pipeline.inversion import watermarked_noise
+from pipeline.outcomes import InvalidRequestError, NotStartedError, RefusedRequest, ReleaseFailedError
 
 if TYPE_CHECKING:
     import torch
@@ -67,8 +72,16 @@ ProgressCallback = Callable[[int, int], None]
 
 # Error texts are recorded for failed generations; genguard's own messages never hold key material.
 _MAX_ERROR_TEXT = 500
+# The longest prompt (or negative prompt) accepted, in characters, before any tokenizer sees it: far
+# above what any family's tokenizer limit lets through (CLIP 77 tokens, T5 512), so only abuse meets
+# it. An invalid request's record stores at most this many characters of each text.
+MAX_PROMPT_CHARS = 20_000
+_MAX_SEED = 1 << 63
 
 _SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
+
+# The chained event appended for a released image whose file could not be written after the commit.
+RELEASE_FAILED_EVENT = "release.failed"
 
 _STATUS_BY_ACTION = {
     ImageAction.RELEASE: "released",
@@ -140,6 +153,11 @@ class GenerationResult:
     # Perceived attributes over the batch and the pack's uniform-batch rule (None: bias not observed).
     bias: BatchBias | None = None
 
+    @property
+    def status(self) -> str:
+        """`completed`, or `withheld` when images were sampled and every one was withheld."""
+        return "withheld" if self.withheld and not self.released else "completed"
+
 
 @dataclass(frozen=True)
 class _Job:
@@ -191,6 +209,7 @@ class GovernedPipeline:
         output_format: str = "png",
         sidecar: bool = False,
         checks: Sequence[CheckStatus] | None = None,
+        policy_engine: PolicyEngine | None = None,
     ) -> None:
         """`checks`: the pack's output checks, run or not (None: each of `classifiers`, run).
         `gender_reader`: reads perceived gender presentation from faces (None: not measured).
@@ -200,7 +219,8 @@ class GovernedPipeline:
         `sign`: give every released image Content Credentials, with `content_credentials` (None: the
         configured keys, development keys created on first use); `sign=False` releases unsigned images.
         `output_format`: "png", "jpeg" or "webp". `sidecar`: write the manifest to a `.c2pa` file next
-        to the image instead of embedding it."""
+        to the image instead of embedding it. `policy_engine`: an engine already built for `policy`
+        (None: built here)."""
         if output_format not in MIME_TYPES:
             raise BadInputError(
                 f"output_format: expected one of {sorted(MIME_TYPES)}, found {output_format!r}"
@@ -219,7 +239,7 @@ class GovernedPipeline:
         self.pipe = pipe
         self.model_id = model_id
         self.policy = policy
-        self.engine = PolicyEngine(policy)
+        self.engine = policy_engine if policy_engine is not None else PolicyEngine(policy)
         self.audit = audit
         self.classifiers = tuple(classifiers)
         self.checks = tuple(checks) if checks is not None else checks_of(self.classifiers)
@@ -232,6 +252,8 @@ class GovernedPipeline:
         self.vault = quarantine_vault if quarantine_vault is not None else QuarantineVault()
         self.family = families.detect_family(pipe)
         families.disable_builtin_safety(pipe)
+        # Upper bounds on one request's work (sizes, steps, images), from the family.
+        self.bounds = families.bounds_for(self.family, embedded=is_embedded(model_id))
         # What `from_pretrained` did for speed (precision, attention, compile); None for a pipeline
         # passed in as it is.
         self.acceleration: Acceleration | None = None
@@ -251,6 +273,7 @@ class GovernedPipeline:
         sign: bool = True,
         output_format: str = "png",
         sidecar: bool = False,
+        policy_engine: PolicyEngine | None = None,
     ) -> GovernedPipeline:
         """Load `model` (hub id, local path or `embedded:tiny-*`) through `DiffusionPipeline.from_pretrained`.
 
@@ -288,6 +311,7 @@ class GovernedPipeline:
             output_format=output_format,
             sidecar=sidecar,
             checks=checks,
+            policy_engine=policy_engine,
         )
         governed.acceleration = acceleration
         return governed
@@ -304,7 +328,11 @@ class GovernedPipeline:
         out_dir: Path | None = None,
         progress: ProgressCallback | None = None,
     ) -> GenerationResult:
-        request, decision, generation_id = self._admit(request)
+        try:
+            request, decision, generation_id = self._admit(request, self._out_dir_problem(out_dir))
+        except (InvalidRequestError, NotStartedError) as refused:
+            self._commit_refusal(refused)
+            raise
         if decision.action is PromptAction.BLOCK:
             record, error = self._blocked(request, decision, generation_id)
             self.audit.record_generation(record)
@@ -356,24 +384,11 @@ class GovernedPipeline:
     # -- stages -------------------------------------------------------------------------------
 
     def _validate(self, request: GenerationRequest) -> None:
-        if not request.prompt or not request.prompt.strip():
-            raise BadInputError("prompt: expected non-empty text, found an empty prompt")
-        for field_name in ("prompt", "negative_prompt", "actor"):
-            position = getattr(request, field_name).find("\x00")
-            if position >= 0:
-                raise BadInputError(
-                    f"{field_name}: expected text without NUL characters, found one at {position}"
-                )
+        """Everything `check_request` checks, with this family's bounds, then what needs the model:
+        the family's size multiple and the tokenizer's limit."""
+        check_request(request, self.bounds)
         params = request.params
-        for name in ("width", "height"):
-            value = getattr(params, name)
-            if value <= 0 or value % 8:
-                raise BadInputError(f"params.{name}: expected a positive multiple of 8, found {value}")
         families.latent_shape(self.pipe, params.height, params.width)  # e.g. Flux needs multiples of 16
-        if params.steps < 1:
-            raise BadInputError(f"params.steps: expected at least 1, found {params.steps}")
-        if params.num_images < 1:
-            raise BadInputError(f"params.num_images: expected at least 1, found {params.num_images}")
         limit = families.max_prompt_tokens(self.pipe)
         for field_name, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
             count = families.prompt_token_count(self.pipe, text)
@@ -383,12 +398,55 @@ class GovernedPipeline:
                     " (diffusers would silently truncate it)"
                 )
 
-    def _admit(self, request: GenerationRequest | str) -> tuple[GenerationRequest, PromptDecision, str]:
-        """Check the request and run the prompt policy; the generation id is drawn here."""
+    def _admit(
+        self, request: GenerationRequest | str, out_problem: GenguardError | None = None
+    ) -> tuple[GenerationRequest, PromptDecision, str]:
+        """Check the request and run the prompt policy; the generation id is drawn here.
+
+        A request refused here (bad input, or `out_problem`: what `_out_dir_problem` found) raises
+        InvalidRequestError / NotStartedError holding its uncommitted record (`_commit_refusal`).
+        """
+        generation_id = uuid.uuid4().hex
         if isinstance(request, str):
             request = GenerationRequest(prompt=request)
-        self._validate(request)
-        return request, self.engine.check(request.prompt), uuid.uuid4().hex
+        try:
+            if not isinstance(request, GenerationRequest):
+                raise BadInputError(
+                    f"request: expected a GenerationRequest or a prompt string, found {type(request).__name__}"
+                )
+            self._validate(request)
+            if out_problem is not None:
+                raise out_problem
+        except GenguardError as exc:
+            raise self.refusal(request, exc, generation_id) from exc
+        return request, self.engine.check(request.prompt), generation_id
+
+    def refusal(self, request: Any, error: GenguardError, generation_id: str | None = None) -> RefusedRequest:
+        """The error for a request refused before sampling, holding its record (not yet committed):
+        `invalid` for bad input, `failed` for infrastructure (e.g. a full disk)."""
+        return refusal(
+            request,
+            error,
+            policy=self.policy,
+            engine=self.engine,
+            model_id=self.model_id,
+            pipeline_class=type(self.pipe).__name__,
+            generation_id=generation_id,
+        )
+
+    def _commit_refusal(self, refused: RefusedRequest) -> None:
+        if refused.record is not None:
+            self.audit.record_generation(refused.record)
+
+    @staticmethod
+    def _out_dir_problem(out_dir: Path | None) -> GenguardError | None:
+        if out_dir is None:
+            return None
+        try:
+            check_out_dir(out_dir)
+        except GenguardError as exc:
+            return exc
+        return None
 
     def _blocked(
         self, request: GenerationRequest, decision: PromptDecision, generation_id: str
@@ -473,7 +531,10 @@ class GovernedPipeline:
                 return callback_kwargs
 
             kwargs["callback_on_step_end"] = on_step_end
-        with torch.inference_mode():
+        # The embedded models are so small that splitting their kernels over threads costs more than it
+        # saves (tiny-sd at 256 px, 10 steps: 0.5 s on one thread, 23 s on two on a busy 2-core machine).
+        threads = 1 if self.is_demonstration_model and self.device == "cpu" else None
+        with torch.inference_mode(), _torch_threads(threads):
             output = self.pipe(**kwargs)
         return families.output_as_uint8(output.images)
 
@@ -545,8 +606,32 @@ class GovernedPipeline:
             self._discard_kept(prepared.job.generation_id, prepared.held)
             raise
         if out_dir is not None:
-            _write_files(prepared.result.released, out_dir, sidecar=self.sidecar)
+            failures = _write_files(prepared.result.released, out_dir, sidecar=self.sidecar)
+            if failures:
+                self._release_failed(prepared.result, failures)
         return prepared.result
+
+    def _release_failed(self, result: GenerationResult, failures: dict[int, OSError]) -> None:
+        """After the commit some files could not be written: one chained `release.failed` event per
+        image not written (the record's `released` is thereby withdrawn), then ReleaseFailedError."""
+        generation_id = result.generation_id
+        paths = {img.index: img.path for img in result.released}
+        for index, exc in sorted(failures.items()):
+            self.audit.append_event(
+                RELEASE_FAILED_EVENT,
+                {"image_index": index, "path": str(paths[index]), "error": _os_error_text(exc)},
+                generation_id,
+            )
+        first = failures[min(failures)]
+        indices = ", ".join(str(i) for i in sorted(failures))
+        raise ReleaseFailedError(
+            f"output: could not write image(s) {indices} of generation {generation_id} to "
+            f"{paths[min(failures)]!s}: {_os_error_text(first)}; recorded as not released "
+            f"({RELEASE_FAILED_EVENT})",
+            generation_id,
+            sorted(failures),
+            result,
+        ) from first
 
     def _check_and_mark(
         self,
@@ -744,6 +829,177 @@ class GovernedPipeline:
         return algorithms
 
 
+def check_request(request: GenerationRequest, bounds: families.Bounds, *, check_size: bool = True) -> None:
+    """Validation that needs no model: the texts, and the parameters against `bounds` (BadInputError
+    naming the field, what was expected and what was found). `check_size=False` leaves width and
+    height to a later check (the CLI does not know a real model's default size before loading it)."""
+    for field_name in ("prompt", "negative_prompt", "actor"):
+        value = getattr(request, field_name)
+        if not isinstance(value, str):
+            raise BadInputError(f"{field_name}: expected text, found {type(value).__name__}")
+        if len(value) > MAX_PROMPT_CHARS:
+            raise BadInputError(
+                f"{field_name}: expected at most {MAX_PROMPT_CHARS} characters, found {len(value)}"
+            )
+        position = value.find("\x00")
+        if position >= 0:
+            raise BadInputError(
+                f"{field_name}: expected text without NUL characters, found one at {position}"
+            )
+    if not request.prompt.strip():
+        raise BadInputError("prompt: expected non-empty text, found an empty prompt")
+    params = request.params
+    if not isinstance(params, GenerationParams):
+        raise BadInputError(f"params: expected GenerationParams, found {type(params).__name__}")
+    names = ("width", "height", "steps", "num_images") if check_size else ("steps", "num_images")
+    for name in names:
+        value = getattr(params, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadInputError(f"params.{name}: expected an integer, found {value!r}")
+    if check_size:
+        for name in ("width", "height"):
+            value = getattr(params, name)
+            if value <= 0 or value % 8 or value > bounds.max_side:
+                raise BadInputError(
+                    f"params.{name}: expected a positive multiple of 8 up to {bounds.max_side}, found {value}"
+                )
+        if params.width * params.height > bounds.max_pixels:
+            raise BadInputError(
+                f"params: expected width x height at most {bounds.max_pixels} pixels, found "
+                f"{params.width}x{params.height} = {params.width * params.height}"
+            )
+    if not 1 <= params.steps <= bounds.max_steps:
+        raise BadInputError(f"params.steps: expected 1 to {bounds.max_steps}, found {params.steps}")
+    if not 1 <= params.num_images <= bounds.max_images:
+        raise BadInputError(
+            f"params.num_images: expected 1 to {bounds.max_images}, found {params.num_images}"
+        )
+    if check_size and params.width * params.height * params.num_images > bounds.max_request_pixels:
+        total = params.width * params.height * params.num_images
+        raise BadInputError(
+            f"params: expected width x height x num_images at most {bounds.max_request_pixels} pixels, "
+            f"found {params.width}x{params.height}x{params.num_images} = {total}"
+        )
+    guidance = params.guidance_scale
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
+        raise BadInputError(f"params.guidance_scale: expected a finite number, found {guidance!r}")
+    seed = params.seed
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _MAX_SEED
+    ):
+        raise BadInputError(f"params.seed: expected None or an integer 0 to 2**63-1, found {seed!r}")
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Before sampling: the output folder is a folder this process can write files in, or can be
+    created (nothing is created here: a probe file is written and removed in the folder, or in its
+    nearest existing parent).
+
+    BadInputError for a folder that cannot be used (a file, /proc, no permission, a read-only mount);
+    InfrastructureError for a full or failing disk.
+    """
+    from guard.errors import InfrastructureError
+
+    folder = out_dir
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    if not folder.is_dir():
+        where = str(out_dir) if folder == out_dir else f"{folder} (in the way of {out_dir})"
+        raise BadInputError(f"out_dir: expected a folder, found a file at {where}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".genguard-probe-", suffix=".tmp") as probe:
+            probe.write(b"\0")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        text = _os_error_text(exc)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            raise InfrastructureError(
+                f"out_dir: expected a disk with room, found {text} at {out_dir}"
+            ) from None
+        raise BadInputError(
+            f"out_dir: expected a folder this process can write, found {text} at {out_dir}"
+        ) from None
+
+
+def refusal(
+    request: Any,
+    error: GenguardError,
+    *,
+    policy: PolicyPack,
+    engine: PolicyEngine,
+    model_id: str,
+    pipeline_class: str = "",
+    generation_id: str | None = None,
+) -> RefusedRequest:
+    """The error for a request refused before sampling, with its record (to commit):
+    status `invalid` (bad input: InvalidRequestError) or `failed` (NotStartedError).
+
+    The record holds the request as the pack stores prompts (texts cut to MAX_PROMPT_CHARS, NUL shown
+    as U+FFFD, parameters that are not numbers recorded as None) and the prompt policy's decision on
+    it, so that a probe of the policy with a refused request leaves the same trace as any other.
+    """
+    generation_id = generation_id or uuid.uuid4().hex
+    recorded = _recordable(request)
+    try:
+        decision = engine.check(recorded.prompt)
+    except Exception as exc:  # noqa: BLE001 - the refusal is recorded even when the policy cannot judge it
+        decision = PromptDecision(
+            action=PromptAction.BLOCK,
+            prompt=recorded.prompt,
+            original_prompt=recorded.prompt,
+            categories=(),
+            rules=(),
+            policy=policy.ref,
+        )
+        error_text = f"{error}; the prompt policy could not run: {type(exc).__name__}: {exc}"
+    else:
+        error_text = str(error)
+    status = "invalid" if isinstance(error, BadInputError) else "failed"
+    record = GenerationRecord(
+        generation_id=generation_id,
+        request=recorded,
+        decision=decision,
+        prompt_storage=policy.prompt_storage,
+        status=status,
+        model_id=model_id,
+        pipeline_class=pipeline_class,
+        error=f"{type(error).__name__}: {error_text}"[:_MAX_ERROR_TEXT],
+    )
+    message = f"{error}; recorded as {status} generation {generation_id}"
+    if status == "invalid":
+        return InvalidRequestError(message, generation_id, record)
+    return NotStartedError(message, generation_id, record)
+
+
+def _recordable(request: Any) -> GenerationRequest:
+    """The request as a record can hold it, whatever the caller passed."""
+    if isinstance(request, str):
+        request = GenerationRequest(prompt=request)
+    if not isinstance(request, GenerationRequest):
+        return GenerationRequest(prompt="", params=GenerationParams())
+
+    def text(value: Any) -> str:
+        if not isinstance(value, str):
+            return ""
+        return value[:MAX_PROMPT_CHARS].replace("\x00", "\ufffd")
+
+    params = request.params if isinstance(request.params, GenerationParams) else GenerationParams()
+    values: dict[str, Any] = {}
+    for name, value in vars(params).items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        fits = number and (
+            math.isfinite(value) if isinstance(value, float) else -_MAX_SEED <= value < _MAX_SEED
+        )
+        values[name] = value if fits else None
+    return GenerationRequest(
+        prompt=text(request.prompt),
+        negative_prompt=text(request.negative_prompt),
+        params=GenerationParams(**values),
+        actor=text(request.actor) or "anonymous",
+    )
+
+
 def load_diffusers_pipeline(
     model: str, *, device: str = "cpu", torch_dtype: torch.dtype | None = None
 ) -> Any:
@@ -762,6 +1018,22 @@ def load_diffusers_pipeline(
         ) from exc
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+@contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `count` for the block (None: left as they are)."""
+    import torch
+
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _image_generators(jobs: Sequence[_Job]) -> list[torch.Generator]:
@@ -787,17 +1059,47 @@ def _face_json(face: PerceivedFace) -> dict[str, Any]:
     }
 
 
-def _write_files(images: Sequence[GeneratedImage], out_dir: Path, *, sidecar: bool = False) -> None:
+def _write_files(
+    images: Sequence[GeneratedImage], out_dir: Path, *, sidecar: bool = False
+) -> dict[int, OSError]:
     """Write each released image atomically (temporary name, then rename); with `sidecar`, its
-    manifest goes next to it as NAME.c2pa (written first, so an image never lacks its manifest)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest goes next to it as NAME.c2pa (written first, so an image never lacks its manifest).
+
+    Returns the images that could not be written (index -> error); their temporary files and any
+    sidecar written for them are removed, and the other images are still tried.
+    """
+    failures: dict[int, OSError] = {}
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return {img.index: exc for img in images}
     for img in images:
         assert img.path is not None
         files = [(img.path.with_suffix(".c2pa"), img.manifest)] if sidecar and img.manifest else []
+        done: list[Path] = []
         for path, data in [*files, (img.path, img.data)]:
             tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            except OSError as exc:
+                failures[img.index] = exc
+                for leftover in (tmp, *done):
+                    _remove_quietly(leftover)
+                break
+            done.append(path)
+    return failures
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # a folder that refuses writes refuses this too: nothing was left there
+
+
+def _os_error_text(exc: OSError) -> str:
+    return exc.strerror if exc.strerror else (str(exc) or type(exc).__name__)
 
 
 __all__ = [

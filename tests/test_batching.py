@@ -176,7 +176,7 @@ def test_results_and_records_keep_request_order_blocked_and_invalid_included(
         request("a red boat"),
         request(BLOCKED_PROMPT),
         request("a small house", width=128),  # another size: sampled in another call
-        "",  # invalid: refused before anything is recorded
+        "",  # invalid: refused before sampling, recorded as invalid
         request("a mountain lake", num_images=2),
         request("a lighthouse at dusk"),
     ]
@@ -192,14 +192,14 @@ def test_results_and_records_keep_request_order_blocked_and_invalid_included(
     blocked, invalid = results[1], results[3]
     assert isinstance(blocked, FailedGeneration) and blocked.status == "blocked"
     assert isinstance(blocked.error, BlockedError) and "sexual_minors" in str(blocked.error)
-    assert (
-        isinstance(invalid, FailedGeneration)
-        and invalid.status == "invalid"
-        and invalid.generation_id is None
-    )
-    assert isinstance(invalid.error, BadInputError)
+    assert isinstance(invalid, FailedGeneration) and invalid.status == "invalid"
+    assert isinstance(invalid.error, BadInputError) and invalid.generation_id is not None
+    refused = gp.audit.get_generation(invalid.generation_id)
+    assert refused is not None and refused.status == "invalid" and not refused.images
+    assert refused.error is not None and "prompt: expected non-empty text" in refused.error
     assert sorted(counting.batches) == [1, 1, 1, 2]  # 64 px: (boat), (lake x2), (lighthouse); 128 px: (house)
     recorded = [r for r in results if r.generation_id is not None]
+    assert len(recorded) == len(requests)  # every request, the invalid one included
     seqs = [commit_seq(gp, r.generation_id) for r in recorded]  # type: ignore[arg-type]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     detail = gp.audit.get_generation(blocked.generation_id)  # type: ignore[arg-type]

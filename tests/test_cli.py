@@ -33,6 +33,7 @@ def cli_env(tmp_path: Path, embedded_cache: Path) -> dict[str, str]:
         GENGUARD_CACHE=str(embedded_cache),
         GENGUARD_DB=f"sqlite:///{tmp_path / 'audit.sqlite3'}",
         OMP_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",  # a hub id fails fast, as on a machine without network
     )
     return env
 
@@ -111,7 +112,7 @@ def test_unreachable_database_exits_4(cli_env: dict[str, str], tmp_path: Path) -
     ("args", "code"),
     [
         (["generate", "", "--steps", "2", "--size", "64"], 2),
-        (["generate", "a boat", "--model", "embedded:tiny-unknown"], 4),
+        (["generate", "a boat", "--model", "embedded:tiny-unknown"], 2),
         (["generate", "a boat", "--size", "63"], 2),
         (["generate", "a boat", "--policy", "no-such-pack"], 2),
         (["generate"], 2),
@@ -119,7 +120,8 @@ def test_unreachable_database_exits_4(cli_env: dict[str, str], tmp_path: Path) -
         (["policy", "check", "--file", "/no/such/prompts.txt"], 2),
         (["audit", "list", "--db", "not-a-url"], 2),
         (["audit", "list", "--db", "sqlite:////no/such/folder/audit.sqlite3"], 4),
-        (["generate", "a boat", "--model", "/no/such/model", "--steps", "1"], 4),
+        (["generate", "a boat", "--model", "/no/such/model", "--steps", "1"], 2),
+        (["generate", "a boat", "--model", "nobody/no-such-model", "--steps", "1"], 4),
         (["watermark", "detect", "/no/such/image.png"], 2),
     ],
 )
@@ -127,6 +129,59 @@ def test_bad_input_exit_codes(cli_env: dict[str, str], args: list[str], code: in
     proc = run(args, cli_env)
     assert proc.returncode == code, (proc.stdout, proc.stderr)
     assert proc.stderr.strip()
+
+
+def test_refused_generate_is_recorded_before_the_model_loads(cli_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for size in ("64x64000", "100000"):  # once ran for 19 minutes / ended in a traceback
+        proc = run(["generate", "a boat", "--size", size, "--out", str(out)], cli_env)
+        assert proc.returncode == 2, proc.stderr
+        assert "params." in proc.stderr and "Traceback" not in proc.stderr
+        assert "untrained demonstration model" not in proc.stderr  # refused before the model loads
+    unknown = run(["generate", "a boat", "--model", "embedded:tiny-nope"], cli_env)
+    assert unknown.returncode == 2 and "untrained demonstration model" not in unknown.stderr
+    assert "embedded:tiny-sd," in unknown.stderr and "embedded:tiny-flux" in unknown.stderr
+    listed = run(["audit", "list", "--status", "invalid", "--json"], cli_env)
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert len(rows) == 3 and {row["status"] for row in rows} == {"invalid"}
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_all_withheld_exits_5(cli_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["generate", "a suicide note on a desk", "--size", "64", "--steps", "1", "--out", str(out)]
+    proc = run([*args, "--json"], cli_env)
+    assert proc.returncode == 5, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["status"] == "withheld"
+    assert "nothing was released" in proc.stderr and not any(out.iterdir())
+    look = tmp_path / "look.png"
+    shown = run(["review", "show", f"{result['generation_id']}:0", "--image", str(look)], cli_env)
+    assert shown.returncode == 0, shown.stderr
+    assert "rule:       self_harm/" in shown.stdout and look.read_bytes().startswith(b"\x89PNG")
+
+
+def test_write_failure_is_a_clear_exit_not_a_traceback(cli_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "a-file"
+    out.write_text("not a folder")
+    proc = run(["generate", "a boat", "--size", "64", "--steps", "1", "--out", str(out)], cli_env)
+    assert proc.returncode == 2 and "out_dir: expected a folder" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_audit_repair_says_what_it_removed(cli_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    leftover = out / f".{'ab' * 16}-0.png.tmp"
+    leftover.write_bytes(b"partial")
+    quarantine = Path(cli_env["GENGUARD_HOME"]) / "quarantine"
+    quarantine.mkdir(parents=True)
+    orphan = quarantine / f"{'cd' * 16}-0.ggq"
+    orphan.write_bytes(b"GGQ1")
+    proc = run(["audit", "repair", "--out", str(out), "--min-age", "0"], cli_env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"removed {leftover}" in proc.stdout and f"removed {orphan}" in proc.stdout
+    assert not leftover.exists() and not orphan.exists()
 
 
 def test_malformed_pack_exits_2_naming_the_field(cli_env: dict[str, str], tmp_path: Path) -> None:

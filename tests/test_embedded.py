@@ -206,17 +206,21 @@ def test_disable_builtin_safety_removes_a_present_checker_and_watermarker(pipes:
 
 
 def test_unknown_embedded_name_lists_the_known_ones(cache: Path) -> None:
-    with pytest.raises(ModelLoadError) as raised:
+    with pytest.raises(BadInputError) as raised:
         resolve_model_source("embedded:tiny-imagen")
     message = str(raised.value)
     assert "embedded:tiny-imagen" in message
     assert all(name in message for name in EXPECTED)
-    assert raised.value.exit_code == 4
+    assert raised.value.exit_code == 2  # a usage error, not an infrastructure failure
 
 
-def test_hub_ids_and_paths_pass_through_unchanged(cache: Path) -> None:
+def test_hub_ids_and_paths_pass_through_unchanged(cache: Path, tmp_path: Path) -> None:
     assert resolve_model_source("stabilityai/sdxl-turbo") == "stabilityai/sdxl-turbo"
-    assert resolve_model_source("/models/my-sd") == "/models/my-sd"
+    assert resolve_model_source(str(tmp_path)) == str(tmp_path)
+    # A local path that is not there is the caller's mistake (exit 2), not a loading failure.
+    with pytest.raises(BadInputError, match="/models/my-sd") as raised:
+        resolve_model_source("/models/my-sd")
+    assert raised.value.exit_code == 2
 
 
 def test_second_resolve_reuses_the_cache(pipes: dict[str, Any]) -> None:

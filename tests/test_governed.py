@@ -236,10 +236,14 @@ def test_bad_prompts(tiny_sd: object, sqlite_url: str, prompt: str, message: str
 
 
 def test_unknown_model_names(tmp_path: Path, embedded_cache: Path) -> None:
-    with pytest.raises(ModelLoadError, match="tiny-sd"):
+    with pytest.raises(BadInputError, match="tiny-sd"):
         load_diffusers_pipeline("embedded:tiny-nothing")
-    with pytest.raises(ModelLoadError):
+    with pytest.raises(BadInputError, match="no-such-model"):  # a local path that is not there
         load_diffusers_pipeline(str(tmp_path / "no-such-model"))
+    folder = tmp_path / "not-a-pipeline"
+    folder.mkdir()
+    with pytest.raises(ModelLoadError):  # there, but not loadable: an infrastructure failure
+        load_diffusers_pipeline(str(folder))
 
 
 @pytest.mark.parametrize("name", ["embedded:tiny-sdxl", "embedded:tiny-sd3", "embedded:tiny-flux"])
