@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import click
 
 from guard.errors import BadInputError
-from pipeline.cli import _open_store, audit, db_option
+from pipeline.cli_common import db_option, open_store
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -52,7 +52,7 @@ def _public_key(path: Path | None) -> Ed25519PublicKey | None:
     return None if path is None else load_public_key(path)
 
 
-@audit.command("checkpoint")
+@click.command("checkpoint")
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Write the checkpoint to this new file."
 )
@@ -65,7 +65,7 @@ def audit_checkpoint(out: Path | None, witnesses: Path | None, db_url: str | Non
 
     _refuse_existing(out)
     policy = WitnessPolicy.read(witnesses) if witnesses is not None else None
-    with _open_store(db_url) as store:
+    with open_store(db_url) as store:
         checkpoint = create_checkpoint(store)
         outcomes: tuple[WitnessOutcome, ...] = ()
         if policy is not None:
@@ -89,7 +89,7 @@ def audit_checkpoint(out: Path | None, witnesses: Path | None, db_url: str | Non
     click.echo(f"witnessed: {check.summary}", err=True)
 
 
-@audit.command("prove")
+@click.command("prove")
 @click.argument("seq", type=click.IntRange(min=1))
 @click.option(
     "--checkpoint", "checkpoint_file", type=click.Path(path_type=Path), default=None,
@@ -114,7 +114,7 @@ def audit_prove(
         if problem is not None:
             click.echo(f"CHECKPOINT REJECTED: {problem}", err=True)
             sys.exit(1)
-    with _open_store(db_url) as store:
+    with open_store(db_url) as store:
         proof = prove_inclusion(store, seq, checkpoint)
     if out is None:
         click.echo(proof.to_json(), nl=False)
@@ -123,7 +123,7 @@ def audit_prove(
     click.echo(f"proof of entry {seq} in the tree of {proof.tree_size} entries written to {out}")
 
 
-@audit.command("check-proof")
+@click.command("check-proof")
 @click.argument("proof_file", metavar="PROOF", type=click.Path(path_type=Path))
 @click.option(
     "--checkpoint", "checkpoint_file", type=click.Path(path_type=Path), default=None,
@@ -165,7 +165,7 @@ def _root(text: str) -> bytes:
     return root
 
 
-@audit.command("public-key")
+@click.command("public-key")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the PEM to this new file.")
 @db_option
 def audit_public_key(out: Path | None, db_url: str | None) -> None:
@@ -180,7 +180,7 @@ def audit_public_key(out: Path | None, db_url: str | None) -> None:
     else:
         _write_new(out, public_key_pem(key))
         click.echo(f"public key written to {out}")
-    with _open_store(db_url) as store:
+    with open_store(db_url) as store:
         origin = log_origin(store)
     click.echo(f"signed-note verifier key: {verifier_key(key.public_key(), origin)}", err=True)
 

@@ -13,8 +13,7 @@ from pathlib import Path
 import click
 
 from guard.errors import BadInputError
-from pipeline.cli import db_option
-from pipeline.cli_review import report
+from pipeline.cli_common import db_option
 
 
 def _moment(value: str | None, option: str) -> datetime | None:
@@ -27,7 +26,7 @@ def _moment(value: str | None, option: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-@report.command("compliance")
+@click.command("compliance")
 @click.option("--since", default=None, help="Only generations at or after this ISO date/time.")
 @click.option("--until", default=None, help="Only generations before this ISO date/time.")
 @click.option("--tenant", default=None, help="Only actors '<tenant>' or '<tenant>/<user>' (default: all).")

@@ -16,10 +16,8 @@ import sys
 
 import click
 
-from pipeline.cli import cli
 
-
-@cli.command("doctor")
+@click.command("doctor")
 @click.option("--policy", default="default", show_default=True, help="Shipped pack name or a YAML path.")
 @click.option(
     "--model", default="embedded:tiny-sd", show_default=True, help="The model you will generate with."

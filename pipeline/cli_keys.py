@@ -13,10 +13,9 @@ import click
 
 from guard.errors import BadInputError
 from guard.provenance import keys
-from pipeline.cli import cli
 
 
-@cli.group("keys")
+@click.group("keys")
 def keys_group() -> None:
     """Content Credentials signing keys (C2PA)."""
 

@@ -1,7 +1,4 @@
-"""`genguard policy init NAME`: an editable copy of a shipped pack, with its term files.
-
-pipeline/cli.py imports this module, which adds the command to its `policy` group. Only click at load.
-"""
+"""`genguard policy`: check prompts against a pack, show packs, write an editable copy of one."""
 
 from __future__ import annotations
 
@@ -10,9 +7,90 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import policy
-
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # the schema's pack name (Identifier)
+import sys
+from collections.abc import Iterator
+from typing import TextIO
+
+from guard.errors import BadInputError
+from pipeline.cli_common import print_json
+
+
+@click.group()
+def policy() -> None:
+    """Check prompts against a policy pack; show packs."""
+
+
+def _prompts_from(prompt: str | None, file: TextIO | None) -> Iterator[tuple[int | None, str]]:
+    """(line number, prompt): None for a PROMPT argument; blank lines are skipped."""
+    if prompt is not None and file is not None:
+        raise click.UsageError("give PROMPT or --file, not both")
+    if prompt is not None and prompt != "-":
+        yield None, prompt
+        return
+    for number, line in enumerate(file if file is not None else sys.stdin, start=1):
+        line = line.rstrip("\n")
+        if line.strip():
+            yield number, line
+
+
+@policy.command("check")
+@click.argument("prompt", required=False)
+@click.option(
+    "--file",
+    "file",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help="One prompt per line; - for stdin.",
+)
+@click.option("--policy", "policy_name", default="default", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per prompt, in input order.")
+def policy_check(prompt: str | None, file: TextIO | None, policy_name: str, as_json: bool) -> None:
+    """Check PROMPT (or a file / stdin of prompts) against a pack. Exit 3 if any was blocked, 2 if any
+    prompt was refused as input (empty, NUL: the same check as generate's)."""
+    from guard.policy import PolicyEngine, load_pack
+    from guard.types import PromptAction, validate_prompt
+
+    if prompt is None and file is None and sys.stdin.isatty():
+        raise click.UsageError("give a PROMPT, --file FILE, or prompts on stdin")
+    engine = PolicyEngine(load_pack(policy_name))
+    any_blocked = any_bad = False
+    for number, text in _prompts_from(prompt, file):
+        try:
+            validate_prompt(text)  # the same check as generate's
+        except BadInputError as exc:
+            if number is None:
+                raise
+            click.echo(f"error: line {number}: {exc}", err=True)  # the others are still checked
+            any_bad = True
+            continue
+        decision = engine.check(text)
+        any_blocked |= decision.action is PromptAction.BLOCK
+        if as_json:
+            print_json(decision.to_json())
+        else:
+            fired = ", ".join(f"{h.category}/{h.layer}/{h.rule}" for h in decision.rules) or "-"
+            click.echo(f"{decision.action.value:8} {fired:40} {text}")
+    if any_bad:
+        sys.exit(2)
+    if any_blocked:
+        sys.exit(3)
+
+
+@policy.command("show")
+@click.argument("name", required=False)
+def policy_show(name: str | None) -> None:
+    """Show pack NAME (a shipped name or a path), or list the shipped packs."""
+    from guard.policy import list_shipped_packs, load_pack
+
+    if name is None:
+        for pack_name in list_shipped_packs():
+            pack = load_pack(pack_name)
+            click.echo(f"{pack_name:10} version {pack.ref.version:8} sha256 {pack.ref.digest}")
+        return
+    pack = load_pack(name)
+    click.echo(f"# {pack.ref.name} {pack.ref.version} sha256:{pack.ref.digest}")
+    click.echo(pack.to_yaml())
 
 
 @policy.command("init")
@@ -30,7 +108,6 @@ def policy_init(name: str, source: str, folder: Path) -> None:
     """Write NAME.yaml, a copy of a shipped pack (comments kept) named NAME, and the term files it names
     into terms/ next to it: edit them, then pass the file to --policy."""
     import policies
-    from guard.errors import BadInputError
     from guard.policy import list_shipped_packs, load_pack
 
     if not _NAME.fullmatch(name):

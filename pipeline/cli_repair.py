@@ -9,12 +9,12 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli import audit, db_option
+from pipeline.cli_common import db_option
 
 DEFAULT_MIN_AGE = 3600.0  # seconds; audit.repair.DEFAULT_MIN_AGE (not imported here: the CLI starts light)
 
 
-@audit.command("repair")
+@click.command("repair")
 @click.option(
     "--out",
     "out_dirs",

@@ -1,8 +1,6 @@
 """`genguard review` (the quarantine queue) and `genguard report` (bias and safety reports).
 
-pipeline/cli.py imports this module, which adds both groups to its `cli` (so importing either
-module first works: this one reads only `cli`, `db_option` and `_open_store`, defined before that import).
-Only light modules at load: no torch, no diffusers.
+pipeline/cli.py registers both groups. Only light modules at load: no torch, no diffusers.
 """
 
 from __future__ import annotations
@@ -17,9 +15,9 @@ from typing import Any
 import click
 
 from guard.errors import BadInputError
-from pipeline.cli import _open_store as _store
-from pipeline.cli import cli, open_reader, read_db_options
-from pipeline.cli import db_option as _db_option
+from pipeline.cli_common import db_option as _db_option
+from pipeline.cli_common import open_reader, read_db_options
+from pipeline.cli_common import open_store as _store
 
 
 def _default_reviewer() -> str:
@@ -267,7 +265,3 @@ def report_safety(
     with open_reader(db_url, read_only) as store:
         result = safety_report(store, since=_parse_since(since), prompt_like=prompt_like, bucket=bucket)  # type: ignore[arg-type]
     _emit(render_safety_html(result), result.to_json(), as_json, output, "safety-report.html")
-
-
-cli.add_command(review)
-cli.add_command(report)

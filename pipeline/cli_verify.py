@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from guard.markid import format_mark_id
-from pipeline.cli import cli, db_option
+from pipeline.cli_common import db_option
 
 if TYPE_CHECKING:
     from audit.verify import UnreadableImage, VerificationReport
 
 
-@cli.command("verify")
+@click.command("verify")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per image, in input order.")
 @click.option(
