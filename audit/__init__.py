@@ -1,7 +1,7 @@
-"""The audit store: a tamper-evident record of every generation (see audit.store)."""
+"""The audit store: a tamper-evident record of every generation (see genguard.audit.store)."""
 
-from audit.records import GenerationRecord, ImageRecord
-from audit.store import (
+from genguard.audit.records import GenerationRecord, ImageRecord
+from genguard.audit.store import (
     AuditStore,
     ChainVerification,
     GenerationDetail,

@@ -32,7 +32,7 @@ from decimal import Decimal
 from json.encoder import encode_basestring
 from typing import Any
 
-from guard.errors import BadInputError
+from genguard.guard.errors import BadInputError
 
 ENTRY_DOMAIN = b"genguard/audit-log/entry/v1\x00"
 GENESIS_PREV = bytes(32)

@@ -1,6 +1,6 @@
 """Signed checkpoints over the audit log, consistency checks against them and offline inclusion proofs.
 
-The tree. Leaf `seq - 1` of the RFC 9162 Merkle tree (audit.merkle) is the 32 raw bytes of entry
+The tree. Leaf `seq - 1` of the RFC 9162 Merkle tree (genguard.audit.merkle) is the 32 raw bytes of entry
 `seq`'s chained `entry_hash`. That hash already commits to the entry's event JSON *and* to the
 previous entry's hash, so a leaf pins the entry and, through the chain, everything before it; the
 tree adds what the chain cannot give: a small signed value (the root) that a copy kept elsewhere can
@@ -11,7 +11,7 @@ The checkpoint file is a C2SP signed note (c2sp.org/signed-note) whose text is a
 checkpoints made before that carry the name ``genguard-audit-checkpoint`` and still verify), so any
 signed-note library verifies it with the verifier key ``<origin>+<key hash>+<base64(0x01 || public key)>``
 (`audit public-key` prints it). Witnesses add their cosignature lines (c2sp.org/tlog-cosignature)
-after the log's; see audit.witness::
+after the log's; see genguard.audit.witness::
 
     genguard.audit/<log id>                  origin: AuditStore.log_id(), one per database
     <tree size>                              entries 1..size are covered
@@ -59,8 +59,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from audit import chain
-from audit.merkle import (
+from genguard.audit import chain
+from genguard.audit.merkle import (
     HASH_SIZE,
     MerkleTree,
     fold_block_roots,
@@ -68,11 +68,11 @@ from audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from guard.config import genguard_home, write_secret_file
-from guard.errors import BadInputError, GenguardError, NotFoundError
+from genguard.guard.config import genguard_home, write_secret_file
+from genguard.guard.errors import BadInputError, GenguardError, NotFoundError
 
 if TYPE_CHECKING:
-    from audit.store import AuditStore, ChainVerification, StoredEvent
+    from genguard.audit.store import AuditStore, ChainVerification, StoredEvent
 
 CHECKPOINT_KEY_ENV = "GENGUARD_CHECKPOINT_KEY"
 KEY_NAME = (
@@ -103,7 +103,7 @@ class Checkpoint:
     block_roots: tuple[bytes, ...]
     signature: bytes
     key_name: str = ""  # the signature line's key name; "" (new checkpoints): the origin
-    cosignature_lines: tuple[str, ...] = ()  # witnesses' signature lines, as received (audit.witness)
+    cosignature_lines: tuple[str, ...] = ()  # witnesses' signature lines, as received (genguard.audit.witness)
 
     @property
     def key_id(self) -> str:
@@ -642,7 +642,7 @@ def read_inclusion_proof(path: Path) -> InclusionProof:
 
 def parse_inclusion_proof(data: bytes, name: str = "proof") -> InclusionProof:
     """Parse a proof file strictly; BadInputError names the field and what is wrong."""
-    from audit.store import StoredEvent
+    from genguard.audit.store import StoredEvent
 
     try:
         document = json.loads(data)

@@ -26,13 +26,13 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 
-from audit import chain
-from audit.models import Generation, Image, LogEntry
-from audit.review import read_connection
-from audit.store import AuditStore
-from audit.witness import WITNESSED_EVENT
-from guard.config import genguard_home
-from guard.errors import BadInputError
+from genguard.audit import chain
+from genguard.audit.models import Generation, Image, LogEntry
+from genguard.audit.review import read_connection
+from genguard.audit.store import AuditStore
+from genguard.audit.witness import WITNESSED_EVENT
+from genguard.guard.config import genguard_home
+from genguard.guard.errors import BadInputError
 
 ROBUSTNESS_FORMAT = "genguard/watermark-robustness/v1"
 DETECTION_URL_ENV = "GENGUARD_DETECTION_URL"

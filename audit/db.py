@@ -38,7 +38,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
-from guard.errors import AuditUnavailableError, BadInputError
+from genguard.guard.errors import AuditUnavailableError, BadInputError
 
 HEAD_REVISION = "0002"  # tests check that this is the head of audit/migrations/versions
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"

@@ -1,6 +1,6 @@
 """The audit schema as SQLAlchemy 2.0 typed models. Migrations in audit/migrations build the same tables.
 
-Times are stored as fixed-width ISO 8601 UTC text (audit.chain.format_time) so that the chained
+Times are stored as fixed-width ISO 8601 UTC text (genguard.audit.chain.format_time) so that the chained
 payloads rebuilt from these rows are byte-identical on every database (no driver time zones).
 64-bit values (perceptual hash, mark id) are stored as signed 64-bit integers, the type both
 SQLite and PostgreSQL have natively.
@@ -70,7 +70,7 @@ class Generation(Base):
 
 class Image(Base):
     """One output image. `phash_c0..c3` are the hash's 16-bit chunks (c0 = most significant), kept because
-    the chained payload covers them; near-duplicate lookup uses the segment indexes (audit.similar)."""
+    the chained payload covers them; near-duplicate lookup uses the segment indexes (genguard.audit.similar)."""
 
     __tablename__ = "images"
     __table_args__ = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from guard.types import GenerationRequest, ImageVerdict, PromptDecision, PromptStorage
+from genguard.guard.types import GenerationRequest, ImageVerdict, PromptDecision, PromptStorage
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,7 @@ class ImageRecord:
 
     index: int
     sha256: str
-    phash: int  # 64-bit perceptual hash (guard.phash, imagehash's pHash), stored as a signed 64-bit integer
+    phash: int  # 64-bit perceptual hash (genguard.guard.phash, imagehash's pHash), stored as a signed 64-bit integer
     width: int
     height: int
     verdict: ImageVerdict

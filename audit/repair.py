@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from audit.store import AuditStore
-from guard.errors import BadInputError
+from genguard.audit.store import AuditStore
+from genguard.guard.errors import BadInputError
 
 DEFAULT_MIN_AGE = 3600.0  # seconds
 # What genguard itself writes as temporary files: `.NAME.tmp` (images, sidecars, the write probe).

@@ -9,9 +9,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-from audit import chain
-from audit.reports import OUTCOMES, BiasGroup, BiasReport, SafetyReport
-from guard.bias import MONK_REFERENCE_COLOURS, NOT_MEASURED, SKIN_TONE_VALUES, UNKNOWN, AttributeDistribution
+from genguard.audit import chain
+from genguard.audit.reports import OUTCOMES, BiasGroup, BiasReport, SafetyReport
+from genguard.guard.bias import (
+    MONK_REFERENCE_COLOURS,
+    NOT_MEASURED,
+    SKIN_TONE_VALUES,
+    UNKNOWN,
+    AttributeDistribution,
+)
 
 _GREY = "#b0b0b0"
 _PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")

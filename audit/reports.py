@@ -24,18 +24,18 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
-from audit import chain
-from audit.models import Generation, Image, LogEntry
-from audit.review import APPROVED, REJECTED, read_connection
-from audit.store import AuditStore
-from guard.bias import (
+from genguard.audit import chain
+from genguard.audit.models import Generation, Image, LogEntry
+from genguard.audit.review import APPROVED, REJECTED, read_connection
+from genguard.audit.store import AuditStore
+from genguard.guard.bias import (
     NOT_MEASURED,
     SKIN_TONE_VALUES,
     UNKNOWN,
     AttributeDistribution,
     distribution_from_counts,
 )
-from guard.errors import BadInputError
+from genguard.guard.errors import BadInputError
 
 GroupBy = Literal["prompt", "occupation"]
 Bucket = Literal["day", "week", "month"]

@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
-from audit import chain, db
-from audit.models import Generation, Image, LogEntry
-from audit.store import AuditStore
-from guard.errors import BadInputError, NotFoundError
-from guard.quarantine import QuarantineVault
-from guard.types import ClassifierScore
+from genguard.audit import chain, db
+from genguard.audit.models import Generation, Image, LogEntry
+from genguard.audit.store import AuditStore
+from genguard.guard.errors import BadInputError, NotFoundError
+from genguard.guard.quarantine import QuarantineVault
+from genguard.guard.types import ClassifierScore
 
 if TYPE_CHECKING:  # c2pa's native library loads only when an image is released
-    from guard.provenance import ContentCredentials
+    from genguard.guard.provenance import ContentCredentials
 
 APPROVED = "review.approved"
 REJECTED = "review.rejected"
@@ -307,11 +307,11 @@ def approve(
 
     The event is committed before the file is written (nothing leaves before its record).
     """
-    from guard.imageio import encode_image
-    from guard.phash import perceptual_hash
-    from guard.provenance import ContentCredentials as Credentials
-    from guard.provenance import ManifestFacts
-    from guard.watermark import ALGORITHM, embed
+    from genguard.guard.imageio import encode_image
+    from genguard.guard.phash import perceptual_hash
+    from genguard.guard.provenance import ContentCredentials as Credentials
+    from genguard.guard.provenance import ManifestFacts
+    from genguard.guard.watermark import ALGORITHM, embed
 
     vault = vault or QuarantineVault()
     item = _pending(store, review_id, vault, reviewer)

@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Connection, RowMapping
 
-from guard.errors import BadInputError
-from guard.phash import hamming, to_unsigned64
+from genguard.guard.errors import BadInputError
+from genguard.guard.phash import hamming, to_unsigned64
 
 if TYPE_CHECKING:
-    from audit.store import StoredImage
+    from genguard.audit.store import StoredImage
 
 MAX_DISTANCE = 11
 HOT_ROWS = 5000  # index entries read per segment before the segment counts as hot

@@ -33,14 +33,14 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from audit import chain, db
-from audit.models import AuditMeta, ChainHead, Generation, Image, LogEntry
-from audit.records import GenerationRecord, ImageRecord
-from audit.similar import SimilarImage, find_similar
-from guard.config import default_db_url, warn_if_exposed
-from guard.errors import AuditUnavailableError, BadInputError
-from guard.phash import to_signed64, to_unsigned64
-from guard.types import (
+from genguard.audit import chain, db
+from genguard.audit.models import AuditMeta, ChainHead, Generation, Image, LogEntry
+from genguard.audit.records import GenerationRecord, ImageRecord
+from genguard.audit.similar import SimilarImage, find_similar
+from genguard.guard.config import default_db_url, warn_if_exposed
+from genguard.guard.errors import AuditUnavailableError, BadInputError
+from genguard.guard.phash import to_signed64, to_unsigned64
+from genguard.guard.types import (
     CategoryScore,
     CheckStatus,
     ClassifierScore,
@@ -194,7 +194,7 @@ def _check_int64(value: Any, where: str) -> int:
 
 def phash_chunks(phash: int) -> tuple[int, int, int, int]:
     """The four 16-bit chunks of a 64-bit hash, most significant first: stored columns that the chained
-    payload covers (near-duplicate lookup indexes its own segments, see audit.similar)."""
+    payload covers (near-duplicate lookup indexes its own segments, see genguard.audit.similar)."""
     bits = to_unsigned64(phash)
     return (bits >> 48) & 0xFFFF, (bits >> 32) & 0xFFFF, (bits >> 16) & 0xFFFF, bits & 0xFFFF
 
@@ -568,7 +568,7 @@ class AuditStore:
                     )
                 read_only = True
             else:
-                warn_if_exposed(path)  # a new file is created 0600 (audit.db)
+                warn_if_exposed(path)  # a new file is created 0600 (genguard.audit.db)
         if path is not None and read_only and not path.is_file():
             raise AuditUnavailableError(
                 f"audit database {db.describe(parsed)}: expected an existing database file to read, found none"
@@ -833,7 +833,7 @@ class AuditStore:
     def find_similar_images(self, phash: int, max_distance: int = 8, limit: int = 20) -> list[SimilarImage]:
         """Recorded images within `max_distance` bits (0..11) of the perceptual hash `phash` (either
         64-bit reading), nearest first, ties by generation and index; at most `limit`. Exact: multi-index
-        hashing over the segment indexes (audit.similar) finds every one, and only those."""
+        hashing over the segment indexes (genguard.audit.similar) finds every one, and only those."""
         signed = _check_int64(phash, "phash")
         with self._reading() as conn:
             found = find_similar(conn, signed, max_distance, limit)
@@ -853,7 +853,7 @@ class AuditStore:
         with self._reading(snapshot=True) as conn:
             return _verify(conn)
 
-    # -------------------------------------------------------------- checkpoints (audit.checkpoint)
+    # -------------------------------------------------------------- checkpoints (genguard.audit.checkpoint)
 
     def log_id(self) -> str:
         """A stable identity of this log for checkpoints: HMAC of a fixed label under the database's

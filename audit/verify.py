@@ -64,16 +64,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from audit.review import ReviewDecision, decisions
-from audit.store import AuditStore, GenerationDetail, StoredImage
-from guard.config import watermark_key
-from guard.errors import AuditUnavailableError, GenguardError, ImageInputError
-from guard.imageio import load_image
-from guard.markid import format_optional_mark_id
-from guard.phash import hamming, perceptual_hash
-from guard.provenance import ManifestReading, ManifestState, read_manifest, trust_anchors_from_config
-from guard.types import PolicyRef
-from guard.watermark.pixel import MIN_SIDE, PixelDetection, detect
+from genguard.audit.review import ReviewDecision, decisions
+from genguard.audit.store import AuditStore, GenerationDetail, StoredImage
+from genguard.guard.config import watermark_key
+from genguard.guard.errors import AuditUnavailableError, GenguardError, ImageInputError
+from genguard.guard.imageio import load_image
+from genguard.guard.markid import format_optional_mark_id
+from genguard.guard.phash import hamming, perceptual_hash
+from genguard.guard.provenance import ManifestReading, ManifestState, read_manifest, trust_anchors_from_config
+from genguard.guard.types import PolicyRef
+from genguard.guard.watermark.pixel import MIN_SIDE, PixelDetection, detect
 
 RADIUS = 8  # Hamming radius of the perceptual-hash lookup
 NEAR_IDENTICAL = 2  # phash distance of a plain re-encode (0 to 2 on the test photographs at JPEG 75..95)

@@ -44,13 +44,13 @@ from typing import TYPE_CHECKING
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit.checkpoint import Checkpoint
-from audit.merkle import MerkleTree
-from guard.config import genguard_home
-from guard.errors import BadInputError
+from genguard.audit.checkpoint import Checkpoint
+from genguard.audit.merkle import MerkleTree
+from genguard.guard.config import genguard_home
+from genguard.guard.errors import BadInputError
 
 if TYPE_CHECKING:
-    from audit.store import AuditStore
+    from genguard.audit.store import AuditStore
 
 COSIGNATURE_TYPE = 0x04  # signed-note signature type of tlog-cosignature/v1 (Ed25519)
 WITNESSED_EVENT = "audit.witnessed"
@@ -322,7 +322,7 @@ def request_cosignatures(
     Returns the checkpoint with the cosignatures received added, and each witness's outcome. The
     cosignatures are also recorded in the log (an "audit.witnessed" event). Whether the quorum is met
     is `verify_cosignatures(returned checkpoint, policy).ok`."""
-    from audit.checkpoint import log_origin
+    from genguard.audit.checkpoint import log_origin
 
     if checkpoint.origin != log_origin(store):
         raise BadInputError(f"checkpoint: expected one of {log_origin(store)}, found {checkpoint.origin}")

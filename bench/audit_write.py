@@ -34,8 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audit import AuditStore, GenerationRecord, ImageRecord
-from guard.types import (
+from genguard.audit import AuditStore, GenerationRecord, ImageRecord
+from genguard.guard.types import (
     CategoryScore,
     ClassifierScore,
     GenerationParams,

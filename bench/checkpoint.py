@@ -30,14 +30,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audit.checkpoint import (
+from genguard.audit.checkpoint import (
     create_checkpoint,
     parse_checkpoint,
     prove_inclusion,
     verify_against_checkpoint,
 )
-from audit.merkle import MerkleTree, verify_consistency, verify_inclusion
-from audit.store import ChainVerification
+from genguard.audit.merkle import MerkleTree, verify_consistency, verify_inclusion
+from genguard.audit.store import ChainVerification
 
 
 class _LeavesOnly:
@@ -108,8 +108,8 @@ def bench_memory(n: int, runs: int) -> None:
 
 
 def bench_store(n: int) -> None:
-    from audit import AuditStore
-    from audit.checkpoint import checkpoint_key
+    from genguard.audit import AuditStore
+    from genguard.audit.checkpoint import checkpoint_key
     from tests.test_audit_store import make_record
 
     with tempfile.TemporaryDirectory() as folder:
@@ -138,9 +138,9 @@ def bench_store(n: int) -> None:
 def bench_witnesses(rounds: int, home: str) -> None:
     from contextlib import ExitStack
 
-    from audit.checkpoint import checkpoint_key, log_origin
-    from audit.store import AuditStore
-    from audit.witness import WitnessPolicy, request_cosignatures, verify_cosignatures
+    from genguard.audit.checkpoint import checkpoint_key, log_origin
+    from genguard.audit.store import AuditStore
+    from genguard.audit.witness import WitnessPolicy, request_cosignatures, verify_cosignatures
     from tests._witness import TestWitness, running
     from tests.test_audit_store import make_record
 

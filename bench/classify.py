@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:
 
 import numpy as np
 
-from audit.records import GenerationRecord
+from genguard.audit.records import GenerationRecord
 
 
 def _photos(count: int) -> list[np.ndarray]:
@@ -54,12 +54,12 @@ def _ms_per_image(
 
 
 def bench_classifiers(args: argparse.Namespace, images: list[np.ndarray], root: Path) -> None:
-    from guard.bias import observe_images
-    from guard.classifiers.clip_zero_shot import ClipZeroShotClassifier
-    from guard.classifiers.hf_image import HFImageClassifier
-    from guard.classifiers.nudenet import NudeNetClassifier
-    from guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
-    from guard.classifiers.vlm_guard import VLMGuardClassifier
+    from genguard.guard.bias import observe_images
+    from genguard.guard.classifiers.clip_zero_shot import ClipZeroShotClassifier
+    from genguard.guard.classifiers.hf_image import HFImageClassifier
+    from genguard.guard.classifiers.nudenet import NudeNetClassifier
+    from genguard.guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
+    from genguard.guard.classifiers.vlm_guard import VLMGuardClassifier
     from tests.tiny_models import (
         build_tiny_clip,
         build_tiny_llavaguard,
@@ -106,7 +106,7 @@ def vlm_guard_estimate() -> None:
     download here). A forward pass costs about 2 FLOPs per (non-embedding) parameter per token, the
     attention's quadratic term left out; every image is paired with each policy text, so the vision
     tower and the language model both run once per (image, policy)."""
-    from guard.classifiers.vlm_guard import DEFAULT_POLICIES
+    from genguard.guard.classifiers.vlm_guard import DEFAULT_POLICIES
 
     policies = len(DEFAULT_POLICIES)
     rows = [
@@ -130,10 +130,10 @@ def vlm_guard_estimate() -> None:
 
 def bench_false_positives(args: argparse.Namespace, root: Path) -> None:
     """NudeNet and CLIP zero-shot on every real photograph the test fixtures hold, with the packs' thresholds."""
-    from guard.classifiers.base import ImageClassifier
-    from guard.classifiers.clip_zero_shot import ClipZeroShotClassifier
-    from guard.classifiers.nudenet import NudeNetClassifier
-    from guard.policy import load_pack
+    from genguard.guard.classifiers.base import ImageClassifier
+    from genguard.guard.classifiers.clip_zero_shot import ClipZeroShotClassifier
+    from genguard.guard.classifiers.nudenet import NudeNetClassifier
+    from genguard.guard.policy import load_pack
     from tests._photos import photographs
     from tests.tiny_models import build_tiny_clip
 
@@ -166,10 +166,10 @@ def bench_false_positives(args: argparse.Namespace, root: Path) -> None:
 
 
 def _synthetic_records(count: int, seed: int = 0) -> list[GenerationRecord]:
-    from guard.bias import SKIN_TONE_VALUES, UNKNOWN, batch_bias
-    from guard.policy import PolicyEngine, load_pack
-    from guard.policy.schema import BiasSpec
-    from guard.types import GenerationRequest, PerceivedFace, PromptStorage
+    from genguard.guard.bias import SKIN_TONE_VALUES, UNKNOWN, batch_bias
+    from genguard.guard.policy import PolicyEngine, load_pack
+    from genguard.guard.policy.schema import BiasSpec
+    from genguard.guard.types import GenerationRequest, PerceivedFace, PromptStorage
 
     rng = random.Random(seed)
     engine = PolicyEngine(load_pack("default"))
@@ -207,8 +207,8 @@ def _synthetic_records(count: int, seed: int = 0) -> list[GenerationRecord]:
 
 
 def bench_report(records: int, cache: Path) -> None:
-    from audit.reports import bias_report
-    from audit.store import AuditStore
+    from genguard.audit.reports import bias_report
+    from genguard.audit.store import AuditStore
 
     path = cache / f"bias-bench-{records}.sqlite3"
     url = f"sqlite:///{path}"
@@ -227,7 +227,7 @@ def bench_report(records: int, cache: Path) -> None:
                 f"bias_report over {report.generations} generations ({report.faces} faces), group by {group_by}: "
                 f"{elapsed:.2f} s (target <= 5 s)"
             )
-        from audit.report_html import render_bias_html
+        from genguard.audit.report_html import render_bias_html
 
         start = time.perf_counter()
         html = render_bias_html(report)

@@ -37,13 +37,13 @@ def main() -> None:
 
     import torch
 
-    from audit.store import AuditStore
-    from guard.classifiers.registry import build_pack_checks
-    from guard.policy import load_pack
-    from guard.types import GenerationParams, GenerationRequest
-    from pipeline import families
-    from pipeline.embedded import is_embedded
-    from pipeline.governed import GovernedPipeline, load_diffusers_pipeline
+    from genguard.audit.store import AuditStore
+    from genguard.guard.classifiers.registry import build_pack_checks
+    from genguard.guard.policy import load_pack
+    from genguard.guard.types import GenerationParams, GenerationRequest
+    from genguard.pipeline import families
+    from genguard.pipeline.embedded import is_embedded
+    from genguard.pipeline.governed import GovernedPipeline, load_diffusers_pipeline
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="genguard-bench-"))

@@ -123,7 +123,7 @@ def full_size_components(name: str, device: str) -> dict[str, Any]:
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from pipeline.embedded import _clip_tokenizer  # a CLIP BPE trained in code: no download
+    from genguard.pipeline.embedded import _clip_tokenizer  # a CLIP BPE trained in code: no download
 
     tokenizer = _clip_tokenizer()
     ids: dict[str, Any] = {"vocab_size": 49408, "max_position_embeddings": 77, "bos_token_id": tokenizer.bos_token_id,
@@ -166,7 +166,7 @@ def print_parameter_counts(names: list[str], device: str) -> None:
 
 def build_pipeline(case: Case, device: str) -> Any:
     if case.name.startswith("embedded:"):
-        from pipeline.governed import load_diffusers_pipeline
+        from genguard.pipeline.governed import load_diffusers_pipeline
 
         return load_diffusers_pipeline(case.name, device=device)
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
@@ -187,7 +187,7 @@ def build_safety_classifier(work: Path, device: str, full_size: bool) -> Any:
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPConfig
 
-    from guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
+    from genguard.guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
 
     try:
         from transformers import CLIPImageProcessorPil as CLIPImageProcessor
@@ -241,8 +241,7 @@ def pack_without_semantic(name: str, work: Path) -> Path:
 
     import yaml
 
-    import policies
-
+    from genguard import policies
     shipped = Path(policies.__file__).parent
     shutil.copytree(shipped / "terms", work / "terms", dirs_exist_ok=True)
     spec = yaml.safe_load((shipped / f"{name}.yaml").read_text(encoding="utf-8"))
@@ -256,7 +255,7 @@ def pack_without_semantic(name: str, work: Path) -> Path:
 def released_count(results: list[Any]) -> int:
     """Images released by a `generate_many` run; stops the bench if any request failed, since a governed
     figure that skipped the release path would flatter genguard."""
-    from pipeline.governed import GenerationResult
+    from genguard.pipeline.governed import GenerationResult
 
     failed = [r for r in results if not isinstance(r, GenerationResult)]
     if failed:
@@ -267,12 +266,12 @@ def released_count(results: list[Any]) -> int:
 def run_case(case: Case, args: argparse.Namespace, work: Path, classifier: Any) -> None:
     import torch
 
-    from audit.store import AuditStore
-    from guard.policy import load_pack
-    from guard.types import GenerationParams, GenerationRequest
-    from pipeline import families
-    from pipeline.accel import accelerate
-    from pipeline.governed import GovernedPipeline
+    from genguard.audit.store import AuditStore
+    from genguard.guard.policy import load_pack
+    from genguard.guard.types import GenerationParams, GenerationRequest
+    from genguard.pipeline import families
+    from genguard.pipeline.accel import accelerate
+    from genguard.pipeline.governed import GovernedPipeline
 
     pipe = build_pipeline(case, args.device)
     pipe.set_progress_bar_config(disable=True)  # raw and governed alike: no per-step output

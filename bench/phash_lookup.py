@@ -45,10 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import text
 
-from audit import AuditStore, chain
-from audit.models import Base
-from audit.store import phash_chunks
-from guard.phash import to_signed64
+from genguard.audit import AuditStore, chain
+from genguard.audit.models import Base
+from genguard.audit.store import phash_chunks
+from genguard.guard.phash import to_signed64
 
 IMAGES_PER_GENERATION = 4
 BATCH = 50_000

@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from guard.policy import PolicyEngine, load_pack
-from guard.policy.scanners import default_scanners
-from guard.types import PromptAction, PromptDecision
+from genguard.guard.policy import PolicyEngine, load_pack
+from genguard.guard.policy.scanners import default_scanners
+from genguard.guard.types import PromptAction, PromptDecision
 
 STOPS = (PromptAction.REVIEW, PromptAction.BLOCK)
 

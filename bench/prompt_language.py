@@ -22,8 +22,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import prompt_check as sets
-from guard.policy import PolicyEngine, PolicyPack, load_pack
-from guard.types import PromptAction
+from genguard.guard.policy import PolicyEngine, PolicyPack, load_pack
+from genguard.guard.types import PromptAction
 
 FOREIGN = Path(__file__).resolve().parent / "foreign_prompts.tsv"
 

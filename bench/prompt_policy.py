@@ -33,13 +33,13 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import prompt_check as sets
-from guard.policy import PolicyEngine, PolicyPack, load_pack, normalize
-from guard.policy.model_layer import model_scanners
-from guard.policy.normalize import NormalizedPrompt
-from guard.policy.scanners import default_scanners
-from guard.policy.semantic import LAYER, SemanticScanner, semantic_scanners
-from guard.types import PromptAction, RuleHit
-from policies.training import train_prompt_classifier as training
+from genguard.guard.policy import PolicyEngine, PolicyPack, load_pack, normalize
+from genguard.guard.policy.model_layer import model_scanners
+from genguard.guard.policy.normalize import NormalizedPrompt
+from genguard.guard.policy.scanners import default_scanners
+from genguard.guard.policy.semantic import LAYER, SemanticScanner, semantic_scanners
+from genguard.guard.types import PromptAction, RuleHit
+from genguard.policies.training import train_prompt_classifier as training
 
 STOPS = (PromptAction.REVIEW, PromptAction.BLOCK)
 

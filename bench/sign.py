@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from guard.imageio import encode_image
-from guard.provenance import (
+from genguard.guard.imageio import encode_image
+from genguard.guard.provenance import (
     CallbackSigner,
     ContentCredentials,
     LocalKeySigner,
@@ -44,12 +44,12 @@ from guard.provenance import (
     Signer,
     read_manifest,
 )
-from guard.provenance.content_credentials import MIME_TYPES
-from guard.provenance.identity import IdentityConfig
-from guard.provenance.keys import create_development_chain
-from guard.provenance.tsa import TsaConfig
-from guard.types import ClassifierScore, ImageAction, ImageVerdict, PolicyRef
-from guard.watermark import ALGORITHM
+from genguard.guard.provenance.content_credentials import MIME_TYPES
+from genguard.guard.provenance.identity import IdentityConfig
+from genguard.guard.provenance.keys import create_development_chain
+from genguard.guard.provenance.tsa import TsaConfig
+from genguard.guard.types import ClassifierScore, ImageAction, ImageVerdict, PolicyRef
+from genguard.guard.watermark import ALGORITHM
 from tests._photos import photographs
 from tests._tsa import local_tsa
 

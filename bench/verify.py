@@ -41,13 +41,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from audit import AuditStore, GenerationRecord, ImageRecord
-from audit.verify import EVENT_TYPE, MAX_SIMILAR, RADIUS, Verdict, verify_image
-from guard.imageio import encode_image, load_image
-from guard.phash import perceptual_hash
-from guard.provenance import ContentCredentials, LocalKeySigner, ManifestFacts, read_manifest
-from guard.provenance.keys import create_development_chain
-from guard.types import (
+from genguard.audit import AuditStore, GenerationRecord, ImageRecord
+from genguard.audit.verify import EVENT_TYPE, MAX_SIMILAR, RADIUS, Verdict, verify_image
+from genguard.guard.imageio import encode_image, load_image
+from genguard.guard.phash import perceptual_hash
+from genguard.guard.provenance import ContentCredentials, LocalKeySigner, ManifestFacts, read_manifest
+from genguard.guard.provenance.keys import create_development_chain
+from genguard.guard.types import (
     GenerationRequest,
     ImageAction,
     ImageVerdict,
@@ -56,7 +56,7 @@ from guard.types import (
     PromptDecision,
     PromptStorage,
 )
-from guard.watermark.pixel import ALGORITHM, detect, embed
+from genguard.guard.watermark.pixel import ALGORITHM, detect, embed
 from tests._photos import photographs
 
 T = TypeVar("T")

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from attacks import ATTACKS, crop, jpeg
 
-from guard.watermark import pixel
+from genguard.guard.watermark import pixel
 from tests._photos import photographs
 
 cv2.setNumThreads(1)
@@ -170,7 +170,7 @@ def main() -> None:
         import datetime as dt
         import json
 
-        from audit.compliance import ROBUSTNESS_FORMAT, installed_version
+        from genguard.audit.compliance import ROBUSTNESS_FORMAT, installed_version
 
         args.record.parent.mkdir(parents=True, exist_ok=True)
         record = {

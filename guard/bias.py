@@ -15,7 +15,7 @@ the Monk scale is defined by colour swatches for human raters, not by an angle, 
 ITA a lot. Too few skin pixels (a grayscale image, a face in shadow) or a non-skin hue give "unknown".
 
 Perceived gender presentation: a CLIP zero-shot reader on the face crop when the pack configures a
-model (guard.classifiers.clip_zero_shot.ClipAttributeReader); without one it is "not_measured".
+model (genguard.guard.classifiers.clip_zero_shot.ClipAttributeReader); without one it is "not_measured".
 
 Batch statistics: the distribution of each attribute with explicit "unknown" / "not_measured" bins,
 the normalised Shannon entropy of the measured values (H / ln K over the K values the attribute can
@@ -37,11 +37,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from guard.errors import ImageInputError, ModelLoadError
-from guard.types import PerceivedFace
+from genguard.guard.errors import ImageInputError, ModelLoadError
+from genguard.guard.types import PerceivedFace
 
 if TYPE_CHECKING:
-    from guard.policy.schema import BiasSpec
+    from genguard.guard.policy.schema import BiasSpec
 
 UNKNOWN = "unknown"
 NOT_MEASURED = "not_measured"

@@ -4,7 +4,7 @@ GENGUARD_HOME sets the configuration folder (default: $XDG_CONFIG_HOME/genguard 
 GENGUARD_DB sets the audit database URL (default: an SQLite file in that folder).
 
 Private files and folders: key files are created 0600, `keys/` and `quarantine/` 0700 (the audit
-database 0600, audit.db); an existing one that group or others may read raises an
+database 0600, genguard.audit.db); an existing one that group or others may read raises an
 `ExposedFileWarning` naming it, its mode and the `chmod` that fixes it (nothing is changed for the user).
 """
 
@@ -15,7 +15,7 @@ import stat
 import warnings
 from pathlib import Path
 
-from guard.errors import BadInputError
+from genguard.guard.errors import BadInputError
 
 
 def genguard_home() -> Path:

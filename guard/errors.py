@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from guard.types import PromptDecision
+    from genguard.guard.types import PromptDecision
 
 
 class GenguardError(Exception):

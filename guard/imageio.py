@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
-from guard.errors import ImageInputError
+from genguard.guard.errors import ImageInputError
 
 DEFAULT_MAX_PIXELS = 50_000_000
 MIN_SIDE = 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from guard.errors import BadInputError
+from genguard.guard.errors import BadInputError
 
 MARK_ID_BITS = 64
 _CANONICAL = re.compile(r"0[xX]([0-9a-fA-F]{1,16})")

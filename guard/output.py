@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
-from guard.errors import PolicyError
-from guard.types import CheckStatus, ClassifierScore, ImageAction, ImageVerdict, PerceivedFace
+from genguard.guard.errors import PolicyError
+from genguard.guard.types import CheckStatus, ClassifierScore, ImageAction, ImageVerdict, PerceivedFace
 
 if TYPE_CHECKING:
-    from guard.policy import PolicyPack
+    from genguard.guard.policy import PolicyPack
 
 
 def decide_image(

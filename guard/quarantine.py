@@ -2,7 +2,7 @@
 
 The key is 32 random bytes in `genguard_home()/keys/quarantine.key` (created 0600 on first use);
 files (0600) live in `genguard_home()/quarantine/<generation id>-<index>.ggq` (folder 0700; a wider
-existing folder or key is warned about, guard.config.ExposedFileWarning). A file is
+existing folder or key is warned about, genguard.guard.config.ExposedFileWarning). A file is
 MAGIC | 12-byte nonce | ciphertext of the PNG with its tag; the associated data binds it to its
 generation and index, so a file renamed onto another image's name does not decrypt.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from guard import config
-from guard.errors import BadInputError, ImageInputError, NotFoundError
+from genguard.guard import config
+from genguard.guard.errors import BadInputError, ImageInputError, NotFoundError
 
 MAGIC = b"GGQ1"
 _NONCE = 12
@@ -115,7 +115,7 @@ class QuarantineVault:
 
     def load(self, generation_id: str, index: int) -> np.ndarray:
         """The kept pixels (RGB uint8)."""
-        from guard.imageio import load_image
+        from genguard.guard.imageio import load_image
 
         return load_image(self.load_png(generation_id, index)).rgb
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from guard.errors import BadInputError
+from genguard.guard.errors import BadInputError
 
 
 class _Strictness(StrEnum):
@@ -124,7 +124,7 @@ class PerceivedFace:
 
     `box` is (x, y, width, height) in pixels. `ita` is the Individual Typology Angle in degrees over
     the face's skin pixels, None when too few skin pixels were found. `perceived_skin_tone` is
-    "monk-1" .. "monk-10" (approximate, see guard.bias) or "unknown". `perceived_gender_presentation`
+    "monk-1" .. "monk-10" (approximate, see genguard.guard.bias) or "unknown". `perceived_gender_presentation`
     is a label of the configured zero-shot model, "unknown" when it was not confident, or
     "not_measured" when no model is configured (never a guess).
     """

@@ -24,8 +24,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from guard.errors import BadInputError
-from pipeline.families import FAMILY_BY_CLASS_NAME, Family, detect_family
+from genguard.guard.errors import BadInputError
+from genguard.pipeline.families import FAMILY_BY_CLASS_NAME, Family, detect_family
 
 if TYPE_CHECKING:
     import torch
@@ -112,8 +112,8 @@ def load_accelerated(
     model: str, *, device: str = "cpu", dtype: str | None = None, compile: bool = False
 ) -> tuple[Any, Acceleration]:
     """Load `model` (hub id, path or embedded:*) on `device` in the family's precision, then `accelerate`."""
-    from pipeline.embedded import resolve_model_source
-    from pipeline.governed import load_diffusers_pipeline
+    from genguard.pipeline.embedded import resolve_model_source
+    from genguard.pipeline.governed import load_diffusers_pipeline
 
     device = resolve_device(device)
     family = family_from_source(resolve_model_source(model))

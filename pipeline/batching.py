@@ -43,14 +43,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from guard.errors import AuditUnavailableError, BadInputError
-from guard.types import ClassifierScore, GenerationParams, GenerationRequest, PromptAction
-from pipeline.families import Family
-from pipeline.outcomes import InvalidRequestError, NotStartedError
+from genguard.guard.errors import AuditUnavailableError, BadInputError
+from genguard.guard.types import ClassifierScore, GenerationParams, GenerationRequest, PromptAction
+from genguard.pipeline.families import Family
+from genguard.pipeline.outcomes import InvalidRequestError, NotStartedError
 
 if TYPE_CHECKING:
-    from audit.records import GenerationRecord
-    from pipeline.governed import GenerationResult, GovernedPipeline, _Job, _Prepared
+    from genguard.audit.records import GenerationRecord
+    from genguard.pipeline.governed import GenerationResult, GovernedPipeline, _Job, _Prepared
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import sys
 
 import click
 
-from guard.errors import GenguardError
-from pipeline import (
+from genguard.guard.errors import GenguardError
+from genguard.pipeline import (
     cli_audit,
     cli_checkpoint,
     cli_compliance,
@@ -26,7 +26,7 @@ from pipeline import (
     cli_verify,
     cli_watermark,
 )
-from pipeline.cli_common import configure_output
+from genguard.pipeline.cli_common import configure_output
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from guard.errors import BadInputError, NotFoundError
-from pipeline.cli_common import open_reader, print_json, read_db_options
+from genguard.guard.errors import BadInputError, NotFoundError
+from genguard.pipeline.cli_common import open_reader, print_json, read_db_options
 
 
 @click.group()
@@ -68,7 +68,7 @@ def audit_show(generation_id: str, raw: bool, db_url: str | None, read_only: boo
 )
 @click.option(
     "--witnesses", type=click.Path(path_type=Path), default=None,
-    help="With --checkpoint: require k of these n witnesses' cosignatures (a policy file, see audit.witness).",
+    help="With --checkpoint: require k of these n witnesses' cosignatures (a policy file, see genguard.audit.witness).",
 )  # fmt: skip
 @read_db_options
 def audit_verify(
@@ -85,7 +85,7 @@ def audit_verify(
         )
     store = open_reader(db_url, read_only)
     if checkpoint_file is not None:
-        from pipeline.cli_checkpoint import verify_with_checkpoint
+        from genguard.pipeline.cli_checkpoint import verify_with_checkpoint
 
         verify_with_checkpoint(store, checkpoint_file, public_key, witnesses)
         return
@@ -105,7 +105,7 @@ def dataclass_json_for_people(value: Any, raw: bool = False) -> Any:
     import dataclasses
     import hashlib
 
-    from guard.markid import format_mark_id
+    from genguard.guard.markid import format_mark_id
 
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {}

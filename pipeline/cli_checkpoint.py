@@ -1,6 +1,6 @@
 """`genguard audit checkpoint / prove / check-proof / public-key`, and `audit verify --checkpoint`.
 
-`--witnesses POLICY` (a file, see audit.witness): `audit checkpoint` asks those witnesses to cosign
+`--witnesses POLICY` (a file, see genguard.audit.witness): `audit checkpoint` asks those witnesses to cosign
 the new checkpoint and writes their cosignatures into it (exit 1 when fewer than the quorum did; the
 checkpoint is written all the same); `audit verify --checkpoint` also requires k of those n
 witnesses' cosignatures.
@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from guard.errors import BadInputError
-from pipeline.cli_common import db_option, open_store
+from genguard.guard.errors import BadInputError
+from genguard.pipeline.cli_common import db_option, open_store
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from audit.store import AuditStore
+    from genguard.audit.store import AuditStore
 
 _PUBLIC_KEY_HELP = "Trusted signer's public key (PEM; default: the local checkpoint key's)."
 WITNESSES_HELP = "Witness policy file ('witness <vkey> [<url>]' lines, 'quorum <k>'); see audit.witness."
@@ -47,7 +47,7 @@ def _write_new(path: Path, text: str) -> None:
 
 
 def _public_key(path: Path | None) -> Ed25519PublicKey | None:
-    from audit.checkpoint import load_public_key
+    from genguard.audit.checkpoint import load_public_key
 
     return None if path is None else load_public_key(path)
 
@@ -60,8 +60,13 @@ def _public_key(path: Path | None) -> Ed25519PublicKey | None:
 @db_option
 def audit_checkpoint(out: Path | None, witnesses: Path | None, db_url: str | None) -> None:
     """Sign (Ed25519) the Merkle tree head of the log; keep the file somewhere the database's writers cannot reach."""
-    from audit.checkpoint import create_checkpoint
-    from audit.witness import WitnessOutcome, WitnessPolicy, request_cosignatures, verify_cosignatures
+    from genguard.audit.checkpoint import create_checkpoint
+    from genguard.audit.witness import (
+        WitnessOutcome,
+        WitnessPolicy,
+        request_cosignatures,
+        verify_cosignatures,
+    )
 
     _refuse_existing(out)
     policy = WitnessPolicy.read(witnesses) if witnesses is not None else None
@@ -104,7 +109,7 @@ def audit_prove(
     seq: int, checkpoint_file: Path | None, public_key: Path | None, out: Path | None, db_url: str | None
 ) -> None:
     """An inclusion proof of log entry SEQ, as JSON, that anyone checks offline with `audit check-proof`."""
-    from audit.checkpoint import prove_inclusion, read_checkpoint, signature_problem
+    from genguard.audit.checkpoint import prove_inclusion, read_checkpoint, signature_problem
 
     _refuse_existing(out)
     checkpoint = None
@@ -135,7 +140,12 @@ def audit_check_proof(
     proof_file: Path, checkpoint_file: Path | None, root: str | None, public_key: Path | None
 ) -> None:
     """Check an inclusion proof offline (no database): exit 0 if it holds, 1 if not."""
-    from audit.checkpoint import Checkpoint, check_inclusion_proof, read_checkpoint, read_inclusion_proof
+    from genguard.audit.checkpoint import (
+        Checkpoint,
+        check_inclusion_proof,
+        read_checkpoint,
+        read_inclusion_proof,
+    )
 
     if checkpoint_file is not None and root is not None:
         raise BadInputError("check-proof: expected --checkpoint or --root, found both")
@@ -171,7 +181,7 @@ def _root(text: str) -> bytes:
 def audit_public_key(out: Path | None, db_url: str | None) -> None:
     """The checkpoint signing key's public half (PEM), to give to verifiers; creates the key on first use.
     The signed-note verifier key (named by the log's origin) goes to stderr."""
-    from audit.checkpoint import checkpoint_key, log_origin, public_key_pem, verifier_key
+    from genguard.audit.checkpoint import checkpoint_key, log_origin, public_key_pem, verifier_key
 
     _refuse_existing(out)
     key = checkpoint_key()
@@ -190,8 +200,8 @@ def verify_with_checkpoint(
 ) -> None:
     """`audit verify --checkpoint`: print the outcome; exit 1 naming the first bad entry when tampered,
     or when fewer witnesses than the policy's quorum cosigned the checkpoint."""
-    from audit.checkpoint import read_checkpoint, verify_against_checkpoint
-    from audit.witness import WitnessPolicy, verify_cosignatures
+    from genguard.audit.checkpoint import read_checkpoint, verify_against_checkpoint
+    from genguard.audit.witness import WitnessPolicy, verify_cosignatures
 
     policy = WitnessPolicy.read(witnesses) if witnesses is not None else None
     checkpoint = read_checkpoint(checkpoint_file)

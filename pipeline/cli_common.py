@@ -34,14 +34,14 @@ def read_db_options(func: F) -> F:
 
 
 def open_store(db_url: str | None) -> Any:
-    from audit.store import AuditStore
+    from genguard.audit.store import AuditStore
 
     return AuditStore.open(db_url)
 
 
 def open_reader(db_url: str | None, read_only: bool = False) -> Any:
     """The store for a command that only reads: read-only when asked, or when it cannot be written."""
-    from audit.store import AuditStore
+    from genguard.audit.store import AuditStore
 
     return AuditStore.open(db_url, read_only=read_only, allow_read_only=True)
 

@@ -1,4 +1,4 @@
-"""`genguard report compliance`: the evidence a compliance officer hands to an auditor (audit.compliance).
+"""`genguard report compliance`: the evidence a compliance officer hands to an auditor (genguard.audit.compliance).
 
 pipeline/cli.py imports this module, which adds the command to the `report` group.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from guard.errors import BadInputError
-from pipeline.cli_common import db_option
+from genguard.guard.errors import BadInputError
+from genguard.pipeline.cli_common import db_option
 
 
 def _moment(value: str | None, option: str) -> datetime | None:
@@ -59,8 +59,8 @@ def report_compliance(
     db_url: str | None,
 ) -> None:
     """Images released in a period and how they were marked, signed, time-stamped and witnessed."""
-    from audit.compliance import compliance_report, render_compliance_html
-    from audit.store import AuditStore
+    from genguard.audit.compliance import compliance_report, render_compliance_html
+    from genguard.audit.store import AuditStore
 
     with AuditStore.open(db_url, read_only=True) as store:
         result = compliance_report(

@@ -1,7 +1,7 @@
 """`genguard doctor`: which output checks will run, here and now, for a pack and a model.
 
 pipeline/cli.py imports this module, which adds the command to its `cli`. The checks are built
-exactly as `GovernedPipeline.from_pretrained` builds them (guard.classifiers.registry), loading
+exactly as `GovernedPipeline.from_pretrained` builds them (genguard.guard.classifiers.registry), loading
 their models but not the diffusion model; a pipeline's own safety checker is found in its folder
 or in the local hub cache.
 
@@ -25,9 +25,9 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def doctor(policy: str, model: str, as_json: bool) -> None:
     """List which output checks will run with --policy and --model in this environment, and why not."""
-    from guard.classifiers.registry import build_pack_checks
-    from guard.policy import load_pack
-    from pipeline.embedded import is_embedded
+    from genguard.guard.classifiers.registry import build_pack_checks
+    from genguard.guard.policy import load_pack
+    from genguard.pipeline.embedded import is_embedded
 
     pack = load_pack(policy)
     built = build_pack_checks(pack, model=model, real_model=not is_embedded(model))

@@ -8,9 +8,9 @@ from typing import Any, NoReturn
 
 import click
 
-from guard.errors import BadInputError, GenguardError
-from guard.markid import format_mark_id
-from pipeline.cli_common import db_option, open_store, print_json, quiet_model_libraries
+from genguard.guard.errors import BadInputError, GenguardError
+from genguard.guard.markid import format_mark_id
+from genguard.pipeline.cli_common import db_option, open_store, print_json, quiet_model_libraries
 
 EMBEDDED_NOTICE = (
     "note: {model} is an untrained demonstration model built in code; its images are abstract. "
@@ -99,14 +99,14 @@ def generate(
     import dataclasses
     import os
 
-    from audit.repair import remove_temporary_files
-    from guard.policy import PolicyEngine, load_pack
-    from guard.types import GenerationParams, GenerationRequest
-    from pipeline import families
-    from pipeline.accel import family_from_source
-    from pipeline.embedded import EMBEDDED_DEFAULT_SIZE, check_model_name, embedded_dir, is_embedded
-    from pipeline.governed import GovernedPipeline, check_out_dir, check_request, refusal
-    from pipeline.outcomes import ALL_WITHHELD_EXIT_CODE
+    from genguard.audit.repair import remove_temporary_files
+    from genguard.guard.policy import PolicyEngine, load_pack
+    from genguard.guard.types import GenerationParams, GenerationRequest
+    from genguard.pipeline import families
+    from genguard.pipeline.accel import family_from_source
+    from genguard.pipeline.embedded import EMBEDDED_DEFAULT_SIZE, check_model_name, embedded_dir, is_embedded
+    from genguard.pipeline.governed import GovernedPipeline, check_out_dir, check_request, refusal
+    from genguard.pipeline.outcomes import ALL_WITHHELD_EXIT_CODE
 
     quiet_model_libraries()
     store = open_store(db_url)

@@ -11,8 +11,8 @@ import os
 
 import click
 
-from guard.errors import BadInputError
-from guard.provenance import keys
+from genguard.guard.errors import BadInputError
+from genguard.guard.provenance import keys
 
 
 @click.group("keys")

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Iterator
 from typing import TextIO
 
-from guard.errors import BadInputError
-from pipeline.cli_common import print_json
+from genguard.guard.errors import BadInputError
+from genguard.pipeline.cli_common import print_json
 
 
 @click.group()
@@ -48,8 +48,8 @@ def _prompts_from(prompt: str | None, file: TextIO | None) -> Iterator[tuple[int
 def policy_check(prompt: str | None, file: TextIO | None, policy_name: str, as_json: bool) -> None:
     """Check PROMPT (or a file / stdin of prompts) against a pack. Exit 3 if any was blocked, 2 if any
     prompt was refused as input (empty, NUL: the same check as generate's)."""
-    from guard.policy import PolicyEngine, load_pack
-    from guard.types import PromptAction, validate_prompt
+    from genguard.guard.policy import PolicyEngine, load_pack
+    from genguard.guard.types import PromptAction, validate_prompt
 
     if prompt is None and file is None and sys.stdin.isatty():
         raise click.UsageError("give a PROMPT, --file FILE, or prompts on stdin")
@@ -81,7 +81,7 @@ def policy_check(prompt: str | None, file: TextIO | None, policy_name: str, as_j
 @click.argument("name", required=False)
 def policy_show(name: str | None) -> None:
     """Show pack NAME (a shipped name or a path), or list the shipped packs."""
-    from guard.policy import list_shipped_packs, load_pack
+    from genguard.guard.policy import list_shipped_packs, load_pack
 
     if name is None:
         for pack_name in list_shipped_packs():
@@ -107,8 +107,8 @@ def policy_show(name: str | None) -> None:
 def policy_init(name: str, source: str, folder: Path) -> None:
     """Write NAME.yaml, a copy of a shipped pack (comments kept) named NAME, and the term files it names
     into terms/ next to it: edit them, then pass the file to --policy."""
-    import policies
-    from guard.policy import list_shipped_packs, load_pack
+    from genguard import policies
+    from genguard.guard.policy import list_shipped_packs, load_pack
 
     if not _NAME.fullmatch(name):
         raise BadInputError(

@@ -1,4 +1,4 @@
-"""`genguard audit repair`: remove what a crashed generation left behind (see audit.repair).
+"""`genguard audit repair`: remove what a crashed generation left behind (see genguard.audit.repair).
 
 pipeline/cli.py imports this module, which adds the command to its `audit` group. Light imports only.
 """
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from pipeline.cli_common import db_option
+from genguard.pipeline.cli_common import db_option
 
-DEFAULT_MIN_AGE = 3600.0  # seconds; audit.repair.DEFAULT_MIN_AGE (not imported here: the CLI starts light)
+DEFAULT_MIN_AGE = 3600.0  # seconds; genguard.audit.repair.DEFAULT_MIN_AGE (not imported here: the CLI starts light)
 
 
 @click.command("repair")
@@ -34,9 +34,9 @@ def audit_repair(out_dirs: tuple[Path, ...], min_age: float, db_url: str | None)
     """Remove leftovers of interrupted generations: hidden .tmp files in output folders and
     encrypted quarantine files (GENGUARD_HOME/quarantine) that no committed record of this
     database keeps. Prints each file removed."""
-    from audit.repair import RepairReport, remove_orphan_quarantine, repair_output_folder
-    from audit.store import AuditStore
-    from guard.quarantine import QuarantineVault
+    from genguard.audit.repair import RepairReport, remove_orphan_quarantine, repair_output_folder
+    from genguard.audit.store import AuditStore
+    from genguard.guard.quarantine import QuarantineVault
 
     store = AuditStore.open(db_url)
     folders = out_dirs or ((Path("genguard-out"),) if Path("genguard-out").is_dir() else ())

@@ -14,10 +14,10 @@ from typing import Any
 
 import click
 
-from guard.errors import BadInputError
-from pipeline.cli_common import db_option as _db_option
-from pipeline.cli_common import open_reader, read_db_options
-from pipeline.cli_common import open_store as _store
+from genguard.guard.errors import BadInputError
+from genguard.pipeline.cli_common import db_option as _db_option
+from genguard.pipeline.cli_common import open_reader, read_db_options
+from genguard.pipeline.cli_common import open_store as _store
 
 
 def _default_reviewer() -> str:
@@ -44,7 +44,7 @@ def review() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def review_list(db_url: str | None, as_json: bool) -> None:
     """Images waiting for review, oldest first."""
-    from audit.review import review_queue
+    from genguard.audit.review import review_queue
 
     with _store(db_url) as store:
         items = review_queue(store)
@@ -77,7 +77,7 @@ def review_show(
 ) -> None:
     """One quarantined image: prompt (when stored), the prompt rules that fired, the output checks'
     categories and scores, flags and any decision; with --image, the decrypted (unmarked) pixels."""
-    from audit.review import export_image, show
+    from genguard.audit.review import export_image, show
 
     with _store(db_url) as store:
         item = show(store, review_id)
@@ -142,7 +142,7 @@ def review_approve(
     review_id: str, db_url: str | None, reviewer: str | None, reason: str, out_dir: Path
 ) -> None:
     """Release the image: watermark it, record the decision, then write the PNG into --out."""
-    from audit.review import approve
+    from genguard.audit.review import approve
 
     with _store(db_url) as store:
         outcome = approve(
@@ -160,7 +160,7 @@ def review_approve(
 @click.option("--reason", required=True, help="Why (required, recorded).")
 def review_reject(review_id: str, db_url: str | None, reviewer: str | None, reason: str) -> None:
     """Reject the image; its encrypted copy is deleted after the decision is recorded."""
-    from audit.review import reject
+    from genguard.audit.review import reject
 
     with _store(db_url) as store:
         outcome = reject(store, review_id, reviewer=reviewer or _default_reviewer(), reason=reason)
@@ -233,8 +233,8 @@ def report_bias(
     read_only: bool,
 ) -> None:
     """Perceived skin tone and gender presentation per prompt or occupation, entropy and trend."""
-    from audit.report_html import render_bias_html
-    from audit.reports import bias_report
+    from genguard.audit.report_html import render_bias_html
+    from genguard.audit.reports import bias_report
 
     with open_reader(db_url, read_only) as store:
         result = bias_report(
@@ -259,8 +259,8 @@ def report_safety(
     read_only: bool,
 ) -> None:
     """Released, quarantined and blocked by category, by policy version and over time."""
-    from audit.report_html import render_safety_html
-    from audit.reports import safety_report
+    from genguard.audit.report_html import render_safety_html
+    from genguard.audit.reports import safety_report
 
     with open_reader(db_url, read_only) as store:
         result = safety_report(store, since=_parse_since(since), prompt_like=prompt_like, bucket=bucket)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""`genguard verify IMAGE...`: is each image ours, which generation, was it changed (audit.verify).
+"""`genguard verify IMAGE...`: is each image ours, which generation, was it changed (genguard.audit.verify).
 
 pipeline/cli.py imports this module, which adds the command to its `cli`. Only click at load: the
 verification stack (c2pa, OpenCV, the database) is imported when the command runs, never torch.
@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from guard.markid import format_mark_id
-from pipeline.cli_common import db_option
+from genguard.guard.markid import format_mark_id
+from genguard.pipeline.cli_common import db_option
 
 if TYPE_CHECKING:
-    from audit.verify import UnreadableImage, VerificationReport
+    from genguard.audit.verify import UnreadableImage, VerificationReport
 
 
 @click.command("verify")
@@ -43,8 +43,8 @@ def verify(
     images: tuple[Path, ...], as_json: bool, trust_anchors: Path | None, no_record: bool, db_url: str | None
 ) -> None:
     """Verify IMAGE files (folders are walked): Content Credentials, watermark, hashes, audit record."""
-    from audit.store import AuditStore
-    from audit.verify import (
+    from genguard.audit.store import AuditStore
+    from genguard.audit.verify import (
         UnreadableImage,
         Verdict,
         VerificationNotRecorded,
@@ -52,7 +52,7 @@ def verify(
         image_files,
         verify_images,
     )
-    from guard.errors import AuditUnavailableError, BadInputError
+    from genguard.guard.errors import AuditUnavailableError, BadInputError
 
     anchors = None
     if trust_anchors is not None:
@@ -100,7 +100,7 @@ def verify(
 
 
 def _json(outcome: VerificationReport | UnreadableImage) -> dict[str, Any]:
-    from audit.verify import UnreadableImage
+    from genguard.audit.verify import UnreadableImage
 
     if isinstance(outcome, UnreadableImage):
         return {"name": outcome.name, "error": outcome.error}
@@ -108,7 +108,7 @@ def _json(outcome: VerificationReport | UnreadableImage) -> dict[str, Any]:
 
 
 def _echo_text(outcome: VerificationReport | UnreadableImage) -> None:
-    from audit.verify import UnreadableImage
+    from genguard.audit.verify import UnreadableImage
 
     if isinstance(outcome, UnreadableImage):
         click.echo(f"error: {outcome.error}", err=True)  # the error names the file

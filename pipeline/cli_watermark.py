@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from guard.errors import GenguardError
-from pipeline.cli_common import print_json
+from genguard.guard.errors import GenguardError
+from genguard.pipeline.cli_common import print_json
 
 _FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
@@ -29,9 +29,9 @@ def watermark() -> None:
 )
 def watermark_embed(source: Path, destination: Path, mark_id: str, quality: int) -> None:
     """Write DESTINATION: SOURCE with mark id --id (format from DESTINATION's suffix)."""
-    from guard.imageio import encode_image, load_image
-    from guard.markid import format_mark_id, parse_mark_id
-    from guard.watermark import embed
+    from genguard.guard.imageio import encode_image, load_image
+    from genguard.guard.markid import format_mark_id, parse_mark_id
+    from genguard.guard.watermark import embed
 
     value = parse_mark_id(mark_id, "--id")
     fmt = _FORMATS.get(destination.suffix.lower())
@@ -54,10 +54,10 @@ def watermark_detect(images: tuple[Path, ...], as_json: bool) -> None:
     """Read the pixel watermark of each IMAGE. Exit 2 if any image could not be read."""
     import dataclasses
 
-    from guard.errors import ImageInputError
-    from guard.imageio import load_image
-    from guard.markid import format_mark_id, format_optional_mark_id
-    from guard.watermark import detect
+    from genguard.guard.errors import ImageInputError
+    from genguard.guard.imageio import load_image
+    from genguard.guard.markid import format_mark_id, format_optional_mark_id
+    from genguard.guard.watermark import detect
 
     failed = False
     for path in images:

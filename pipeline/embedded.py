@@ -23,8 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from guard.config import cache_dir
-from guard.errors import BadInputError, ModelLoadError
+from genguard.guard.config import cache_dir
+from genguard.guard.errors import BadInputError, ModelLoadError
 
 EMBEDDED_PREFIX = "embedded:"
 # The size the embedded models sample at when the caller gives none: their untrained images carry no

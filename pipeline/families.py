@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from guard.errors import BadInputError, ModelLoadError
+from genguard.guard.errors import BadInputError, ModelLoadError
 
 
 class Family(StrEnum):

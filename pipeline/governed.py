@@ -29,22 +29,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from audit.records import GenerationRecord, ImageRecord
-from audit.store import AuditStore
-from guard import config
-from guard.bias import AttributeReader, BatchBias, batch_bias, observe_images
-from guard.classifiers.base import ImageClassifier
-from guard.classifiers.registry import build_gender_reader, checks_of, load_pack_checks
-from guard.errors import BadInputError, BlockedError, GenguardError, ModelLoadError
-from guard.imageio import encode_image
-from guard.markid import format_mark_id
-from guard.output import decide_image
-from guard.phash import perceptual_hash
-from guard.policy import PolicyEngine, PolicyPack, load_pack
-from guard.provenance import ContentCredentials, ManifestFacts
-from guard.provenance.content_credentials import MIME_TYPES
-from guard.quarantine import QuarantineVault
-from guard.types import (
+from genguard.audit.records import GenerationRecord, ImageRecord
+from genguard.audit.store import AuditStore
+from genguard.guard import config
+from genguard.guard.bias import AttributeReader, BatchBias, batch_bias, observe_images
+from genguard.guard.classifiers.base import ImageClassifier
+from genguard.guard.classifiers.registry import build_gender_reader, checks_of, load_pack_checks
+from genguard.guard.errors import BadInputError, BlockedError, GenguardError, ModelLoadError
+from genguard.guard.imageio import encode_image
+from genguard.guard.markid import format_mark_id
+from genguard.guard.output import decide_image
+from genguard.guard.phash import perceptual_hash
+from genguard.guard.policy import PolicyEngine, PolicyPack, load_pack
+from genguard.guard.provenance import ContentCredentials, ManifestFacts
+from genguard.guard.provenance.content_credentials import MIME_TYPES
+from genguard.guard.quarantine import QuarantineVault
+from genguard.guard.types import (
     CheckStatus,
     ClassifierScore,
     GenerationParams,
@@ -55,15 +55,20 @@ from guard.types import (
     PromptAction,
     PromptDecision,
 )
-from guard.watermark import PixelWatermarker, Watermarker
-from guard.watermark.latent import ALGORITHM as LATENT_ALGORITHM
-from guard.watermark.latent import new_nonce
-from pipeline import batching, families
-from pipeline.accel import Acceleration, load_accelerated
-from pipeline.batching import FailedGeneration
-from pipeline.embedded import is_embedded, resolve_model_source
-from pipeline.inversion import watermarked_noise
-from pipeline.outcomes import InvalidRequestError, NotStartedError, RefusedRequest, ReleaseFailedError
+from genguard.guard.watermark import PixelWatermarker, Watermarker
+from genguard.guard.watermark.latent import ALGORITHM as LATENT_ALGORITHM
+from genguard.guard.watermark.latent import new_nonce
+from genguard.pipeline import batching, families
+from genguard.pipeline.accel import Acceleration, load_accelerated
+from genguard.pipeline.batching import FailedGeneration
+from genguard.pipeline.embedded import is_embedded, resolve_model_source
+from genguard.pipeline.inversion import watermarked_noise
+from genguard.pipeline.outcomes import (
+    InvalidRequestError,
+    NotStartedError,
+    RefusedRequest,
+    ReleaseFailedError,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -109,7 +114,7 @@ class GeneratedImage:
     path: Path | None = None
     mime_type: str = "image/png"
     manifest: bytes | None = None
-    timestamp: str = "off"  # guard.provenance.tsa.TimestampState of its signature
+    timestamp: str = "off"  # genguard.guard.provenance.tsa.TimestampState of its signature
 
     @property
     def suffix(self) -> str:
@@ -898,7 +903,7 @@ def check_out_dir(out_dir: Path) -> None:
     BadInputError for a folder that cannot be used (a file, /proc, no permission, a read-only mount);
     InfrastructureError for a full or failing disk.
     """
-    from guard.errors import InfrastructureError
+    from genguard.guard.errors import InfrastructureError
 
     folder = out_dir
     while not folder.exists() and folder.parent != folder:

@@ -24,9 +24,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from guard.errors import BadInputError, ImageInputError
-from guard.watermark.latent import LatentDetection, detect_latent, embed_latent
-from pipeline.families import Family, call_kwargs, detect_family, latent_shape, noise_from_gaussian
+from genguard.guard.errors import BadInputError, ImageInputError
+from genguard.guard.watermark.latent import LatentDetection, detect_latent, embed_latent
+from genguard.pipeline.families import Family, call_kwargs, detect_family, latent_shape, noise_from_gaussian
 
 NEEDS_FLOW_MATCHING = "needs a flow-matching inversion"
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from guard.errors import BadInputError, InfrastructureError
+from genguard.guard.errors import BadInputError, InfrastructureError
 
 if TYPE_CHECKING:
-    from audit.records import GenerationRecord
+    from genguard.audit.records import GenerationRecord
 
 # The exit code of `genguard generate` when every image was withheld (quarantined or blocked by the
 # output checks): the request ran and is recorded, but nothing was released.

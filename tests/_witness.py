@@ -1,7 +1,7 @@
 """A small C2SP tlog-witness for tests, on loopback: add-checkpoint, tlog-cosignature/v1 (Ed25519).
 
 Written from the specs (c2sp.org/tlog-witness, tlog-cosignature, signed-note) independently of
-audit.witness: its own note parsing, key ids and RFC 6962 consistency check."""
+genguard.audit.witness: its own note parsing, key ids and RFC 6962 consistency check."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from guard.policy import PolicyEngine, PolicyPack, load_pack
+from genguard.guard.policy import PolicyEngine, PolicyPack, load_pack
 
 PG_HOST, PG_PORT, PG_USER, PG_MAINTENANCE_DB = "127.0.0.1", 5432, "postgres", "test"
 PG_START_HINT = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from audit import AuditStore
-from audit.chain import (
+from genguard.audit import AuditStore
+from genguard.audit.chain import (
     ENTRY_DOMAIN,
     GENESIS_PREV,
     RawJSON,
@@ -25,7 +25,7 @@ from audit.chain import (
     format_time,
     parse_time,
 )
-from guard.errors import BadInputError
+from genguard.guard.errors import BadInputError
 from tests.test_audit_store import make_record
 
 # ------------------------------------------------------------------------------------ canonical JSON
@@ -266,7 +266,7 @@ def test_flat_object_json_names_a_lone_surrogate() -> None:
 
 
 def test_write_path_entry_columns_are_the_tables() -> None:
-    from audit.models import LogEntry
-    from audit.store import _ENTRY_COLUMNS
+    from genguard.audit.models import LogEntry
+    from genguard.audit.store import _ENTRY_COLUMNS
 
     assert sorted(_ENTRY_COLUMNS) == sorted(column.name for column in LogEntry.__table__.columns)

@@ -10,7 +10,7 @@ import multiprocessing
 import psycopg
 import pytest
 
-from audit import AuditStore
+from genguard.audit import AuditStore
 from tests.test_audit_store import make_record
 
 pytestmark = pytest.mark.postgres

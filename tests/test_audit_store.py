@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from audit import AuditStore, GenerationRecord, ImageRecord
-from audit.db import HEAD_REVISION, MIGRATIONS_DIR
-from guard.errors import AuditUnavailableError, BadInputError
-from guard.types import (
+from genguard.audit import AuditStore, GenerationRecord, ImageRecord
+from genguard.audit.db import HEAD_REVISION, MIGRATIONS_DIR
+from genguard.guard.errors import AuditUnavailableError, BadInputError
+from genguard.guard.types import (
     CategoryScore,
     ClassifierScore,
     GenerationParams,
@@ -578,7 +578,7 @@ def test_record_generations_in_one_transaction(store: AuditStore, audit_url: str
 
 
 def test_sqlite_synchronous_option(tmp_path: Path) -> None:
-    from audit import db
+    from genguard.audit import db
 
     path = tmp_path / "audit.sqlite3"
     for query, expected in (("", 2), ("?synchronous=normal", 1), ("?synchronous=FULL", 2)):

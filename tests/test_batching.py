@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 import torch
 
-from audit.store import AuditStore
-from guard.errors import AuditUnavailableError, BadInputError, BlockedError
-from guard.policy import load_pack
-from guard.types import ClassifierScore, GenerationParams, GenerationRequest
-from pipeline.accel import Precision, accelerate, choose_precision, load_accelerated, uses_sdpa
-from pipeline.batching import FailedGeneration
-from pipeline.families import Family
-from pipeline.governed import GenerationResult, GovernedPipeline, load_diffusers_pipeline
+from genguard.audit.store import AuditStore
+from genguard.guard.errors import AuditUnavailableError, BadInputError, BlockedError
+from genguard.guard.policy import load_pack
+from genguard.guard.types import ClassifierScore, GenerationParams, GenerationRequest
+from genguard.pipeline.accel import Precision, accelerate, choose_precision, load_accelerated, uses_sdpa
+from genguard.pipeline.batching import FailedGeneration
+from genguard.pipeline.families import Family
+from genguard.pipeline.governed import GenerationResult, GovernedPipeline, load_diffusers_pipeline
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from guard.bias import (
+from genguard.guard.bias import (
     MONK_REFERENCE_COLOURS,
     NOT_MEASURED,
     SKIN_TONE_VALUES,
@@ -25,11 +25,11 @@ from guard.bias import (
     observe_images,
     total_variation,
 )
-from guard.classifiers.clip_zero_shot import ClipAttributeReader
-from guard.classifiers.registry import build_gender_reader
-from guard.errors import ImageInputError, ModelLoadError
-from guard.policy.schema import BiasSpec, UniformBatchSpec
-from guard.types import PerceivedFace
+from genguard.guard.classifiers.clip_zero_shot import ClipAttributeReader
+from genguard.guard.classifiers.registry import build_gender_reader
+from genguard.guard.errors import ImageInputError, ModelLoadError
+from genguard.guard.policy.schema import BiasSpec, UniformBatchSpec
+from genguard.guard.types import PerceivedFace
 from tests._photos import photographs
 from tests.tiny_models import build_tiny_clip
 
@@ -150,7 +150,7 @@ def test_gender_presentation_with_a_clip_reader(photos: dict[str, np.ndarray], t
 
 def test_opencv_without_haar_cascades_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     # OpenCV 5 (a GPU image's own, ignoring the package's pin) has no CascadeClassifier
-    from guard import bias
+    from genguard.guard import bias
 
     bias._cascade.cache_clear()
     monkeypatch.delattr(cv2, "CascadeClassifier")

@@ -19,9 +19,9 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from audit import AuditStore
-from audit.chain import GENESIS_PREV, canonical_json, entry_hash, event_json, format_time
-from audit.checkpoint import (
+from genguard.audit import AuditStore
+from genguard.audit.chain import GENESIS_PREV, canonical_json, entry_hash, event_json, format_time
+from genguard.audit.checkpoint import (
     Checkpoint,
     check_inclusion_proof,
     create_checkpoint,
@@ -30,7 +30,7 @@ from audit.checkpoint import (
     prove_inclusion,
     verify_against_checkpoint,
 )
-from audit.merkle import (
+from genguard.audit.merkle import (
     EMPTY_ROOT,
     MerkleTree,
     fold_block_roots,
@@ -39,7 +39,7 @@ from audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from guard.errors import BadInputError, GenguardError
+from genguard.guard.errors import BadInputError, GenguardError
 from tests.test_audit_store import make_record
 
 # ------------------------------------------------------------ a naive reference, straight from the RFC
@@ -476,7 +476,7 @@ def test_malformed_proofs_are_named(
 
 
 def genguard(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from pipeline.cli import main
+    from genguard.pipeline.cli import main
 
     with pytest.raises(SystemExit) as exited:
         main(args)
@@ -586,7 +586,7 @@ def test_check_proof_runs_offline_in_a_fresh_process(
         os.environ, GENGUARD_HOME=str(genguard_home), GENGUARD_DB="postgresql://nobody@127.0.0.1:1/none"
     )
     done = subprocess.run(
-        [sys.executable, "-c", "from pipeline.cli import main; main()", "audit", "check-proof", str(proof)],
+        [sys.executable, "-c", "from genguard.pipeline.cli import main; main()", "audit", "check-proof", str(proof)],
         env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

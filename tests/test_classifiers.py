@@ -13,16 +13,16 @@ import pytest
 import torch
 import yaml
 
-from guard.classifiers.clip_zero_shot import DEFAULT_CATEGORY_PROMPTS, ClipZeroShotClassifier
-from guard.classifiers.hf_image import HFImageClassifier
-from guard.classifiers.nudenet import NudeNetClassifier
-from guard.classifiers.registry import build_classifier, build_from_spec
-from guard.errors import ImageInputError, ModelLoadError, PolicyError
-from guard.output import decide_image
-from guard.policy import load_pack
-from guard.policy.pack import PolicyPack
-from guard.policy.schema import ClassifierSpec
-from guard.types import ImageAction
+from genguard.guard.classifiers.clip_zero_shot import DEFAULT_CATEGORY_PROMPTS, ClipZeroShotClassifier
+from genguard.guard.classifiers.hf_image import HFImageClassifier
+from genguard.guard.classifiers.nudenet import NudeNetClassifier
+from genguard.guard.classifiers.registry import build_classifier, build_from_spec
+from genguard.guard.errors import ImageInputError, ModelLoadError, PolicyError
+from genguard.guard.output import decide_image
+from genguard.guard.policy import load_pack
+from genguard.guard.policy.pack import PolicyPack
+from genguard.guard.policy.schema import ClassifierSpec
+from genguard.guard.types import ImageAction
 from tests._photos import _square, photographs
 from tests.tiny_models import (
     TINY_VIT_LABELS,

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from audit.store import AuditStore
+from genguard.audit.store import AuditStore
 
 
 def run(args: list[str], env: dict[str, str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "genguard.pipeline.cli", *args],
         env=env,
         input=stdin,
         capture_output=True,
@@ -214,8 +214,8 @@ def test_policy_show_lists_and_prints_packs(cli_env: dict[str, str]) -> None:
 
 def test_guard_and_audit_do_not_import_torch() -> None:
     code = (
-        "import sys, guard, guard.policy, guard.watermark, guard.output, guard.phash, guard.classifiers.registry, "
-        "audit.store, pipeline.cli; "
+        "import sys, genguard, genguard.guard.policy, genguard.guard.watermark, genguard.guard.output, genguard.guard.phash, genguard.guard.classifiers.registry, "
+        "genguard.audit.store, genguard.pipeline.cli; "
         "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; "
         "assert not bad, bad"
     )

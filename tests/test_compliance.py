@@ -9,12 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from audit import AuditStore
-from audit.checkpoint import checkpoint_key, create_checkpoint, log_origin
-from audit.compliance import ROBUSTNESS_FORMAT, compliance_report, installed_version, render_compliance_html
-from audit.records import GenerationRecord
-from audit.witness import WitnessPolicy, request_cosignatures
-from guard.errors import BadInputError
+from genguard.audit import AuditStore
+from genguard.audit.checkpoint import checkpoint_key, create_checkpoint, log_origin
+from genguard.audit.compliance import (
+    ROBUSTNESS_FORMAT,
+    compliance_report,
+    installed_version,
+    render_compliance_html,
+)
+from genguard.audit.records import GenerationRecord
+from genguard.audit.witness import WitnessPolicy, request_cosignatures
+from genguard.guard.errors import BadInputError
 from tests._witness import TestWitness, running
 from tests.test_audit_store import make_record
 from tests.test_checkpoint import genguard

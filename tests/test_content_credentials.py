@@ -20,10 +20,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from PIL import Image
 
-from audit.store import AuditStore
-from guard.errors import BadInputError
-from guard.imageio import encode_image, load_image
-from guard.provenance import (
+from genguard.audit.store import AuditStore
+from genguard.guard.errors import BadInputError
+from genguard.guard.imageio import encode_image, load_image
+from genguard.guard.provenance import (
     CallbackSigner,
     ContentCredentials,
     LocalKeySigner,
@@ -31,8 +31,8 @@ from guard.provenance import (
     ManifestState,
     read_manifest,
 )
-from guard.provenance.keys import DevelopmentChain, create_development_chain
-from guard.types import (
+from genguard.guard.provenance.keys import DevelopmentChain, create_development_chain
+from genguard.guard.types import (
     ClassifierScore,
     GenerationParams,
     GenerationRequest,
@@ -40,9 +40,9 @@ from guard.types import (
     ImageVerdict,
     PolicyRef,
 )
-from guard.watermark import ALGORITHM as PIXEL_ALGORITHM
-from pipeline.cli import cli
-from pipeline.governed import GovernedPipeline, load_diffusers_pipeline
+from genguard.guard.watermark import ALGORITHM as PIXEL_ALGORITHM
+from genguard.pipeline.cli import cli
+from genguard.pipeline.governed import GovernedPipeline, load_diffusers_pipeline
 from tests._photos import photographs
 
 MIME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -207,7 +207,7 @@ def test_manifest_holds_the_created_action_governance_and_soft_binding(
     assert bound["action"] == "c2pa.watermarked.bound" and bound["softwareAgent"]["name"] == "genguard"
     assert assertions["c2pa.soft-binding"] == {
         "alg": "org.genguard.watermark.pixel.v3",
-        "blocks": [{"scope": {}, "value": f"0x{MARK_ID:016x}"}],  # the one mark-id form (guard.markid)
+        "blocks": [{"scope": {}, "value": f"0x{MARK_ID:016x}"}],  # the one mark-id form (genguard.guard.markid)
     }
     assert re.fullmatch(r"[a-z0-9]+(\.[a-zA-Z0-9]+)+", assertions["c2pa.soft-binding"]["alg"])
     assert "thumbnail" not in json.dumps(manifest)
@@ -325,7 +325,7 @@ def tiny_sd(embedded_cache: Path) -> object:
 def test_generated_images_are_signed_and_recorded(
     tiny_sd: object, sqlite_url: str, tmp_path: Path, fmt: str, sidecar: bool
 ) -> None:
-    from guard.policy import load_pack
+    from genguard.guard.policy import load_pack
 
     gp = GovernedPipeline(
         tiny_sd,

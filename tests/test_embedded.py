@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from guard.errors import BadInputError, ModelLoadError
-from pipeline import embedded
-from pipeline.embedded import EMBEDDED_MODELS, embedded_dir, resolve_model_source
-from pipeline.families import (
+from genguard.guard.errors import BadInputError, ModelLoadError
+from genguard.pipeline import embedded
+from genguard.pipeline.embedded import EMBEDDED_MODELS, embedded_dir, resolve_model_source
+from genguard.pipeline.families import (
     Family,
     call_kwargs,
     detect_family,

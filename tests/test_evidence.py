@@ -18,12 +18,12 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from audit import AuditStore
-from audit.checkpoint import create_checkpoint, public_key_pem
-from guard.config import ExposedFileWarning, watermark_key
-from guard.errors import AuditUnavailableError, BadInputError
-from guard.quarantine import QuarantineVault
-from pipeline.cli import main
+from genguard.audit import AuditStore
+from genguard.audit.checkpoint import create_checkpoint, public_key_pem
+from genguard.guard.config import ExposedFileWarning, watermark_key
+from genguard.guard.errors import AuditUnavailableError, BadInputError
+from genguard.guard.quarantine import QuarantineVault
+from genguard.pipeline.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_audit_store import make_record

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from audit.repair import remove_orphan_quarantine, repair_output_folder
-from audit.store import AuditStore
-from guard.errors import BadInputError
-from guard.policy import load_pack
-from guard.quarantine import QuarantineVault
-from guard.types import ClassifierScore, GenerationParams, GenerationRequest
-from pipeline.governed import RELEASE_FAILED_EVENT, GovernedPipeline, load_diffusers_pipeline
-from pipeline.outcomes import InvalidRequestError, ReleaseFailedError
+from genguard.audit.repair import remove_orphan_quarantine, repair_output_folder
+from genguard.audit.store import AuditStore
+from genguard.guard.errors import BadInputError
+from genguard.guard.policy import load_pack
+from genguard.guard.quarantine import QuarantineVault
+from genguard.guard.types import ClassifierScore, GenerationParams, GenerationRequest
+from genguard.pipeline.governed import RELEASE_FAILED_EVENT, GovernedPipeline, load_diffusers_pipeline
+from genguard.pipeline.outcomes import InvalidRequestError, ReleaseFailedError
 
 torch.set_num_threads(1)
 
@@ -193,8 +193,8 @@ def test_repair_removes_only_old_leftovers_that_no_record_keeps(
 def test_a_reviewer_reads_a_quarantined_image_and_the_read_is_recorded(
     tiny_sd: object, sqlite_url: str, tmp_path: Path
 ) -> None:
-    from audit.review import EXPORTED, export_image, review_queue
-    from guard.imageio import load_image
+    from genguard.audit.review import EXPORTED, export_image, review_queue
+    from genguard.guard.imageio import load_image
 
     gp = governed(tiny_sd, sqlite_url, tmp_path)
     held = gp(GenerationRequest(REVIEWED, params=SMALL))
@@ -211,7 +211,7 @@ def test_a_reviewer_reads_a_quarantined_image_and_the_read_is_recorded(
 
 
 def test_default_sizes_and_bounds(tiny_sd: object) -> None:
-    from pipeline import families
+    from genguard.pipeline import families
 
     assert families.default_size(tiny_sd) == 256  # the model's own: sample size 32 x the VAE's 8
     assert families.bounds_for(families.Family.SDXL).max_pixels == 2048 * 2048

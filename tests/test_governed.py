@@ -10,14 +10,26 @@ import numpy as np
 import pytest
 import torch
 
-from audit.store import AuditStore
-from guard.errors import AuditUnavailableError, BadInputError, BlockedError, ModelLoadError, PolicyError
-from guard.policy import load_pack
-from guard.types import ClassifierScore, GenerationParams, GenerationRequest, ImageAction, PromptAction
-from guard.watermark import detect
-from pipeline import families
-from pipeline.governed import GovernedPipeline, load_diffusers_pipeline
-from pipeline.inversion import watermarked_noise
+from genguard.audit.store import AuditStore
+from genguard.guard.errors import (
+    AuditUnavailableError,
+    BadInputError,
+    BlockedError,
+    ModelLoadError,
+    PolicyError,
+)
+from genguard.guard.policy import load_pack
+from genguard.guard.types import (
+    ClassifierScore,
+    GenerationParams,
+    GenerationRequest,
+    ImageAction,
+    PromptAction,
+)
+from genguard.guard.watermark import detect
+from genguard.pipeline import families
+from genguard.pipeline.governed import GovernedPipeline, load_diffusers_pipeline
+from genguard.pipeline.inversion import watermarked_noise
 from tests.tiny_models import build_tiny_safety_checker
 
 torch.set_num_threads(1)
@@ -149,7 +161,7 @@ def test_blocked_prompt_writes_no_image_and_one_record(
 
 
 def test_flagging_checker_withholds_every_image(tiny_sd: object, sqlite_url: str, tmp_path: Path) -> None:
-    from guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
+    from genguard.guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
 
     checker = StableDiffusionSafetyClassifier(
         build_tiny_safety_checker(tmp_path / "chk", flag_everything=True)
@@ -166,7 +178,7 @@ def test_flagging_checker_withholds_every_image(tiny_sd: object, sqlite_url: str
 
 
 def test_quiet_checker_releases(tiny_sd: object, sqlite_url: str, tmp_path: Path) -> None:
-    from guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
+    from genguard.guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
 
     checker = StableDiffusionSafetyClassifier(
         build_tiny_safety_checker(tmp_path / "chk", flag_everything=False)
@@ -270,7 +282,7 @@ def test_safety_checker_in_half_precision_scores_alike(tmp_path: Path) -> None:
     # beyond half precision's rounding. Checked here on the CPU by converting the loaded checker.
     from skimage import data
 
-    from guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
+    from genguard.guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
 
     checker = StableDiffusionSafetyClassifier(
         build_tiny_safety_checker(tmp_path / "chk", flag_everything=False)

@@ -9,9 +9,9 @@ import c2pa
 import pytest
 from cryptography.x509.oid import ObjectIdentifier
 
-from guard.errors import BadInputError
-from guard.imageio import encode_image
-from guard.provenance import (
+from genguard.guard.errors import BadInputError
+from genguard.guard.imageio import encode_image
+from genguard.guard.provenance import (
     CallbackSigner,
     ContentCredentials,
     IdentityConfig,
@@ -20,7 +20,7 @@ from guard.provenance import (
     TsaConfig,
     read_manifest,
 )
-from guard.provenance.keys import create_development_chain
+from genguard.guard.provenance.keys import create_development_chain
 from tests._photos import photographs
 from tests._tsa import local_tsa
 from tests.test_content_credentials import FACTS

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from guard.errors import ImageInputError
-from guard.imageio import encode_image, load_image
+from genguard.guard.errors import ImageInputError
+from genguard.guard.imageio import encode_image, load_image
 
 
 def _png_bytes(image: Image.Image) -> bytes:

@@ -31,12 +31,12 @@ import pytest
 import torch
 from scipy import stats
 
-from guard.errors import BadInputError
-from guard.watermark import latent
-from guard.watermark.latent import LatentDetection, detect_latent, embed_latent, new_nonce
-from pipeline.embedded import resolve_model_source
-from pipeline.families import detect_family, latent_shape
-from pipeline.inversion import (
+from genguard.guard.errors import BadInputError
+from genguard.guard.watermark import latent
+from genguard.guard.watermark.latent import LatentDetection, detect_latent, embed_latent, new_nonce
+from genguard.pipeline.embedded import resolve_model_source
+from genguard.pipeline.families import detect_family, latent_shape
+from genguard.pipeline.inversion import (
     NEEDS_FLOW_MATCHING,
     InversionUnavailable,
     RecoveredNoise,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from guard.policy.normalize import NormalizedPrompt, fold, normalize, squeeze
+from genguard.guard.policy.normalize import NormalizedPrompt, fold, normalize, squeeze
 
 
 def words(prompt: NormalizedPrompt) -> set[str]:

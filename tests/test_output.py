@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audit import AuditStore
-from guard.errors import BadInputError
-from guard.markid import format_mark_id, parse_mark_id, read_mark_id
-from guard.types import ImageAction, ImageVerdict
-from pipeline.cli import main
+from genguard.audit import AuditStore
+from genguard.guard.errors import BadInputError
+from genguard.guard.markid import format_mark_id, parse_mark_id, read_mark_id
+from genguard.guard.types import ImageAction, ImageVerdict
+from genguard.pipeline.cli import main
 from tests._photos import photographs
 from tests.test_audit_store import make_record
 
@@ -122,7 +122,7 @@ def test_audit_show_summarises_bytes_unless_raw(tmp_path: Path, capsys: pytest.C
 
 
 def test_generated_image_repr_is_readable() -> None:
-    from pipeline.governed import GeneratedImage
+    from genguard.pipeline.governed import GeneratedImage
 
     image = GeneratedImage(
         index=0,
@@ -152,7 +152,7 @@ def test_loading_bars_only_with_verbose(verbose: bool, tmp_path: Path) -> None:
     args = [
         sys.executable,
         "-m",
-        "pipeline.cli",
+        "genguard.pipeline.cli",
         *(["--verbose"] if verbose else []),
         "policy",
         "check",

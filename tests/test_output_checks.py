@@ -14,14 +14,14 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from audit.reports import safety_report
-from audit.store import AuditStore
-from guard.classifiers.registry import CHECKS_UNAVAILABLE, NOT_REAL_MODEL, build_pack_checks
-from guard.errors import ModelLoadError
-from guard.policy import PolicyPack, load_pack
-from guard.types import ClassifierScore, GenerationParams, GenerationRequest, ImageAction
-from pipeline.cli import cli, main
-from pipeline.governed import GovernedPipeline, load_diffusers_pipeline
+from genguard.audit.reports import safety_report
+from genguard.audit.store import AuditStore
+from genguard.guard.classifiers.registry import CHECKS_UNAVAILABLE, NOT_REAL_MODEL, build_pack_checks
+from genguard.guard.errors import ModelLoadError
+from genguard.guard.policy import PolicyPack, load_pack
+from genguard.guard.types import ClassifierScore, GenerationParams, GenerationRequest, ImageAction
+from genguard.pipeline.cli import cli, main
+from genguard.pipeline.governed import GovernedPipeline, load_diffusers_pipeline
 from tests._photos import photographs
 from tests.tiny_models import build_tiny_clip, build_tiny_safety_checker
 

@@ -1,4 +1,4 @@
-"""guard.phash computes imagehash's pHash bit for bit, without importing scipy."""
+"""genguard.guard.phash computes imagehash's pHash bit for bit, without importing scipy."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from guard.phash import hamming, perceptual_hash, to_signed64, to_unsigned64
+from genguard.guard.phash import hamming, perceptual_hash, to_signed64, to_unsigned64
 from tests._photos import photographs
 
 
@@ -54,7 +54,7 @@ def test_signed_and_unsigned_readings_round_trip(value: int) -> None:
 
 
 def test_importing_it_does_not_import_scipy() -> None:
-    code = "import sys, guard.phash; print('scipy' in sys.modules)"
+    code = "import sys, genguard.guard.phash; print('scipy' in sys.modules)"
     assert (
         subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, check=True

@@ -1,4 +1,4 @@
-"""Near-duplicate lookup (`AuditStore.find_similar_images`, audit.similar) on real SQLite and PostgreSQL:
+"""Near-duplicate lookup (`AuditStore.find_similar_images`, genguard.audit.similar) on real SQLite and PostgreSQL:
 exact against a brute-force scan, radius edges, both 64-bit readings, hot segment values, bad input,
 the query plans, and the upgrade from schema 0001 to 0002 of a database that already holds images."""
 
@@ -14,11 +14,20 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from audit import AuditStore, GenerationRecord
-from audit import db as audit_db
-from audit.similar import MAX_DISTANCE, NO_CAP, SEGMENTS, _probe_sql, ball, find_similar, probe_plan, segments
-from guard.errors import BadInputError
-from guard.phash import hamming, to_signed64
+from genguard.audit import AuditStore, GenerationRecord
+from genguard.audit import db as audit_db
+from genguard.audit.similar import (
+    MAX_DISTANCE,
+    NO_CAP,
+    SEGMENTS,
+    _probe_sql,
+    ball,
+    find_similar,
+    probe_plan,
+    segments,
+)
+from genguard.guard.errors import BadInputError
+from genguard.guard.phash import hamming, to_signed64
 from tests.test_audit_store import make_record
 
 IMAGES_PER_RECORD = 4
@@ -226,7 +235,7 @@ def test_probes_read_the_segment_indexes_only(audit_url: str) -> None:
 
 
 def migrate(url: str, step: Callable[[Config, str], None], revision: str) -> None:
-    """Run alembic's `command.upgrade` or `command.downgrade` to `revision`, as audit.db runs it."""
+    """Run alembic's `command.upgrade` or `command.downgrade` to `revision`, as genguard.audit.db runs it."""
     engine = audit_db.create_audit_engine(audit_db.normalise_url(url))
     config = Config()
     config.set_main_option("script_location", str(audit_db.MIGRATIONS_DIR))

@@ -11,9 +11,15 @@ import pytest
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from guard.errors import BadInputError, ImageInputError
-from guard.watermark import pixel
-from guard.watermark._ecc import CODED_BITS, conv_encode, list_viterbi_decode, message_bits, viterbi_decode
+from genguard.guard.errors import BadInputError, ImageInputError
+from genguard.guard.watermark import pixel
+from genguard.guard.watermark._ecc import (
+    CODED_BITS,
+    conv_encode,
+    list_viterbi_decode,
+    message_bits,
+    viterbi_decode,
+)
 from tests._photos import photographs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))

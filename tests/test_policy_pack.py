@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from guard.errors import PolicyError
-from guard.policy import list_shipped_packs, load_pack
-from guard.policy.pack import PolicyPack
-from guard.types import ImageAction, PromptAction, PromptStorage
+from genguard.guard.errors import PolicyError
+from genguard.guard.policy import list_shipped_packs, load_pack
+from genguard.guard.policy.pack import PolicyPack
+from genguard.guard.types import ImageAction, PromptAction, PromptStorage
 
 # The categories the issue names, written out here rather than imported so that the test checks them.
 TAXONOMY = {"sexual", "sexual_minors", "violence", "hate", "self_harm", "harassment", "illegal_weapons"}

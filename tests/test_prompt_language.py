@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
-from guard.errors import PolicyError
-from guard.policy import PolicyEngine, PolicyPack, load_pack
-from guard.policy import language as language_module
-from guard.policy.engine import LANGUAGE_LAYER
-from guard.policy.language import foreign_language
-from guard.types import PromptAction
+from genguard.guard.errors import PolicyError
+from genguard.guard.policy import PolicyEngine, PolicyPack, load_pack
+from genguard.guard.policy import language as language_module
+from genguard.guard.policy.engine import LANGUAGE_LAYER
+from genguard.guard.policy.language import foreign_language
+from genguard.guard.types import PromptAction
 
 GERMAN_CAT = "eine schwarze Katze schläft auf einem Holzstuhl am Fenster, Sonnenlicht, Fotografie"
 RUSSIAN_CAT = "черная кошка спит на деревянном стуле у окна"

@@ -18,10 +18,10 @@ import pytest
 import torch
 import yaml
 
-from guard.errors import ModelLoadError, PolicyError
-from guard.policy import PolicyEngine, PolicyPack, TextClassifierScanner, load_pack, normalize
-from guard.policy.model_layer import model_scanners
-from guard.types import PromptAction, RuleHit
+from genguard.guard.errors import ModelLoadError, PolicyError
+from genguard.guard.policy import PolicyEngine, PolicyPack, TextClassifierScanner, load_pack, normalize
+from genguard.guard.policy.model_layer import model_scanners
+from genguard.guard.types import PromptAction, RuleHit
 
 torch.set_num_threads(1)
 
@@ -305,7 +305,7 @@ def test_schema_refuses_unknown_keys_and_kinds(tmp_path: Path, models: dict[str,
 
 def test_policy_import_loads_no_torch() -> None:
     code = (
-        "import sys, guard.policy, guard.policy.model_layer; "
+        "import sys, genguard.guard.policy, genguard.guard.policy.model_layer; "
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; assert not bad, bad"
     )
     proc = subprocess.run(

@@ -18,10 +18,10 @@ import pytest
 import torch
 import yaml
 
-from guard.errors import ModelLoadError, PolicyError
-from guard.policy import PolicyEngine, PolicyPack, SemanticScanner, load_pack, normalize
-from guard.policy.semantic import PACKAGE_SHA256, resolve_encoder_source, semantic_scanners
-from guard.types import PromptAction
+from genguard.guard.errors import ModelLoadError, PolicyError
+from genguard.guard.policy import PolicyEngine, PolicyPack, SemanticScanner, load_pack, normalize
+from genguard.guard.policy.semantic import PACKAGE_SHA256, resolve_encoder_source, semantic_scanners
+from genguard.guard.types import PromptAction
 
 torch.set_num_threads(1)
 

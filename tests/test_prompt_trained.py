@@ -17,13 +17,13 @@ import pytest
 import yaml
 
 from bench.prompt_check import _rows, stop_rate
-from guard.errors import ModelLoadError, PolicyError
-from guard.policy import PolicyEngine, PolicyPack, load_pack, normalize
-from guard.policy.scanners import default_scanners
-from guard.policy.semantic import SemanticScanner, semantic_scanners
-from guard.types import PromptAction
-from policies import PACK_DIR
-from policies.training import train_prompt_classifier as training
+from genguard.guard.errors import ModelLoadError, PolicyError
+from genguard.guard.policy import PolicyEngine, PolicyPack, load_pack, normalize
+from genguard.guard.policy.scanners import default_scanners
+from genguard.guard.policy.semantic import SemanticScanner, semantic_scanners
+from genguard.guard.types import PromptAction
+from genguard.policies import PACK_DIR
+from genguard.policies.training import train_prompt_classifier as training
 
 ADAPTER = PACK_DIR / "models" / "prompt-minilm-lora"
 # A few rows of each public prompt set, in the layout of ../shared (tests/data/make_prompt_sample.py):

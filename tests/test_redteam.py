@@ -15,13 +15,13 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-import policies
-from guard.errors import BadInputError, PolicyError
-from guard.policy import PolicyEngine, load_pack
-from guard.policy.pack import PolicyPack
-from guard.policy.schema import PackSpec
-from guard.types import ImageAction, PromptAction, validate_prompt
-from pipeline.cli import main
+from genguard import policies
+from genguard.guard.errors import BadInputError, PolicyError
+from genguard.guard.policy import PolicyEngine, load_pack
+from genguard.guard.policy.pack import PolicyPack
+from genguard.guard.policy.schema import PackSpec
+from genguard.guard.types import ImageAction, PromptAction, validate_prompt
+from genguard.pipeline.cli import main
 from tests.test_verify import KEY, Org, check, decode, make_org, release
 
 
@@ -305,14 +305,14 @@ def photos() -> dict[str, Any]:
 
 @pytest.fixture
 def store(sqlite_url: str) -> Any:
-    from audit.store import AuditStore
+    from genguard.audit.store import AuditStore
 
     return AuditStore.open(sqlite_url)
 
 
 def forged(org: Org, pixels: Any, generation_id: str, index: int = 0, mark_id: int | None = None) -> bytes:
-    from guard.imageio import encode_image
-    from guard.provenance import ManifestFacts
+    from genguard.guard.imageio import encode_image
+    from genguard.guard.provenance import ManifestFacts
     from tests.test_verify import POLICY, VERDICT
 
     facts = ManifestFacts(generation_id, index, POLICY, VERDICT, "m", "p", mark_id, None)
@@ -322,7 +322,7 @@ def forged(org: Org, pixels: Any, generation_id: str, index: int = 0, mark_id: i
 def test_a_self_signed_claim_on_a_foreign_picture_is_a_claim_not_a_link(
     store: Any, ours: Org, photos: dict[str, Any]
 ) -> None:
-    from audit.verify import Verdict
+    from genguard.audit.verify import Verdict
 
     release(store, ours, photos["astronaut"], "gen-ours", mark_id=0x51)
     report = check(forged(make_org("forger"), photos["coffee"], "gen-ours"), store, ours)
@@ -345,7 +345,7 @@ def test_a_self_signed_claim_on_a_foreign_picture_is_a_claim_not_a_link(
 def test_a_released_file_replaced_by_another_of_ours_says_the_name_differs(
     store: Any, ours: Org, photos: dict[str, Any]
 ) -> None:
-    from audit.verify import Verdict
+    from genguard.audit.verify import Verdict
 
     release(store, ours, photos["astronaut"], "gen-p", mark_id=0x61)
     other = release(store, ours, photos["coffee"], "gen-q", mark_id=0x62)
@@ -361,7 +361,7 @@ def crafted_manifest(org: Org, pixels: Any, monkeypatch: pytest.MonkeyPatch, **g
     """A manifest whose soft binding and governance fields are what an attacker writes."""
     import json
 
-    from guard.provenance import content_credentials
+    from genguard.guard.provenance import content_credentials
 
     original = content_credentials._manifest_definition
 
@@ -382,8 +382,8 @@ def crafted_manifest(org: Org, pixels: Any, monkeypatch: pytest.MonkeyPatch, **g
 def test_a_crafted_manifest_never_stops_the_others(
     postgres_url: str, ours: Org, photos: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from audit.store import AuditStore
-    from audit.verify import UnreadableImage, Verdict, VerificationReport, verify_images
+    from genguard.audit.store import AuditStore
+    from genguard.audit.verify import UnreadableImage, Verdict, VerificationReport, verify_images
 
     crafted = {
         "superscript.png": {"image_index": -1},

@@ -12,18 +12,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from audit.records import GenerationRecord, ImageRecord
-from audit.report_html import render_bias_html, render_safety_html
-from audit.reports import NO_OCCUPATION, bias_report, occupation_of, safety_report
-from audit.review import reject
-from audit.store import AuditStore
-from guard.bias import NOT_MEASURED, UNKNOWN, batch_bias
-from guard.errors import BadInputError
-from guard.output import decide_image
-from guard.policy import PolicyEngine, load_pack
-from guard.policy.schema import BiasSpec
-from guard.quarantine import QuarantineVault
-from guard.types import (
+from genguard.audit.records import GenerationRecord, ImageRecord
+from genguard.audit.report_html import render_bias_html, render_safety_html
+from genguard.audit.reports import NO_OCCUPATION, bias_report, occupation_of, safety_report
+from genguard.audit.review import reject
+from genguard.audit.store import AuditStore
+from genguard.guard.bias import NOT_MEASURED, UNKNOWN, batch_bias
+from genguard.guard.errors import BadInputError
+from genguard.guard.output import decide_image
+from genguard.guard.policy import PolicyEngine, load_pack
+from genguard.guard.policy.schema import BiasSpec
+from genguard.guard.quarantine import QuarantineVault
+from genguard.guard.types import (
     ClassifierScore,
     GenerationRequest,
     ImageAction,
@@ -31,7 +31,7 @@ from guard.types import (
     PromptAction,
     PromptStorage,
 )
-from pipeline.cli import cli
+from genguard.pipeline.cli import cli
 
 PACK = load_pack("default")
 ENGINE = PolicyEngine(PACK)

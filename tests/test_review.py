@@ -13,19 +13,19 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from audit.review import approve, reject, review_queue, show
-from audit.store import AuditStore
-from audit.verify import Verdict, verify_image
-from guard.errors import AuditUnavailableError, BadInputError, ImageInputError, NotFoundError
-from guard.imageio import load_image
-from guard.policy import load_pack
-from guard.policy.pack import PolicyPack
-from guard.provenance import ManifestState, read_manifest
-from guard.quarantine import QuarantineVault, quarantine_key, seal, unseal
-from guard.types import ClassifierScore, GenerationParams, GenerationRequest
-from guard.watermark import detect
-from pipeline.cli import cli
-from pipeline.governed import GenerationResult, GovernedPipeline, load_diffusers_pipeline
+from genguard.audit.review import approve, reject, review_queue, show
+from genguard.audit.store import AuditStore
+from genguard.audit.verify import Verdict, verify_image
+from genguard.guard.errors import AuditUnavailableError, BadInputError, ImageInputError, NotFoundError
+from genguard.guard.imageio import load_image
+from genguard.guard.policy import load_pack
+from genguard.guard.policy.pack import PolicyPack
+from genguard.guard.provenance import ManifestState, read_manifest
+from genguard.guard.quarantine import QuarantineVault, quarantine_key, seal, unseal
+from genguard.guard.types import ClassifierScore, GenerationParams, GenerationRequest
+from genguard.guard.watermark import detect
+from genguard.pipeline.cli import cli
+from genguard.pipeline.governed import GenerationResult, GovernedPipeline, load_diffusers_pipeline
 
 torch.set_num_threads(1)
 

@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from guard.errors import BadInputError, InfrastructureError
-from guard.imageio import encode_image
-from guard.provenance import ContentCredentials, LocalKeySigner, ManifestState, read_manifest
-from guard.provenance.keys import DevelopmentChain, create_development_chain
-from guard.provenance.tsa import TimestampState, TsaConfig, redact_url
+from genguard.guard.errors import BadInputError, InfrastructureError
+from genguard.guard.imageio import encode_image
+from genguard.guard.provenance import ContentCredentials, LocalKeySigner, ManifestState, read_manifest
+from genguard.guard.provenance.keys import DevelopmentChain, create_development_chain
+from genguard.guard.provenance.tsa import TimestampState, TsaConfig, redact_url
 from tests._photos import photographs
 from tests._tsa import LocalTsa, local_tsa
 from tests.test_content_credentials import FACTS
@@ -105,10 +105,10 @@ def test_release_records_its_timestamp_and_fails_closed_without_the_tsa(
 ) -> None:
     from pathlib import Path
 
-    from audit.store import AuditStore
-    from guard.policy import load_pack
-    from guard.types import GenerationParams, GenerationRequest
-    from pipeline.governed import GovernedPipeline, load_diffusers_pipeline
+    from genguard.audit.store import AuditStore
+    from genguard.guard.policy import load_pack
+    from genguard.guard.types import GenerationParams, GenerationRequest
+    from genguard.pipeline.governed import GovernedPipeline, load_diffusers_pipeline
 
     out = Path(str(tmp_path))
     tiny = load_diffusers_pipeline("embedded:tiny-sd")

@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 import yaml
 
-from guard.errors import PolicyError
-from guard.policy import PolicyEngine, PolicyPack, load_pack, normalize
-from guard.policy.engine import TOKEN_SOUP_LAYER
-from guard.policy.pack import canonical_json
-from guard.policy.scanners import default_scanners
-from guard.policy.schema import PackSpec
-from guard.policy.semantic import SemanticScanner, semantic_scanners, whole_words
-from guard.policy.token_soup import MIN_WORDS, is_word, nonword_share
-from guard.types import PromptAction
+from genguard.guard.errors import PolicyError
+from genguard.guard.policy import PolicyEngine, PolicyPack, load_pack, normalize
+from genguard.guard.policy.engine import TOKEN_SOUP_LAYER
+from genguard.guard.policy.pack import canonical_json
+from genguard.guard.policy.scanners import default_scanners
+from genguard.guard.policy.schema import PackSpec
+from genguard.guard.policy.semantic import SemanticScanner, semantic_scanners, whole_words
+from genguard.guard.policy.token_soup import MIN_WORDS, is_word, nonword_share
+from genguard.guard.types import PromptAction
 
 VOCABULARY = frozenset({"a", "dark", "warehouse", "old", "photo", "of", "sci", "fi", "city", "at", "night"})
 # Shaped like the obfuscated adversarial sets: glued pieces, emoji, punctuation runs, a few words.

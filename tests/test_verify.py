@@ -26,9 +26,9 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from audit.records import GenerationRecord, ImageRecord
-from audit.store import AuditStore
-from audit.verify import (
+from genguard.audit.records import GenerationRecord, ImageRecord
+from genguard.audit.store import AuditStore
+from genguard.audit.verify import (
     Layer,
     UnreadableImage,
     Verdict,
@@ -38,13 +38,13 @@ from audit.verify import (
     verify_image,
     verify_images,
 )
-from guard.errors import ImageInputError
-from guard.imageio import encode_image
-from guard.phash import perceptual_hash
-from guard.provenance import ContentCredentials, LocalKeySigner, ManifestFacts, ManifestState
-from guard.provenance.content_credentials import MIME_TYPES
-from guard.provenance.keys import create_development_chain
-from guard.types import (
+from genguard.guard.errors import ImageInputError
+from genguard.guard.imageio import encode_image
+from genguard.guard.phash import perceptual_hash
+from genguard.guard.provenance import ContentCredentials, LocalKeySigner, ManifestFacts, ManifestState
+from genguard.guard.provenance.content_credentials import MIME_TYPES
+from genguard.guard.provenance.keys import create_development_chain
+from genguard.guard.types import (
     GenerationRequest,
     ImageAction,
     ImageVerdict,
@@ -53,7 +53,7 @@ from guard.types import (
     PromptDecision,
     PromptStorage,
 )
-from guard.watermark.pixel import ALGORITHM, embed
+from genguard.guard.watermark.pixel import ALGORITHM, embed
 from tests._photos import photographs
 
 KEY = bytes(range(32))
@@ -417,7 +417,7 @@ def test_unreadable_inputs_are_named_and_the_others_verified(
 
 def genguard(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", "from pipeline.cli import main; main()", *args],
+        [sys.executable, "-c", "from genguard.pipeline.cli import main; main()", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -474,7 +474,7 @@ def test_cli_walks_folders_reports_json_and_exits_by_verdict(
 
 def test_verify_does_not_import_torch() -> None:
     code = (
-        "import sys, audit.verify, pipeline.cli_verify; "
+        "import sys, genguard.audit.verify, genguard.pipeline.cli_verify; "
         "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; assert not bad, bad"
     )
     proc = subprocess.run(
@@ -484,8 +484,8 @@ def test_verify_does_not_import_torch() -> None:
 
 
 def test_a_generated_image_verifies_end_to_end(sqlite_url: str, embedded_cache: Path, tmp_path: Path) -> None:
-    from guard.types import GenerationParams
-    from pipeline.governed import GovernedPipeline
+    from genguard.guard.types import GenerationParams
+    from genguard.pipeline.governed import GovernedPipeline
 
     pipe = GovernedPipeline.from_pretrained("embedded:tiny-sd", policy="default", audit=sqlite_url)
     params = GenerationParams(width=512, height=512, steps=2, num_images=1, seed=3)

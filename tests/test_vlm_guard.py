@@ -15,13 +15,13 @@ import pytest
 import torch
 import yaml
 
-from guard.classifiers.registry import build_from_spec, build_pack_checks
-from guard.classifiers.vlm_guard import DEFAULT_POLICIES, VLMGuardClassifier
-from guard.errors import ImageInputError, ModelLoadError, PolicyError
-from guard.output import decide_image
-from guard.policy import load_pack
-from guard.policy.schema import ClassifierSpec
-from guard.types import ImageAction
+from genguard.guard.classifiers.registry import build_from_spec, build_pack_checks
+from genguard.guard.classifiers.vlm_guard import DEFAULT_POLICIES, VLMGuardClassifier
+from genguard.guard.errors import ImageInputError, ModelLoadError, PolicyError
+from genguard.guard.output import decide_image
+from genguard.guard.policy import load_pack
+from genguard.guard.policy.schema import ClassifierSpec
+from genguard.guard.types import ImageAction
 from tests._photos import photographs
 from tests.tiny_models import (
     VLM_MARKER,

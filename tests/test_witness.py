@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from audit import AuditStore
-from audit.checkpoint import create_checkpoint, log_origin, parse_checkpoint
-from audit.witness import (
+from genguard.audit import AuditStore
+from genguard.audit.checkpoint import create_checkpoint, log_origin, parse_checkpoint
+from genguard.audit.witness import (
     WITNESSED_EVENT,
     Witness,
     WitnessPolicy,
     request_cosignatures,
     verify_cosignatures,
 )
-from guard.errors import BadInputError
+from genguard.guard.errors import BadInputError
 from tests._witness import TestWitness, running
 from tests.test_audit_store import make_record
 from tests.test_checkpoint import genguard
@@ -38,7 +38,7 @@ def store(sqlite_url: str) -> Iterator[AuditStore]:
 
 @pytest.fixture()
 def witnesses(store: AuditStore) -> Iterator[tuple[TestWitness, TestWitness]]:
-    from audit.checkpoint import checkpoint_key
+    from genguard.audit.checkpoint import checkpoint_key
 
     log_key = checkpoint_key().public_key().public_bytes_raw()
     origin = log_origin(store)

@@ -65,7 +65,7 @@ def build_tiny_clip(path: Path, *, seed: int = 0) -> Path:
     import torch
     from transformers import CLIPModel
 
-    from pipeline.embedded import _clip_tokenizer
+    from genguard.pipeline.embedded import _clip_tokenizer
 
     try:
         from transformers import CLIPImageProcessorPil as CLIPImageProcessor
@@ -157,7 +157,7 @@ def _word_tokenizer(texts: list[str], special: list[str], named: dict[str, str])
 
 
 def _vlm_words() -> list[str]:
-    from guard.classifiers.vlm_guard import (
+    from genguard.guard.classifiers.vlm_guard import (
         DEFAULT_POLICIES,
         LLAVAGUARD_ANSWER_PREFIX,
         LLAVAGUARD_ANSWERS,
@@ -295,7 +295,7 @@ def build_tiny_llavaguard(path: Path, *, seed: int = 0) -> Path:
     import torch
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
-    from guard.classifiers.vlm_guard import image_only_onevision_processor
+    from genguard.guard.classifiers.vlm_guard import image_only_onevision_processor
 
     try:
         from transformers import LlavaOnevisionImageProcessorPil as ImageProcessor

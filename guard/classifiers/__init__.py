@@ -1,5 +1,5 @@
 """Image classifiers behind one Protocol (`ImageClassifier`)."""
 
-from guard.classifiers.base import ImageClassifier
+from genguard.guard.classifiers.base import ImageClassifier
 
 __all__ = ["ImageClassifier"]

@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from guard.types import ClassifierScore
+from genguard.guard.types import ClassifierScore
 
 
 @runtime_checkable

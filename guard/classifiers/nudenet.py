@@ -16,9 +16,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from guard.classifiers import _models
-from guard.errors import ModelLoadError, PolicyError
-from guard.types import ClassifierScore
+from genguard.guard import models as _models
+from genguard.guard.errors import ModelLoadError, PolicyError
+from genguard.guard.types import ClassifierScore
 
 KIND = "nudenet"
 VERSION = "3.4.2"

@@ -20,14 +20,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from guard.classifiers.base import ImageClassifier
-from guard.errors import ModelLoadError, PolicyError
-from guard.types import CheckStatus
+from genguard.guard.classifiers.base import ImageClassifier
+from genguard.guard.errors import ModelLoadError, PolicyError
+from genguard.guard.types import CheckStatus
 
 if TYPE_CHECKING:
-    from guard.classifiers.clip_zero_shot import ClipAttributeReader
-    from guard.policy import PolicyPack
-    from guard.policy.schema import ClassifierSpec
+    from genguard.guard.classifiers.clip_zero_shot import ClipAttributeReader
+    from genguard.guard.policy import PolicyPack
+    from genguard.guard.policy.schema import ClassifierSpec
 
 # Registry-level option of sd-safety-checker entries: use the safety checker weights the diffusion
 # pipeline ships (SD 1.x/2.x repositories carry a `safety_checker` folder) instead of `model`.
@@ -46,20 +46,20 @@ def _require_model(kind: str, model: str | None) -> str:
 
 
 def _sd_safety_checker(model: str | None, options: dict[str, Any]) -> ImageClassifier:
-    from guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
+    from genguard.guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
 
     return StableDiffusionSafetyClassifier(_require_model("sd-safety-checker", model), **options)
 
 
 def _nudenet(model: str | None, options: dict[str, Any]) -> ImageClassifier:
-    from guard.classifiers.nudenet import NudeNetClassifier
+    from genguard.guard.classifiers.nudenet import NudeNetClassifier
 
     options.pop("prompts", None)
     return NudeNetClassifier(model, labels=options.pop("labels", None) or None, **options)
 
 
 def _hf_image(model: str | None, options: dict[str, Any]) -> ImageClassifier:
-    from guard.classifiers.hf_image import HFImageClassifier
+    from genguard.guard.classifiers.hf_image import HFImageClassifier
 
     options.pop("prompts", None)
     return HFImageClassifier(
@@ -68,7 +68,7 @@ def _hf_image(model: str | None, options: dict[str, Any]) -> ImageClassifier:
 
 
 def _clip_zero_shot(model: str | None, options: dict[str, Any]) -> ImageClassifier:
-    from guard.classifiers.clip_zero_shot import ClipZeroShotClassifier
+    from genguard.guard.classifiers.clip_zero_shot import ClipZeroShotClassifier
 
     options.pop("labels", None)
     return ClipZeroShotClassifier(
@@ -77,7 +77,7 @@ def _clip_zero_shot(model: str | None, options: dict[str, Any]) -> ImageClassifi
 
 
 def _vlm_guard(model: str | None, options: dict[str, Any]) -> ImageClassifier:
-    from guard.classifiers.vlm_guard import VLMGuardClassifier
+    from genguard.guard.classifiers.vlm_guard import VLMGuardClassifier
 
     options.pop("labels", None)
     return VLMGuardClassifier(
@@ -144,7 +144,7 @@ def _pipeline_safety_checker(spec: ClassifierSpec, model: str, pipe: Any) -> Ima
     """The pipeline's own safety checker as genguard's classifier, when the pipeline ships one."""
     if spec.kind != "sd-safety-checker" or spec.options.get(FROM_PIPELINE) is not True:
         return None
-    from guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
+    from genguard.guard.classifiers.sd_safety import StableDiffusionSafetyClassifier
 
     options: dict[str, Any] = {k: v for k, v in spec.options.items() if k != FROM_PIPELINE}
     checker = getattr(pipe, "safety_checker", None) if pipe is not None else None
@@ -208,7 +208,7 @@ def build_gender_reader(
     """The perceived gender presentation reader (kind clip-gender), or None: "not measured"."""
     if model is None:
         return None
-    from guard.classifiers.clip_zero_shot import ClipAttributeReader
+    from genguard.guard.classifiers.clip_zero_shot import ClipAttributeReader
 
     try:
         return ClipAttributeReader(model, labels=labels or None, **options)

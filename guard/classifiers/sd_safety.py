@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from guard.classifiers import _models
-from guard.errors import ModelLoadError
-from guard.types import ClassifierScore
+from genguard.guard import models as _models
+from genguard.guard.errors import ModelLoadError
+from genguard.guard.types import ClassifierScore
 
 # The checker is trained on sexual content; that is the category its flag stands for.
 SAFETY_CHECKER_CATEGORY = "sexual"

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from guard.classifiers import _models
-from guard.errors import ModelLoadError, PolicyError
-from guard.types import ClassifierScore
+from genguard.guard import models as _models
+from genguard.guard.errors import ModelLoadError, PolicyError
+from genguard.guard.types import ClassifierScore
 
 KIND = "vlm-guard"
 SHIELDGEMMA2 = "shieldgemma2"

@@ -4,13 +4,13 @@ Public surface: `load_pack`, `list_shipped_packs`, `PolicyPack`, `PolicyEngine`,
 `TextClassifierScanner` (the model layer), `SemanticScanner` (the semantic layer), `normalize` / `NormalizedPrompt`. Everything else is internal.
 """
 
-from guard.policy.engine import PolicyEngine
-from guard.policy.loader import list_shipped_packs, load_pack
-from guard.policy.model_layer import TextClassifierScanner
-from guard.policy.normalize import NormalizedPrompt, PromptView, normalize
-from guard.policy.pack import PolicyPack
-from guard.policy.scanners import CooccurrenceScanner, LexicalScanner, PromptScanner
-from guard.policy.semantic import SemanticScanner
+from genguard.guard.policy.engine import PolicyEngine
+from genguard.guard.policy.loader import list_shipped_packs, load_pack
+from genguard.guard.policy.model_layer import TextClassifierScanner
+from genguard.guard.policy.normalize import NormalizedPrompt, PromptView, normalize
+from genguard.guard.policy.pack import PolicyPack
+from genguard.guard.policy.scanners import CooccurrenceScanner, LexicalScanner, PromptScanner
+from genguard.guard.policy.semantic import SemanticScanner
 
 __all__ = [
     "CooccurrenceScanner",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from guard.errors import ModelLoadError
+from genguard.guard.errors import ModelLoadError
 
 FORMAT = "genguard-lora-1"
 CONFIG_FILE = "config.json"

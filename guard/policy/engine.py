@@ -7,16 +7,16 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import cache, partial
 from typing import Protocol, runtime_checkable
 
-from guard.errors import BadInputError, PolicyError
-from guard.policy.language import Language, check_available, foreign_language
-from guard.policy.model_layer import model_scanners
-from guard.policy.normalize import NormalizedPrompt, normalize
-from guard.policy.pack import PolicyPack
-from guard.policy.scanners import LexicalScanner, PromptScanner, default_scanners
-from guard.policy.semantic import LAYER as SEMANTIC_LAYER
-from guard.policy.semantic import semantic_scanners
-from guard.policy.token_soup import nonword_share
-from guard.types import CategoryScore, PromptAction, PromptDecision, RuleHit
+from genguard.guard.errors import BadInputError, PolicyError
+from genguard.guard.policy.language import Language, check_available, foreign_language
+from genguard.guard.policy.model_layer import model_scanners
+from genguard.guard.policy.normalize import NormalizedPrompt, normalize
+from genguard.guard.policy.pack import PolicyPack
+from genguard.guard.policy.scanners import LexicalScanner, PromptScanner, default_scanners
+from genguard.guard.policy.semantic import LAYER as SEMANTIC_LAYER
+from genguard.guard.policy.semantic import semantic_scanners
+from genguard.guard.policy.token_soup import nonword_share
+from genguard.guard.types import CategoryScore, PromptAction, PromptDecision, RuleHit
 
 MAX_PROMPT_CHARS = 20_000
 

@@ -15,10 +15,10 @@ uncertain band only lowers thresholds, rewrites apply to categories whose action
 
 from __future__ import annotations
 
-from guard.errors import PolicyError
-from guard.policy.normalize import term_key
-from guard.policy.schema import PackSpec
-from guard.types import ImageAction, PromptAction
+from genguard.guard.errors import PolicyError
+from genguard.guard.policy.normalize import term_key
+from genguard.guard.policy.schema import PackSpec
+from genguard.guard.types import ImageAction, PromptAction
 
 CATEGORY = "sexual_minors"
 THRESHOLD_CEILING = 0.5

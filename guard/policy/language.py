@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from guard.errors import PolicyError
+from genguard.guard.errors import PolicyError
 
 MIN_LETTERS = 10  # fewer letters than this is too little text to tell a language by
 MIN_WORDS = 3

@@ -26,11 +26,17 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-import policies
-from guard.errors import PolicyError
-from guard.policy.normalize import term_key
-from guard.policy.pack import PolicyPack
-from guard.policy.schema import REQUIRED_CATEGORIES, CooccurrenceRule, PackSpec, RuleFileSpec, TermRule
+from genguard import policies
+from genguard.guard.errors import PolicyError
+from genguard.guard.policy.normalize import term_key
+from genguard.guard.policy.pack import PolicyPack
+from genguard.guard.policy.schema import (
+    REQUIRED_CATEGORIES,
+    CooccurrenceRule,
+    PackSpec,
+    RuleFileSpec,
+    TermRule,
+)
 
 _PACK_SUFFIXES = (".yaml", ".yml")
 MAX_BYTES = 1024 * 1024  # a shipped pack is ~8 KB, its largest term file ~4 KB

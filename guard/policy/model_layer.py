@@ -15,12 +15,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from guard.classifiers import _models
-from guard.errors import ModelLoadError, PolicyError
-from guard.policy.normalize import NormalizedPrompt
-from guard.policy.pack import PolicyPack
-from guard.policy.schema import PromptModelSpec
-from guard.types import RuleHit
+from genguard.guard import models as _models
+from genguard.guard.errors import ModelLoadError, PolicyError
+from genguard.guard.policy.normalize import NormalizedPrompt
+from genguard.guard.policy.pack import PolicyPack
+from genguard.guard.policy.schema import PromptModelSpec
+from genguard.guard.types import RuleHit
 
 KIND = "text-classification"
 LAYER = "model"

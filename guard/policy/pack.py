@@ -10,10 +10,10 @@ from typing import Any
 
 import yaml
 
-from guard.errors import PolicyError
-from guard.policy.floor import check_floor
-from guard.policy.schema import CategorySpec, ClassifierSpec, PackSpec
-from guard.types import ImageAction, PolicyRef, PromptStorage
+from genguard.guard.errors import PolicyError
+from genguard.guard.policy.floor import check_floor
+from genguard.guard.policy.schema import CategorySpec, ClassifierSpec, PackSpec
+from genguard.guard.types import ImageAction, PolicyRef, PromptStorage
 
 # Optional settings added after packs were first digested (paths into the canonical data): left out
 # when None, so that every pack written before them keeps its digest.

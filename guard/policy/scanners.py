@@ -14,9 +14,9 @@ from typing import Generic, Protocol, TypeVar
 
 import ahocorasick
 
-from guard.policy.normalize import NormalizedPrompt, squeeze, term_key
-from guard.policy.pack import PolicyPack
-from guard.types import RuleHit
+from genguard.guard.policy.normalize import NormalizedPrompt, squeeze, term_key
+from genguard.guard.policy.pack import PolicyPack
+from genguard.guard.types import RuleHit
 
 Payload = TypeVar("Payload")
 _VOWELS = frozenset("aeiou")

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from guard.types import PromptAction, PromptStorage
+from genguard.guard.types import PromptAction, PromptStorage
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)]
 RuleId = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.\-]*$", max_length=128)]
@@ -93,7 +93,7 @@ ImageActionName = Literal["release", "quarantine", "block"]
 
 
 class ClassifierSpec(_Spec):
-    """An image classifier the pipeline runs on every image (guard.classifiers.registry says how).
+    """An image classifier the pipeline runs on every image (genguard.guard.classifiers.registry says how).
 
     `thresholds` and `action` override, for this classifier's scores only, the category's
     `thresholds.image` and `output_action`. `labels` maps a transformers model's labels to categories

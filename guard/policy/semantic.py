@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from guard.classifiers import _models
-from guard.errors import ModelLoadError, PolicyError
-from guard.policy._adapter import CONFIG_FILE, WEIGHTS_FILE, AdapterConfig, merge, read_config
-from guard.policy.normalize import NormalizedPrompt, normalize
-from guard.policy.pack import PolicyPack
-from guard.policy.schema import SemanticSpec
-from guard.types import RuleHit
+from genguard.guard import models as _models
+from genguard.guard.errors import ModelLoadError, PolicyError
+from genguard.guard.policy._adapter import CONFIG_FILE, WEIGHTS_FILE, AdapterConfig, merge, read_config
+from genguard.guard.policy.normalize import NormalizedPrompt, normalize
+from genguard.guard.policy.pack import PolicyPack
+from genguard.guard.policy.schema import SemanticSpec
+from genguard.guard.types import RuleHit
 
 LAYER = "semantic"
 PACKAGE_PREFIX = "package:"
@@ -117,8 +117,7 @@ def mean_pool(hidden: Any, mask: Any) -> Any:
 
 def resolve_adapter(adapter: str) -> Path:
     """An adapter folder: absolute, or relative to the folder of the shipped packs."""
-    import policies
-
+    from genguard import policies
     path = Path(adapter).expanduser()
     folder = path if path.is_absolute() else policies.PACK_DIR / path
     if not folder.is_dir():

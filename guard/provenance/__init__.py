@@ -4,7 +4,7 @@ The pixel watermark lives in guard.watermark; this package names its algorithm a
 manifest's soft-binding assertion.
 """
 
-from guard.provenance.content_credentials import (
+from genguard.guard.provenance.content_credentials import (
     ContentCredentials,
     ManifestFacts,
     ManifestReading,
@@ -12,15 +12,15 @@ from guard.provenance.content_credentials import (
     SignedImage,
     read_manifest,
 )
-from guard.provenance.identity import IdentityConfig
-from guard.provenance.keys import (
+from genguard.guard.provenance.identity import IdentityConfig
+from genguard.guard.provenance.keys import (
     CallbackSigner,
     LocalKeySigner,
     Signer,
     init_keys,
     trust_anchors_from_config,
 )
-from guard.provenance.tsa import TsaConfig
+from genguard.guard.provenance.tsa import TsaConfig
 
 __all__ = [
     "CallbackSigner",

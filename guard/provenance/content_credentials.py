@@ -12,10 +12,10 @@ genguard's is registered it writes an entity-specific name in reverse-domain for
 (`org.genguard.watermark.pixel.v3`, see docs/provenance.md for the registry entry). Readers accept
 that name and the older internal one (`genguard.pixel.v3`), and report the internal one.
 
-With a time-stamp authority configured (guard.provenance.tsa), the signature carries an RFC 3161
+With a time-stamp authority configured (genguard.guard.provenance.tsa), the signature carries an RFC 3161
 timestamp; a TSA that cannot be reached refuses the release unless the TSA is configured optional.
 
-With an identity configured (guard.provenance.identity), the manifest also carries a CAWG identity
+With an identity configured (genguard.guard.provenance.identity), the manifest also carries a CAWG identity
 assertion naming the organisation, signed with its X.509 identity key. c2pa-python exposes that only
 through settings-based signing (`signer.local` and `cawg_x509_signer.local` in a Context's settings),
 so the signing key must then be a local PEM key, and the Context is handed to the Builder through
@@ -41,12 +41,17 @@ from typing import Any
 
 import c2pa
 
-from guard.errors import BadInputError, InfrastructureError
-from guard.markid import format_mark_id, read_mark_id
-from guard.provenance.identity import IdentityConfig
-from guard.provenance.keys import LocalKeySigner, Signer, configured_signer, trust_anchors_from_config
-from guard.provenance.tsa import TimestampState, TsaConfig
-from guard.types import ImageVerdict, PolicyRef
+from genguard.guard.errors import BadInputError, InfrastructureError
+from genguard.guard.markid import format_mark_id, read_mark_id
+from genguard.guard.provenance.identity import IdentityConfig
+from genguard.guard.provenance.keys import (
+    LocalKeySigner,
+    Signer,
+    configured_signer,
+    trust_anchors_from_config,
+)
+from genguard.guard.provenance.tsa import TimestampState, TsaConfig
+from genguard.guard.types import ImageVerdict, PolicyRef
 
 GOVERNANCE_LABEL = "org.genguard.governance"
 SOFT_BINDING_LABEL = "c2pa.soft-binding"

@@ -13,8 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from guard.errors import BadInputError
-from guard.provenance.keys import LocalKeySigner
+from genguard.guard.errors import BadInputError
+from genguard.guard.provenance.keys import LocalKeySigner
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from guard import config
-from guard.errors import BadInputError
+from genguard.guard import config
+from genguard.guard.errors import BadInputError
 
 KEY_DIR_NAME = "c2pa"
 ROOT_KEY, ROOT_CERT, SIGNER_KEY, SIGNER_CHAIN = "root-ca.key", "root-ca.pem", "signer.key", "signer-chain.pem"

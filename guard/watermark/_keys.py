@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from guard.errors import BadInputError
+from genguard.guard.errors import BadInputError
 
 _SALT = b"genguard.watermark.v1"
 
@@ -26,7 +26,7 @@ def hkdf_sha256(key: bytes, info: bytes, length: int, salt: bytes = _SALT) -> by
 
 
 def check_key(key: bytes) -> bytes:
-    """A watermark key must be bytes of at least 16 (guard.config gives 32)."""
+    """A watermark key must be bytes of at least 16 (genguard.guard.config gives 32)."""
     if not isinstance(key, bytes | bytearray):
         raise BadInputError(f"key: expected bytes, found {type(key).__name__}")
     if len(key) < 16:

@@ -27,8 +27,8 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from guard.errors import BadInputError
-from guard.watermark._keys import check_key, hkdf_sha256
+from genguard.guard.errors import BadInputError
+from genguard.guard.watermark._keys import check_key, hkdf_sha256
 
 MESSAGE_BITS = 64
 NONCE_BYTES = 16

@@ -76,9 +76,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from guard.errors import ImageInputError
-from guard.watermark import _ecc
-from guard.watermark._keys import check_key, hkdf_sha256
+from genguard.guard.errors import ImageInputError
+from genguard.guard.watermark import _ecc
+from genguard.guard.watermark._keys import check_key, hkdf_sha256
 
 ALGORITHM = "genguard.pixel.v3"
 TILE = 128
@@ -279,7 +279,7 @@ def _as_rgb_array(image: npt.NDArray[np.uint8] | Image.Image, name: str = "image
         raise ImageInputError(f"{name}: expected a numpy array or PIL image, found {type(image).__name__}")
     if array.dtype != np.uint8:
         raise ImageInputError(
-            f"{name}: expected dtype uint8, found {array.dtype} (convert with guard.imageio.load_image)"
+            f"{name}: expected dtype uint8, found {array.dtype} (convert with genguard.guard.imageio.load_image)"
         )
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise ImageInputError(f"{name}: expected shape (H, W), (H, W, 3) or (H, W, 4), found {array.shape}")
@@ -478,7 +478,7 @@ def embed(
 
 def _resolve_key(key: bytes | None) -> bytes:
     if key is None:
-        from guard.config import watermark_key
+        from genguard.guard.config import watermark_key
 
         key = watermark_key()
     return check_key(key)

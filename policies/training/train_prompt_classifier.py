@@ -43,11 +43,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import prompt_check as sets
-from guard.policy import PolicyEngine, load_pack, normalize
-from guard.policy._adapter import CONFIG_FILE, FORMAT, HEAD, WEIGHTS_FILE
-from guard.policy.scanners import default_scanners
-from guard.policy.schema import REQUIRED_CATEGORIES
-from guard.policy.semantic import PACKAGE_SHA256, file_sha256, mean_pool, resolve_encoder_source
+from genguard.guard.policy import PolicyEngine, load_pack, normalize
+from genguard.guard.policy._adapter import CONFIG_FILE, FORMAT, HEAD, WEIGHTS_FILE
+from genguard.guard.policy.scanners import default_scanners
+from genguard.guard.policy.schema import REQUIRED_CATEGORIES
+from genguard.guard.policy.semantic import PACKAGE_SHA256, file_sha256, mean_pool, resolve_encoder_source
 
 # Every pack category but the two that stay rules: sexual_minors (a floor no score may loosen) and
 # artist_style (names, matched exactly).
@@ -643,7 +643,7 @@ def save_adapter(model: tuple[Any, Any, Any], hyper: Hyper, out: Path, training:
 
 def check_runtime_matches(out: Path, examples: Sequence[Example], expected: np.ndarray) -> None:
     """The saved adapter, loaded as the engine loads it (LoRA merged), scores as the trained model."""
-    from guard.policy.semantic import SemanticScanner
+    from genguard.guard.policy.semantic import SemanticScanner
 
     scanner = SemanticScanner(load_pack("default"), BASE_MODEL, adapter=str(out.resolve()), device="cpu")
     hits = scanner.scan_many([normalize(e.text) for e in examples])
@@ -865,7 +865,7 @@ def shipped_scores(
     out: Path, rows: Sequence[Mapping[str, str]], texts_by_key: Mapping[str, str]
 ) -> dict[str, list[float]]:
     """The saved adapter's scores (loaded as the engine loads it) of the benign prompts it trained on."""
-    from guard.policy.semantic import SemanticScanner
+    from genguard.guard.policy.semantic import SemanticScanner
 
     scanner = SemanticScanner(load_pack("default"), BASE_MODEL, adapter=str(out.resolve()), device="cpu")
     keys = [

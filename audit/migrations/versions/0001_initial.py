@@ -104,7 +104,7 @@ def upgrade() -> None:
     )
     op.bulk_insert(head, [{"id": 1, "seq": 0, "entry_hash": "00" * 32}])
     # The key for hashed prompts: random per database, so that a hash cannot be looked up in a
-    # table precomputed for every genguard database (see audit.store, prompt storage).
+    # table precomputed for every genguard database (see genguard.audit.store, prompt storage).
     op.bulk_insert(meta, [{"key": "prompt_hmac_key", "value": os.urandom(32)}])
 
 

@@ -1,8 +1,8 @@
 """Near-duplicate lookup: index the perceptual hash as three segments (21, 21, 22 bits).
 
-Multi-index hashing over expression indexes (see audit.similar): each index holds a segment of
+Multi-index hashing over expression indexes (see genguard.audit.similar): each index holds a segment of
 `phash`, then `phash` itself (and, on PostgreSQL, `id`) so that candidates are read from the index
-alone. The expressions are written out here, frozen, and must stay what audit.similar.SEGMENT_SQL
+alone. The expressions are written out here, frozen, and must stay what genguard.audit.similar.SEGMENT_SQL
 queries. The four single-column indexes on the 16-bit chunks phash_c0..c3 are dropped: nothing
 reads them now, and each costs every write. The columns stay: the chained image payload covers them.
 

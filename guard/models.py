@@ -1,4 +1,5 @@
-"""What the model-backed classifiers share: input checks, device choice, batching and model versions.
+"""What the model-backed checks share (image classifiers and prompt models): input checks, device choice,
+batching and model versions.
 
 torch is imported inside the functions that need it, never at module load.
 """
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from guard.errors import ImageInputError, ModelLoadError, PolicyError
+from genguard.guard.errors import ImageInputError, ModelLoadError, PolicyError
 
 T = TypeVar("T")
 
