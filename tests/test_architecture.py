@@ -121,9 +121,9 @@ def private_uses(module: str, tree: ast.AST) -> list[tuple[int, str]]:
         if isinstance(node, ast.ImportFrom):
             for alias in node.names:
                 if alias.name.startswith("_") and not alias.name.startswith("__"):
-                    if node.level == 1 or (node.module or "") == package:
-                        if f"{package}.{alias.name}" in MODULES:
-                            continue
+                    same_package = node.level == 1 or (node.module or "") == package
+                    if same_package and f"{package}.{alias.name}" in MODULES:
+                        continue
                     uses.append((node.lineno, alias.name))
         elif isinstance(node, ast.Attribute):
             name = node.attr
