@@ -47,6 +47,15 @@ The perceptual hash does not see small local edits: "metadata stripped" means no
 are perceptually the same, not a proof that no pixel changed. Withheld (quarantined or blocked) records found
 by any layer are named in the notes: such an image should never have left.
 
+Bounded work: an accepted image (up to `guard.imageio.DEFAULT_MAX_PIXELS`, refused before decoding
+above) is read at a working resolution of at most `WORKING_PIXELS` (1024 x 1024): JPEG decoded at a
+reduced DCT scale, then reduced by area (`guard.imageio.load_image`). The watermark detector and the
+perceptual hash see that view; the sha256 is of the file's bytes; sizes compared with the record are the
+file's. Why 1024 x 1024: the detector's cost grows with the pixels it reads (its geometric search warps
+the whole image some 170 times), and it undoes scalings of 0.5 to 2, so a copy viewed at about 1024 px
+reads marks made at 512 to 2048 px (every family's size range), however far it was enlarged. Images up to
+that size (every image generated at up to 1024 x 1024) are read exactly as before.
+
 Recording: every verification appends one "verify.performed" event (sha256, phash, verdict, each layer's
 short result; never the image or its name) in its own transaction. Fail closed: if the event cannot be
 written, `VerificationNotRecorded` (an AuditUnavailableError, exit 4) is raised carrying the report, so a
@@ -73,7 +82,7 @@ from guard.markid import format_optional_mark_id
 from guard.phash import hamming, perceptual_hash
 from guard.provenance import ManifestReading, ManifestState, read_manifest, trust_anchors_from_config
 from guard.types import PolicyRef
-from guard.watermark.pixel import MIN_SIDE, PixelDetection, detect
+from guard.watermark.pixel import MIN_SIDE, PixelDetection, PixelWatermarker, Watermarker
 
 RADIUS = 8  # Hamming radius of the perceptual-hash lookup
 NEAR_IDENTICAL = 2  # phash distance of a plain re-encode (0 to 2 on the test photographs at JPEG 75..95)
@@ -84,6 +93,8 @@ SIDECAR_SUFFIX = ".c2pa"
 # What a generation id looks like (review ids use the same); a manifest's claim that does not is ignored
 _GENERATION_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _MAX_IMAGE_INDEX = 9999
+# The most pixels the watermark detector and the perceptual hash read of one image (module docstring)
+WORKING_PIXELS = 1024 * 1024
 
 _MIME_TYPES = {
     "PNG": "image/png",
@@ -280,8 +291,12 @@ def verify_image(
     trust_anchors_pem: bytes | None = None,
     key: bytes | None = None,
     record: bool = True,
+    watermarker: Watermarker | None = None,
 ) -> VerificationReport:
     """Verify one image file's bytes. `store` None: no audit layers (verdicts then cannot name a record).
+
+    `watermarker`: the pixel watermark's detector (None: `PixelWatermarker`); it is handed the image at
+    the working resolution, at most `WORKING_PIXELS` pixels.
 
     `trust_anchors_pem` None: the configured anchors; `key` None: the configured watermark key. `record`:
     append the "verify.performed" event (ignored without a store). Raises ImageInputError (naming `name`)
@@ -290,17 +305,24 @@ def verify_image(
     """
     label = name or "<bytes>"
     try:
-        loaded = load_image(data)
+        loaded = load_image(data, working_pixels=WORKING_PIXELS)
     except ImageInputError as exc:
         raise ImageInputError(f"{label}: {str(exc).removeprefix('<bytes>: ')}") from None
-    width, height = loaded.size
+    width, height = loaded.file_size
+    view_width, view_height = loaded.size
     mime_type = _MIME_TYPES.get(loaded.format or "", "application/octet-stream")
     manifest, claim_notes = _sane_claim(
         read_manifest(data, mime_type, trust_anchors_pem=trust_anchors_pem, sidecar=sidecar)
     )
-    watermark = detect(loaded.rgb, key) if min(width, height) >= MIN_SIDE else None
+    detector = watermarker if watermarker is not None else PixelWatermarker()
+    watermark = detector.detect(loaded.rgb, key) if min(view_width, view_height) >= MIN_SIDE else None
     sha256 = hashlib.sha256(data).hexdigest()
     phash = perceptual_hash(loaded.rgb)
+    if loaded.reduced:
+        claim_notes += (
+            f"read at a working resolution of {view_width}x{view_height} (watermark, perceptual hash); "
+            f"the file is {width}x{height}",
+        )
     found = _Lookup.run(store, manifest, watermark, sha256, phash)
     report = _decide(label, sha256, phash, (width, height), manifest, watermark, found, claim_notes)
     if store is None or not record:
