@@ -45,7 +45,9 @@ A Valid manifest from an unknown signer is never proof of origin, even when it c
 (its claim still counts as a pointer, so a forged claim that contradicts the pixels shows as a conflict).
 The perceptual hash does not see small local edits: "metadata stripped" means no manifest and pixels that
 are perceptually the same, not a proof that no pixel changed. Withheld (quarantined or blocked) records found
-by any layer are named in the notes: such an image should never have left.
+by any layer are named in the notes: such an image should never have left. So are released images whose
+file was never written (a `release.failed` event after the commit): the record's status reads
+"release-failed", and the summary says so whatever the verdict.
 
 Bounded work: an accepted image (up to `guard.imageio.DEFAULT_MAX_PIXELS`, refused before decoding
 above) is read at a working resolution of at most `WORKING_PIXELS` (1024 x 1024): JPEG decoded at a
@@ -65,6 +67,7 @@ caller can show what was found but can never mistake an unrecorded verification 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -73,7 +76,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from audit.review import ReviewDecision, decisions
+from sqlalchemy import select
+
+from audit.models import LogEntry
+from audit.records import RELEASE_FAILED_EVENT
+from audit.review import ReviewDecision, decisions, read_connection
 from audit.store import AuditStore, GenerationDetail, StoredImage
 from guard.config import watermark_key
 from guard.errors import AuditUnavailableError, GenguardError, ImageInputError
@@ -158,7 +165,9 @@ class AuditRecord:
 
     image: ImageRef
     generation_status: str
-    image_status: str  # released, quarantined, blocked; "approved": quarantined, then released by a review
+    # released, quarantined, blocked; "approved": quarantined, then released by a review; "release-failed":
+    # recorded as released, but its file was never written (a `release.failed` event withdrew it)
+    image_status: str
     created_at: datetime
     policy: PolicyRef
     model_id: str
@@ -429,6 +438,8 @@ class _Lookup:
     generations: dict[str, GenerationDetail] = field(default_factory=dict)
     # review decisions about the images found (an approval released a quarantined image)
     reviews: dict[ImageRef, ReviewDecision] = field(default_factory=dict)
+    # released images of those generations whose file was never written (release.failed events)
+    release_failed: frozenset[ImageRef] = frozenset()
 
     @classmethod
     def run(
@@ -478,7 +489,7 @@ class _Lookup:
             and decision.released_sha256 == sha256
             and image not in exact
         )
-        return cls(True, exact, similar, by_mark, generations, reviews)
+        return cls(True, exact, similar, by_mark, generations, reviews, _release_failures(store, generations))
 
     def approval(self, ref: ImageRef) -> ReviewDecision | None:
         decision = self.reviews.get(ref)
@@ -491,6 +502,19 @@ class _Lookup:
         for detail in self.generations.values():
             found.update((_ref(image), image) for image in detail.images)
         return found
+
+
+def _release_failures(store: AuditStore, generation_ids: Iterable[str]) -> frozenset[ImageRef]:
+    """The images of these generations that a `release.failed` event says were never written."""
+    wanted = sorted(generation_ids)
+    if not wanted:
+        return frozenset()
+    query = select(LogEntry.generation_id, LogEntry.payload_json).where(
+        LogEntry.event_type == RELEASE_FAILED_EVENT, LogEntry.generation_id.in_(wanted)
+    )
+    with read_connection(store) as conn:
+        rows = conn.execute(query).all()
+    return frozenset(ImageRef(str(gid), int(json.loads(payload)["image_index"])) for gid, payload in rows)
 
 
 def _sane_claim(manifest: ManifestReading) -> tuple[ManifestReading, tuple[str, ...]]:
@@ -654,6 +678,8 @@ def _decide(
                 phash=stored.phash if approval.released_phash is None else approval.released_phash,
                 path=approval.path,
             )
+        if stored.status == "released" and ref in found.release_failed:
+            stored = replace(stored, status="release-failed")
         distance = hamming(phash, stored.phash)
         agreeing = tuple(layer for layer, refs in pointers.items() if ref in refs)
         if distance <= RADIUS:
@@ -699,6 +725,11 @@ def _decide(
                     f"image {ref} was quarantined, then released by review: approved by "
                     f"{_printable(approval.reviewer, 64)} (event {approval.seq})"
                 )
+            elif stored.status == "release-failed":
+                notes.append(
+                    f"image {ref} was recorded as released but never written (release.failed): "
+                    "no copy of it should exist"
+                )
             elif not record.released:
                 notes.append(
                     f"the record says image {ref} was {stored.status}: it was withheld, it should not have left"
@@ -717,6 +748,8 @@ def _decide(
         verdict, summary, record, agreeing = Verdict.CONFLICT, disagreements[0], None, ()
     else:
         verdict, summary = _verdict(sha256, size, manifest, watermark, record)
+        if record is not None and record.image_status == "release-failed":
+            summary += "; but it was recorded as released and never written (release.failed)"
     return VerificationReport(
         name=name,
         sha256=sha256,
