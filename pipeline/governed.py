@@ -249,8 +249,10 @@ class GovernedPipeline:
         self.vault = quarantine_vault if quarantine_vault is not None else QuarantineVault()
         self.family = families.detect_family(pipe)
         families.disable_builtin_safety(pipe)
-        # Upper bounds on one request's work (sizes, steps, images), from the family.
-        self.bounds = families.bounds_for(self.family, embedded=is_embedded(model_id))
+        # Upper bounds on one request's work (sizes, steps, images), from the family and the pack's limits.
+        self.bounds = families.bounds_for(
+            self.family, embedded=is_embedded(model_id), limits=policy.spec.limits
+        )
         # What `from_pretrained` did for speed (precision, attention, compile); None for a pipeline
         # passed in as it is.
         self.acceleration: Acceleration | None = None
