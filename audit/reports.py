@@ -386,9 +386,17 @@ def safety_report(
                 not_written.add(key)
             else:
                 reviews.setdefault(key, event_type)
-        for gid, created_at, name, version, extra_json, index, status, verdict_json, decision_json in (
-            conn.execute(image_query)
-        ):
+        for (
+            gid,
+            created_at,
+            name,
+            version,
+            extra_json,
+            index,
+            status,
+            verdict_json,
+            decision_json,
+        ) in conn.execute(image_query):
             images += 1
             verdict = json.loads(verdict_json)
             outcome = _image_outcome(status, reviews.get((gid, index)), extra_json, index)

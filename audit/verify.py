@@ -328,10 +328,8 @@ def verify_image(
     sha256 = hashlib.sha256(data).hexdigest()
     phash = perceptual_hash(loaded.rgb)
     if loaded.reduced:
-        claim_notes += (
-            f"read at a working resolution of {view_width}x{view_height} (watermark, perceptual hash); "
-            f"the file is {width}x{height}",
-        )
+        working = f"read at a working resolution of {view_width}x{view_height} (watermark, perceptual hash)"
+        claim_notes += (f"{working}; the file is {width}x{height}",)
     found = _Lookup.run(store, manifest, watermark, sha256, phash)
     report = _decide(label, sha256, phash, (width, height), manifest, watermark, found, claim_notes)
     if store is None or not record:

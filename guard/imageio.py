@@ -134,9 +134,8 @@ def load_image(
         except (OSError, ValueError, SyntaxError, EOFError) as error:
             raise ImageInputError(f"{name}: truncated or corrupt image data ({error})") from None
     mode, file_format = image.mode, image.format
-    if target is not None:
-        image = _reduce(image, target, name)
-    rgb, alpha = _to_rgb8(image, name)
+    view: Image.Image = image if target is None else _reduce(image, target, name)
+    rgb, alpha = _to_rgb8(view, name)
     return LoadedImage(
         rgb=rgb,
         alpha=alpha,

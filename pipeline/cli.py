@@ -401,7 +401,9 @@ def _prompts_from(
             )
         total += size + line.endswith("\n")
         if total > bounds.file_bytes:
-            raise BadInputError(f"--file: expected at most {bounds.file_bytes} bytes, found more by line {number}")
+            raise BadInputError(
+                f"--file: expected at most {bounds.file_bytes} bytes, found more by line {number}"
+            )
         line = line.rstrip("\n")
         if line.strip():
             prompts += 1

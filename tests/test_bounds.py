@@ -56,12 +56,16 @@ def test_generate_over_the_pack_limit_is_refused_and_recorded_invalid(
     cli_env: dict[str, str],  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    pack = pack_with_limits(tmp_path, cli_env, "  max_images: 2\n  max_steps: 5\n  max_images_typo_free: null\n")
+    pack = pack_with_limits(
+        tmp_path, cli_env, "  max_images: 2\n  max_steps: 5\n  max_images_typo_free: null\n"
+    )
     proc = run(["policy", "show", str(pack)], cli_env)
     assert proc.returncode == 2 and "max_images_typo_free" in proc.stderr  # unknown keys are errors
     pack = pack_with_limits(tmp_path / "ok", cli_env, "  max_images: 2\n  max_steps: 500000\n")
     assert load_pack(str(pack)).canonical_dict()["limits"]["max_images"] == 2
-    proc = run(["generate", "a boat", "--policy", str(pack), "-n", "3", "--out", str(tmp_path / "o")], cli_env)
+    proc = run(
+        ["generate", "a boat", "--policy", str(pack), "-n", "3", "--out", str(tmp_path / "o")], cli_env
+    )
     assert proc.returncode == 2, proc.stderr
     assert "params.num_images: expected 1 to 2, found 3" in proc.stderr
     store = AuditStore.open(cli_env["GENGUARD_DB"], read_only=True)
@@ -78,7 +82,9 @@ def test_policy_check_file_is_bounded_and_names_the_line(
     proc = run(["policy", "check", "--file", str(prompts), "--json"], cli_env)
     assert proc.returncode == 2
     assert "line 3: expected at most 80000 bytes, found more" in proc.stderr
-    assert [json.loads(line)["action"] for line in proc.stdout.splitlines()] == ["allow"]  # before it: checked
+    assert [json.loads(line)["action"] for line in proc.stdout.splitlines()] == [
+        "allow"
+    ]  # before it: checked
 
     pack = pack_with_limits(tmp_path, cli_env, "  max_prompts_per_file: 2\n  max_line_bytes: 10\n")
     prompts.write_text("a boat\n\na cat\na dog\n", encoding="utf-8")

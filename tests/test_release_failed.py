@@ -11,7 +11,6 @@ from audit.records import RELEASE_FAILED_EVENT
 from audit.reports import safety_report
 from audit.verify import Verdict, verify_image
 from guard.types import GenerationRequest
-from pipeline.governed import RELEASE_FAILED_EVENT as PIPELINE_EVENT
 from pipeline.outcomes import ReleaseFailedError
 from tests.test_generate_promises import SMALL, FolderRemover, governed, tiny_sd  # noqa: F401 (fixture)
 
@@ -21,7 +20,7 @@ def test_an_image_never_written_is_shown_as_not_released(
     sqlite_url: str,
     tmp_path: Path,
 ) -> None:
-    assert PIPELINE_EVENT == RELEASE_FAILED_EVENT == "release.failed"
+    assert RELEASE_FAILED_EVENT == "release.failed"
     written = governed(tiny_sd, sqlite_url, tmp_path)(GenerationRequest("a lighthouse", params=SMALL))
     out = tmp_path / "out"
     gp = governed(tiny_sd, sqlite_url, tmp_path, classifiers=[FolderRemover(out)])
@@ -44,7 +43,9 @@ def test_an_image_never_written_is_shown_as_not_released(
     assert "release.failed" not in normal.summary + " ".join(normal.notes)
 
     safety = safety_report(gp.audit)
-    assert dict(dict(safety.by_policy)[f"{failed.decision.policy.name} {failed.decision.policy.version}"]) == {
+    assert dict(
+        dict(safety.by_policy)[f"{failed.decision.policy.name} {failed.decision.policy.version}"]
+    ) == {
         "released": 2,
         "not released (write failed)": 2,
     }

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -28,20 +27,16 @@ from tests.test_verify import KEY, Org, make_org, release
 Pixels = npt.NDArray[np.uint8]
 
 
-@dataclass
-class RecordingDetector:
+class RecordingDetector(PixelWatermarker):
     """The real detector, noting the size of every image it is handed."""
 
-    algorithm: str = PixelWatermarker.algorithm
-    shapes: list[tuple[int, ...]] = field(default_factory=list)
-
-    def embed(self, image: Pixels, mark_id: int, key: bytes | None = None) -> Pixels:
-        return PixelWatermarker().embed(image, mark_id, key)
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
 
     def detect(self, image: Pixels | Image.Image, key: bytes | None = None) -> PixelDetection:
         assert isinstance(image, np.ndarray)
         self.shapes.append(image.shape)
-        return PixelWatermarker().detect(image, key)
+        return super().detect(image, key)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +81,9 @@ def test_a_very_large_upload_hands_the_detector_a_bounded_view(
     store: AuditStore, ours: Org, fmt: str
 ) -> None:
     """A 1024 x 768 release enlarged to 12 MP (4000 x 3000): read at 1182 x 886, its mark still found."""
-    data = release(store, ours, np.ascontiguousarray(upscaled("coffee", 1024)[128:896]), "gen-up", mark_id=0x5EED)
+    data = release(
+        store, ours, np.ascontiguousarray(upscaled("coffee", 1024)[128:896]), "gen-up", mark_id=0x5EED
+    )
     pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     enlarged = np.asarray(cv2.resize(pixels, (4000, 3000), interpolation=cv2.INTER_CUBIC), dtype=np.uint8)
     upload = encode_image(enlarged, fmt, 90)  # type: ignore[arg-type]
@@ -120,7 +117,9 @@ def test_the_view_keeps_every_mode_and_its_values() -> None:
     buffer = io.BytesIO()
     Image.fromarray(wide).save(buffer, format="PNG")
     full = load_image(buffer.getvalue())
-    assert np.array_equal(full.rgb[..., 0], np.clip(np.round(wide * 255.0 / 65535.0), 0, 255).astype(np.uint8))
+    assert np.array_equal(
+        full.rgb[..., 0], np.clip(np.round(wide * 255.0 / 65535.0), 0, 255).astype(np.uint8)
+    )
     view = load_image(buffer.getvalue(), working_pixels=15_000)
     assert view.size == (100, 150) and view.file_size == (200, 300) and view.mode == "I;16"
     assert abs(float(view.rgb.mean()) - float(full.rgb.mean())) < 1.0
