@@ -7,6 +7,11 @@ from typing import Any
 
 from genguard.guard.types import GenerationRequest, ImageVerdict, PromptDecision, PromptStorage
 
+# Appended (chained) after a generation's commit for each released image whose file could not be
+# written; payload: image_index, path, error (the generation is the event's own). The image's record
+# keeps status "released"; this event withdraws it: verify and reports read it as not released.
+RELEASE_FAILED_EVENT = "release.failed"
+
 
 @dataclass(frozen=True)
 class ImageRecord:

@@ -22,7 +22,11 @@ from genguard.guard.bias import (
 _GREY = "#b0b0b0"
 _PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
 _OUTCOME_COLOURS = dict(
-    zip(OUTCOMES, ("#59a14f", "#8cd17d", "#edc948", "#e15759", "#f1ce63", "#b6392f", "#7a1f1a"), strict=True)
+    zip(
+        OUTCOMES,
+        ("#59a14f", "#bab0ac", "#8cd17d", "#edc948", "#e15759", "#f1ce63", "#b6392f", "#7a1f1a"),
+        strict=True,
+    )
 )
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;

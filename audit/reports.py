@@ -6,7 +6,8 @@ entropy, distance to a target distribution and the trend over time. It reads the
 the pipeline records in each generation's `extra["bias"]`.
 
 `safety_report`: images released, quarantined and blocked by category, by policy version and over
-time, with requests blocked at the prompt and the outcome of human review.
+time, with requests blocked at the prompt and the outcome of human review. A released image whose file
+was never written (a `release.failed` event after the commit) counts as "not released (write failed)".
 
 Both are read-only selects; `render_bias_html` / `render_safety_html` make a self-contained HTML
 file (inline SVG charts, no scripts, no network) that a compliance officer can read on its own.
@@ -26,6 +27,7 @@ from sqlalchemy import select
 
 from genguard.audit import chain
 from genguard.audit.models import Generation, Image, LogEntry
+from genguard.audit.records import RELEASE_FAILED_EVENT
 from genguard.audit.review import APPROVED, REJECTED, read_connection
 from genguard.audit.store import AuditStore
 from genguard.guard.bias import (
@@ -277,6 +279,7 @@ def _gender_possible(observed: Sequence[str]) -> tuple[str, ...]:
 
 OUTCOMES = (
     "released",
+    "not released (write failed)",
     "released after review",
     "quarantined (waiting)",
     "rejected in review",
@@ -372,18 +375,33 @@ def safety_report(
     with read_connection(store) as conn:
         requests = len(conn.execute(count_query).all())
         reviews: dict[tuple[str, int], str] = {}
+        not_written: set[tuple[str, int]] = set()
         for event_type, gid, payload in conn.execute(
             select(LogEntry.event_type, LogEntry.generation_id, LogEntry.payload_json)
-            .where(LogEntry.event_type.in_((APPROVED, REJECTED)))
+            .where(LogEntry.event_type.in_((APPROVED, REJECTED, RELEASE_FAILED_EVENT)))
             .order_by(LogEntry.seq)
         ):
-            reviews.setdefault((str(gid), int(json.loads(payload)["image_index"])), event_type)
-        for gid, created_at, name, version, extra_json, index, status, verdict_json, decision_json in (
-            conn.execute(image_query)
-        ):
+            key = (str(gid), int(json.loads(payload)["image_index"]))
+            if event_type == RELEASE_FAILED_EVENT:
+                not_written.add(key)
+            else:
+                reviews.setdefault(key, event_type)
+        for (
+            gid,
+            created_at,
+            name,
+            version,
+            extra_json,
+            index,
+            status,
+            verdict_json,
+            decision_json,
+        ) in conn.execute(image_query):
             images += 1
             verdict = json.loads(verdict_json)
             outcome = _image_outcome(status, reviews.get((gid, index)), extra_json, index)
+            if outcome == "released" and (gid, index) in not_written:
+                outcome = "not released (write failed)"
             # An image held because the prompt asked for review counts under the prompt's review categories.
             held_by = [
                 c["category"] for c in json.loads(decision_json)["categories"] if c["action"] == "review"

@@ -45,7 +45,18 @@ A Valid manifest from an unknown signer is never proof of origin, even when it c
 (its claim still counts as a pointer, so a forged claim that contradicts the pixels shows as a conflict).
 The perceptual hash does not see small local edits: "metadata stripped" means no manifest and pixels that
 are perceptually the same, not a proof that no pixel changed. Withheld (quarantined or blocked) records found
-by any layer are named in the notes: such an image should never have left.
+by any layer are named in the notes: such an image should never have left. So are released images whose
+file was never written (a `release.failed` event after the commit): the record's status reads
+"release-failed", and the summary says so whatever the verdict.
+
+Bounded work: an accepted image (up to `guard.imageio.DEFAULT_MAX_PIXELS`, refused before decoding
+above) is read at a working resolution of at most `WORKING_PIXELS` (1024 x 1024): JPEG decoded at a
+reduced DCT scale, then reduced by area (`guard.imageio.load_image`). The watermark detector and the
+perceptual hash see that view; the sha256 is of the file's bytes; sizes compared with the record are the
+file's. Why 1024 x 1024: the detector's cost grows with the pixels it reads (its geometric search warps
+the whole image some 170 times), and it undoes scalings of 0.5 to 2, so a copy viewed at about 1024 px
+reads marks made at 512 to 2048 px (every family's size range), however far it was enlarged. Images up to
+that size (every image generated at up to 1024 x 1024) are read exactly as before.
 
 Recording: every verification appends one "verify.performed" event (sha256, phash, verdict, each layer's
 short result; never the image or its name) in its own transaction. Fail closed: if the event cannot be
@@ -56,6 +67,7 @@ caller can show what was found but can never mistake an unrecorded verification 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -64,7 +76,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from genguard.audit.review import ReviewDecision, decisions
+from sqlalchemy import select
+
+from genguard.audit.models import LogEntry
+from genguard.audit.records import RELEASE_FAILED_EVENT
+from genguard.audit.review import ReviewDecision, decisions, read_connection
 from genguard.audit.store import AuditStore, GenerationDetail, StoredImage
 from genguard.guard.config import watermark_key
 from genguard.guard.errors import AuditUnavailableError, GenguardError, ImageInputError
@@ -73,7 +89,7 @@ from genguard.guard.markid import format_optional_mark_id
 from genguard.guard.phash import hamming, perceptual_hash
 from genguard.guard.provenance import ManifestReading, ManifestState, read_manifest, trust_anchors_from_config
 from genguard.guard.types import PolicyRef
-from genguard.guard.watermark.pixel import MIN_SIDE, PixelDetection, detect
+from genguard.guard.watermark.pixel import MIN_SIDE, PixelDetection, PixelWatermarker, Watermarker
 
 RADIUS = 8  # Hamming radius of the perceptual-hash lookup
 NEAR_IDENTICAL = 2  # phash distance of a plain re-encode (0 to 2 on the test photographs at JPEG 75..95)
@@ -84,6 +100,8 @@ SIDECAR_SUFFIX = ".c2pa"
 # What a generation id looks like (review ids use the same); a manifest's claim that does not is ignored
 _GENERATION_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")
 _MAX_IMAGE_INDEX = 9999
+# The most pixels the watermark detector and the perceptual hash read of one image (module docstring)
+WORKING_PIXELS = 1024 * 1024
 
 _MIME_TYPES = {
     "PNG": "image/png",
@@ -147,7 +165,9 @@ class AuditRecord:
 
     image: ImageRef
     generation_status: str
-    image_status: str  # released, quarantined, blocked; "approved": quarantined, then released by a review
+    # released, quarantined, blocked; "approved": quarantined, then released by a review; "release-failed":
+    # recorded as released, but its file was never written (a `release.failed` event withdrew it)
+    image_status: str
     created_at: datetime
     policy: PolicyRef
     model_id: str
@@ -280,8 +300,12 @@ def verify_image(
     trust_anchors_pem: bytes | None = None,
     key: bytes | None = None,
     record: bool = True,
+    watermarker: Watermarker | None = None,
 ) -> VerificationReport:
     """Verify one image file's bytes. `store` None: no audit layers (verdicts then cannot name a record).
+
+    `watermarker`: the pixel watermark's detector (None: `PixelWatermarker`); it is handed the image at
+    the working resolution, at most `WORKING_PIXELS` pixels.
 
     `trust_anchors_pem` None: the configured anchors; `key` None: the configured watermark key. `record`:
     append the "verify.performed" event (ignored without a store). Raises ImageInputError (naming `name`)
@@ -290,17 +314,22 @@ def verify_image(
     """
     label = name or "<bytes>"
     try:
-        loaded = load_image(data)
+        loaded = load_image(data, working_pixels=WORKING_PIXELS)
     except ImageInputError as exc:
         raise ImageInputError(f"{label}: {str(exc).removeprefix('<bytes>: ')}") from None
-    width, height = loaded.size
+    width, height = loaded.file_size
+    view_width, view_height = loaded.size
     mime_type = _MIME_TYPES.get(loaded.format or "", "application/octet-stream")
     manifest, claim_notes = _sane_claim(
         read_manifest(data, mime_type, trust_anchors_pem=trust_anchors_pem, sidecar=sidecar)
     )
-    watermark = detect(loaded.rgb, key) if min(width, height) >= MIN_SIDE else None
+    detector = watermarker if watermarker is not None else PixelWatermarker()
+    watermark = detector.detect(loaded.rgb, key) if min(view_width, view_height) >= MIN_SIDE else None
     sha256 = hashlib.sha256(data).hexdigest()
     phash = perceptual_hash(loaded.rgb)
+    if loaded.reduced:
+        working = f"read at a working resolution of {view_width}x{view_height} (watermark, perceptual hash)"
+        claim_notes += (f"{working}; the file is {width}x{height}",)
     found = _Lookup.run(store, manifest, watermark, sha256, phash)
     report = _decide(label, sha256, phash, (width, height), manifest, watermark, found, claim_notes)
     if store is None or not record:
@@ -407,6 +436,8 @@ class _Lookup:
     generations: dict[str, GenerationDetail] = field(default_factory=dict)
     # review decisions about the images found (an approval released a quarantined image)
     reviews: dict[ImageRef, ReviewDecision] = field(default_factory=dict)
+    # released images of those generations whose file was never written (release.failed events)
+    release_failed: frozenset[ImageRef] = frozenset()
 
     @classmethod
     def run(
@@ -456,7 +487,7 @@ class _Lookup:
             and decision.released_sha256 == sha256
             and image not in exact
         )
-        return cls(True, exact, similar, by_mark, generations, reviews)
+        return cls(True, exact, similar, by_mark, generations, reviews, _release_failures(store, generations))
 
     def approval(self, ref: ImageRef) -> ReviewDecision | None:
         decision = self.reviews.get(ref)
@@ -469,6 +500,19 @@ class _Lookup:
         for detail in self.generations.values():
             found.update((_ref(image), image) for image in detail.images)
         return found
+
+
+def _release_failures(store: AuditStore, generation_ids: Iterable[str]) -> frozenset[ImageRef]:
+    """The images of these generations that a `release.failed` event says were never written."""
+    wanted = sorted(generation_ids)
+    if not wanted:
+        return frozenset()
+    query = select(LogEntry.generation_id, LogEntry.payload_json).where(
+        LogEntry.event_type == RELEASE_FAILED_EVENT, LogEntry.generation_id.in_(wanted)
+    )
+    with read_connection(store) as conn:
+        rows = conn.execute(query).all()
+    return frozenset(ImageRef(str(gid), int(json.loads(payload)["image_index"])) for gid, payload in rows)
 
 
 def _sane_claim(manifest: ManifestReading) -> tuple[ManifestReading, tuple[str, ...]]:
@@ -632,6 +676,8 @@ def _decide(
                 phash=stored.phash if approval.released_phash is None else approval.released_phash,
                 path=approval.path,
             )
+        if stored.status == "released" and ref in found.release_failed:
+            stored = replace(stored, status="release-failed")
         distance = hamming(phash, stored.phash)
         agreeing = tuple(layer for layer, refs in pointers.items() if ref in refs)
         if distance <= RADIUS:
@@ -677,6 +723,11 @@ def _decide(
                     f"image {ref} was quarantined, then released by review: approved by "
                     f"{_printable(approval.reviewer, 64)} (event {approval.seq})"
                 )
+            elif stored.status == "release-failed":
+                notes.append(
+                    f"image {ref} was recorded as released but never written (release.failed): "
+                    "no copy of it should exist"
+                )
             elif not record.released:
                 notes.append(
                     f"the record says image {ref} was {stored.status}: it was withheld, it should not have left"
@@ -695,6 +746,8 @@ def _decide(
         verdict, summary, record, agreeing = Verdict.CONFLICT, disagreements[0], None, ()
     else:
         verdict, summary = _verdict(sha256, size, manifest, watermark, record)
+        if record is not None and record.image_status == "release-failed":
+            summary += "; but it was recorded as released and never written (release.failed)"
     return VerificationReport(
         name=name,
         sha256=sha256,

@@ -9,6 +9,13 @@ Conversions (defined, never silent guesses):
 - 32-bit float greyscale (F): values are taken to be in [0, 1] when the maximum is <= 1, else 0..255.
 - alpha (RGBA, LA, PA, P with transparency): the RGB part is returned in `rgb` and the alpha plane,
   8-bit, in `alpha`; callers that write the image back reattach it with `LoadedImage.with_alpha`.
+
+Bounded reading (`working_pixels`): readers that only need a view of the image (verification: the
+watermark detector and the perceptual hash) pass a pixel budget; a larger image is then decoded at a
+reduced scale where the format allows it (JPEG: `Image.draft`, the decoder's 1/2 to 1/8 DCT scaling)
+and reduced by area (`Image.resize` with BOX and `reducing_gap`, which reduces by an integer factor
+first) to at most that many pixels, before the conversions above, so that no full-size float or
+converted copy is ever made. `LoadedImage.file_size` keeps the file's own size.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from PIL import Image, UnidentifiedImageError
 from genguard.guard.errors import ImageInputError
 
 DEFAULT_MAX_PIXELS = 50_000_000
+# Modes Pillow reduces by area as they are (P and 1 it would only sample: converted first)
+_REDUCIBLE_MODES = frozenset(("L", "LA", "RGB", "RGBA", "I", "F"))
 MIN_SIDE = 1
 
 UInt8 = npt.NDArray[np.uint8]
@@ -43,11 +52,21 @@ class LoadedImage:
     alpha: UInt8 | None
     mode: str
     format: str | None
+    source_size: tuple[int, int] | None = None  # the file's (width, height) when it was reduced
 
     @property
     def size(self) -> tuple[int, int]:
-        """(width, height)."""
+        """(width, height) of `rgb`."""
         return int(self.rgb.shape[1]), int(self.rgb.shape[0])
+
+    @property
+    def file_size(self) -> tuple[int, int]:
+        """(width, height) of the file: `size` unless a `working_pixels` budget reduced it."""
+        return self.source_size if self.source_size is not None else self.size
+
+    @property
+    def reduced(self) -> bool:
+        return self.source_size is not None
 
     def with_alpha(self, rgb: UInt8) -> UInt8:
         """`rgb` (same size) with this image's alpha reattached when it had one."""
@@ -61,8 +80,15 @@ class LoadedImage:
         return np.dstack([rgb, self.alpha])
 
 
-def load_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Decode an image file or bytes into 8-bit RGB (+ alpha), refusing anything unsafe or broken."""
+def load_image(
+    source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, working_pixels: int | None = None
+) -> LoadedImage:
+    """Decode an image file or bytes into 8-bit RGB (+ alpha), refusing anything unsafe or broken.
+
+    `working_pixels`: at most this many pixels are returned (see the module docstring); None: full size.
+    """
+    if working_pixels is not None and working_pixels < 1:
+        raise ImageInputError(f"working_pixels: expected a positive number of pixels, found {working_pixels}")
     name = "<bytes>" if isinstance(source, bytes | bytearray) else str(source)
     if isinstance(source, bytes | bytearray):
         data = bytes(source)
@@ -100,19 +126,61 @@ def load_image(source: str | Path | bytes, *, max_pixels: int = DEFAULT_MAX_PIXE
             )
         if width < MIN_SIDE or height < MIN_SIDE:
             raise ImageInputError(f"{name}: expected a non-empty image, found {width}x{height}")
+        target = _working_size(width, height, working_pixels)
         try:
+            if target is not None:
+                image.draft(image.mode, target)  # JPEG: decode at 1/2..1/8 scale, still >= target
             image.load()
         except (OSError, ValueError, SyntaxError, EOFError) as error:
             raise ImageInputError(f"{name}: truncated or corrupt image data ({error})") from None
-    rgb, alpha = _to_rgb8(image, name)
-    return LoadedImage(rgb=rgb, alpha=alpha, mode=image.mode, format=image.format)
+    mode, file_format = image.mode, image.format
+    view: Image.Image = image if target is None else _reduce(image, target, name)
+    rgb, alpha = _to_rgb8(view, name)
+    return LoadedImage(
+        rgb=rgb,
+        alpha=alpha,
+        mode=mode,
+        format=file_format,
+        source_size=(width, height) if target is not None else None,
+    )
+
+
+def _working_size(width: int, height: int, working_pixels: int | None) -> tuple[int, int] | None:
+    """The size to reduce to (aspect kept, at most `working_pixels`), None when it fits already."""
+    if working_pixels is None or width * height <= working_pixels:
+        return None
+    scale = (working_pixels / (width * height)) ** 0.5
+    w, h = max(1, int(width * scale)), max(1, int(height * scale))
+    while w * h > working_pixels:  # float rounding
+        w, h = max(1, w - (w >= h)), max(1, h - (h > w))
+    return w, h
+
+
+def _reduce(image: Image.Image, size: tuple[int, int], name: str) -> Image.Image:
+    """`image` reduced by area to `size`, in its own mode where Pillow averages it (else converted to
+    8-bit RGB(A) first; 16-bit greyscale to 32-bit, whose values `_to_rgb8` scales as before)."""
+    if image.mode.startswith("I;16"):
+        image = image.convert("I")
+    elif image.mode not in _REDUCIBLE_MODES:
+        has_alpha = "A" in image.getbands() or "transparency" in image.info
+        try:
+            image = image.convert("RGBA" if has_alpha else "RGB")
+        except (ValueError, OSError) as error:
+            raise ImageInputError(f"{name}: unsupported image mode {image.mode!r} ({error})") from None
+    if image.size == size:
+        return image
+    return image.resize(size, Image.Resampling.BOX, reducing_gap=2.0)
 
 
 def _to_rgb8(image: Image.Image, name: str) -> tuple[UInt8, UInt8 | None]:
     mode = image.mode
     if mode.startswith("I;16") or mode == "I":
-        wide = np.asarray(image).astype(np.float64)
-        grey = np.clip(np.round(wide * 255.0 / 65535.0), 0, 255).astype(np.uint8)
+        # round(v * 255 / 65535) = round(v / 257) = (v + 128) // 257 (no ties: 257 is odd), clipped,
+        # in 32-bit integers: no float copy of the image
+        wide = np.clip(np.asarray(image), 0, 65535).astype(np.uint32)
+        wide += 128
+        wide //= 257
+        grey = wide.astype(np.uint8)
         return np.dstack([grey] * 3), None
     if mode == "F":
         values = np.asarray(image).astype(np.float64)

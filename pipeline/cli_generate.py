@@ -145,7 +145,7 @@ def generate(
         check_model_name(model)
         source = embedded_dir(model) if is_embedded(model) else Path(model)
         family = family_from_source(str(source)) if source.is_dir() else None
-        bounds = families.bounds_for(family, embedded=is_embedded(model))
+        bounds = families.bounds_for(family, embedded=is_embedded(model), limits=pack.spec.limits)
         check_request(request, bounds, check_size=request.params.width > 0)
         check_out_dir(out_dir)
     except GenguardError as exc:

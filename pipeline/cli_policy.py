@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -21,16 +22,55 @@ def policy() -> None:
     """Check prompts against a policy pack; show packs."""
 
 
-def _prompts_from(prompt: str | None, file: TextIO | None) -> Iterator[tuple[int | None, str]]:
-    """(line number, prompt): None for a PROMPT argument; blank lines are skipped."""
+# Bounds on `policy check --file` / stdin (a pack's `limits:` may tighten them): prompts per file, bytes
+# per file and per line (a prompt is at most 20,000 characters, 80,000 bytes of UTF-8). A line is read
+# at most this long, so a file without newlines never fills memory.
+MAX_PROMPTS_PER_FILE = 10_000
+MAX_PROMPT_FILE_BYTES = 16 * 1024 * 1024
+MAX_PROMPT_LINE_BYTES = 80_000
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptFileBounds:
+    prompts: int = MAX_PROMPTS_PER_FILE
+    file_bytes: int = MAX_PROMPT_FILE_BYTES
+    line_bytes: int = MAX_PROMPT_LINE_BYTES
+
+
+def _prompts_from(
+    prompt: str | None, file: TextIO | None, bounds: PromptFileBounds = PromptFileBounds()
+) -> Iterator[tuple[int | None, str]]:
+    """(line number, prompt): None for a PROMPT argument; blank lines are skipped.
+
+    Raises BadInputError naming the line where the input crosses one of `bounds` (the prompts before
+    it are checked). A line is read in pieces of at most `bounds.line_bytes + 1` characters.
+    """
     if prompt is not None and file is not None:
         raise click.UsageError("give PROMPT or --file, not both")
     if prompt is not None and prompt != "-":
         yield None, prompt
         return
-    for number, line in enumerate(file if file is not None else sys.stdin, start=1):
+    source = file if file is not None else sys.stdin
+    total = prompts = number = 0
+    while line := source.readline(bounds.line_bytes + 1):
+        number += 1
+        size = len(line.rstrip("\n").encode("utf-8", "surrogateescape"))
+        if size > bounds.line_bytes:
+            raise BadInputError(
+                f"--file: line {number}: expected at most {bounds.line_bytes} bytes, found more"
+            )
+        total += size + line.endswith("\n")
+        if total > bounds.file_bytes:
+            raise BadInputError(
+                f"--file: expected at most {bounds.file_bytes} bytes, found more by line {number}"
+            )
         line = line.rstrip("\n")
         if line.strip():
+            prompts += 1
+            if prompts > bounds.prompts:
+                raise BadInputError(
+                    f"--file: expected at most {bounds.prompts} prompts, found more by line {number}"
+                )
             yield number, line
 
 
@@ -53,9 +93,18 @@ def policy_check(prompt: str | None, file: TextIO | None, policy_name: str, as_j
 
     if prompt is None and file is None and sys.stdin.isatty():
         raise click.UsageError("give a PROMPT, --file FILE, or prompts on stdin")
-    engine = PolicyEngine(load_pack(policy_name))
+    pack = load_pack(policy_name)
+    engine = PolicyEngine(pack)
+    limits = pack.spec.limits
+    bounds = PromptFileBounds()
+    if limits is not None:  # a pack's limits only tighten
+        bounds = PromptFileBounds(
+            min(bounds.prompts, limits.max_prompts_per_file or bounds.prompts),
+            min(bounds.file_bytes, limits.max_file_bytes or bounds.file_bytes),
+            min(bounds.line_bytes, limits.max_line_bytes or bounds.line_bytes),
+        )
     any_blocked = any_bad = False
-    for number, text in _prompts_from(prompt, file):
+    for number, text in _prompts_from(prompt, file, bounds):
         try:
             validate_prompt(text)  # the same check as generate's
         except BadInputError as exc:

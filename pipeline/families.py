@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from genguard.guard.errors import BadInputError, ModelLoadError
+from genguard.guard.policy.schema import LimitsSpec
 
 
 class Family(StrEnum):
@@ -89,11 +90,32 @@ UNKNOWN_FAMILY_BOUNDS = FAMILY_BOUNDS[Family.SDXL]
 EMBEDDED_BOUNDS = Bounds(1024, 1024 * 1024, 16 * 512 * 512, 100, 64)
 
 
-def bounds_for(family: Family | None, *, embedded: bool = False) -> Bounds:
-    """The bounds for a family (None: not known yet); the embedded models have their own."""
+def bounds_for(family: Family | None, *, embedded: bool = False, limits: LimitsSpec | None = None) -> Bounds:
+    """The bounds for a family (None: not known yet; the embedded models have their own), tightened by a
+    pack's `limits:` section (`tightened`)."""
     if embedded:
-        return EMBEDDED_BOUNDS
-    return FAMILY_BOUNDS[family] if family is not None else UNKNOWN_FAMILY_BOUNDS
+        base = EMBEDDED_BOUNDS
+    else:
+        base = FAMILY_BOUNDS[family] if family is not None else UNKNOWN_FAMILY_BOUNDS
+    return tightened(base, limits)
+
+
+def tightened(bounds: Bounds, limits: LimitsSpec | None) -> Bounds:
+    """`bounds` with each limit the pack sets taken where it is lower; a limit above the family's bound
+    is the family's (a pack can only tighten)."""
+    if limits is None:
+        return bounds
+
+    def lower(bound: int, limit: int | None) -> int:
+        return bound if limit is None else min(bound, limit)
+
+    return Bounds(
+        max_side=lower(bounds.max_side, limits.max_side),
+        max_pixels=lower(bounds.max_pixels, limits.max_pixels_per_image),
+        max_request_pixels=lower(bounds.max_request_pixels, limits.max_pixels_per_request),
+        max_steps=lower(bounds.max_steps, limits.max_steps),
+        max_images=lower(bounds.max_images, limits.max_images),
+    )
 
 
 def default_size(pipe: Any) -> int:

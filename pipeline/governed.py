@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from genguard.audit.records import GenerationRecord, ImageRecord
+from genguard.audit.records import RELEASE_FAILED_EVENT, GenerationRecord, ImageRecord
 from genguard.audit.store import AuditStore
 from genguard.guard import config
 from genguard.guard.bias import AttributeReader, BatchBias, batch_bias, observe_images
@@ -84,9 +84,6 @@ MAX_PROMPT_CHARS = 20_000
 _MAX_SEED = 1 << 63
 
 _SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
-
-# The chained event appended for a released image whose file could not be written after the commit.
-RELEASE_FAILED_EVENT = "release.failed"
 
 _STATUS_BY_ACTION = {
     ImageAction.RELEASE: "released",
@@ -257,8 +254,10 @@ class GovernedPipeline:
         self.vault = quarantine_vault if quarantine_vault is not None else QuarantineVault()
         self.family = families.detect_family(pipe)
         families.disable_builtin_safety(pipe)
-        # Upper bounds on one request's work (sizes, steps, images), from the family.
-        self.bounds = families.bounds_for(self.family, embedded=is_embedded(model_id))
+        # Upper bounds on one request's work (sizes, steps, images), from the family and the pack's limits.
+        self.bounds = families.bounds_for(
+            self.family, embedded=is_embedded(model_id), limits=policy.spec.limits
+        )
         # What `from_pretrained` did for speed (precision, attention, compile); None for a pipeline
         # passed in as it is.
         self.acceleration: Acceleration | None = None

@@ -230,6 +230,28 @@ class SemanticSpec(_Spec):
     languages: Annotated[list[LanguageCode], Field(min_length=1)] | None = None
 
 
+Positive = Annotated[int, Field(ge=1)]
+
+
+class LimitsSpec(_Spec):
+    """Upper bounds a pack puts on one request's work, on top of the model family's (pipeline/families.py).
+
+    They can only tighten: a value above the family's bound is used as the family's. None: the family's.
+    `max_side`: width or height in pixels; `max_pixels_per_image`: width x height; `max_pixels_per_request`:
+    over all the request's images; `max_steps`: sampling steps; `max_images`: images per request.
+    `max_prompts_per_file`, `max_file_bytes`, `max_line_bytes`: `genguard policy check --file` (and stdin).
+    """
+
+    max_side: Positive | None = None
+    max_pixels_per_image: Positive | None = None
+    max_pixels_per_request: Positive | None = None
+    max_steps: Positive | None = None
+    max_images: Positive | None = None
+    max_prompts_per_file: Positive | None = None
+    max_file_bytes: Positive | None = None
+    max_line_bytes: Positive | None = None
+
+
 class PackSpec(_Spec):
     name: Identifier
     version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -242,4 +264,6 @@ class PackSpec(_Spec):
     prompt_models: list[PromptModelSpec] = []
     # None (the default) is left out of the canonical form, so packs without the section keep their digest.
     semantic: SemanticSpec | None = None
+    # None (the default) is left out of the canonical form too; only the limits a pack sets are kept.
+    limits: LimitsSpec | None = None
     categories: dict[Identifier, CategorySpec]
