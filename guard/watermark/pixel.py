@@ -25,14 +25,19 @@ How it works (DESIGN.md, "What a watermark prototype showed"):
   reading fails, the same with an edge-preserving prediction of the photo removed instead of the local
   mean, then the sum of both: small images, where the photo drowns the mark; then the mix of R, G and B
   that carries the mark against the least photo, the colour reading), folds it into one tile,
-  equalises the fold's spectrum (1 / the noise power around each coefficient), finds the shift by FFT
-  cross-correlation with the sync pattern (and its mirror, for flips), and list-Viterbi-decodes the
-  soft bits at the strongest peak, at the grid's origin (as is and mirrored: where a small image's sync
-  peak drowns in the photo), at the next peaks and at the 8 neighbours of the strongest (a weak sync
-  peak is often a pixel off). Each decode gives the 16 most likely messages; the keyed CRC picks one.
-  When that fails, a coherent search undoes each scaling (0.5 to 2) and each rotation (+-7 degrees) of a
-  grid at half resolution and keeps the geometry whose sync peak stands out; it is refined at full
-  resolution and read like the identity. Scaling combined with rotation is not searched.
+  equalises the fold's spectrum (1 / the noise power around each coefficient), finds the shift and
+  orientation by FFT cross-correlation with the sync pattern in each of the eight symmetries of the
+  square (quarter turns, as is and mirrored: flips, 90-degree turns, transposes), and list-Viterbi-decodes
+  the soft bits at the strongest peak, at the grid's origin (as is and mirrored: where a small image's
+  sync peak drowns in the photo), at the next peaks and at the 8 neighbours of the strongest (a weak
+  sync peak is often a pixel off). Each decode gives the 16 most likely messages; the keyed CRC picks one.
+  When that fails, the geometry is read from the mark's own lattice in the power spectrum
+  (`_spectral_candidates`): log-polar coordinates turn any rotation with a scale of 0.5 to 2 into a
+  shift, log-log coordinates of the two axes a separate scaling of width and height; one FFT
+  correlation with the band's lattice finds each. The proposals are refined on the sync peak
+  (coherent, half then full resolution), and those whose peak stands out are read like the identity.
+  Not read (512 px): perspective tilts (the fold smears), the image as a cell of a larger
+  layout at half size, and downscale / JPEG 10 / upscale.
 
 Why v2 missed some 512 px crops (motorcycle, crop 75%): the sync peak was found at the right shift
 (z 6.7), but the soft bits read there had a raw error rate of 14%, beyond the rate-1/2 code with plain
@@ -59,7 +64,7 @@ False positives: "marked" needs the keyed CRC-32 to check. Each detection decode
 `_MAX_DECODES` lists of `_LIST_SIZE` messages, and a message that is not the embedded one checks with
 probability 2**-32 over keys (the CRC mask is an HKDF output independent of the layout that, with the
 image, determines the message), so an unmarked image reads "marked" with probability at most
-`_MAX_DECODES * _LIST_SIZE * 2**-32` (< 6.6e-7) for any key; `confidence` is -log10 of a tighter bound
+`_MAX_DECODES * _LIST_SIZE * 2**-32` (< 7.2e-7, geometric readings included) for any key; `confidence` is -log10 of a tighter bound
 that also uses the sync correlation (see `_false_positive_bound`).
 """
 
