@@ -979,7 +979,8 @@ def _spectral_candidates(white: Float32, layout: _Layout) -> Iterator[tuple[_Geo
         stretched = abs(math.log(scale_x / scale_y)) > 2 * _SCALE_STEP
         scale = math.sqrt(scale_x * scale_y)
         known = any(
-            abs(math.log(g.scale / scale)) < 2 * _SCALE_STEP and abs(g.angle) < 2 * _ANGLE_STEP for _, g in proposals
+            abs(math.log(g.scale / scale)) < 2 * _SCALE_STEP and abs(g.angle) < 2 * _ANGLE_STEP
+            for _, g in proposals
         )
         if stretched or not known:
             proposals.append((z, _Geometry(scale, 0.0, scale_x / scale_y if stretched else 1.0)))
@@ -1007,7 +1008,11 @@ def _geometry_matrix(geometry: _Geometry) -> Float64:
 
 
 def _refine(
-    geometry: _Geometry, white: Float32, half: Float32, layout: _Layout, levels: tuple[tuple[float, bool], ...]
+    geometry: _Geometry,
+    white: Float32,
+    half: Float32,
+    layout: _Layout,
+    levels: tuple[tuple[float, bool], ...],
 ) -> tuple[float, _Geometry]:
     """Hill-climb the sync peak around `geometry` (about a grid step of the spectral estimate at half
     resolution, then finer steps at full resolution, where the fold's tolerance is tightest); returns
@@ -1025,7 +1030,9 @@ def _refine(
             ]  # fmt: skip
         else:
             steps = [
-                _Geometry(geometry.scale * math.exp(i * log_step), geometry.angle + j * fraction * _ANGLE_STEP)
+                _Geometry(
+                    geometry.scale * math.exp(i * log_step), geometry.angle + j * fraction * _ANGLE_STEP
+                )
                 for i in (-1, 0, 1)
                 for j in (-1, 0, 1)
             ]
@@ -1041,9 +1048,8 @@ def _flattened_power(white: Float32) -> Float32:
     spectrum = np.fft.rfft2(white, s=(_even_dft_size(h), _even_dft_size(w)))
     power = np.fft.fftshift((spectrum.real**2 + spectrum.imag**2).astype(np.float32), axes=0)
     size = (_SPECTRUM_WINDOW, _SPECTRUM_WINDOW)
-    local = cv2.blur(power, size, borderType=cv2.BORDER_REFLECT)
-    local += np.float32(1e-12)
-    flattened: Float32 = power / local - np.float32(1.0)
+    local: Float32 = cv2.blur(power, size, borderType=cv2.BORDER_REFLECT)  # type: ignore[assignment]
+    flattened: Float32 = power / (local + np.float32(1e-12)) - np.float32(1.0)
     return flattened
 
 
@@ -1079,7 +1085,9 @@ def _log_log_axis() -> Float64:
     return np.linspace(math.log(low), math.log(high), _LOG_LOG_STEPS)
 
 
-def _splat(grid_shape: tuple[int, int], first: Float64, second: Float64, wrap_second: bool) -> Float64:
+def _splat(
+    grid_shape: tuple[int, int], first: Float64, second: Float64, wrap_second: bool
+) -> npt.NDArray[np.complex128]:
     """Unit points at fractional grid positions, blurred a little, mean removed; its rfft2."""
     grid = np.zeros(grid_shape, dtype=np.float32)
     i = np.rint(first).astype(int)
@@ -1088,7 +1096,8 @@ def _splat(grid_shape: tuple[int, int], first: Float64, second: Float64, wrap_se
     keep = (i >= 0) & (i < grid_shape[0]) & (j >= 0) & (j < grid_shape[1])
     np.add.at(grid, (i[keep], j[keep]), 1.0)
     blurred = cv2.GaussianBlur(grid, (0, 0), 0.7)
-    return np.fft.rfft2(blurred - blurred.mean())  # type: ignore[no-any-return]
+    spectrum: npt.NDArray[np.complex128] = np.fft.rfft2(blurred - blurred.mean())
+    return spectrum
 
 
 @lru_cache(maxsize=1)
@@ -1118,7 +1127,7 @@ def _lattice_templates() -> tuple[npt.NDArray[np.complex128], npt.NDArray[np.com
     return polar, log_log
 
 
-def _shift_window(steps: int, log_step: float) -> Float64:
+def _shift_window(steps: int, log_step: float) -> npt.NDArray[np.bool_]:
     """Cyclic shift indices of a log axis that stand for scales in `_SCALE_RANGE`, as a mask."""
     low, high = _SCALE_RANGE
     shifts = np.arange(steps)
@@ -1151,7 +1160,7 @@ def _log_polar_peaks(power: Float32) -> list[tuple[float, float, float]]:
     quarter = _LOG_POLAR_ANGLES // 2
     for _ in range(_SPECTRAL_ROTATIONS):
         i, j = np.unravel_index(int(np.argmax(z)), z.shape)
-        shift = i - _LOG_POLAR_STEPS if i > _LOG_POLAR_STEPS // 2 else i
+        shift = float(i - _LOG_POLAR_STEPS if i > _LOG_POLAR_STEPS // 2 else i)
         shift += _peak_offset(corr[:, j], int(i))
         turn = j + _peak_offset(corr[i], int(j))
         angle = math.degrees(turn * angle_step)
