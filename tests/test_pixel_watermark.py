@@ -388,7 +388,9 @@ def test_unmarked_photos_never_check_under_many_keys(photos: dict[str, np.ndarra
                     for message in reading.messages:
                         assert pixel._check(message, layout.crc_mask) is None
                         checked += 1
-    assert checked >= 4 * 3 * 5 * 10 * pixel._LIST_SIZE  # at least 10 full lists per read
+    # at least 7 full lists per read: the peaks and the origins (the neighbours only behind a peak that
+    # stands out, which unmarked photos rarely have)
+    assert checked >= 4 * 3 * 5 * 7 * pixel._LIST_SIZE
 
 
 def test_pil_in_pil_out_and_alpha_kept(photos: dict[str, np.ndarray]) -> None:
