@@ -168,8 +168,8 @@ def perspective(fraction: float, seed: int = 0) -> Attack:
     def attack(image: Array) -> Array:
         h, w = image.shape[:2]
         rng = np.random.default_rng(seed)
-        source = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-        moved = source + rng.uniform(-fraction, fraction, (4, 2)).astype(np.float32) * np.float32([w, h])
+        source = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+        moved = source + (rng.uniform(-fraction, fraction, (4, 2)) * np.array([w, h])).astype(np.float32)
         matrix = cv2.getPerspectiveTransform(source, moved)
         return cv2.warpPerspective(image, matrix, (w, h), flags=cv2.INTER_LINEAR)  # type: ignore[return-value]
 
@@ -184,7 +184,7 @@ def collage(position: int, scale: float = 0.5, seed: int = 0) -> Attack:
         h, w = image.shape[:2]
         rng = np.random.default_rng(seed)
         noise = rng.normal(128.0, 60.0, (h, w, 3)).astype(np.float32)
-        canvas = np.clip(cv2.GaussianBlur(noise, (0, 0), 3.0) * 2.0 - 128.0, 0, 255).astype(np.uint8)
+        canvas: Array = np.clip(cv2.GaussianBlur(noise, (0, 0), 3.0) * 2.0 - 128.0, 0, 255).astype(np.uint8)
         small = _resize(image, round(w * scale), round(h * scale))
         sh, sw = small.shape[:2]
         top = 0 if position in (0, 1) else h - sh

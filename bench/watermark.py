@@ -141,12 +141,15 @@ def false_positives(side: int, photos: dict, keys: int) -> None:
     )
 
 
-def geometry(side: int, photos: dict, keys: int) -> None:
+def geometry(side: int, photos: dict[str, np.ndarray], keys: int) -> None:
     """Exact ids under the geometric families, and the speed of marked and unmarked detection."""
     rng = np.random.default_rng(20 + side)
     hits: Counter[str] = Counter()
     misses: dict[str, list[str]] = {name: [] for name in GEOMETRIC_ATTACKS}
-    embed_cpu, marked_cpu, unmarked_cpu, attacked_cpu = [], [], [], []
+    embed_cpu: list[float] = []
+    marked_cpu: list[float] = []
+    unmarked_cpu: list[float] = []
+    attacked_cpu: list[float] = []
     trials = 0
     for photo, image in photos.items():
         for _ in range(keys):
@@ -184,7 +187,7 @@ def geometry(side: int, photos: dict, keys: int) -> None:
         )
 
 
-def false_positives_geometric(side: int, photos: dict, keys: int) -> None:
+def false_positives_geometric(side: int, photos: dict[str, np.ndarray], keys: int) -> None:
     """Unmarked photos under edits that make the detector search hardest (rotation, stretch)."""
     rng = np.random.default_rng(98)
     variants = [rotate(10.0), rotate(-33.0), stretch(0.8, 1.0), crop(0.5)]

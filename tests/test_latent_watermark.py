@@ -317,7 +317,10 @@ def test_flow_inversion_reads_bits_the_final_latents_lose(
 ) -> None:
     pipe = strong_flow_pipes[name]
     shape = latent_shape(pipe, 64, 64)
-    inverted_accuracy, uninverted_accuracy, inverted_error, naive_error = [], [], [], []
+    inverted_accuracy: list[float] = []
+    uninverted_accuracy: list[float] = []
+    inverted_error: list[float] = []
+    naive_error: list[float] = []
     for _ in range(4):
         nonce = new_nonce()
         noise = watermarked_noise(pipe, [MARK], [nonce], 64, 64, KEY)
