@@ -116,6 +116,97 @@ def hflip(image: Array) -> Array:
     return np.ascontiguousarray(image[:, ::-1])
 
 
+def quarter_turns(turns: int) -> Attack:
+    """Rotate by `turns` x 90 degrees counterclockwise (the canvas turns with it)."""
+
+    def attack(image: Array) -> Array:
+        return np.ascontiguousarray(np.rot90(image, turns))
+
+    return attack
+
+
+def vflip(image: Array) -> Array:
+    return np.ascontiguousarray(image[::-1])
+
+
+def transpose(image: Array) -> Array:
+    return np.ascontiguousarray(image.swapaxes(0, 1))
+
+
+def straighten(degrees: float) -> Attack:
+    """A phone's "straighten": rotate, crop the largest centred rectangle without corners, resize back."""
+
+    def attack(image: Array) -> Array:
+        h, w = image.shape[:2]
+        rotated = rotate(degrees)(image)
+        t = np.radians(abs(degrees))
+        # the centred w' x h' rectangle of the same aspect inside the rotated w x h one
+        shrink = min(w / (w * np.cos(t) + h * np.sin(t)), h / (w * np.sin(t) + h * np.cos(t)))
+        ch, cw = int(h * shrink), int(w * shrink)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        return _resize(np.ascontiguousarray(rotated[top : top + ch, left : left + cw]), w, h)
+
+    return attack
+
+
+def stretch(width_factor: float, height_factor: float) -> Attack:
+    """Scale width and height independently (an aspect-ratio change), keeping the new size."""
+
+    def attack(image: Array) -> Array:
+        h, w = image.shape[:2]
+        width, height = round(w * width_factor), round(h * height_factor)
+        shrinking = width * height < w * h
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+        return cv2.resize(image, (width, height), interpolation=interpolation)  # type: ignore[return-value]
+
+    return attack
+
+
+def perspective(fraction: float, seed: int = 0) -> Attack:
+    """Move each corner by up to `fraction` of the side, at random (seeded), same canvas."""
+
+    def attack(image: Array) -> Array:
+        h, w = image.shape[:2]
+        rng = np.random.default_rng(seed)
+        source = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+        moved = source + (rng.uniform(-fraction, fraction, (4, 2)) * np.array([w, h])).astype(np.float32)
+        matrix = cv2.getPerspectiveTransform(source, moved)
+        return cv2.warpPerspective(image, matrix, (w, h), flags=cv2.INTER_LINEAR)  # type: ignore[return-value]
+
+    return attack
+
+
+def collage(position: int, scale: float = 0.5, seed: int = 0) -> Attack:
+    """The image at `scale`, placed at one of four positions of a layout of its own size whose other
+    cells hold unmarked detail (smoothed noise, seeded) on a light background."""
+
+    def attack(image: Array) -> Array:
+        h, w = image.shape[:2]
+        rng = np.random.default_rng(seed)
+        noise = rng.normal(128.0, 60.0, (h, w, 3)).astype(np.float32)
+        canvas: Array = np.clip(cv2.GaussianBlur(noise, (0, 0), 3.0) * 2.0 - 128.0, 0, 255).astype(np.uint8)
+        small = _resize(image, round(w * scale), round(h * scale))
+        sh, sw = small.shape[:2]
+        top = 0 if position in (0, 1) else h - sh
+        left = 0 if position in (0, 2) else w - sw
+        canvas[top : top + sh, left : left + sw] = small
+        return canvas
+
+    return attack
+
+
+def crop_at(fraction: float, row: float, column: float) -> Attack:
+    """Crop to `fraction` of each side, its top-left corner at (row, column) of the free margin (0-1)."""
+
+    def attack(image: Array) -> Array:
+        h, w = image.shape[:2]
+        ch, cw = round(h * fraction), round(w * fraction)
+        top, left = round((h - ch) * row), round((w - cw) * column)
+        return np.ascontiguousarray(image[top : top + ch, left : left + cw])
+
+    return attack
+
+
 def chain(*attacks: Attack) -> Attack:
     def attack(image: Array) -> Array:
         for step in attacks:
@@ -149,4 +240,36 @@ ATTACKS: dict[str, tuple[Attack, bool]] = {
     "hflip": (hflip, False),
     "resize0.75+jpeg75": (chain(rescale(0.75), jpeg(75)), True),
     "rescale0.83": (rescale(0.83), True),
+}
+
+
+# The geometric families of issue 20 (bench/watermark.py --geometry): every rotation, the eight symmetries
+# of the square, straightening, independent scaling of width and height, perspective tilts, crops
+# anywhere, the image as part of a layout, and the downscale / JPEG 10 / upscale chain.
+GEOMETRIC_ATTACKS: dict[str, Attack] = {
+    "rot90": quarter_turns(1),
+    "rot180": quarter_turns(2),
+    "rot270": quarter_turns(3),
+    "vflip": vflip,
+    "transpose": transpose,
+    "rotate10": rotate(10.0),
+    "rotate15": rotate(15.0),
+    "rotate-33": rotate(-33.0),
+    "rotate45": rotate(45.0),
+    "rotate-72": rotate(-72.0),
+    "rotate135": rotate(135.0),
+    "straighten3": straighten(3.0),
+    "straighten-7": straighten(-7.0),
+    "straighten10": straighten(10.0),
+    "width0.8": stretch(0.8, 1.0),
+    "height0.6": stretch(1.0, 0.6),
+    "width0.5+height2": stretch(0.5, 2.0),
+    "width1.7+height1.2": stretch(1.7, 1.2),
+    "perspective3%": perspective(0.03),
+    "perspective5%": perspective(0.05, seed=1),
+    "crop40%@topleft": crop_at(0.4, 0.0, 0.0),
+    "crop40%@right": crop_at(0.4, 0.3, 1.0),
+    "collage2x2@topright": collage(1),
+    "collage2x2@bottomleft": collage(2, seed=1),
+    "half+jpeg10+up": chain(rescale(0.5), jpeg(10), rescale(2.0)),
 }

@@ -1,9 +1,13 @@
 """Pixel watermark bench: quality, robustness per attack, false positives and speed, on real photographs.
 
     python bench/watermark.py [--quick] [--sizes 512,1024,256] [--record FILE]
+    python bench/watermark.py --geometry [--sizes 512] [--keys 1] [--photos china,flower,...]
 
 `--record FILE` also writes genguard's exact-read shares per attack, dated, for
 `genguard report compliance` (audit.compliance; default file: GENGUARD_HOME/bench/watermark-robustness.json).
+--geometry: the geometric families (`attacks.GEOMETRIC_ATTACKS`: rotations, symmetries, straightening,
+stretches, crops, layouts, tilts), the detection speed of marked and unmarked images (CPU time, one
+thread), and unmarked trials under those edits.
 
 Side by side with invisible-watermark's dwtDct and dwtDctSvd when that package is installed
 (`pip install --no-deps invisible-watermark PyWavelets`; never a genguard dependency).
@@ -29,7 +33,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from attacks import ATTACKS, crop, jpeg
+from attacks import ATTACKS, GEOMETRIC_ATTACKS, crop, jpeg, rotate, stretch
 
 from genguard.guard.watermark import pixel
 from tests._photos import photographs
@@ -144,6 +148,69 @@ def false_positives(side: int, photos: dict, keys: int) -> None:
     )
 
 
+def geometry(side: int, photos: dict[str, np.ndarray], keys: int) -> None:
+    """Exact ids under the geometric families, and the speed of marked and unmarked detection."""
+    rng = np.random.default_rng(20 + side)
+    hits: Counter[str] = Counter()
+    misses: dict[str, list[str]] = {name: [] for name in GEOMETRIC_ATTACKS}
+    embed_cpu: list[float] = []
+    marked_cpu: list[float] = []
+    unmarked_cpu: list[float] = []
+    attacked_cpu: list[float] = []
+    trials = 0
+    for photo, image in photos.items():
+        for _ in range(keys):
+            key, mark = rng.bytes(32), int(rng.integers(0, 2**63))
+            cpu = time.process_time()
+            out = pixel.embed(image, mark, key)
+            embed_cpu.append(time.process_time() - cpu)
+            for copy, times in ((out, marked_cpu), (image, unmarked_cpu)):
+                cpu = time.process_time()
+                pixel.detect(copy, key)
+                times.append(time.process_time() - cpu)
+            trials += 1
+            for name, attack in GEOMETRIC_ATTACKS.items():
+                attacked = attack(out)
+                cpu = time.process_time()
+                found = pixel.detect(attacked, key).mark_id
+                attacked_cpu.append(time.process_time() - cpu)
+                hits[name] += found == mark
+                if found != mark:
+                    misses[name].append(photo)
+
+    def ms(values: list[float]) -> str:
+        return f"median {1000 * np.median(values):.0f} ms, max {1000 * max(values):.0f} ms"
+
+    print(
+        f"\n[geometry @ {side}px] {len(photos)} photos x {keys} keys = {trials}; CPU time, one thread "
+        f"(load average {os.getloadavg()[0]:.1f}): embed {ms(embed_cpu)}; detect marked {ms(marked_cpu)}, "
+        f"unmarked {ms(unmarked_cpu)}, geometrically edited {ms(attacked_cpu)}"
+    )
+    for name in GEOMETRIC_ATTACKS:
+        missed = ", ".join(misses[name])
+        print(
+            f"  {name:22s} exact id {100 * hits[name] / trials:6.1f}%"
+            + (f"  (missed: {missed})" if missed else "")
+        )
+
+
+def false_positives_geometric(side: int, photos: dict[str, np.ndarray], keys: int) -> None:
+    """Unmarked photos under edits that make the detector search hardest (rotation, stretch)."""
+    rng = np.random.default_rng(98)
+    variants = [rotate(10.0), rotate(-33.0), stretch(0.8, 1.0), crop(0.5)]
+    trials = marked = 0
+    for image in photos.values():
+        for _ in range(keys):
+            key = rng.bytes(32)
+            for variant in variants:
+                trials += 1
+                marked += pixel.detect(variant(image), key).marked
+    print(
+        f"[false positives @ {side}px, geometric] unmarked photos x keys x (rotate 10, rotate -33, width 0.8, "
+        f"crop 50%): {marked}/{trials} read 'marked'"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer photos and keys")
@@ -152,15 +219,24 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=3, help="keys (and ids) per photo")
     parser.add_argument("--fp-keys", type=int, default=25, help="keys per unmarked photo and variant")
     parser.add_argument("--record", type=Path, default=None, help="write genguard's figures here (JSON)")
+    parser.add_argument("--geometry", action="store_true", help="the geometric families and speed only")
+    parser.add_argument("--photos", default="", help="comma-separated photo names (default: all)")
     args = parser.parse_args()
     recorded: dict[str, object] = {}
+    chosen = tuple(args.photos.split(",")) if args.photos else None
+    if args.geometry:
+        for side in [int(s) for s in args.sizes.split(",")]:
+            photos = photographs(side, chosen)
+            geometry(side, photos, args.keys)
+            false_positives_geometric(side, photos, args.fp_keys)
+        return
     quick_names = ("astronaut", "camera", "coffee", "rocket")
     keys = 1 if args.quick else args.keys
     schemes = {"genguard": genguard_scheme()}
     if not args.no_anchors:
         schemes.update(anchor_schemes())
     for side in [int(s) for s in args.sizes.split(",")]:
-        photos = photographs(side, quick_names if args.quick else None)
+        photos = photographs(side, quick_names if args.quick else chosen)
         for name, scheme in schemes.items():
             figures = bench_size(side, name, scheme, photos, keys)
             if name == "genguard":

@@ -1,13 +1,17 @@
-"""The torch side of the latent watermark: watermarked initial noise, and DDIM inversion to read it.
+"""The torch side of the latent watermark: watermarked initial noise, and sampler inversion to read it.
 
 Detection of the latent watermark needs the model: the image is encoded by the VAE (distribution
-mean) and the deterministic DDIM sampler is run backwards, with an empty prompt and no guidance,
-for the same number of steps, giving an estimate of the initial noise that
+mean) and the deterministic sampler is run backwards, with an empty prompt and no guidance, for
+the same number of steps, giving an estimate of the initial noise that
 `guard.watermark.latent.detect_latent` reads.
 
-Only UNet families (SD 1.x/2.x, SDXL) are inverted here. SD3 and Flux sample with flow matching;
-their noise is watermarked the same way, but detection returns `InversionUnavailable` ("needs a
-flow-matching inversion") until such an inversion is written.
+- UNet families (SD 1.x/2.x, SDXL): DDIM run backwards (`ddim_invert_latents`).
+- Flow-matching families (SD3, Flux): the Euler ODE x_{i+1} = x_i + (s_{i+1} - s_i) v(x_i, s_i)
+  run backwards with the model's velocity (`flow_invert_latents`), over the same sigma schedule
+  the pipeline samples with (SD3's static shift, Flux's resolution-dependent shift). Flux works on
+  packed 2x2 patches; the recovered noise is unpacked, like every family's.
+A sampler that cannot be inverted deterministically (flow matching with `stochastic_sampling`)
+gives `InversionUnavailable` with the reason.
 
 With the embedded tiny models the VAE is untrained (not an autoencoder), so recovery is only
 meaningful at the latent level: `latent_roundtrip` samples to final latents and inverts them
@@ -28,7 +32,7 @@ from genguard.guard.errors import BadInputError, ImageInputError
 from genguard.guard.watermark.latent import LatentDetection, detect_latent, embed_latent
 from genguard.pipeline.families import Family, call_kwargs, detect_family, latent_shape, noise_from_gaussian
 
-NEEDS_FLOW_MATCHING = "needs a flow-matching inversion"
+STOCHASTIC_SAMPLING = "stochastic flow-matching sampling cannot be inverted"
 
 
 @dataclass(frozen=True)
@@ -42,10 +46,10 @@ class RecoveredNoise:
 
 @dataclass(frozen=True)
 class InversionUnavailable:
-    """This family's sampler cannot be inverted yet; `reason` says what is missing."""
+    """This pipeline's sampler cannot be inverted; `reason` says why."""
 
     family: Family
-    reason: str = NEEDS_FLOW_MATCHING
+    reason: str
 
 
 def watermarked_noise(
@@ -158,6 +162,173 @@ def _empty_condition(
     }
 
 
+def flow_invert_latents(
+    pipe: Any,
+    latents: torch.Tensor,
+    num_inference_steps: int,
+    prompt: str = "",
+    refine_iterations: int = 0,
+    guidance: float = 1.0,
+) -> torch.Tensor:
+    """Run the flow-matching Euler sampler backwards from final latents (B, C, h, w) to the noise.
+
+    SD3 and Flux sample x_{i+1} = x_i + (s_{i+1} - s_i) v(x_i, s_i) from s_0 = 1 (pure noise) to
+    s_n = 0. Backwards, x_i = x_{i+1} - (s_{i+1} - s_i) v(x_i, s_i) is implicit in x_i; it starts
+    from v(x_{i+1}, s_i) and `refine_iterations` > 0 re-evaluates the velocity at the estimated
+    x_i (a fixed-point iteration towards the exact inverse step, one model call each). The
+    schedule is the pipeline's own for this size (Flux's shift depends on the number of patches).
+    `latents` and the result are unpacked (B, C, H/8, W/8) for both families; empty prompt; the
+    velocity is unguided (`guidance` only feeds a guidance-distilled Flux's guidance embedding).
+    """
+    family = detect_family(pipe)
+    if family.uses_unet:
+        raise BadInputError(f"pipe: flow-matching inversion needs SD3 or Flux, found {family.value}")
+    if num_inference_steps <= 0:
+        raise BadInputError(f"num_inference_steps: expected a positive number, found {num_inference_steps}")
+    if latents.ndim != 4:
+        raise BadInputError(f"latents: expected (B, C, H/8, W/8), found shape {tuple(latents.shape)}")
+    scheduler = _flow_scheduler(pipe)
+    if scheduler.config.get("stochastic_sampling", False):
+        raise BadInputError(f"pipe.scheduler: {STOCHASTIC_SAMPLING}")
+    batch, channels, latent_height, latent_width = latents.shape
+    velocity = _velocity_model(pipe, family, prompt, batch, channels, latent_height, latent_width, guidance)
+    _set_flow_timesteps(pipe, family, scheduler, num_inference_steps, velocity.sequence_length)
+    sigmas = [float(sigma) for sigma in scheduler.sigmas]
+    timesteps = [float(t) for t in scheduler.timesteps]
+    x = velocity.pack(latents.to(device=pipe.device, dtype=torch.float64))
+    with torch.no_grad():
+        for i in reversed(range(len(timesteps))):
+            step = sigmas[i + 1] - sigmas[i]
+            x_prev = x - step * velocity(x, timesteps[i])
+            for _ in range(refine_iterations):
+                x_prev = x - step * velocity(x_prev, timesteps[i])
+            x = x_prev
+    noise = velocity.unpack(x)
+    return noise.to(device="cpu", dtype=torch.float32)
+
+
+def invert_latents(
+    pipe: Any, latents: torch.Tensor, num_inference_steps: int, refine_iterations: int = 0
+) -> torch.Tensor:
+    """The family's inversion: DDIM for SD and SDXL, the flow-matching Euler ODE for SD3 and Flux."""
+    if detect_family(pipe).uses_unet:
+        return ddim_invert_latents(pipe, latents, num_inference_steps, refine_iterations=refine_iterations)
+    return flow_invert_latents(pipe, latents, num_inference_steps, refine_iterations=refine_iterations)
+
+
+def _flow_scheduler(pipe: Any) -> Any:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+
+
+def _set_flow_timesteps(
+    pipe: Any, family: Family, scheduler: Any, num_inference_steps: int, sequence_length: int
+) -> None:
+    """The schedule exactly as diffusers 0.42.1's SD3 and Flux pipelines set it for this image size."""
+    config = scheduler.config
+    mu = None
+    if config.get("use_dynamic_shifting", False):
+        # diffusers' calculate_shift: linear in the number of patches between the two anchors
+        base_len = config.get("base_image_seq_len", 256)
+        max_len = config.get("max_image_seq_len", 4096)
+        base_shift = config.get("base_shift", 0.5)
+        max_shift = config.get("max_shift", 1.15 if family is Family.FLUX else 1.16)
+        slope = (max_shift - base_shift) / (max_len - base_len)
+        mu = sequence_length * slope + base_shift - slope * base_len
+    if family is Family.FLUX and not config.get("use_flow_sigmas", False):
+        sigmas = np.linspace(1.0, 1.0 / num_inference_steps, num_inference_steps)
+        scheduler.set_timesteps(sigmas=sigmas, mu=mu)
+    elif mu is not None:
+        scheduler.set_timesteps(num_inference_steps, mu=mu)
+    else:
+        scheduler.set_timesteps(num_inference_steps)
+
+
+class _Velocity:
+    """The transformer's unguided velocity v(x, t) for one family, with its packing of the latents."""
+
+    def __init__(
+        self, pipe: Any, family: Family, condition: dict[str, Any], shape: tuple[int, int, int, int]
+    ) -> None:
+        self.pipe = pipe
+        self.family = family
+        self.condition = condition
+        self.shape = shape
+        _, _, latent_height, latent_width = shape
+        patch = 2 if family is Family.FLUX else int(pipe.transformer.config.patch_size)
+        self.sequence_length = (latent_height // patch) * (latent_width // patch)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        if self.family is not Family.FLUX:
+            return x
+        batch, channels, height, width = self.shape
+        packed: torch.Tensor = self.pipe._pack_latents(x, batch, channels, height, width)
+        return packed
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        if self.family is not Family.FLUX:
+            return x
+        return unpack_flux_latents(x, self.shape[1:])
+
+    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        transformer = self.pipe.transformer
+        timestep = torch.full((x.shape[0],), t, device=self.pipe.device, dtype=transformer.dtype)
+        if self.family is Family.FLUX:
+            timestep = timestep / 1000.0  # the Flux pipeline feeds t / 1000, i.e. sigma
+        output: torch.Tensor = transformer(
+            hidden_states=x.to(transformer.dtype), timestep=timestep, return_dict=False, **self.condition
+        )[0]
+        return output.to(torch.float64)
+
+
+def _velocity_model(
+    pipe: Any,
+    family: Family,
+    prompt: str,
+    batch: int,
+    channels: int,
+    latent_height: int,
+    latent_width: int,
+    guidance: float,
+) -> _Velocity:
+    device = pipe.device
+    shape = (batch, channels, latent_height, latent_width)
+    if family is Family.SD3:
+        prompt_embeds, _, pooled, _ = pipe.encode_prompt(
+            prompt=prompt,
+            prompt_2=None,
+            prompt_3=None,
+            device=device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
+        )
+        condition = {
+            "encoder_hidden_states": prompt_embeds.repeat(batch, 1, 1),
+            "pooled_projections": pooled.repeat(batch, 1),
+        }
+        return _Velocity(pipe, family, condition, shape)
+    if latent_height % 2 or latent_width % 2:
+        raise BadInputError(f"latents: Flux latents need even height and width, found {shape}")
+    prompt_embeds, pooled, text_ids = pipe.encode_prompt(
+        prompt=prompt, prompt_2=None, device=device, num_images_per_prompt=1
+    )
+    image_ids = torch.zeros(latent_height // 2, latent_width // 2, 3)
+    image_ids[..., 1] = torch.arange(latent_height // 2)[:, None]
+    image_ids[..., 2] = torch.arange(latent_width // 2)[None, :]
+    embedded_guidance = None
+    if pipe.transformer.config.guidance_embeds:
+        embedded_guidance = torch.full((batch,), guidance, device=device, dtype=torch.float32)
+    condition = {
+        "encoder_hidden_states": prompt_embeds.repeat(batch, 1, 1),
+        "pooled_projections": pooled.repeat(batch, 1),
+        "txt_ids": text_ids,
+        "img_ids": image_ids.reshape(-1, 3).to(device=device, dtype=prompt_embeds.dtype),
+        "guidance": embedded_guidance,
+    }
+    return _Velocity(pipe, family, condition, shape)
+
+
 def encode_images(pipe: Any, images: npt.NDArray[np.uint8] | torch.Tensor) -> torch.Tensor:
     """VAE latents (distribution mean, scaled) of uint8 NHWC images or float NCHW images in [0, 1]."""
     if isinstance(images, np.ndarray):
@@ -192,12 +363,13 @@ def invert_images(
     num_inference_steps: int,
     refine_iterations: int = 0,
 ) -> RecoveredNoise | InversionUnavailable:
-    """Estimate the initial noise of generated images: VAE encode, then DDIM inversion."""
+    """Estimate the initial noise of generated images: VAE encode, then the family's inversion."""
     family = detect_family(pipe)
-    if not family.uses_unet:
-        return InversionUnavailable(family)
+    unavailable = _why_not_invertible(pipe, family)
+    if unavailable is not None:
+        return unavailable
     latents = encode_images(pipe, images)
-    noise = ddim_invert_latents(pipe, latents, num_inference_steps, refine_iterations=refine_iterations)
+    noise = invert_latents(pipe, latents, num_inference_steps, refine_iterations=refine_iterations)
     return RecoveredNoise(noise=noise, family=family, num_inference_steps=num_inference_steps)
 
 
@@ -233,16 +405,25 @@ def latent_roundtrip(
 ) -> LatentDetection | InversionUnavailable:
     """Sample with watermarked noise to final latents, invert them (no VAE) and detect.
 
-    The latent-level check of the offline tests. The pipeline must sample with DDIM (the embedded
-    SD and SDXL do); a flow-matching family returns InversionUnavailable.
+    The latent-level check of the offline tests. A UNet pipeline must sample with DDIM (the
+    embedded SD and SDXL do); SD3 and Flux with the deterministic flow-matching Euler sampler.
     """
     family = detect_family(pipe)
-    if not family.uses_unet:
-        return InversionUnavailable(family)
-    from diffusers import DDIMScheduler
+    unavailable = _why_not_invertible(pipe, family)
+    if unavailable is not None:
+        return unavailable
+    if family.uses_unet:
+        from diffusers import DDIMScheduler
 
-    if not isinstance(pipe.scheduler, DDIMScheduler):
-        raise BadInputError(f"pipe.scheduler: expected DDIMScheduler, found {type(pipe.scheduler).__name__}")
+        expected_scheduler: type[Any] = DDIMScheduler
+    else:
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        expected_scheduler = FlowMatchEulerDiscreteScheduler
+    if not isinstance(pipe.scheduler, expected_scheduler):
+        raise BadInputError(
+            f"pipe.scheduler: expected {expected_scheduler.__name__}, found {type(pipe.scheduler).__name__}"
+        )
     noise = watermarked_noise(pipe, [mark_id], [nonce], height, width, key)
     kwargs = call_kwargs(
         family,
@@ -257,5 +438,27 @@ def latent_roundtrip(
         output_type="latent",
     )
     final_latents = pipe(**kwargs).images
-    recovered = ddim_invert_latents(pipe, final_latents, steps, refine_iterations=refine_iterations)
+    if family is Family.FLUX:
+        final_latents = unpack_flux_latents(final_latents, latent_shape(pipe, height, width))
+    recovered = invert_latents(pipe, final_latents, steps, refine_iterations=refine_iterations)
     return detect_latent(recovered[0].numpy(), key, nonce, expected_mark_id=mark_id)
+
+
+def unpack_flux_latents(packed: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Flux's packed latents (B, (h/2)(w/2), 4C) back to (B, C, h, w); `shape` is one image's (C, h, w)."""
+    channels, height, width = shape
+    if packed.ndim != 3 or packed.shape[1:] != (height // 2 * (width // 2), channels * 4):
+        raise BadInputError(
+            f"packed: expected (B, {height // 2 * (width // 2)}, {channels * 4}), found {tuple(packed.shape)}"
+        )
+    batch = packed.shape[0]
+    x = packed.reshape(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(batch, channels, height, width)
+
+
+def _why_not_invertible(pipe: Any, family: Family) -> InversionUnavailable | None:
+    if family.uses_unet:
+        return None
+    if _flow_scheduler(pipe).config.get("stochastic_sampling", False):
+        return InversionUnavailable(family, STOCHASTIC_SAMPLING)
+    return None

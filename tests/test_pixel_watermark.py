@@ -230,6 +230,77 @@ def test_exact_id_under_geometric_attacks(
         assert found.scale == pytest.approx(scale, rel=0.01) and found.angle == pytest.approx(angle, abs=0.5)
 
 
+@pytest.mark.parametrize(
+    ("attack", "turns", "flipped"),
+    [
+        (attacks.quarter_turns(1), 1, False),
+        (attacks.quarter_turns(2), 2, False),
+        (attacks.quarter_turns(3), 3, False),
+        (attacks.vflip, 2, True),
+        (attacks.transpose, 3, True),
+        (attacks.chain(attacks.quarter_turns(1), attacks.hflip), 1, True),
+    ],
+)
+def test_exact_id_under_the_eight_symmetries_of_the_square(
+    marked: dict[str, np.ndarray], attack: attacks.Attack, turns: int, flipped: bool
+) -> None:
+    # v3 read 0% of these: the fold was only correlated with the sync tile as is and mirrored
+    for name, image in marked.items():
+        found = pixel.detect(attack(image), KEY)
+        assert found.marked and found.mark_id == MARK, (name, found)
+        assert (found.quarter_turns, found.flipped) == (turns, flipped), (name, found)
+        assert found.scale == 1.0 and found.angle == 0.0
+
+
+@pytest.mark.parametrize(
+    ("attack", "angle", "scale"),
+    [
+        (attacks.rotate(10.0), -10.0, 1.0),
+        (attacks.rotate(-33.0), -57.0, 1.0),  # read as -57 degrees and a quarter turn
+        (attacks.rotate(135.0), 45.0, 1.0),
+        (attacks.straighten(4.0), -4.0, np.cos(np.radians(4)) + np.sin(np.radians(4))),  # cropped: enlarged
+    ],
+)
+def test_exact_id_under_any_rotation_and_straightening(
+    marked: dict[str, np.ndarray], attack: attacks.Attack, angle: float, scale: float
+) -> None:
+    for name, image in marked.items():
+        found = pixel.detect(attack(image), KEY)
+        assert found.marked and found.mark_id == MARK, (name, found)
+        # the angle is known modulo the quarter turns `_read` takes
+        assert (found.angle - angle + 45.0) % 90.0 - 45.0 == pytest.approx(0.0, abs=0.5), (name, found)
+        assert found.scale == pytest.approx(scale, rel=0.01), (name, found)
+
+
+@pytest.mark.parametrize(("width", "height"), [(0.8, 1.0), (1.0, 0.6), (0.5, 2.0), (1.7, 1.2)])
+def test_exact_id_when_width_and_height_are_scaled_independently(
+    marked: dict[str, np.ndarray], width: float, height: float
+) -> None:
+    for name, image in marked.items():
+        found = pixel.detect(attacks.stretch(width, height)(image), KEY)
+        assert found.marked and found.mark_id == MARK, (name, found)
+        assert found.aspect == pytest.approx(width / height, rel=0.02), (name, found)
+        assert found.scale == pytest.approx(np.sqrt(width * height), rel=0.02), (name, found)
+
+
+def test_lattice_search_finds_rotation_and_scale_of_a_marked_image_only(
+    photos: dict[str, np.ndarray], marked: dict[str, np.ndarray]
+) -> None:
+    # the log-polar correlation with the band lattice: the mark's geometry at a z-score far above
+    # what the unmarked photo reaches
+    image = attacks.chain(attacks.rotate(25.0), attacks.rescale(0.7))(marked["camera"])
+    z, scale, angle = pixel._log_polar_peaks(pixel._flattened_power(pixel._whiten(pixel._luminance(image))))[
+        0
+    ]
+    assert z > 2 * pixel._SPECTRAL_MIN_Z
+    assert scale == pytest.approx(0.7, rel=0.02) and angle == pytest.approx(-25.0, abs=0.5)
+    found = pixel.detect(image, KEY)
+    assert found.mark_id == MARK and found.scale == pytest.approx(0.7, rel=0.01)
+    for name, photo in photos.items():
+        unmarked = pixel._log_polar_peaks(pixel._flattened_power(pixel._whiten(pixel._luminance(photo))))
+        assert max(z for z, _, _ in unmarked) < pixel._SPECTRAL_MIN_Z + 2.0, name
+
+
 @pytest.mark.parametrize("attack", ["crop75+resize", "crop75", "resize0.75+jpeg75"])
 def test_exact_id_after_the_hardest_crops_and_rescales(marked: dict[str, np.ndarray], attack: str) -> None:
     # crop 75% leaves 56% of the mark; astronaut is one of the weakest photos of the bench
@@ -300,7 +371,8 @@ def test_unmarked_and_wrong_key_read_not_marked(
     rng = np.random.default_rng(7)
     keys = [rng.bytes(32) for _ in range(3)]
     for name, image in photos.items():
-        for variant in (image, attacks.crop(0.8)(image), attacks.jpeg(75)(image)):
+        edited = (attacks.crop(0.8), attacks.jpeg(75), attacks.rotate(10.0), attacks.stretch(0.8, 1.0))
+        for variant in (image, *(edit(image) for edit in edited)):
             for key in keys:
                 assert not pixel.detect(variant, key).marked, name
         found = pixel.detect(marked[name], OTHER_KEY)
@@ -322,7 +394,9 @@ def test_unmarked_photos_never_check_under_many_keys(photos: dict[str, np.ndarra
                     for message in reading.messages:
                         assert pixel._check(message, layout.crc_mask) is None
                         checked += 1
-    assert checked >= 4 * 3 * 5 * 10 * pixel._LIST_SIZE  # at least 10 full lists per read
+    # at least 7 full lists per read: the peaks and the origins (the neighbours only behind a peak that
+    # stands out, which unmarked photos rarely have)
+    assert checked >= 4 * 3 * 5 * 7 * pixel._LIST_SIZE
 
 
 def test_pil_in_pil_out_and_alpha_kept(photos: dict[str, np.ndarray]) -> None:

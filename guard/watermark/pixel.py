@@ -25,14 +25,19 @@ How it works (DESIGN.md, "What a watermark prototype showed"):
   reading fails, the same with an edge-preserving prediction of the photo removed instead of the local
   mean, then the sum of both: small images, where the photo drowns the mark; then the mix of R, G and B
   that carries the mark against the least photo, the colour reading), folds it into one tile,
-  equalises the fold's spectrum (1 / the noise power around each coefficient), finds the shift by FFT
-  cross-correlation with the sync pattern (and its mirror, for flips), and list-Viterbi-decodes the
-  soft bits at the strongest peak, at the grid's origin (as is and mirrored: where a small image's sync
-  peak drowns in the photo), at the next peaks and at the 8 neighbours of the strongest (a weak sync
-  peak is often a pixel off). Each decode gives the 16 most likely messages; the keyed CRC picks one.
-  When that fails, a coherent search undoes each scaling (0.5 to 2) and each rotation (+-7 degrees) of a
-  grid at half resolution and keeps the geometry whose sync peak stands out; it is refined at full
-  resolution and read like the identity. Scaling combined with rotation is not searched.
+  equalises the fold's spectrum (1 / the noise power around each coefficient), finds the shift and
+  orientation by FFT cross-correlation with the sync pattern in each of the eight symmetries of the
+  square (quarter turns, as is and mirrored: flips, 90-degree turns, transposes), and list-Viterbi-decodes
+  the soft bits at the strongest peak, at the grid's origin (as is and mirrored: where a small image's
+  sync peak drowns in the photo), at the next peaks and at the 8 neighbours of the strongest (a weak
+  sync peak is often a pixel off). Each decode gives the 16 most likely messages; the keyed CRC picks one.
+  When that fails, the geometry is read from the mark's own lattice in the power spectrum
+  (`_spectral_candidates`): log-polar coordinates turn any rotation with a scale of 0.5 to 2 into a
+  shift, log-log coordinates of the two axes a separate scaling of width and height; one FFT
+  correlation with the band's lattice finds each. The proposals are refined on the sync peak
+  (coherent, half then full resolution), and those whose peak stands out are read like the identity.
+  Not read (512 px): perspective tilts (the fold smears), the image as a cell of a larger
+  layout at half size, and downscale / JPEG 10 / upscale.
 
 Why v2 missed some 512 px crops (motorcycle, crop 75%): the sync peak was found at the right shift
 (z 6.7), but the soft bits read there had a raw error rate of 14%, beyond the rate-1/2 code with plain
@@ -59,7 +64,7 @@ False positives: "marked" needs the keyed CRC-32 to check. Each detection decode
 `_MAX_DECODES` lists of `_LIST_SIZE` messages, and a message that is not the embedded one checks with
 probability 2**-32 over keys (the CRC mask is an HKDF output independent of the layout that, with the
 image, determines the message), so an unmarked image reads "marked" with probability at most
-`_MAX_DECODES * _LIST_SIZE * 2**-32` (< 6.6e-7) for any key; `confidence` is -log10 of a tighter bound
+`_MAX_DECODES * _LIST_SIZE * 2**-32` (< 7.2e-7, geometric readings included) for any key; `confidence` is -log10 of a tighter bound
 that also uses the sync correlation (see `_false_positive_bound`).
 """
 
@@ -130,20 +135,48 @@ _MAX_BIT_GAIN = 3.0
 # 11 photos x 5 keys, exact ids: blur 2 72.7% -> 87.3%, all 16 non-geometric attacks 95.8% -> 96.6%;
 # 512 px soft-bit SNR unattacked 2.20 -> 2.91, blur 2 1.55 -> 2.16; embed time about x1.5.
 _HOST_BLUR_SIGMA = 2.0
-_SHIFTS_PER_MIRROR = 3
+# The eight symmetries of the square tile (quarter turns, each as is and mirrored): a mark read from an
+# image turned by a multiple of 90 degrees, flipped either way or transposed is the same lattice.
+# Orientation o = 2 * quarter_turns + mirrored; the identity and the plain mirror first.
+_ORIENTATIONS = ((0, False), (0, True), (1, False), (1, True), (2, False), (2, True), (3, False), (3, True))
+_PEAKS = 6  # the strongest sync peaks decoded, over all orientations (3 per mirror before the eight)
+# The strongest peak's z-score from which its 8 neighbours are decoded too: unmarked reads peak at about
+# 4.5 to 5 and skip them (unmarked 256 px detection 0.94 -> 0.60 s CPU under load); 256 px, 11 photos
+# x 3 keys, the 16 non-geometric attacks: no miss either way.
+_NEIGHBOUR_MIN_Z = 5.0
 _EQUALIZE_WINDOW = 15  # side, in coefficients, of the window that estimates the noise power (`_equalize`)
-_SCALE_RANGE = (0.5, 2.0)  # geometric search: scales and rotations (degrees) undone
-_MAX_ANGLE = 7.0
-_SCALE_STEP = 0.01  # log scale
+_SCALE_RANGE = (0.5, 2.0)  # the scales (of each axis) the geometric search undoes; rotations: all
+_SCALE_STEP = 0.01  # log scale: the refinement's first step (`_refine`)
 _ANGLE_STEP = 0.5  # degrees
-_CONVINCING_Z = 7.0  # a half-resolution sync peak unmarked images do not reach over the whole grid
-_GEOMETRY_CANDIDATES = 3
+# The spectral geometry estimate (`_spectral_candidates`). The tiled mark puts its power on the lattice
+# of a tile's frequencies (k / TILE); an affine map of the image moves that lattice by the inverse
+# transpose. Rotation with scale shifts it in log-polar coordinates of the spectrum, a scaling of width
+# and height independently in log-log coordinates: one FFT correlation with the lattice in each finds
+# every angle and scale at once. Grids: log radius over `_LOG_POLAR_RADII` cycles per pixel (the band
+# under scales 0.5 to 2) in `_LOG_POLAR_STEPS`, half a turn in `_LOG_POLAR_ANGLES` (0.5 degree).
+_LOG_POLAR_RADII = (0.022, 0.36)
+_LOG_POLAR_STEPS = 160
+_LOG_POLAR_ANGLES = 360
+_LOG_LOG_RANGE = (0.012, 0.36)  # |frequency| per axis, cycles per pixel
+_LOG_LOG_STEPS = 200
+_LOG_LOG_MIN_FREQUENCY = 0.03  # lattice points nearer an axis are not resolved on the log-log grid
+_SPECTRUM_WINDOW = 7  # side of the window that flattens the photo's power spectrum
+# z-score of the lattice correlation a geometry must reach to be read. 512 px photos, unmarked: at most
+# about 4.4; marked: rotations 9-19, 0.6x and 1.8x scale 15-35, width x0.8 14-17, width x0.5 with
+# height x2 10-16.
+_SPECTRAL_MIN_Z = 3.5
+_SPECTRAL_ROTATIONS = 3  # log-polar peaks refined (distinct modulo 90 degrees), and the best log-log peak
+# `_refine`'s steps: (fraction of the first step, at full resolution)
+_COARSE_LEVELS = ((1.0, False),)
+_FINE_LEVELS = ((0.5, False), (0.25, True), (0.125, True))
+_PROMISING_Z = 6.0  # half-resolution sync z-score after the coarse step that earns the fine steps
+_CONFIRM_Z = 7.0  # a refined sync peak unmarked photos do not reach (512 px, 33 unmarked: at most 5.6)
 # per plane read: the peaks, the 8 neighbours of the strongest, the grid's own origin as is and mirrored;
 # planes: the luminance whitened three ways, the colour reading, four more on small images (see
 # `_planes`), then each geometry candidate
-_DECODES_PER_READ = 2 * _SHIFTS_PER_MIRROR + 8 + 2
+_DECODES_PER_READ = _PEAKS + 8 + 2
 _IDENTITY_PLANES = 4 + len(_DENOISE_STRENGTHS) + 1  # the last: the edge and non-local-means readings summed
-_MAX_DECODES = _DECODES_PER_READ * (_IDENTITY_PLANES + _GEOMETRY_CANDIDATES)
+_MAX_DECODES = _DECODES_PER_READ * (_IDENTITY_PLANES + _SPECTRAL_ROTATIONS + 1)
 _LIST_SIZE = 16  # messages per decode that the CRC may select (see `_ecc.list_viterbi_decode`)
 
 Float32 = npt.NDArray[np.float32]
@@ -160,8 +193,11 @@ class PixelDetection:
     marked: the keyed CRC of a decoded id checked. mark_id: that id, else None.
     confidence: -log10 of an upper bound on the probability that an unmarked image gives this result
     (> 6.1 whenever marked; 0.0 when not marked). sync_score: z-score of the sync correlation peak
-    (about 4 to 5 on unmarked images). flipped: the mark was read from the mirror image. scale, angle:
-    the geometry that was undone (1.0 and 0.0 when none), angle in degrees.
+    (about 4 to 5 on unmarked images). flipped, quarter_turns: the image was read as turned by
+    `quarter_turns` x 90 degrees counterclockwise (numpy's rot90), then mirrored left-right when
+    `flipped` (a vertical flip reads as two quarter turns and a mirror). scale, angle: the geometry that
+    was undone besides (1.0 and 0.0 when none), angle in degrees; aspect: the width's scale over the
+    height's (1.0 unless width and height were scaled differently; scale is then their geometric mean).
     """
 
     marked: bool
@@ -171,6 +207,8 @@ class PixelDetection:
     flipped: bool
     scale: float
     angle: float
+    quarter_turns: int = 0
+    aspect: float = 1.0
 
 
 @runtime_checkable
@@ -213,6 +251,10 @@ class _Layout:
     sync_tile_fft: npt.NDArray[np.complex128]  # rfft2 of the sync-only tile, for correlation
     half_sync_fft: npt.NDArray[np.complex128]  # the same for a half-size tile (the band fits below TILE / 4)
     crc_mask: int
+    # rfft2 of the sync tile in each of `_ORIENTATIONS`, full and half size: a fold is correlated with
+    # all eight at the cost of one equalised spectrum
+    oriented_sync: tuple[npt.NDArray[np.complex128], ...]
+    oriented_half_sync: tuple[npt.NDArray[np.complex128], ...]
 
 
 def _band_positions() -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
@@ -246,7 +288,27 @@ def _layout(key: bytes) -> _Layout:
     sync_fft = _dims_to_spectrum(dims, rows, cols)
     quarter = TILE // 4
     half_sync_fft = np.concatenate([sync_fft[:quarter, : quarter + 1], sync_fft[-quarter:, : quarter + 1]])
-    return _Layout(rows, cols, sync_dims, sync_chips, bit_dims, bit_chips, sync_fft, half_sync_fft, crc_mask)
+    oriented, oriented_half = (
+        tuple(np.fft.rfft2(_orient(np.fft.irfft2(fft, s=(side, side)), o)) for o in range(len(_ORIENTATIONS)))
+        for fft, side in ((sync_fft, TILE), (half_sync_fft, TILE // 2))
+    )
+    return _Layout(
+        rows, cols, sync_dims, sync_chips, bit_dims, bit_chips, sync_fft, half_sync_fft, crc_mask,
+        oriented, oriented_half,
+    )  # fmt: skip
+
+
+def _orient(tile: Float64, orientation: int) -> Float64:
+    """`tile` turned by quarter_turns x 90 degrees counterclockwise, then mirrored left-right if asked."""
+    turns, mirrored = _ORIENTATIONS[orientation]
+    turned = np.rot90(tile, turns)
+    return np.ascontiguousarray(turned[:, ::-1] if mirrored else turned)
+
+
+def _unorient(tile: Float64, orientation: int) -> Float64:
+    """The inverse of `_orient`."""
+    turns, mirrored = _ORIENTATIONS[orientation]
+    return np.ascontiguousarray(np.rot90(tile[:, ::-1] if mirrored else tile, -turns))
 
 
 def _dims_to_spectrum(
@@ -655,7 +717,7 @@ def _equal_margin(host: Float64, response: Float64) -> float:
 @dataclass(frozen=True)
 class _Reading:
     sync_score: float
-    flipped: bool
+    orientation: int  # index into _ORIENTATIONS
     messages: npt.NDArray[np.uint8]  # the decoder's list, best first, one message per row
 
 
@@ -667,7 +729,7 @@ def detect(image: npt.NDArray[np.uint8] | Image.Image, key: bytes | None = None)
     white = _whiten(luma)
     decodes = 0
     best_sync = 0.0
-    for scale, angle, plane in _planes(array, luma, white, layout):
+    for geometry, plane in _planes(array, luma, white, layout):
         for reading in _read(plane, layout):
             decodes += 1
             best_sync = max(best_sync, reading.sync_score)
@@ -679,17 +741,31 @@ def detect(image: npt.NDArray[np.uint8] | Image.Image, key: bytes | None = None)
                     mark_id=found,
                     confidence=-math.log10(_false_positive_bound(reading.sync_score)),
                     sync_score=reading.sync_score,
-                    flipped=reading.flipped,
-                    scale=scale,
-                    angle=angle,
+                    flipped=_ORIENTATIONS[reading.orientation][1],
+                    scale=geometry.scale,
+                    angle=geometry.angle,
+                    quarter_turns=_ORIENTATIONS[reading.orientation][0],
+                    aspect=geometry.aspect,
                 )
     assert decodes <= _MAX_DECODES
     return PixelDetection(False, None, 0.0, best_sync, False, 1.0, 0.0)
 
 
+@dataclass(frozen=True)
+class _Geometry:
+    """What a plane's resampling undid: scale (geometric mean of the two axes), angle, width / height."""
+
+    scale: float = 1.0
+    angle: float = 0.0
+    aspect: float = 1.0
+
+
+_IDENTITY = _Geometry()
+
+
 def _planes(
     array: UInt8, luma: Float32, white: Float32, layout: _Layout
-) -> Iterator[tuple[float, float, Float32]]:
+) -> Iterator[tuple[_Geometry, Float32]]:
     """The planes to read, with the scale and angle each undoes, cheapest and likeliest first.
 
     The plain whitening (it reads nearly every image of 512 px and more, and the geometric search lives
@@ -732,22 +808,22 @@ def _planes(
     non-local means no longer changes a count on the bench's photos, but on monochrome copies of them
     (no colour reading; 55 trials) it still does: crop 75% 12 -> 7, blur 2 10 -> 2 misses; it stays.
     """
-    yield 1.0, 0.0, white
+    yield _IDENTITY, white
     edges = _whiten_edges(luma)
-    yield 1.0, 0.0, edges
-    yield 1.0, 0.0, white + edges
+    yield _IDENTITY, edges
+    yield _IDENTITY, white + edges
     colour = _colour_reading(array)
     if colour is not None:
-        yield 1.0, 0.0, _whiten_edges(colour)
+        yield _IDENTITY, _whiten_edges(colour)
     if luma.size <= _SMALL_IMAGE_PIXELS and _DENOISE_STRENGTHS:
         summed = edges.copy()
         for strength in _DENOISE_STRENGTHS:
             reading = _whiten_denoised(luma, strength)
-            yield 1.0, 0.0, reading
+            yield _IDENTITY, reading
             summed += reading
-        yield 1.0, 0.0, summed
-    for scale, angle, matrix in _geometry_candidates(white, layout):
-        yield scale, angle, _undo_geometry(white, matrix)
+        yield _IDENTITY, summed
+    for geometry, matrix in _spectral_candidates(white, layout):
+        yield geometry, _undo_geometry(white, matrix)
 
 
 def _colour_reading(array: UInt8) -> Float32 | None:
@@ -785,52 +861,66 @@ def _false_positive_bound(sync_score: float) -> float:
     decodes of `_LIST_SIZE` messages each run.
     The sync dimensions are disjoint from the bit dimensions, so on an unmarked image the sync peak is
     independent of the decoded bits: its z-score is at least `sync_score` with probability at most
-    (number of shifts and mirrors) * Q(sync_score).
+    (number of shifts and orientations) * Q(sync_score).
     """
     tail = 0.5 * math.erfc(sync_score / math.sqrt(2.0))
-    sync_p = min(1.0, 2 * TILE * TILE * tail)
+    sync_p = min(1.0, len(_ORIENTATIONS) * TILE * TILE * tail)
     return max(_MAX_DECODES * _LIST_SIZE * 2.0**-_ecc.CRC_BITS * sync_p, 1e-300)
 
 
 def _read(plane: Float32, layout: _Layout) -> Iterator[_Reading]:
-    """Fold, find the shift (and mirror) by sync correlation, and decode the strongest peaks first.
+    """Fold, find the shift and orientation by sync correlation, and decode the strongest peaks first.
 
-    Then the 8 neighbours of the strongest peak: on weak photos the sync peak (an eighth of the mark)
-    is often a pixel off, which costs the band's high frequencies most of their correlation. Readings
-    are decoded lazily, in this order, so a clear mark costs one decode.
+    The fold is correlated with the sync tile in each of the eight `_ORIENTATIONS` (one equalised
+    spectrum, eight templates); the `_PEAKS` strongest peaks over all of them are decoded, each from
+    the fold turned back. Then the 8 neighbours of the strongest peak: on weak photos the sync peak (an
+    eighth of the mark) is often a pixel off, which costs the band's high frequencies most of their
+    correlation. Readings are decoded lazily, in this order, so a clear mark costs one decode.
     """
     folded = _fold(plane)
-    peaks: list[tuple[float, bool, int, int]] = []
-    spectra = {}
-    z_maps = {}
-    for flipped in (False, True):
-        tile = folded[:, ::-1] if flipped else folded
-        spectrum = _equalize(np.fft.rfft2(tile))
-        spectra[flipped] = spectrum
-        corr = np.fft.irfft2(spectrum * np.conj(layout.sync_tile_fft), s=(TILE, TILE))
-        z_maps[flipped] = z_map = (corr - corr.mean()) / (corr.std() + 1e-12)
-        for index in np.argsort(z_map, axis=None)[::-1][:_SHIFTS_PER_MIRROR]:
-            dy, dx = divmod(int(index), TILE)
-            peaks.append((float(z_map[dy, dx]), flipped, dy, dx))
-    peaks.sort(key=lambda p: -p[0])
-    _, top_flipped, top_dy, top_dx = peaks[0]
+    equalized = _equalize(np.fft.rfft2(folded))
+    candidates: list[tuple[float, int, int]] = []  # (z, orientation, rank of the peak in it)
+    for orientation, template in enumerate(layout.oriented_sync):
+        corr = np.fft.irfft2(equalized * np.conj(template), s=(TILE, TILE))
+        top = np.partition(corr, corr.size - _PEAKS, axis=None)[-_PEAKS:][::-1]
+        z_top = np.sort((top - corr.mean()) / (corr.std() + 1e-12))[::-1]
+        candidates += [(float(z), orientation, rank) for rank, z in enumerate(z_top)]
+    candidates.sort(key=lambda c: -c[0])
+    spectra: dict[int, npt.NDArray[np.complex128]] = {}
+    z_maps: dict[int, Float64] = {}
+
+    def turned_back(orientation: int) -> tuple[npt.NDArray[np.complex128], Float64]:
+        """The fold turned back from `orientation`: its equalised spectrum and sync z-map."""
+        if orientation not in spectra:
+            spectrum = _equalize(np.fft.rfft2(_unorient(folded, orientation)))
+            corr = np.fft.irfft2(spectrum * np.conj(layout.sync_tile_fft), s=(TILE, TILE))
+            spectra[orientation] = spectrum
+            z_maps[orientation] = (corr - corr.mean()) / (corr.std() + 1e-12)
+        return spectra[orientation], z_maps[orientation]
+
+    peaks: list[tuple[int, int, int]] = []
+    for _, orientation, rank in candidates[:_PEAKS]:
+        _, z_map = turned_back(orientation)
+        index = int(np.argsort(z_map, axis=None)[::-1][rank])
+        peaks.append((orientation, *divmod(index, TILE)))
+    top_orientation, top_dy, top_dx = peaks[0]
     neighbours = [
-        (top_flipped, (top_dy + a) % TILE, (top_dx + b) % TILE)
+        (top_orientation, (top_dy + a) % TILE, (top_dx + b) % TILE)
         for a in (-1, 0, 1)
         for b in (-1, 0, 1)
-        if a or b
+        if (a or b) and candidates[0][0] >= _NEIGHBOUR_MIN_Z
     ]
     # The embedding grid starts at the top-left pixel, and only crops (and rotations) move it: an image
     # whose sync peak is lost in the photo's own correlation (small images) is still read at the origin,
     # as is or mirrored (a mirror of width w moves the grid to -w mod TILE).
-    origins = [(False, 0, 0), (True, 0, -plane.shape[1] % TILE)]
-    shifts = [(flipped, dy, dx) for _, flipped, dy, dx in peaks]
-    shifts = shifts[:1] + [o for o in origins if o not in shifts] + shifts[1:]
+    origins = [(0, 0, 0), (1, 0, -plane.shape[1] % TILE)]
+    shifts = peaks[:1] + [o for o in origins if o not in peaks] + peaks[1:]
     shifts += [shift for shift in neighbours if shift not in shifts]
-    for flipped, dy, dx in shifts:
-        soft = _soft_bits(_shift_spectrum(spectra[flipped], dy, dx), layout)
+    for orientation, dy, dx in shifts:
+        spectrum, z_map = turned_back(orientation)
+        soft = _soft_bits(_shift_spectrum(spectrum, dy, dx), layout)
         messages = _ecc.list_viterbi_decode(soft / (np.std(soft) + 1e-12), _LIST_SIZE)
-        yield _Reading(float(z_maps[flipped][dy, dx]), flipped, messages)
+        yield _Reading(float(z_map[dy, dx]), orientation, messages)
 
 
 def _equalize(spectrum: npt.NDArray[np.complex128], tile: int = TILE) -> npt.NDArray[np.complex128]:
@@ -872,72 +962,240 @@ def _soft_bits(spectrum: npt.NDArray[np.complex128], layout: _Layout) -> Float64
     return (dims[layout.bit_dims] * layout.bit_chips).sum(axis=1)  # type: ignore[no-any-return]
 
 
-def _geometry_candidates(white: Float32, layout: _Layout) -> Iterator[tuple[float, float, Float64]]:
-    """Scalings and rotations to undo, best first, found by a coherent search on the sync peak.
+def _spectral_candidates(white: Float32, layout: _Layout) -> Iterator[tuple[_Geometry, Float64]]:
+    """Geometries read from the mark's lattice in the power spectrum, confirmed on the sync peak.
 
-    At half resolution (the band stays below its Nyquist limit) each (scale, angle) of `_search_grid`
-    is undone, folded into a half-size tile and scored by the z-score of its sync correlation peak over
-    all shifts and both mirrors. A candidate whose peak is far above what an unmarked image reaches is
-    refined on finer grids and yielded at once (most attacked images stop there); otherwise the best
-    few of the whole grid are. At most `_GEOMETRY_CANDIDATES` are yielded.
+    The whitened plane's power spectrum, divided by its local mean (the photo's smooth spectrum), is
+    resampled on a log-polar grid and correlated (FFT) with the tile's band lattice drawn on the same
+    grid: a peak gives a rotation (modulo 90 degrees, which `_read`'s orientations take) and a scale,
+    for every angle and scales 0.5 to 2. A log-log grid of the two axes' frequencies gives the scaling
+    of width and height the same way. Each proposal whose lattice z-score reaches `_SPECTRAL_MIN_Z` is
+    refined by the coherent sync search (`_refine`): one step at half resolution, then, where the sync
+    peak stands out there (`_PROMISING_Z`), finer steps; refined geometries are yielded by their sync
+    z-score, those below `_CONFIRM_Z` only the best one. Unmarked images pay the spectrum (about 5 ms
+    at 512 px) and the half-resolution steps, and read nothing more.
     """
     h, w = white.shape
+    power = _flattened_power(white)
     half: Float32 = cv2.resize(white, (w // 2, h // 2), interpolation=cv2.INTER_AREA)  # type: ignore[assignment]
-    sync_fft = layout.half_sync_fft
-    yielded: list[tuple[float, float]] = []
+    proposals = [(z, _Geometry(scale, angle)) for z, scale, angle in _log_polar_peaks(power)]
+    for z, scale_x, scale_y in _log_log_peaks(power):
+        # an isotropic log-log peak is a scale the log-polar peaks may have missed (textured photos)
+        stretched = abs(math.log(scale_x / scale_y)) > 2 * _SCALE_STEP
+        scale = math.sqrt(scale_x * scale_y)
+        known = any(
+            abs(math.log(g.scale / scale)) < 2 * _SCALE_STEP and abs(g.angle) < 2 * _ANGLE_STEP
+            for _, g in proposals
+        )
+        if stretched or not known:
+            proposals.append((z, _Geometry(scale, 0.0, scale_x / scale_y if stretched else 1.0)))
+    # First a step at half resolution for each; the finer steps only for those whose sync peak stands
+    # out there (512 px photos, 33 unmarked: at most 5.6; marked and rotated or rescaled: 9 to 15).
+    coarse = [_refine(g, white, half, layout, _COARSE_LEVELS) for z, g in proposals if z >= _SPECTRAL_MIN_Z]
+    coarse.sort(key=lambda r: -r[0])
+    refined = [_refine(g, white, half, layout, _FINE_LEVELS) for z, g in coarse if z >= _PROMISING_Z]
+    refined.sort(key=lambda r: -r[0])
+    for rank, (sync_z, geometry) in enumerate(refined):
+        if sync_z < _CONFIRM_Z and rank > 0:
+            return
+        yield geometry, _geometry_matrix(geometry)
 
-    def refined(scale: float, angle: float) -> tuple[float, float, Float64]:
-        # the last, finest steps at full resolution, where the fold's tolerance is tightest
-        for fraction, plane, sync in (
-            (0.5, half, sync_fft),
-            (0.25, white, layout.sync_tile_fft),
-            (0.125, white, layout.sync_tile_fft),
-        ):
+
+def _geometry_matrix(geometry: _Geometry) -> Float64:
+    """Tile coordinates -> image pixels: width scaled by scale * sqrt(aspect), height by scale /
+    sqrt(aspect), then rotated by angle."""
+    root = math.sqrt(geometry.aspect)
+    return _matrix(1.0, geometry.angle) @ np.diag([geometry.scale * root, geometry.scale / root])
+
+
+def _refine(
+    geometry: _Geometry,
+    white: Float32,
+    half: Float32,
+    layout: _Layout,
+    levels: tuple[tuple[float, bool], ...],
+) -> tuple[float, _Geometry]:
+    """Hill-climb the sync peak around `geometry` (about a grid step of the spectral estimate at half
+    resolution, then finer steps at full resolution, where the fold's tolerance is tightest); returns
+    the last sync z-score with the geometry."""
+    free_aspect = geometry.aspect != 1.0
+    for fraction, full in levels:
+        plane, sync = (white, layout.oriented_sync) if full else (half, layout.oriented_half_sync)
+        log_step = fraction * _SCALE_STEP
+        if free_aspect:
+            # the two axes' scales: scale and aspect moved together
             steps = [
-                (scale * math.exp(i * fraction * _SCALE_STEP), angle + j * fraction * _ANGLE_STEP)
+                _Geometry(geometry.scale * math.exp(log_step * (i + j) / 2), 0.0,
+                          geometry.aspect * math.exp(log_step * (i - j)))
+                for i in (-1, 0, 1) for j in (-1, 0, 1)
+            ]  # fmt: skip
+        else:
+            steps = [
+                _Geometry(
+                    geometry.scale * math.exp(i * log_step), geometry.angle + j * fraction * _ANGLE_STEP
+                )
                 for i in (-1, 0, 1)
                 for j in (-1, 0, 1)
             ]
-            _, scale, angle = max((_sync_peak(plane, _matrix(sc, an), sync), sc, an) for sc, an in steps)
-        yielded.append((scale, angle))
-        return scale, angle, _matrix(scale, angle)
+        z, best = max((_sync_peak(plane, _geometry_matrix(g), sync), k) for k, g in enumerate(steps))
+        geometry = steps[best]
+    return z, geometry
 
-    def near_yielded(scale: float, angle: float) -> bool:
-        return any(
-            abs(math.log(scale / s)) < 2 * _SCALE_STEP and abs(angle - a) < 2 * _ANGLE_STEP
-            for s, a in yielded
-        )
 
-    scored = []
-    for scale, angle in _search_grid():
-        z = _sync_peak(half, _matrix(scale, angle), sync_fft)
-        if z >= _CONVINCING_Z and not near_yielded(scale, angle):
-            yield refined(scale, angle)
-            if len(yielded) == _GEOMETRY_CANDIDATES:
-                return
-        scored.append((z, scale, angle))
-    scored.sort(key=lambda c: -c[0])
-    for _, scale, angle in scored:
-        if len(yielded) == _GEOMETRY_CANDIDATES:
-            return
-        if not near_yielded(scale, angle):
-            yield refined(scale, angle)
+def _flattened_power(white: Float32) -> Float32:
+    """The power spectrum (rfft2, rows fft-shifted) divided by its local mean, minus one: about zero
+    where only the photo is, positive on the mark's lattice."""
+    h, w = white.shape
+    spectrum = np.fft.rfft2(white, s=(_even_dft_size(h), _even_dft_size(w)))
+    power = np.fft.fftshift((spectrum.real**2 + spectrum.imag**2).astype(np.float32), axes=0)
+    size = (_SPECTRUM_WINDOW, _SPECTRUM_WINDOW)
+    local: Float32 = cv2.blur(power, size, borderType=cv2.BORDER_REFLECT)  # type: ignore[assignment]
+    flattened: Float32 = power / (local + np.float32(1e-12)) - np.float32(1.0)
+    return flattened
+
+
+def _even_dft_size(n: int) -> int:
+    size = cv2.getOptimalDFTSize(n)
+    while size % 2:
+        size = cv2.getOptimalDFTSize(size + 1)
+    return int(size)
+
+
+def _sample_spectrum(power: Float32, fy: Float64, fx: Float64) -> Float32:
+    """`_flattened_power` at frequencies (cycles per pixel, fx >= 0), bilinear; 0 outside."""
+    rows, columns = power.shape
+    full_rows = rows  # the shifted row axis holds every vertical frequency
+    full_columns = 2 * (columns - 1)
+    map_y = (fy * full_rows + full_rows // 2).astype(np.float32)
+    map_x = (fx * full_columns).astype(np.float32)
+    sampled: Float32 = cv2.remap(  # type: ignore[assignment]
+        power, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0
+    )
+    return sampled
+
+
+def _log_polar_axes() -> tuple[Float64, Float64]:
+    low, high = _LOG_POLAR_RADII
+    log_radii = np.linspace(math.log(low), math.log(high), _LOG_POLAR_STEPS)
+    angles = np.linspace(-math.pi / 2, math.pi / 2, _LOG_POLAR_ANGLES, endpoint=False)
+    return log_radii, angles
+
+
+def _log_log_axis() -> Float64:
+    low, high = _LOG_LOG_RANGE
+    return np.linspace(math.log(low), math.log(high), _LOG_LOG_STEPS)
+
+
+def _splat(
+    grid_shape: tuple[int, int], first: Float64, second: Float64, wrap_second: bool
+) -> npt.NDArray[np.complex128]:
+    """Unit points at fractional grid positions, blurred a little, mean removed; its rfft2."""
+    grid = np.zeros(grid_shape, dtype=np.float32)
+    i = np.rint(first).astype(int)
+    j = np.rint(second).astype(int)
+    j = j % grid_shape[1] if wrap_second else j
+    keep = (i >= 0) & (i < grid_shape[0]) & (j >= 0) & (j < grid_shape[1])
+    np.add.at(grid, (i[keep], j[keep]), 1.0)
+    blurred = cv2.GaussianBlur(grid, (0, 0), 0.7)
+    spectrum: npt.NDArray[np.complex128] = np.fft.rfft2(blurred - blurred.mean())
+    return spectrum
 
 
 @lru_cache(maxsize=1)
-def _search_grid() -> list[tuple[float, float]]:
-    """Pure scalings over `_SCALE_RANGE` and pure rotations over +-`_MAX_ANGLE`, nearest the identity first.
+def _lattice_templates() -> tuple[npt.NDArray[np.complex128], npt.NDArray[np.complex128]]:
+    """The band's lattice (key-independent: every band coefficient carries mark power) on the
+    log-polar and the log-log grid, as rfft2 for the correlations."""
+    rows, cols = _band_positions()
+    ky = np.fft.fftfreq(TILE)[rows]
+    kx = np.fft.rfftfreq(TILE)[cols]
+    log_radii, angles = _log_polar_axes()
+    radius_step, angle_step = log_radii[1] - log_radii[0], angles[1] - angles[0]
+    polar = _splat(
+        (_LOG_POLAR_STEPS, _LOG_POLAR_ANGLES),
+        (np.log(np.hypot(ky, kx)) - log_radii[0]) / radius_step,
+        (np.arctan2(ky, kx) - angles[0]) / angle_step,
+        wrap_second=True,
+    )
+    axis = _log_log_axis()
+    step = axis[1] - axis[0]
+    resolved = (np.abs(ky) >= _LOG_LOG_MIN_FREQUENCY) & (kx >= _LOG_LOG_MIN_FREQUENCY)
+    log_log = _splat(
+        (_LOG_LOG_STEPS, _LOG_LOG_STEPS),
+        (np.log(np.abs(ky[resolved])) - axis[0]) / step,
+        (np.log(kx[resolved]) - axis[0]) / step,
+        wrap_second=False,
+    )
+    return polar, log_log
 
-    Combinations of both are not searched: the grid fine enough for the fold (about 1% and 0.5 degree)
-    would be two orders of magnitude larger.
-    """
+
+def _shift_window(steps: int, log_step: float) -> npt.NDArray[np.bool_]:
+    """Cyclic shift indices of a log axis that stand for scales in `_SCALE_RANGE`, as a mask."""
     low, high = _SCALE_RANGE
-    count = round(math.log(high / low) / _SCALE_STEP) + 1
-    scales = np.exp(np.linspace(math.log(low), math.log(high), count))
-    angles = np.arange(-_MAX_ANGLE, _MAX_ANGLE + 1e-9, _ANGLE_STEP)
-    grid = [(float(s), 0.0) for s in scales if abs(math.log(s)) > _SCALE_STEP / 2]
-    grid += [(1.0, float(a)) for a in angles if abs(a) > _ANGLE_STEP / 2]
-    return sorted(grid, key=lambda g: abs(math.log(g[0])) / _SCALE_STEP + abs(g[1]) / _ANGLE_STEP)
+    shifts = np.arange(steps)
+    shifts = np.where(shifts > steps // 2, shifts - steps, shifts)
+    scales = np.exp(-shifts * log_step)
+    return (scales >= low * 0.99) & (scales <= high * 1.01)  # type: ignore[no-any-return]
+
+
+def _peak_offset(values: Float64, index: int) -> float:
+    """Sub-sample position of a peak by a parabola through it and its neighbours (cyclic)."""
+    left, centre, right = values[index - 1], values[index], values[(index + 1) % len(values)]
+    curvature = left - 2 * centre + right
+    return float(0.5 * (left - right) / curvature) if curvature < 0 else 0.0
+
+
+def _log_polar_peaks(power: Float32) -> list[tuple[float, float, float]]:
+    """(z, scale, angle) of the `_SPECTRAL_ROTATIONS` best rotations, distinct modulo 90 degrees and
+    from the square lattice's own alias (its diagonals: 45 degrees on, at 1 / sqrt(2) the scale)."""
+    log_radii, angles = _log_polar_axes()
+    radii = np.exp(log_radii)[:, None]
+    grid = _sample_spectrum(power, radii * np.sin(angles)[None, :], radii * np.cos(angles)[None, :])
+    template, _ = _lattice_templates()
+    corr = np.fft.irfft2(np.fft.rfft2(grid - grid.mean()) * np.conj(template), s=grid.shape)
+    radius_step, angle_step = log_radii[1] - log_radii[0], angles[1] - angles[0]
+    valid = _shift_window(_LOG_POLAR_STEPS, radius_step)
+    scores = corr[valid]
+    z = (corr - scores.mean()) / (scores.std() + 1e-12)
+    z[~valid] = -np.inf
+    peaks: list[tuple[float, float, float]] = []
+    quarter = _LOG_POLAR_ANGLES // 2
+    for _ in range(_SPECTRAL_ROTATIONS):
+        i, j = np.unravel_index(int(np.argmax(z)), z.shape)
+        shift = float(i - _LOG_POLAR_STEPS if i > _LOG_POLAR_STEPS // 2 else i)
+        shift += _peak_offset(corr[:, j], int(i))
+        turn = j + _peak_offset(corr[i], int(j))
+        angle = math.degrees(turn * angle_step)
+        angle = (angle + 45.0) % 90.0 - 45.0  # the lattice's quarter-turn symmetry: `_read` takes the rest
+        peaks.append((float(z[i, j]), math.exp(-shift * radius_step), angle))
+        # the same peak a quarter turn on, and its close neighbours, are not distinct rotations
+        alias = round(math.log(math.sqrt(2.0)) / radius_step)
+        for row_offset, column_offsets in ((0, (0, quarter)), (alias, (quarter // 2, 3 * quarter // 2))):
+            for sign in (1, -1):
+                near_rows = np.arange(i + sign * row_offset - 3, i + sign * row_offset + 4) % _LOG_POLAR_STEPS
+                for offset in column_offsets:
+                    columns = np.arange(j + offset - 4, j + offset + 5) % _LOG_POLAR_ANGLES
+                    z[np.ix_(near_rows, columns)] = -np.inf
+    return peaks
+
+
+def _log_log_peaks(power: Float32) -> list[tuple[float, float, float]]:
+    """(z, width scale, height scale) of the best independent scaling of the two axes."""
+    axis = np.exp(_log_log_axis())
+    fy = np.repeat(axis[:, None], _LOG_LOG_STEPS, axis=1)
+    fx = np.repeat(axis[None, :], _LOG_LOG_STEPS, axis=0)
+    grid = _sample_spectrum(power, fy, fx) + _sample_spectrum(power, -fy, fx)
+    _, template = _lattice_templates()
+    corr = np.fft.irfft2(np.fft.rfft2(grid - grid.mean()) * np.conj(template), s=grid.shape)
+    step = float(np.log(axis[1] / axis[0]))
+    valid_axis = _shift_window(_LOG_LOG_STEPS, step)
+    valid = valid_axis[:, None] & valid_axis[None, :]
+    scores = corr[valid]
+    z = (corr - scores.mean()) / (scores.std() + 1e-12)
+    z[~valid] = -np.inf
+    i, j = np.unravel_index(int(np.argmax(z)), z.shape)
+    shift_y = (i - _LOG_LOG_STEPS if i > _LOG_LOG_STEPS // 2 else i) + _peak_offset(corr[:, j], int(i))
+    shift_x = (j - _LOG_LOG_STEPS if j > _LOG_LOG_STEPS // 2 else j) + _peak_offset(corr[i], int(j))
+    return [(float(z[i, j]), math.exp(-shift_x * step), math.exp(-shift_y * step))]
 
 
 def _matrix(scale: float, angle: float) -> Float64:
@@ -946,13 +1204,14 @@ def _matrix(scale: float, angle: float) -> Float64:
     return scale * np.array([[c, -s], [s, c]])
 
 
-def _sync_peak(plane: Float32, matrix: Float64, sync_fft: npt.NDArray[np.complex128]) -> float:
-    """z-score of the sync correlation peak (best mirror) after undoing `matrix`; `sync_fft` sets the tile."""
-    tile = sync_fft.shape[0]
-    folded = _fold(_undo_geometry(plane, matrix), tile)
+def _sync_peak(plane: Float32, matrix: Float64, sync_fft: tuple[npt.NDArray[np.complex128], ...]) -> float:
+    """z-score of the sync correlation peak (best of the eight orientations) after undoing `matrix`;
+    `sync_fft` (the oriented templates) sets the tile."""
+    tile = sync_fft[0].shape[0]
+    equalized = _equalize(np.fft.rfft2(_fold(_undo_geometry(plane, matrix), tile)), tile)
     best = 0.0
-    for mirrored in (folded, folded[:, ::-1]):
-        corr = np.fft.irfft2(_equalize(np.fft.rfft2(mirrored), tile) * np.conj(sync_fft), s=(tile, tile))
+    for template in sync_fft:
+        corr = np.fft.irfft2(equalized * np.conj(template), s=(tile, tile))
         best = max(best, float((corr.max() - corr.mean()) / (corr.std() + 1e-12)))
     return best
 
