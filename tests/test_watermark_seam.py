@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +53,7 @@ from tests._photos import photographs
 torch.set_num_threads(1)
 
 UInt8 = npt.NDArray[np.uint8]
+ImageT = TypeVar("ImageT", UInt8, Image.Image)
 
 
 class KeyedLsb:
@@ -62,7 +64,9 @@ class KeyedLsb:
     REPEAT = 5
     BITS = 96
 
-    def embed(self, image: UInt8, mark_id: int, key: bytes | None = None) -> UInt8:
+    def embed(self, image: ImageT, mark_id: int, key: bytes | None = None) -> ImageT:
+        if isinstance(image, Image.Image):
+            return Image.fromarray(self.embed(np.asarray(image.convert("RGB")), mark_id, key))
         array = np.array(image, dtype=np.uint8, copy=True)
         key = key if key is not None else watermark_key()
         bits = np.repeat(self._bits(mark_id, key), self.REPEAT)
