@@ -291,8 +291,12 @@ def verify_image(
     trust_anchors_pem: bytes | None = None,
     key: bytes | None = None,
     record: bool = True,
+    watermarker: Watermarker | None = None,
 ) -> VerificationReport:
     """Verify one image file's bytes. `store` None: no audit layers (verdicts then cannot name a record).
+
+    `watermarker`: read the watermark with this one only (None: the registered watermarker of the
+    algorithm the manifest names, then each registered one, see `_read_watermark`).
 
     `trust_anchors_pem` None: the configured anchors; `key` None: the configured watermark key. `record`:
     append the "verify.performed" event (ignored without a store). Raises ImageInputError (naming `name`)
@@ -309,7 +313,7 @@ def verify_image(
     manifest, claim_notes = _sane_claim(
         read_manifest(data, mime_type, trust_anchors_pem=trust_anchors_pem, sidecar=sidecar)
     )
-    watermark, unread = _read_watermark(loaded, key, manifest.watermark_algorithm)
+    watermark, unread = _read_watermark(loaded, key, manifest.watermark_algorithm, watermarker)
     claim_notes += unread
     sha256 = hashlib.sha256(data).hexdigest()
     phash = perceptual_hash(loaded.rgb)
@@ -395,18 +399,20 @@ def _hex(value: int | None) -> str | None:
 
 
 def _read_watermark(
-    image: LoadedImage, key: bytes | None, named: str | None
+    image: LoadedImage, key: bytes | None, named: str | None, only: Watermarker | None = None
 ) -> tuple[WatermarkDetection | None, tuple[str, ...]]:
-    """Read our watermark: first with the watermarker of the algorithm the manifest names (`named`, when
-    registered), then with each other registered one, until one reads a mark. None (and a note saying
-    why) when none can read the image at all; else the first mark read, or the first reading."""
-    candidates: list[Watermarker] = []
-    if named:
+    """Read our watermark: with `only` when given; else first with the watermarker of the algorithm the
+    manifest names (`named`, when registered), then with each other registered one, until one reads a
+    mark. None (and a note saying why) when none can read the image at all; else the first mark read,
+    or the first reading."""
+    candidates: list[Watermarker] = [] if only is None else [only]
+    if only is None and named:
         try:
             candidates.append(watermarker_for(named))
         except UnknownWatermarkError:
             pass  # a claim, maybe forged: every registered watermarker is tried below
-    candidates += [w for w in registered_watermarkers() if all(w is not c for c in candidates)]
+    if only is None:
+        candidates += [w for w in registered_watermarkers() if all(w is not c for c in candidates)]
     first: WatermarkDetection | None = None
     unreadable: list[str] = []
     for watermarker in candidates:

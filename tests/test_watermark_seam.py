@@ -170,6 +170,10 @@ def test_second_watermarker_generates_and_verify_reads_it(
     assert copy.verdict is Verdict.OURS_METADATA_STRIPPED, copy.summary  # phash alone: ours-near-copy
     assert copy.watermark is not None and copy.watermark.algorithm == lsb.algorithm
     assert copy.record is not None and copy.record.image.generation_id == result.generation_id
+    pixel_only = verify_image(
+        stripped.read_bytes(), store=store, record=False, watermarker=watermarker_for(ALGORITHM)
+    )
+    assert pixel_only.verdict is Verdict.OURS_NEAR_COPY  # what verify saw before the seam: phash alone
 
     shown = CliRunner().invoke(cli, ["verify", str(stripped), "--db", sqlite_url, "--no-record", "--json"])
     assert shown.exit_code == 1, shown.output  # 1: read, but not a verified original
