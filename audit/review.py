@@ -5,8 +5,9 @@ the image index, the reviewer, the reason and (for approvals) the released file'
 hash and path, which `verify` reads as the approved image's record (`decisions`). The
 queue is every image recorded as quarantined with no review event after it.
 
-Approving releases the image: its encrypted copy is decrypted, the pixel watermark is applied
-with the mark id recorded for it, the event is committed, and only then is the file written.
+Approving releases the image: its encrypted copy is decrypted, the watermark its generation recorded
+(`recorded_watermarker`: the registered watermarker of that algorithm id) is applied with the mark id
+recorded for it, the event is committed, and only then is the file written.
 Rejecting needs a reason; the encrypted copy is deleted after the event is committed.
 """
 
@@ -311,7 +312,7 @@ def approve(
     from genguard.guard.phash import perceptual_hash
     from genguard.guard.provenance import ContentCredentials as Credentials
     from genguard.guard.provenance import ManifestFacts
-    from genguard.guard.watermark import ALGORITHM, embed
+    from genguard.guard.watermark import recorded_watermarker
 
     vault = vault or QuarantineVault()
     item = _pending(store, review_id, vault, reviewer)
@@ -319,6 +320,7 @@ def approve(
     stored = next(image for image in detail.images if image.index == item.index) if detail else None
     if detail is None or stored is None or stored.mark_id is None:
         raise NotFoundError(f"review id {review_id!r}: expected a recorded mark id for the image, found none")
+    watermarker = recorded_watermarker(detail.extra.get("watermarks"))
     pixels = vault.load(item.generation_id, item.index)
     facts = ManifestFacts(
         generation_id=item.generation_id,
@@ -328,10 +330,10 @@ def approve(
         model_id=detail.model_id,
         pipeline_class=detail.pipeline_class,
         mark_id=stored.mark_id,
-        watermark_algorithm=ALGORITHM,
+        watermark_algorithm=watermarker.algorithm,
     )
     signer = content_credentials or Credentials.from_config()
-    marked = embed(pixels, stored.mark_id, watermark_key)
+    marked = watermarker.embed(pixels, stored.mark_id, watermark_key)
     png = signer.sign(encode_image(marked, "png"), "image/png", facts).data
     digest = hashlib.sha256(png).hexdigest()
     target = Path(out_dir) / f"{item.generation_id}-{item.index}.png"

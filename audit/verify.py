@@ -5,7 +5,9 @@ Four layers, each covering what the others lose (DESIGN.md, "The verify flow"):
   anchor), Valid (intact, unknown signer), Invalid (altered: a hash mismatch; or credentials that fail, e.g.
   an expired certificate, a corrupt manifest), Absent. Its governance assertion claims a generation and image
   index, its soft binding a mark id.
-- watermark: the pixel watermark's mark id (survives re-encoding, resizing, crops; needs the watermark key).
+- watermark: the mark id of our watermark (survives re-encoding, resizing, crops; needs the watermark key),
+  read by the registered watermarker of the algorithm the manifest names, else by each registered one in
+  turn (the pixel watermark first) until one reads a mark (`genguard.guard.watermark.base`).
 - sha256: records holding exactly these bytes.  phash: records whose perceptual hash is within Hamming
   distance `RADIUS` (finds near-copies whose watermark was destroyed).
 - record: the audit record that any of them leads to (generation, index, status, time, policy).
@@ -84,12 +86,19 @@ from genguard.audit.review import ReviewDecision, decisions, read_connection
 from genguard.audit.store import AuditStore, GenerationDetail, StoredImage
 from genguard.guard.config import watermark_key
 from genguard.guard.errors import AuditUnavailableError, GenguardError, ImageInputError
-from genguard.guard.imageio import load_image
+from genguard.guard.imageio import LoadedImage, load_image
 from genguard.guard.markid import format_optional_mark_id
 from genguard.guard.phash import hamming, perceptual_hash
 from genguard.guard.provenance import ManifestReading, ManifestState, read_manifest, trust_anchors_from_config
 from genguard.guard.types import PolicyRef
-from genguard.guard.watermark.pixel import MIN_SIDE, PixelDetection, PixelWatermarker, Watermarker
+from genguard.guard.watermark import (
+    UnknownWatermarkError,
+    WatermarkDetection,
+    Watermarker,
+    recorded_watermarker,
+    registered_watermarkers,
+    watermarker_for,
+)
 
 RADIUS = 8  # Hamming radius of the perceptual-hash lookup
 NEAR_IDENTICAL = 2  # phash distance of a plain re-encode (0 to 2 on the test photographs at JPEG 75..95)
@@ -187,7 +196,8 @@ class AuditRecord:
 
 @dataclass(frozen=True)
 class VerificationReport:
-    """What `verify_image` found. `watermark` is None when the image is too small to carry a mark.
+    """What `verify_image` found. `watermark` is None when no registered watermarker can read the image
+    (too small to carry a mark); its `algorithm` names the watermarker that read it.
 
     `agreeing`: the layers that lead to `record`. `disagreements`: one sentence per contradiction (then the
     verdict is `conflict`). `event_seq`: the audit log entry of this verification (None: not recorded).
@@ -200,7 +210,7 @@ class VerificationReport:
     verdict: Verdict
     summary: str
     manifest: ManifestReading
-    watermark: PixelDetection | None
+    watermark: WatermarkDetection | None
     hashes: HashEvidence
     record: AuditRecord | None
     agreeing: tuple[Layer, ...]
@@ -235,6 +245,7 @@ class VerificationReport:
             if watermark is None
             else {
                 "marked": watermark.marked,
+                "algorithm": watermark.algorithm,
                 "mark_id": _hex(watermark.mark_id),
                 "confidence": round(watermark.confidence, 2),
             },
@@ -304,8 +315,9 @@ def verify_image(
 ) -> VerificationReport:
     """Verify one image file's bytes. `store` None: no audit layers (verdicts then cannot name a record).
 
-    `watermarker`: the pixel watermark's detector (None: `PixelWatermarker`); it is handed the image at
-    the working resolution, at most `WORKING_PIXELS` pixels.
+    `watermarker`: read the watermark with this one only (None: the registered watermarker of the
+    algorithm the manifest names, then each registered one, see `_read_watermark`); it is handed the
+    image at the working resolution, at most `WORKING_PIXELS` pixels.
 
     `trust_anchors_pem` None: the configured anchors; `key` None: the configured watermark key. `record`:
     append the "verify.performed" event (ignored without a store). Raises ImageInputError (naming `name`)
@@ -323,8 +335,8 @@ def verify_image(
     manifest, claim_notes = _sane_claim(
         read_manifest(data, mime_type, trust_anchors_pem=trust_anchors_pem, sidecar=sidecar)
     )
-    detector = watermarker if watermarker is not None else PixelWatermarker()
-    watermark = detector.detect(loaded.rgb, key) if min(view_width, view_height) >= MIN_SIDE else None
+    watermark, unread = _read_watermark(loaded, key, manifest.watermark_algorithm, watermarker)
+    claim_notes += unread
     sha256 = hashlib.sha256(data).hexdigest()
     phash = perceptual_hash(loaded.rgb)
     if loaded.reduced:
@@ -411,6 +423,48 @@ def _hex(value: int | None) -> str | None:
     return format_optional_mark_id(value)
 
 
+def _read_watermark(
+    image: LoadedImage, key: bytes | None, named: str | None, only: Watermarker | None = None
+) -> tuple[WatermarkDetection | None, tuple[str, ...]]:
+    """Read our watermark: with `only` when given; else first with the watermarker of the algorithm the
+    manifest names (`named`, when registered), then with each other registered one, until one reads a
+    mark. None (and a note saying why) when none can read the image at all; else the first mark read,
+    or the first reading."""
+    candidates: list[Watermarker] = [] if only is None else [only]
+    if only is None and named:
+        try:
+            candidates.append(watermarker_for(named))
+        except UnknownWatermarkError:
+            pass  # a claim, maybe forged: every registered watermarker is tried below
+    if only is None:
+        candidates += [w for w in registered_watermarkers() if all(w is not c for c in candidates)]
+    first: WatermarkDetection | None = None
+    unreadable: list[str] = []
+    for watermarker in candidates:
+        try:
+            found = watermarker.detect(image.rgb, key)
+        except ImageInputError as exc:  # e.g. too small for this watermark
+            unreadable.append(f"{watermarker.algorithm}: {exc}")
+            continue
+        if found.marked and found.mark_id is not None:
+            return found, ()
+        if first is None:
+            first = found
+    if first is None:
+        reason = "; ".join(unreadable) or "no watermarker is registered"
+        return None, (f"no watermark can be read ({reason})",)
+    return first, ()
+
+
+def _recorded_watermark_note(detail: GenerationDetail, ref: ImageRef) -> str | None:
+    """A note when the record's watermark algorithm has no registered watermarker (so none read it)."""
+    try:
+        recorded_watermarker(detail.extra.get("watermarks"))
+    except GenguardError as exc:
+        return f"the record of {ref} names watermark {exc}: its watermark cannot be read here"
+    return None
+
+
 def _read_file(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -444,7 +498,7 @@ class _Lookup:
         cls,
         store: AuditStore | None,
         manifest: ManifestReading,
-        watermark: PixelDetection | None,
+        watermark: WatermarkDetection | None,
         sha256: str,
         phash: int,
     ) -> _Lookup:
@@ -586,7 +640,7 @@ def _decide(
     phash: int,
     size: tuple[int, int],
     manifest: ManifestReading,
-    watermark: PixelDetection | None,
+    watermark: WatermarkDetection | None,
     found: _Lookup,
     claim_notes: Sequence[str] = (),
 ) -> VerificationReport:
@@ -598,8 +652,6 @@ def _decide(
         notes.append(f"no manifest can be read from this format ({manifest.error})")
     elif manifest.error:
         notes.append(f"manifest could not be read: {manifest.error}")
-    if watermark is None:
-        notes.append(f"image smaller than {MIN_SIDE} px: no watermark can be read")
     if not found.consulted:
         notes.append("no audit database consulted")
 
@@ -702,6 +754,9 @@ def _decide(
                     f"layers disagree: the manifest names policy digest {manifest.policy_digest}, "
                     f"the record of {ref} {detail.policy.digest}"
                 )
+            unreadable_mark = _recorded_watermark_note(detail, ref)
+            if unreadable_mark is not None:
+                notes.append(unreadable_mark)
             record = AuditRecord(
                 image=ref,
                 generation_status=detail.status,
@@ -774,7 +829,7 @@ def _verdict(
     sha256: str,
     size: tuple[int, int],
     manifest: ManifestReading,
-    watermark: PixelDetection | None,
+    watermark: WatermarkDetection | None,
     record: AuditRecord | None,
 ) -> tuple[Verdict, str]:
     """The decision table of the module docstring, once the layers agree (or say nothing)."""

@@ -12,7 +12,7 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from genguard.guard.errors import BadInputError, ImageInputError
-from genguard.guard.watermark import pixel
+from genguard.guard.watermark import Watermarker, pixel
 from genguard.guard.watermark._ecc import (
     CODED_BITS,
     conv_encode,
@@ -407,7 +407,7 @@ def test_pil_in_pil_out_and_alpha_kept(photos: dict[str, np.ndarray]) -> None:
     assert pixel.detect(out, KEY).mark_id == 42
     grey = pixel.embed(photos["camera"][..., 0], 7, KEY)
     assert grey.ndim == 2 and pixel.detect(grey, KEY).mark_id == 7
-    assert isinstance(pixel.PixelWatermarker(), pixel.Watermarker)
+    assert isinstance(pixel.PixelWatermarker(), Watermarker)
 
 
 def test_sixteen_bit_and_palette_pil_images(photos: dict[str, np.ndarray]) -> None:

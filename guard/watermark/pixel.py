@@ -74,7 +74,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol, TypeVar, overload, runtime_checkable
+from typing import Any, TypeVar, overload
 
 import cv2
 import numpy as np
@@ -84,8 +84,12 @@ from PIL import Image
 from genguard.guard.errors import ImageInputError
 from genguard.guard.watermark import _ecc
 from genguard.guard.watermark._keys import check_key, hkdf_sha256
+from genguard.guard.watermark.base import WatermarkDetection
 
 ALGORITHM = "genguard.pixel.v3"
+# Older ids whose marks this detector still reads (registered with it, see `base.register_watermarker`);
+# v2's layout and code differ, its marks do not read.
+READS: tuple[str, ...] = ()
 TILE = 128
 MIN_SIDE = 64
 _BAND = (0.05, 0.16)  # cycles per pixel
@@ -211,29 +215,22 @@ class PixelDetection:
     aspect: float = 1.0
 
 
-@runtime_checkable
-class Watermarker(Protocol):
-    """The seam the pipeline uses: one algorithm name, embed an id, detect it."""
-
-    algorithm: str
-
-    def embed(self, image: ImageT, mark_id: int, key: bytes | None = None) -> ImageT: ...
-
-    def detect(
-        self, image: npt.NDArray[np.uint8] | Image.Image, key: bytes | None = None
-    ) -> PixelDetection: ...
-
-
 class PixelWatermarker:
-    """`Watermarker` over this module's `embed` and `detect`."""
+    """`Watermarker` over this module's `embed` and `detect` (its detection in the generic form)."""
 
     algorithm: str = ALGORITHM
 
     def embed(self, image: ImageT, mark_id: int, key: bytes | None = None) -> ImageT:
         return embed(image, mark_id, key)
 
-    def detect(self, image: npt.NDArray[np.uint8] | Image.Image, key: bytes | None = None) -> PixelDetection:
-        return detect(image, key)
+    def detect(
+        self, image: npt.NDArray[np.uint8] | Image.Image, key: bytes | None = None
+    ) -> WatermarkDetection:
+        found = detect(image, key)
+        return WatermarkDetection(
+            found.marked, found.mark_id, found.confidence, ALGORITHM,
+            sync_score=found.sync_score, flipped=found.flipped, scale=found.scale, angle=found.angle,
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------
