@@ -79,8 +79,6 @@ class _Outcome:
     failure: FailedGeneration | None = None
 
 
-
-
 def batch_key(family: Family, params: GenerationParams, negative_prompt: str) -> tuple[object, ...]:
     """Requests with equal keys can share one pipeline call.
 
@@ -114,7 +112,7 @@ def plan_batches(jobs: Sequence[Job], family: Family, batch_size: int) -> list[l
 
 
 def generate_many(
-    gp: Governor,
+    governor: Governor,
     requests: Sequence[GenerationRequest | str],
     *,
     out_dir: Path | None = None,
@@ -130,10 +128,10 @@ def generate_many(
     slots: list[Future[_Outcome]] = [Future() for _ in requests]
     slot_of: dict[str, Future[_Outcome]] = {}
     jobs: list[Job] = []
-    out_problem = gp.out_dir_problem(out_dir)  # checked once, before anything is sampled
+    out_problem = governor.out_dir_problem(out_dir)  # checked once, before anything is sampled
     for slot, request in zip(slots, requests, strict=True):
         try:
-            admitted = gp.admit(request, out_problem)
+            admitted = governor.admit(request, out_problem)
         except (InvalidRequestError, NotStartedError) as refused:
             assert refused.record is not None
             status = refused.record.status
@@ -141,18 +139,18 @@ def generate_many(
             slot.set_result(_Outcome(record=refused.record, failure=failure))
             continue
         if admitted.blocked:
-            record, error = gp.blocked(admitted)
+            record, error = governor.blocked(admitted)
             failure = FailedGeneration(admitted.generation_id, "blocked", error)
             slot.set_result(_Outcome(record=record, failure=failure))
             continue
-        job = gp.plan(admitted)
+        job = governor.plan(admitted)
         jobs.append(job)
         slot_of[job.generation_id] = slot
 
-    batches = plan_batches(jobs, gp.family, batch_size)
+    batches = plan_batches(jobs, governor.family, batch_size)
     sampled, total = 0, sum(job.request.params.num_images for job in jobs)
     governors = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="genguard-governor")
-    run = _Run(gp, out_dir, slots, slot_of, queue_size, governors)
+    run = _Run(governor, out_dir, slots, slot_of, queue_size, governors)
     pool = [
         threading.Thread(target=run.work, name=f"genguard-govern-{i}", daemon=True) for i in range(workers)
     ]
@@ -163,16 +161,16 @@ def generate_many(
     # made by a helper thread while this batch samples, so that the sampler only samples.
     noise_maker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genguard-noise")
     try:
-        upcoming = [noise_maker.submit(gp.initial_noise, batch) for batch in batches[:1]]
+        upcoming = [noise_maker.submit(governor.initial_noise, batch) for batch in batches[:1]]
         for number, batch in enumerate(batches):
             noise = upcoming.pop()
             if number + 1 < len(batches):
-                upcoming.append(noise_maker.submit(gp.initial_noise, batches[number + 1]))
+                upcoming.append(noise_maker.submit(governor.initial_noise, batches[number + 1]))
             if run.stopped.is_set():
                 run.skip(batch)
                 continue
             try:
-                sampled_batch = gp.sample(batch, noise.result())
+                sampled_batch = governor.sample(batch, noise.result())
             except Exception as exc:  # noqa: BLE001 - the call failed: each of its requests is recorded failed
                 for job in batch:
                     run.fail(job, exc)
@@ -206,15 +204,15 @@ class _Run:
 
     def __init__(
         self,
-        gp: Governor,
+        governor: Governor,
         out_dir: Path | None,
         slots: list[Future[_Outcome]],
         slot_of: dict[str, Future[_Outcome]],
         queue_size: int,
         governors: ThreadPoolExecutor,
     ) -> None:
-        self.gp = gp
-        self.governors = governors
+        self.governor = governor
+        self.release_pool = governors
         self.out_dir = out_dir
         self.slots = slots
         self.slot_of = slot_of
@@ -241,7 +239,7 @@ class _Run:
     def fail(self, job: Job, exc: Exception) -> None:
         failure = FailedGeneration(job.generation_id, "failed", exc)
         self.slot_of[job.generation_id].set_result(
-            _Outcome(record=self.gp.failed(job, exc), failure=failure)
+            _Outcome(record=self.governor.failed(job, exc), failure=failure)
         )
 
     def work(self) -> None:
@@ -250,12 +248,12 @@ class _Run:
                 self.skip(item.jobs)
                 continue
             try:  # the output classifiers see the whole batch at once (on the model's device)
-                checked = self.gp.check(item)
+                checked = self.governor.check(item)
             except Exception as exc:  # noqa: BLE001 - recorded as failed for each request of the batch
                 for job in item.jobs:
                     self.fail(job, exc)
                 continue
-            governing = [self.governors.submit(self._release, one) for one in checked]
+            governing = [self.release_pool.submit(self._release, one) for one in checked]
             for future in governing:  # this worker holds the batch until it is governed (bounded memory)
                 future.result()
 
@@ -265,7 +263,7 @@ class _Run:
             self.skip([job])
             return
         try:
-            prepared = self.gp.release(checked, self.out_dir)
+            prepared = self.governor.release(checked, self.out_dir)
         except Exception as exc:  # noqa: BLE001 - one request fails, the others go on
             self.fail(job, exc)
             return
@@ -277,7 +275,7 @@ class _Run:
             outcome = slot.result()
             if self.stopped.is_set():
                 if outcome.prepared is not None:
-                    self.gp.discard(outcome.prepared)
+                    self.governor.discard(outcome.prepared)
                 continue
             try:
                 self.results.append(self._commit(outcome))
@@ -296,8 +294,8 @@ class _Run:
 
     def _commit(self, outcome: _Outcome) -> GenerationResult | FailedGeneration:
         if outcome.prepared is not None:
-            return self.gp.commit(outcome.prepared, self.out_dir)
+            return self.governor.commit(outcome.prepared, self.out_dir)
         if outcome.record is not None:
-            self.gp.audit.record_generation(outcome.record)
+            self.governor.audit.record_generation(outcome.record)
         assert outcome.failure is not None
         return outcome.failure
