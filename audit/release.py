@@ -105,14 +105,22 @@ def release_image(
     )
 
 
-def write_released(files: Sequence[ReleaseFile], *, sidecar: bool = False) -> dict[int, OSError]:
+def write_released(
+    files: Sequence[ReleaseFile], *, sidecar: bool = False, folder: Path | None = None
+) -> dict[int, OSError]:
     """After the commit: write each file atomically (temporary name, then rename); with `sidecar`, its
     manifest goes next to it as NAME.c2pa (written first, so an image never lacks its manifest).
+    `folder`: the output folder, created first even when no file is to be written (None: each file's).
 
     Returns the images that could not be written (index -> error); their temporary files and any
     sidecar written for them are removed, and the other images are still tried.
     """
     failures: dict[int, OSError] = {}
+    if folder is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return {file.index: exc for file in files}
     for file in files:
         try:
             file.path.parent.mkdir(parents=True, exist_ok=True)

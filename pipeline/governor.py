@@ -702,7 +702,7 @@ class Governor:
                 for img in prepared.result.released
                 if img.path is not None
             ]
-            failures = write_released(files, sidecar=self.sidecar)
+            failures = write_released(files, sidecar=self.sidecar, folder=out_dir)
             if failures:
                 self._release_failed(prepared.result, failures)
         return prepared.result
