@@ -5,9 +5,11 @@ the image index, the reviewer, the reason and (for approvals) the released file'
 hash and path, which `verify` reads as the approved image's record (`decisions`). The
 queue is every image recorded as quarantined with no review event after it.
 
-Approving releases the image: its encrypted copy is decrypted, the watermark its generation recorded
-(`recorded_watermarker`: the registered watermarker of that algorithm id) is applied with the mark id
-recorded for it, the event is committed, and only then is the file written.
+Approving releases the image through the one release path (`genguard.audit.release`, as generation
+does): its encrypted copy is decrypted, marked by the watermarker its generation recorded
+(`recorded_watermarker`: the registered watermarker of that algorithm id) with the mark id recorded for
+it, encoded in the request's recorded format and signed; the event is committed, and only then is the
+file written.
 Rejecting needs a reason; the encrypted copy is deleted after the event is committed.
 """
 
@@ -28,13 +30,15 @@ from sqlalchemy import Connection, select
 
 from genguard.audit import chain, db
 from genguard.audit.models import Generation, Image, LogEntry
+from genguard.audit.release import ReleaseFile, release_image, write_released
 from genguard.audit.store import AuditStore
-from genguard.guard.errors import BadInputError, NotFoundError
+from genguard.guard.errors import BadInputError, InfrastructureError, NotFoundError
 from genguard.guard.quarantine import QuarantineVault
 from genguard.guard.types import ClassifierScore
 
 if TYPE_CHECKING:  # c2pa's native library loads only when an image is released
     from genguard.guard.provenance import ContentCredentials
+    from genguard.guard.watermark import Watermarker
 
 APPROVED = "review.approved"
 REJECTED = "review.rejected"
@@ -302,14 +306,19 @@ def approve(
     vault: QuarantineVault | None = None,
     watermark_key: bytes | None = None,
     content_credentials: ContentCredentials | None = None,
+    watermarker: Watermarker | None = None,
 ) -> ReviewOutcome:
-    """Release a quarantined image into `out_dir` as "<generation id>-<index>.png", watermarked and
-    signed like any released image (`content_credentials`: the configured signer when None).
+    """Release a quarantined image into `out_dir` as "<generation id>-<index>.<suffix>" through the one
+    release path (`genguard.audit.release`), like any released image: marked with the mark id recorded
+    for it, encoded in the format its request recorded (PNG, JPEG or WebP), signed
+    (`content_credentials`: the configured signer when None; the manifest embedded, or in a `.c2pa`
+    sidecar when the generation recorded sidecars), hashed.
 
+    `watermarker`: the registered watermarker of the algorithm recorded for the generation when None;
+    a given one must have that algorithm (BadInputError otherwise: an image marked with another
+    algorithm would not verify).
     The event is committed before the file is written (nothing leaves before its record).
     """
-    from genguard.guard.imageio import encode_image
-    from genguard.guard.phash import perceptual_hash
     from genguard.guard.provenance import ContentCredentials as Credentials
     from genguard.guard.provenance import ManifestFacts
     from genguard.guard.watermark import recorded_watermarker
@@ -320,7 +329,17 @@ def approve(
     stored = next(image for image in detail.images if image.index == item.index) if detail else None
     if detail is None or stored is None or stored.mark_id is None:
         raise NotFoundError(f"review id {review_id!r}: expected a recorded mark id for the image, found none")
-    watermarker = recorded_watermarker(detail.extra.get("watermarks"))
+    recorded = recorded_watermarker(detail.extra.get("watermarks"))  # fails closed on an unknown id
+    if watermarker is None:
+        watermarker = recorded
+    elif watermarker.algorithm != recorded.algorithm:
+        raise BadInputError(
+            f"watermarker: expected the algorithm recorded for generation {item.generation_id} "
+            f"({recorded.algorithm!r}), found {watermarker.algorithm!r}"
+        )
+    credentials_extra = detail.extra.get("content_credentials") or {}
+    output_format = str(credentials_extra.get("format", "png"))
+    sidecar = credentials_extra.get("manifest") == "sidecar"
     pixels = vault.load(item.generation_id, item.index)
     facts = ManifestFacts(
         generation_id=item.generation_id,
@@ -332,25 +351,35 @@ def approve(
         mark_id=stored.mark_id,
         watermark_algorithm=watermarker.algorithm,
     )
-    signer = content_credentials or Credentials.from_config()
-    marked = watermarker.embed(pixels, stored.mark_id, watermark_key)
-    png = signer.sign(encode_image(marked, "png"), "image/png", facts).data
-    digest = hashlib.sha256(png).hexdigest()
-    target = Path(out_dir) / f"{item.generation_id}-{item.index}.png"
+    released = release_image(
+        pixels,
+        facts,
+        watermarker=watermarker,
+        key=watermark_key,
+        output_format=output_format,
+        credentials=content_credentials or Credentials.from_config(),
+        embed_manifest=not sidecar,
+    )
+    target = Path(out_dir) / f"{item.generation_id}-{item.index}{released.suffix}"
     payload = {
         "image_index": item.index,
         "reviewer": reviewer.strip(),
         "reason": reason.strip(),
-        "released_sha256": digest,
-        "released_phash": f"{perceptual_hash(marked):016x}",  # so that verify reads the released file
+        "released_sha256": released.sha256,
+        "released_phash": f"{released.phash:016x}",  # so that verify reads the released file
         "path": str(target),
     }
     seq = store.append_event(APPROVED, payload, generation_id=item.generation_id)  # the commit
     decision = _decision_after(store, item, seq)  # a concurrent first decision wins: nothing is written
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(png)
-    os.replace(tmp, target)
+    failures = write_released(
+        [ReleaseFile(item.index, target, released.data, released.manifest)], sidecar=sidecar
+    )
+    if failures:
+        error = failures[item.index]
+        raise InfrastructureError(
+            f"output: approval of {item.review_id} is recorded (seq {seq}) but {target} could not be "
+            f"written: {error.strerror or error}; the encrypted copy is kept"
+        ) from error
     vault.discard(item.generation_id, item.index)
     return ReviewOutcome(item, decision)
 

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     )
     from genguard.guard.policy import PolicyEngine, PolicyPack, load_pack
     from genguard.guard.types import GenerationParams, GenerationRequest, PromptAction, PromptDecision
-    from genguard.pipeline.governed import GeneratedImage, GenerationResult, GovernedPipeline, WithheldImage
+    from genguard.pipeline.governed import GovernedPipeline
+    from genguard.pipeline.governor import GeneratedImage, GenerationResult, Governor, WithheldImage
     from genguard.pipeline.outcomes import InvalidRequestError, NotStartedError, ReleaseFailedError
 
 # public name -> the module that defines it
@@ -52,10 +53,11 @@ _EXPORTS = {
     "GenerationRequest": "genguard.guard.types",
     "PromptAction": "genguard.guard.types",
     "PromptDecision": "genguard.guard.types",
-    "GeneratedImage": "genguard.pipeline.governed",
-    "GenerationResult": "genguard.pipeline.governed",
+    "GeneratedImage": "genguard.pipeline.governor",
+    "GenerationResult": "genguard.pipeline.governor",
     "GovernedPipeline": "genguard.pipeline.governed",
-    "WithheldImage": "genguard.pipeline.governed",
+    "Governor": "genguard.pipeline.governor",
+    "WithheldImage": "genguard.pipeline.governor",
     "InvalidRequestError": "genguard.pipeline.outcomes",
     "NotStartedError": "genguard.pipeline.outcomes",
     "ReleaseFailedError": "genguard.pipeline.outcomes",
@@ -72,6 +74,7 @@ __all__ = [
     "GenerationResult",
     "GenguardError",
     "GovernedPipeline",
+    "Governor",
     "ImageInputError",
     "InfrastructureError",
     "InvalidRequestError",

@@ -113,7 +113,7 @@ def load_accelerated(
 ) -> tuple[Any, Acceleration]:
     """Load `model` (hub id, path or embedded:*) on `device` in the family's precision, then `accelerate`."""
     from genguard.pipeline.embedded import resolve_model_source
-    from genguard.pipeline.governed import load_diffusers_pipeline
+    from genguard.pipeline.loading import load_diffusers_pipeline
 
     device = resolve_device(device)
     family = family_from_source(resolve_model_source(model))

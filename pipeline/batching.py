@@ -1,16 +1,17 @@
 """Many requests at once: compatible requests sampled together, governance overlapped with sampling.
 
-`GovernedPipeline.generate_many` runs here, through the same stage methods as one call (admit,
-plan, sample, classify, govern, commit), arranged in three roles:
+`GovernedPipeline.generate_many` runs here, through the same public stages of the `Governor` as one
+call (admit, plan, sample, check, release, commit), arranged in three roles:
 
     main thread (the sampler)   admit + policy for every request first (blocked ones never sampled);
                                 then per batch: sample -> put on a BOUNDED queue (a slow worker
                                 blocks the sampler: memory stays at queue_size + workers + 1 batches)
     a noise thread              the next batch's initial noise (keyed latent watermark) meanwhile
-    worker threads              per batch: output classifiers, batched on the model's device; then
-                                the batch's requests spread over a pool of as many governor
-                                threads, each: output decision, pixel watermark, encoding, C2PA
-                                signing, perceptual hash, bias, quarantine vault -> its slot
+    worker threads              per batch: `check` (output classifiers, batched on the model's
+                                device); then the batch's requests spread over a pool of as many
+                                governor threads, each `release`: output decision, pixel
+                                watermark, encoding, C2PA signing, perceptual hash, bias,
+                                quarantine vault -> its slot
     one committer thread        takes the slots in REQUEST order, commits each record (one
                                 transaction per generation), and only then writes the files and
                                 fills in the result
@@ -41,16 +42,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from genguard.guard.errors import AuditUnavailableError, BadInputError
-from genguard.guard.types import ClassifierScore, GenerationParams, GenerationRequest, PromptAction
+from genguard.guard.types import GenerationParams, GenerationRequest
 from genguard.pipeline.families import Family
+from genguard.pipeline.governor import Checked, GenerationResult, Governor, Job, Prepared, Sampled
 from genguard.pipeline.outcomes import InvalidRequestError, NotStartedError
 
 if TYPE_CHECKING:
     from genguard.audit.records import GenerationRecord
-    from genguard.pipeline.governed import GenerationResult, GovernedPipeline, _Job, _Prepared
 
 
 @dataclass(frozen=True)
@@ -75,13 +74,9 @@ class FailedGeneration:
 class _Outcome:
     """What a slot holds once its request is ready to commit (exactly one of the three is set)."""
 
-    prepared: _Prepared | None = None
+    prepared: Prepared | None = None
     record: GenerationRecord | None = None  # a blocked or failed record to commit
     failure: FailedGeneration | None = None
-
-
-# A sampled batch on its way to the workers; None tells a worker to stop.
-_Sampled = tuple[Sequence["_Job"], np.ndarray]
 
 
 def batch_key(family: Family, params: GenerationParams, negative_prompt: str) -> tuple[object, ...]:
@@ -94,18 +89,18 @@ def batch_key(family: Family, params: GenerationParams, negative_prompt: str) ->
     return (params.width, params.height, params.steps, params.guidance_scale, flux_cfg)
 
 
-def plan_batches(jobs: Sequence[_Job], family: Family, batch_size: int) -> list[list[_Job]]:
+def plan_batches(jobs: Sequence[Job], family: Family, batch_size: int) -> list[list[Job]]:
     """Group compatible jobs (in request order within a group) into calls of at most `batch_size` images.
 
     A request is never split: one with more images than `batch_size` is sampled in a call of its own.
     Groups are taken in the order of their first request, so that commits rarely wait.
     """
-    groups: dict[tuple[object, ...], list[_Job]] = {}
+    groups: dict[tuple[object, ...], list[Job]] = {}
     for job in jobs:
         groups.setdefault(batch_key(family, job.request.params, job.negative_prompt), []).append(job)
-    batches: list[list[_Job]] = []
+    batches: list[list[Job]] = []
     for group in groups.values():
-        current: list[_Job] = []
+        current: list[Job] = []
         for job in group:
             images = job.request.params.num_images
             if current and sum(j.request.params.num_images for j in current) + images > batch_size:
@@ -117,7 +112,7 @@ def plan_batches(jobs: Sequence[_Job], family: Family, batch_size: int) -> list[
 
 
 def generate_many(
-    gp: GovernedPipeline,
+    governor: Governor,
     requests: Sequence[GenerationRequest | str],
     *,
     out_dir: Path | None = None,
@@ -132,31 +127,30 @@ def generate_many(
             raise BadInputError(f"{name}: expected a positive integer, found {value!r}")
     slots: list[Future[_Outcome]] = [Future() for _ in requests]
     slot_of: dict[str, Future[_Outcome]] = {}
-    jobs: list[_Job] = []
-    out_problem = gp._out_dir_problem(out_dir)  # checked once, before anything is sampled
+    jobs: list[Job] = []
+    out_problem = governor.out_dir_problem(out_dir)  # checked once, before anything is sampled
     for slot, request in zip(slots, requests, strict=True):
         try:
-            request, decision, generation_id = gp._admit(request, out_problem)
+            admitted = governor.admit(request, out_problem)
         except (InvalidRequestError, NotStartedError) as refused:
             assert refused.record is not None
             status = refused.record.status
             failure = FailedGeneration(refused.generation_id, status, refused)
             slot.set_result(_Outcome(record=refused.record, failure=failure))
             continue
-        if decision.action is PromptAction.BLOCK:
-            record, error = gp._blocked(request, decision, generation_id)
-            slot.set_result(
-                _Outcome(record=record, failure=FailedGeneration(generation_id, "blocked", error))
-            )
+        if admitted.blocked:
+            record, error = governor.blocked(admitted)
+            failure = FailedGeneration(admitted.generation_id, "blocked", error)
+            slot.set_result(_Outcome(record=record, failure=failure))
             continue
-        job = gp._plan(request, decision, generation_id)
+        job = governor.plan(admitted)
         jobs.append(job)
-        slot_of[generation_id] = slot
+        slot_of[job.generation_id] = slot
 
-    batches = plan_batches(jobs, gp.family, batch_size)
+    batches = plan_batches(jobs, governor.family, batch_size)
     sampled, total = 0, sum(job.request.params.num_images for job in jobs)
     governors = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="genguard-governor")
-    run = _Run(gp, out_dir, slots, slot_of, queue_size, governors)
+    run = _Run(governor, out_dir, slots, slot_of, queue_size, governors)
     pool = [
         threading.Thread(target=run.work, name=f"genguard-govern-{i}", daemon=True) for i in range(workers)
     ]
@@ -167,16 +161,16 @@ def generate_many(
     # made by a helper thread while this batch samples, so that the sampler only samples.
     noise_maker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genguard-noise")
     try:
-        upcoming = [noise_maker.submit(gp._initial_noise, batch) for batch in batches[:1]]
+        upcoming = [noise_maker.submit(governor.initial_noise, batch) for batch in batches[:1]]
         for number, batch in enumerate(batches):
             noise = upcoming.pop()
             if number + 1 < len(batches):
-                upcoming.append(noise_maker.submit(gp._initial_noise, batches[number + 1]))
+                upcoming.append(noise_maker.submit(governor.initial_noise, batches[number + 1]))
             if run.stopped.is_set():
                 run.skip(batch)
                 continue
             try:
-                pixels = gp._sample(batch, noise.result())
+                sampled_batch = governor.sample(batch, noise.result())
             except Exception as exc:  # noqa: BLE001 - the call failed: each of its requests is recorded failed
                 for job in batch:
                     run.fail(job, exc)
@@ -184,7 +178,7 @@ def generate_many(
             if progress is not None:
                 sampled += sum(job.request.params.num_images for job in batch)
                 progress(sampled, total)
-            run.put((batch, pixels))
+            run.put(sampled_batch)
     except BaseException:
         run.stopped.set()
         raise
@@ -210,24 +204,24 @@ class _Run:
 
     def __init__(
         self,
-        gp: GovernedPipeline,
+        governor: Governor,
         out_dir: Path | None,
         slots: list[Future[_Outcome]],
         slot_of: dict[str, Future[_Outcome]],
         queue_size: int,
         governors: ThreadPoolExecutor,
     ) -> None:
-        self.gp = gp
-        self.governors = governors
+        self.governor = governor
+        self.release_pool = governors
         self.out_dir = out_dir
         self.slots = slots
         self.slot_of = slot_of
-        self.work_queue: queue.Queue[_Sampled | None] = queue.Queue(maxsize=queue_size)
+        self.work_queue: queue.Queue[Sampled | None] = queue.Queue(maxsize=queue_size)
         self.stopped = threading.Event()  # set when the run must commit nothing more
         self.error: BaseException | None = None
         self.results: list[GenerationResult | FailedGeneration] = []
 
-    def put(self, item: _Sampled | None) -> None:
+    def put(self, item: Sampled | None) -> None:
         """Block while the queue is full (back-pressure on the sampler), unless the run has stopped."""
         while True:
             try:
@@ -235,46 +229,41 @@ class _Run:
                 return
             except queue.Full:
                 if self.stopped.is_set() and item is not None:
-                    self.skip(item[0])
+                    self.skip(item.jobs)
                     return
 
-    def skip(self, batch: Sequence[_Job]) -> None:
+    def skip(self, batch: Sequence[Job]) -> None:
         for job in batch:
             self.slot_of[job.generation_id].set_result(_Outcome())
 
-    def fail(self, job: _Job, exc: Exception) -> None:
+    def fail(self, job: Job, exc: Exception) -> None:
         failure = FailedGeneration(job.generation_id, "failed", exc)
         self.slot_of[job.generation_id].set_result(
-            _Outcome(record=self.gp._failed(job, exc), failure=failure)
+            _Outcome(record=self.governor.failed(job, exc), failure=failure)
         )
 
     def work(self) -> None:
         while (item := self.work_queue.get()) is not None:
-            batch, pixels = item
             if self.stopped.is_set():
-                self.skip(batch)
+                self.skip(item.jobs)
                 continue
             try:  # the output classifiers see the whole batch at once (on the model's device)
-                scores = self.gp._classify(pixels)
+                checked = self.governor.check(item)
             except Exception as exc:  # noqa: BLE001 - recorded as failed for each request of the batch
-                for job in batch:
+                for job in item.jobs:
                     self.fail(job, exc)
                 continue
-            start, governing = 0, []
-            for job in batch:
-                count = job.request.params.num_images
-                part = (job, pixels[start : start + count], scores[start : start + count])
-                governing.append(self.governors.submit(self._govern, *part))
-                start += count
+            governing = [self.release_pool.submit(self._release, one) for one in checked]
             for future in governing:  # this worker holds the batch until it is governed (bounded memory)
                 future.result()
 
-    def _govern(self, job: _Job, pixels: np.ndarray, scores: list[list[ClassifierScore]]) -> None:
+    def _release(self, checked: Checked) -> None:
+        job = checked.job
         if self.stopped.is_set():
             self.skip([job])
             return
         try:
-            prepared = self.gp._govern(job, pixels, scores, self.out_dir)
+            prepared = self.governor.release(checked, self.out_dir)
         except Exception as exc:  # noqa: BLE001 - one request fails, the others go on
             self.fail(job, exc)
             return
@@ -286,7 +275,7 @@ class _Run:
             outcome = slot.result()
             if self.stopped.is_set():
                 if outcome.prepared is not None:
-                    self.gp._discard_kept(outcome.prepared.job.generation_id, outcome.prepared.held)
+                    self.governor.discard(outcome.prepared)
                 continue
             try:
                 self.results.append(self._commit(outcome))
@@ -305,8 +294,8 @@ class _Run:
 
     def _commit(self, outcome: _Outcome) -> GenerationResult | FailedGeneration:
         if outcome.prepared is not None:
-            return self.gp._commit(outcome.prepared, self.out_dir)
+            return self.governor.commit(outcome.prepared, self.out_dir)
         if outcome.record is not None:
-            self.gp.audit.record_generation(outcome.record)
+            self.governor.audit.record_generation(outcome.record)
         assert outcome.failure is not None
         return outcome.failure

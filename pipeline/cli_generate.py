@@ -105,7 +105,8 @@ def generate(
     from genguard.pipeline import families
     from genguard.pipeline.accel import family_from_source
     from genguard.pipeline.embedded import EMBEDDED_DEFAULT_SIZE, check_model_name, embedded_dir, is_embedded
-    from genguard.pipeline.governed import GovernedPipeline, check_out_dir, check_request, refusal
+    from genguard.pipeline.governed import GovernedPipeline
+    from genguard.pipeline.governor import check_out_dir, check_request, refusal
     from genguard.pipeline.outcomes import ALL_WITHHELD_EXIT_CODE
 
     quiet_model_libraries()

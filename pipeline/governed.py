@@ -6,190 +6,50 @@ transaction -> only then are images returned or written. A blocked prompt is rec
 `BlockedError`; a failure after sampling is recorded as failed (when the database is reachable) and
 re-raised; if the database is unreachable the call fails closed and no image leaves.
 
-One call and `generate_many` run the same stages (`_admit`, `_plan`, `_initial_noise`, `_sample`,
-`_classify`, `_govern`, `_commit`); `pipeline.batching` arranges them for many requests, with the
-CPU side of governance overlapped with the next batch's sampling.
+The stages themselves are `pipeline.governor.Governor` (admit -> plan -> sample -> check -> release
+-> commit); a `GovernedPipeline` holds one (`governor`) and drives it: one call is `Governor.run`,
+`generate_many` is `pipeline.batching`, which arranges the same public stages for many requests.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import math
-import os
-import secrets
-import tempfile
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-from PIL import Image
-
-from genguard.audit.records import RELEASE_FAILED_EVENT, GenerationRecord, ImageRecord
 from genguard.audit.store import AuditStore
-from genguard.guard import config
-from genguard.guard.bias import AttributeReader, BatchBias, batch_bias, observe_images
+from genguard.guard.bias import AttributeReader
 from genguard.guard.classifiers.base import ImageClassifier
-from genguard.guard.classifiers.registry import build_gender_reader, checks_of, load_pack_checks
-from genguard.guard.errors import BadInputError, BlockedError, GenguardError, ModelLoadError
-from genguard.guard.imageio import encode_image
-from genguard.guard.markid import format_mark_id
-from genguard.guard.output import decide_image
-from genguard.guard.phash import perceptual_hash
-from genguard.guard.policy import PolicyEngine, PolicyPack, load_pack
-from genguard.guard.provenance import ContentCredentials, ManifestFacts
-from genguard.guard.provenance.content_credentials import MIME_TYPES
+from genguard.guard.errors import GenguardError
+from genguard.guard.policy import PolicyEngine, PolicyPack
+from genguard.guard.provenance import ContentCredentials
 from genguard.guard.quarantine import QuarantineVault
-from genguard.guard.types import (
-    CheckStatus,
-    ClassifierScore,
-    GenerationParams,
-    GenerationRequest,
-    ImageAction,
-    ImageVerdict,
-    PerceivedFace,
-    PromptAction,
-    PromptDecision,
-)
-from genguard.guard.watermark import PixelWatermarker, Watermarker
-from genguard.guard.watermark.latent import ALGORITHM as LATENT_ALGORITHM
-from genguard.guard.watermark.latent import new_nonce
+from genguard.guard.types import CheckStatus, GenerationParams, GenerationRequest
+from genguard.guard.watermark import Watermarker
 from genguard.pipeline import batching, families
-from genguard.pipeline.accel import Acceleration, load_accelerated
+from genguard.pipeline.accel import Acceleration
 from genguard.pipeline.batching import FailedGeneration
-from genguard.pipeline.embedded import is_embedded, resolve_model_source
-from genguard.pipeline.inversion import watermarked_noise
-from genguard.pipeline.outcomes import (
-    InvalidRequestError,
-    NotStartedError,
-    RefusedRequest,
-    ReleaseFailedError,
+from genguard.pipeline.governor import (
+    MAX_PROMPT_CHARS,
+    RELEASE_FAILED_EVENT,
+    GeneratedImage,
+    GenerationResult,
+    Governor,
+    ProgressCallback,
+    WithheldImage,
+    check_out_dir,
+    check_request,
+    refusal,
 )
-
-if TYPE_CHECKING:
-    import torch
-
-ProgressCallback = Callable[[int, int], None]
-
-# Error texts are recorded for failed generations; genguard's own messages never hold key material.
-_MAX_ERROR_TEXT = 500
-# The longest prompt (or negative prompt) accepted, in characters, before any tokenizer sees it: far
-# above what any family's tokenizer limit lets through (CLIP 77 tokens, T5 512), so only abuse meets
-# it. An invalid request's record stores at most this many characters of each text.
-MAX_PROMPT_CHARS = 20_000
-_MAX_SEED = 1 << 63
-
-_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
-
-_STATUS_BY_ACTION = {
-    ImageAction.RELEASE: "released",
-    ImageAction.QUARANTINE: "quarantined",
-    ImageAction.BLOCK: "blocked",
-}
-
-
-@dataclass(frozen=True)
-class GeneratedImage:
-    """A released image: its pixels (RGB uint8, watermarked), the file that leaves, identifiers, verdict.
-
-    `data`: the encoded file (`mime_type`), with its Content Credentials embedded unless they go to a
-    sidecar; `sha256` is of `data`. `manifest`: the C2PA manifest store (None when not signed).
-    """
-
-    index: int
-    pixels: np.ndarray
-    data: bytes
-    sha256: str
-    phash: int
-    mark_id: int
-    latent_nonce: bytes | None
-    verdict: ImageVerdict
-    path: Path | None = None
-    mime_type: str = "image/png"
-    manifest: bytes | None = None
-    timestamp: str = "off"  # genguard.guard.provenance.tsa.TimestampState of its signature
-
-    @property
-    def suffix(self) -> str:
-        return _SUFFIXES[self.mime_type]
-
-    def to_pil(self) -> Image.Image:
-        return Image.fromarray(self.pixels)
-
-    def __repr__(self) -> str:  # what a person reads: no pixel arrays, no file bytes
-        manifest = "None" if self.manifest is None else f"<{len(self.manifest)} bytes>"
-        return (
-            f"GeneratedImage(index={self.index}, pixels=<{'x'.join(map(str, self.pixels.shape))} "
-            f"{self.pixels.dtype}>, data=<{len(self.data)} bytes {self.mime_type}>, sha256={self.sha256!r}, "
-            f"mark_id={format_mark_id(self.mark_id)}, verdict={self.verdict.action.value}, "
-            f"path={str(self.path) if self.path else None!r}, manifest={manifest})"
-        )
-
-
-@dataclass(frozen=True)
-class WithheldImage:
-    """An image the output checks or the prompt review held back. Its pixels do not leave."""
-
-    index: int
-    status: str  # "quarantined" or "blocked"
-    verdict: ImageVerdict
-    reason: str
-    sha256: str  # of the unmarked PNG, as evidence
-    phash: int
-    mark_id: int  # carried by the latent noise only
-    latent_nonce: bytes | None
-
-
-@dataclass(frozen=True)
-class GenerationResult:
-    generation_id: str
-    decision: PromptDecision
-    model_id: str
-    seed: int
-    released: tuple[GeneratedImage, ...]
-    withheld: tuple[WithheldImage, ...]
-    # Perceived attributes over the batch and the pack's uniform-batch rule (None: bias not observed).
-    bias: BatchBias | None = None
-
-    @property
-    def status(self) -> str:
-        """`completed`, or `withheld` when images were sampled and every one was withheld."""
-        return "withheld" if self.withheld and not self.released else "completed"
-
-
-@dataclass(frozen=True)
-class _Job:
-    """One admitted request, planned: its seed and, per image, the mark id and latent nonce."""
-
-    request: GenerationRequest
-    decision: PromptDecision
-    generation_id: str
-    seed: int
-    marks: tuple[tuple[int, bytes], ...]
-
-    @property
-    def negative_prompt(self) -> str:
-        """The caller's negative prompt with what the policy adds to it."""
-        parts = (self.request.negative_prompt, *self.decision.negative_prompt_additions)
-        return ", ".join(part for part in parts if part)
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """A governed request ready to commit: its record, its result, and the quarantined copies sealed."""
-
-    job: _Job
-    record: GenerationRecord
-    result: GenerationResult
-    held: dict[int, bytes]
+from genguard.pipeline.loading import load_diffusers_pipeline
+from genguard.pipeline.outcomes import RefusedRequest
 
 
 class GovernedPipeline:
-    """Wraps a loaded diffusers pipeline. Build it with `from_pretrained` or pass the parts yourself."""
+    """Wraps a loaded diffusers pipeline. Build it with `from_pretrained` or pass the parts yourself.
+
+    Its stages are `governor` (a `Governor`); the attributes below read the governor's configuration.
+    """
 
     def __init__(
         self,
@@ -213,54 +73,34 @@ class GovernedPipeline:
         checks: Sequence[CheckStatus] | None = None,
         policy_engine: PolicyEngine | None = None,
     ) -> None:
-        """`checks`: the pack's output checks, run or not (None: each of `classifiers`, run).
-        `gender_reader`: reads perceived gender presentation from faces (None: not measured).
-        `observe_bias`: run the bias observations (None: as the pack's `bias.enabled` says).
-        `quarantine_vault`: where quarantined images are kept encrypted when the pack says
-        `image_checks.quarantine.keep: encrypted` (None: under `genguard_home()`).
-        `sign`: give every released image Content Credentials, with `content_credentials` (None: the
-        configured keys, development keys created on first use); `sign=False` releases unsigned images.
-        `output_format`: "png", "jpeg" or "webp". `sidecar`: write the manifest to a `.c2pa` file next
-        to the image instead of embedding it. `policy_engine`: an engine already built for `policy`
-        (None: built here)."""
-        if output_format not in MIME_TYPES:
-            raise BadInputError(
-                f"output_format: expected one of {sorted(MIME_TYPES)}, found {output_format!r}"
-            )
-        if sidecar and not sign:
-            raise BadInputError(
-                "sidecar: expected signing to be on (a sidecar holds the manifest), found sign=False"
-            )
-        self.output_format = output_format
-        self.sidecar = sidecar
-        self.content_credentials = (
-            (content_credentials if content_credentials is not None else ContentCredentials.from_config())
-            if sign
-            else None
+        """The arguments are the `Governor`'s (see `Governor.__init__`)."""
+        self.governor = Governor(
+            pipe,
+            model_id=model_id,
+            policy=policy,
+            audit=audit,
+            classifiers=classifiers,
+            watermarker=watermarker,
+            latent_watermark=latent_watermark,
+            device=device,
+            watermark_key=watermark_key,
+            gender_reader=gender_reader,
+            observe_bias=observe_bias,
+            quarantine_vault=quarantine_vault,
+            sign=sign,
+            content_credentials=content_credentials,
+            output_format=output_format,
+            sidecar=sidecar,
+            checks=checks,
+            policy_engine=policy_engine,
         )
-        self.pipe = pipe
-        self.model_id = model_id
-        self.policy = policy
-        self.engine = policy_engine if policy_engine is not None else PolicyEngine(policy)
-        self.audit = audit
-        self.classifiers = tuple(classifiers)
-        self.checks = tuple(checks) if checks is not None else checks_of(self.classifiers)
-        self._key = watermark_key if watermark_key is not None else config.watermark_key()
-        self.watermarker: Watermarker = watermarker if watermarker is not None else PixelWatermarker()
-        self.latent_watermark = latent_watermark
-        self.device = device
-        self.gender_reader = gender_reader
-        self.observe_bias = policy.spec.bias.enabled if observe_bias is None else observe_bias
-        self.vault = quarantine_vault if quarantine_vault is not None else QuarantineVault()
-        self.family = families.detect_family(pipe)
-        families.disable_builtin_safety(pipe)
-        # Upper bounds on one request's work (sizes, steps, images), from the family and the pack's limits.
-        self.bounds = families.bounds_for(
-            self.family, embedded=is_embedded(model_id), limits=policy.spec.limits
-        )
-        # What `from_pretrained` did for speed (precision, attention, compile); None for a pipeline
-        # passed in as it is.
-        self.acceleration: Acceleration | None = None
+
+    @classmethod
+    def around(cls, governor: Governor) -> GovernedPipeline:
+        """A GovernedPipeline driving an existing `governor`."""
+        governed = cls.__new__(cls)
+        governed.governor = governor
+        return governed
 
     @classmethod
     def from_pretrained(
@@ -289,41 +129,22 @@ class GovernedPipeline:
         and Flux) and fp32 on the CPU. `compile`: `torch.compile` the denoiser (pays off on long runs;
         each new batch size compiles once). See `pipeline.accel`.
         """
-        pack = policy if isinstance(policy, PolicyPack) else load_pack(policy)
-        store = audit if isinstance(audit, AuditStore) else AuditStore.open(audit)
-        bias = pack.spec.bias
-        gender_reader = build_gender_reader(
-            bias.gender_model, {value: list(prompts) for value, prompts in bias.gender_labels.items()}
-        )
-        pipe, acceleration = load_accelerated(model, device=device, dtype=dtype, compile=compile)
-        checks = None
-        if classifiers is None:  # every check the pack names runs, or this fails closed (registry)
-            built = load_pack_checks(
-                pack, model=model, real_model=not is_embedded(model), pipe=pipe, record=store.append_event
+        return cls.around(
+            Governor.from_pretrained(
+                model,
+                policy=policy,
+                audit=audit,
+                classifiers=classifiers,
+                watermarker=watermarker,
+                device=device,
+                dtype=dtype,
+                compile=compile,
+                sign=sign,
+                output_format=output_format,
+                sidecar=sidecar,
+                policy_engine=policy_engine,
             )
-            classifiers, checks = built.classifiers, built.checks
-        governed = cls(
-            pipe,
-            model_id=model,
-            policy=pack,
-            audit=store,
-            classifiers=classifiers,
-            watermarker=watermarker,
-            device=acceleration.device,
-            gender_reader=gender_reader,
-            sign=sign,
-            output_format=output_format,
-            sidecar=sidecar,
-            checks=checks,
-            policy_engine=policy_engine,
         )
-        governed.acceleration = acceleration
-        return governed
-
-    @property
-    def is_demonstration_model(self) -> bool:
-        """True for the embedded tiny models: untrained weights, abstract images."""
-        return is_embedded(self.model_id)
 
     def __call__(
         self,
@@ -332,25 +153,8 @@ class GovernedPipeline:
         out_dir: Path | None = None,
         progress: ProgressCallback | None = None,
     ) -> GenerationResult:
-        try:
-            request, decision, generation_id = self._admit(request, self._out_dir_problem(out_dir))
-        except (InvalidRequestError, NotStartedError) as refused:
-            self._commit_refusal(refused)
-            raise
-        if decision.action is PromptAction.BLOCK:
-            record, error = self._blocked(request, decision, generation_id)
-            self.audit.record_generation(record)
-            raise error
-        job = self._plan(request, decision, generation_id)
-        try:
-            pixels = self._sample([job], self._initial_noise([job]), progress)
-            prepared = self._govern(job, pixels, self._classify(pixels), out_dir)
-        except Exception as exc:
-            # Record the failure, then re-raise it. If the database is down, that write fails closed
-            # on its own (AuditUnavailableError, chained to the original error).
-            self.audit.record_generation(self._failed(job, exc))
-            raise
-        return self._commit(prepared, out_dir)
+        """One request through every stage (`Governor.run`): the result once its record is committed."""
+        return self.governor.run(request, out_dir=out_dir, progress=progress)
 
     def generate_many(
         self,
@@ -376,7 +180,7 @@ class GovernedPipeline:
         `progress(images sampled, images to sample)` is called after each pipeline call.
         """
         return batching.generate_many(
-            self,
+            self.governor,
             requests,
             out_dir=out_dir,
             batch_size=batch_size,
@@ -385,732 +189,108 @@ class GovernedPipeline:
             progress=progress,
         )
 
-    # -- stages -------------------------------------------------------------------------------
-
-    def _validate(self, request: GenerationRequest) -> None:
-        """Everything `check_request` checks, with this family's bounds, then what needs the model:
-        the family's size multiple and the tokenizer's limit."""
-        check_request(request, self.bounds)
-        params = request.params
-        families.latent_shape(self.pipe, params.height, params.width)  # e.g. Flux needs multiples of 16
-        limit = families.max_prompt_tokens(self.pipe)
-        for field_name, text in (("prompt", request.prompt), ("negative_prompt", request.negative_prompt)):
-            count = families.prompt_token_count(self.pipe, text)
-            if count > limit:
-                raise BadInputError(
-                    f"{field_name}: expected at most {limit} tokens for this model's tokenizer, found {count}"
-                    " (diffusers would silently truncate it)"
-                )
-
-    def _admit(
-        self, request: GenerationRequest | str, out_problem: GenguardError | None = None
-    ) -> tuple[GenerationRequest, PromptDecision, str]:
-        """Check the request and run the prompt policy; the generation id is drawn here.
-
-        A request refused here (bad input, or `out_problem`: what `_out_dir_problem` found) raises
-        InvalidRequestError / NotStartedError holding its uncommitted record (`_commit_refusal`).
-        """
-        generation_id = uuid.uuid4().hex
-        if isinstance(request, str):
-            request = GenerationRequest(prompt=request)
-        try:
-            if not isinstance(request, GenerationRequest):
-                raise BadInputError(
-                    f"request: expected a GenerationRequest or a prompt string, found {type(request).__name__}"
-                )
-            self._validate(request)
-            if out_problem is not None:
-                raise out_problem
-        except GenguardError as exc:
-            raise self.refusal(request, exc, generation_id) from exc
-        return request, self.engine.check(request.prompt), generation_id
-
     def refusal(self, request: Any, error: GenguardError, generation_id: str | None = None) -> RefusedRequest:
-        """The error for a request refused before sampling, holding its record (not yet committed):
-        `invalid` for bad input, `failed` for infrastructure (e.g. a full disk)."""
-        return refusal(
-            request,
-            error,
-            policy=self.policy,
-            engine=self.engine,
-            model_id=self.model_id,
-            pipeline_class=type(self.pipe).__name__,
-            generation_id=generation_id,
-        )
+        """The error for a request refused before sampling, holding its record (not yet committed)."""
+        return self.governor.refusal(request, error, generation_id)
 
-    def _commit_refusal(self, refused: RefusedRequest) -> None:
-        if refused.record is not None:
-            self.audit.record_generation(refused.record)
+    # -- the governor's configuration, read through ---------------------------------------------
 
-    @staticmethod
-    def _out_dir_problem(out_dir: Path | None) -> GenguardError | None:
-        if out_dir is None:
-            return None
-        try:
-            check_out_dir(out_dir)
-        except GenguardError as exc:
-            return exc
-        return None
+    @property
+    def pipe(self) -> Any:
+        return self.governor.pipe
 
-    def _blocked(
-        self, request: GenerationRequest, decision: PromptDecision, generation_id: str
-    ) -> tuple[GenerationRecord, BlockedError]:
-        """The record of a blocked request and the error that reports it (raised once it is committed)."""
-        fired = ", ".join(f"{hit.category}/{hit.layer}/{hit.rule}" for hit in decision.rules) or "policy"
-        error = BlockedError(
-            f"blocked by policy {decision.policy.name} {decision.policy.version} ({fired}); "
-            f"recorded as generation {generation_id}",
-            decision,
-            generation_id,
-        )
-        return self._record(generation_id, request, decision, "blocked"), error
+    @property
+    def model_id(self) -> str:
+        return self.governor.model_id
 
-    def _plan(self, request: GenerationRequest, decision: PromptDecision, generation_id: str) -> _Job:
-        seed = request.params.seed if request.params.seed is not None else secrets.randbits(31)
-        # Mark ids are random (they say nothing by themselves) and fit a signed SQL BIGINT.
-        marks = tuple((secrets.randbits(63) or 1, new_nonce()) for _ in range(request.params.num_images))
-        return _Job(request, decision, generation_id, seed, marks)
+    @property
+    def policy(self) -> PolicyPack:
+        return self.governor.policy
 
-    def _initial_noise(self, jobs: Sequence[_Job]) -> torch.Tensor:
-        """The initial noise of every image of `jobs` (same size), in order, as the pipeline takes it."""
-        import torch
+    @property
+    def engine(self) -> PolicyEngine:
+        return self.governor.engine
 
-        params = jobs[0].request.params
-        if self.latent_watermark:
-            # Gaussian-Shading noise: the mark id under a fresh nonce picks each value's half of N(0, 1).
-            # The image is then determined by (key, mark id, nonce), all in the audit record.
-            marks = [mark for job in jobs for mark in job.marks]
-            return watermarked_noise(
-                self.pipe,
-                [m for m, _ in marks],
-                [n for _, n in marks],
-                params.height,
-                params.width,
-                self._key,
-            )
-        # One generator per image, seeded seed + i, so that image i is reproducible on its own.
-        return torch.cat(
-            [
-                families.initial_noise(self.pipe, 1, params.height, params.width, generator)
-                for generator in _image_generators(jobs)
-            ]
-        )
+    @property
+    def audit(self) -> AuditStore:
+        return self.governor.audit
 
-    def _sample(
-        self, jobs: Sequence[_Job], noise: torch.Tensor, progress: ProgressCallback | None = None
-    ) -> np.ndarray:
-        """Sample every image of `jobs` in ONE pipeline call; they share size, steps and guidance."""
-        import torch
+    @property
+    def classifiers(self) -> tuple[ImageClassifier, ...]:
+        return self.governor.classifiers
 
-        params = jobs[0].request.params
-        negatives = [job.negative_prompt for job in jobs]
-        prompt: str | list[str]
-        negative: str | list[str]
-        if len(jobs) == 1:  # the prompt once, repeated by the pipeline, as a single call always did
-            prompt, negative = jobs[0].decision.prompt, negatives[0]
-        else:
-            counts = [job.request.params.num_images for job in jobs]
-            prompt = [job.decision.prompt for job, n in zip(jobs, counts) for _ in range(n)]
-            negative = [text for text, n in zip(negatives, counts) for _ in range(n)]
-        kwargs = families.call_kwargs(
-            self.family,
-            prompt=prompt,
-            negative_prompt=negative,
-            height=params.height,
-            width=params.width,
-            steps=params.steps,
-            guidance_scale=params.guidance_scale,
-            latents=noise.to(self.device, self.pipe.dtype),
-            num_images=int(noise.shape[0]),
-        )
-        # Any randomness left to the scheduler (none for DDIM / Euler) follows each image's seed too.
-        kwargs["generator"] = _image_generators(jobs)
-        if progress is not None:
-            total = params.steps
+    @property
+    def checks(self) -> tuple[CheckStatus, ...]:
+        return self.governor.checks
 
-            def on_step_end(
-                pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]
-            ) -> dict[str, Any]:
-                progress(step + 1, total)
-                return callback_kwargs
+    @property
+    def watermarker(self) -> Watermarker:
+        return self.governor.watermarker
 
-            kwargs["callback_on_step_end"] = on_step_end
-        # The embedded models are so small that splitting their kernels over threads costs more than it
-        # saves (tiny-sd at 256 px, 10 steps: 0.5 s on one thread, 23 s on two on a busy 2-core machine).
-        threads = 1 if self.is_demonstration_model and self.device == "cpu" else None
-        with torch.inference_mode(), _torch_threads(threads):
-            output = self.pipe(**kwargs)
-        return families.output_as_uint8(output.images)
+    @property
+    def latent_watermark(self) -> bool:
+        return self.governor.latent_watermark
 
-    def _classify(self, pixels: np.ndarray) -> list[list[ClassifierScore]]:
-        """Every output classifier's scores per image, each classifier given the whole batch at once."""
-        batch = [pixels[i] for i in range(pixels.shape[0])]
-        per_image_scores: list[list[ClassifierScore]] = [[] for _ in batch]
-        for classifier in self.classifiers:
-            rows = classifier.classify(batch)
-            if len(rows) != len(batch):  # a check that skipped images fails closed
-                raise ModelLoadError(f"{classifier.name}: expected {len(batch)} score rows, found {len(rows)}")
-            for i, classified in enumerate(rows):
-                per_image_scores[i].extend(classified)
-        return per_image_scores
+    @latent_watermark.setter
+    def latent_watermark(self, value: bool) -> None:
+        self.governor.latent_watermark = value
 
-    def _govern(
-        self, job: _Job, pixels: np.ndarray, scores: Sequence[Sequence[ClassifierScore]], out_dir: Path | None
-    ) -> _Prepared:
-        """Everything between sampling and the commit for one request; nothing leaves here."""
-        generation_id = job.generation_id
-        held_pngs: dict[int, bytes] = {}
-        try:
-            images, withheld, held_pngs, observations = self._check_and_mark(
-                pixels, scores, job.decision, job.marks, generation_id
-            )
-            bias = self._batch_bias(observations)
-            if out_dir is not None:
-                images = [
-                    replace(img, path=out_dir / f"{generation_id}-{img.index}{img.suffix}") for img in images
-                ]
-            record = self._record(
-                generation_id,
-                job.request,
-                job.decision,
-                "completed",
-                seed=job.seed,
-                images=images,
-                withheld=withheld,
-                extra=self._extra(bias, observations, held_pngs),
-            )
-            # Quarantined pixels are sealed before the commit (encrypted, they reveal nothing) and
-            # removed again if anything fails, so that every kept file has its record.
-            for index, png in held_pngs.items():
-                self.vault.keep(generation_id, index, png)
-        except Exception:
-            self._discard_kept(generation_id, held_pngs)
-            raise
-        result = GenerationResult(
-            generation_id=generation_id,
-            decision=job.decision,
-            model_id=self.model_id,
-            seed=job.seed,
-            released=tuple(images),
-            withheld=tuple(withheld),
-            bias=bias,
-        )
-        return _Prepared(job, record, result, held_pngs)
+    @property
+    def device(self) -> str:
+        return self.governor.device
 
-    def _failed(self, job: _Job, exc: BaseException) -> GenerationRecord:
-        error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_TEXT]
-        return self._record(
-            job.generation_id, job.request, job.decision, "failed", seed=job.seed, error=error
-        )
+    @property
+    def family(self) -> families.Family:
+        return self.governor.family
 
-    def _commit(self, prepared: _Prepared, out_dir: Path | None) -> GenerationResult:
-        try:
-            self.audit.record_generation(prepared.record)  # the commit: only after it may an image leave
-        except BaseException:
-            self._discard_kept(prepared.job.generation_id, prepared.held)
-            raise
-        if out_dir is not None:
-            failures = _write_files(prepared.result.released, out_dir, sidecar=self.sidecar)
-            if failures:
-                self._release_failed(prepared.result, failures)
-        return prepared.result
+    @property
+    def bounds(self) -> families.Bounds:
+        return self.governor.bounds
 
-    def _release_failed(self, result: GenerationResult, failures: dict[int, OSError]) -> None:
-        """After the commit some files could not be written: one chained `release.failed` event per
-        image not written (the record's `released` is thereby withdrawn), then ReleaseFailedError."""
-        generation_id = result.generation_id
-        paths = {img.index: img.path for img in result.released}
-        for index, exc in sorted(failures.items()):
-            self.audit.append_event(
-                RELEASE_FAILED_EVENT,
-                {"image_index": index, "path": str(paths[index]), "error": _os_error_text(exc)},
-                generation_id,
-            )
-        first = failures[min(failures)]
-        indices = ", ".join(str(i) for i in sorted(failures))
-        raise ReleaseFailedError(
-            f"output: could not write image(s) {indices} of generation {generation_id} to "
-            f"{paths[min(failures)]!s}: {_os_error_text(first)}; recorded as not released "
-            f"({RELEASE_FAILED_EVENT})",
-            generation_id,
-            sorted(failures),
-            result,
-        ) from first
+    @property
+    def vault(self) -> QuarantineVault:
+        return self.governor.vault
 
-    def _check_and_mark(
-        self,
-        pixels: np.ndarray,
-        per_image_scores: Sequence[Sequence[ClassifierScore]],
-        decision: PromptDecision,
-        marks: Sequence[tuple[int, bytes]],
-        generation_id: str,
-    ) -> tuple[
-        list[GeneratedImage], list[WithheldImage], dict[int, bytes], list[tuple[PerceivedFace, ...]] | None
-    ]:
-        """Released and withheld images, the unmarked PNGs of quarantined images to keep, observations."""
-        batch = [pixels[i] for i in range(pixels.shape[0])]
-        observations = (
-            observe_images(batch, self.gender_reader, profiles=self.policy.spec.bias.profile_faces)
-            if self.observe_bias
-            else None
-        )
-        keep_encrypted = self.policy.spec.image_checks.quarantine.keep == "encrypted"
-        held_pngs: dict[int, bytes] = {}
-        hold = decision.action is PromptAction.REVIEW
-        released: list[GeneratedImage] = []
-        withheld: list[WithheldImage] = []
-        for index, (image, scores, (mark_id, nonce)) in enumerate(
-            zip(batch, per_image_scores, marks, strict=True)
-        ):
-            verdict = decide_image(
-                scores,
-                self.policy,
-                heightened=decision.heightened_categories,
-                hold_for_review=hold,
-                checks=self.checks,
-                observations=observations[index] if observations is not None else (),
-            )
-            nonce_recorded = nonce if self.latent_watermark else None
-            if verdict.action is ImageAction.RELEASE:
-                image = self.watermarker.embed(image, mark_id, self._key)
-                released.append(
-                    self._release(image, index, verdict, mark_id, nonce_recorded, decision, generation_id)
-                )
-                continue
-            png = encode_image(image, "png")
-            sha256, phash = hashlib.sha256(png).hexdigest(), perceptual_hash(image)
-            held_by = ", ".join(  # the prompt categories whose review held the image, with their scores
-                f"{c.category} {c.score:.2f}" for c in decision.categories if c.action is PromptAction.REVIEW
-            )
-            reason = (
-                f"prompt held for review ({held_by or 'policy'})"
-                if hold and not verdict.flagged
-                else "flagged: "
-                + ", ".join(f"{category}>={threshold:g}" for category, threshold in verdict.flagged)
-            )
-            status = _STATUS_BY_ACTION[verdict.action]
-            if verdict.action is ImageAction.QUARANTINE and keep_encrypted:
-                held_pngs[index] = png
-            withheld.append(
-                WithheldImage(index, status, verdict, reason, sha256, phash, mark_id, nonce_recorded)
-            )
-        return released, withheld, held_pngs, observations
+    @property
+    def content_credentials(self) -> ContentCredentials | None:
+        return self.governor.content_credentials
 
-    def _release(
-        self,
-        image: np.ndarray,
-        index: int,
-        verdict: ImageVerdict,
-        mark_id: int,
-        nonce: bytes | None,
-        decision: PromptDecision,
-        generation_id: str,
-    ) -> GeneratedImage:
-        """Encode a watermarked image and sign it; the recorded sha256 is of the bytes that leave."""
-        mime_type = MIME_TYPES[self.output_format]
-        data, manifest = encode_image(image, self.output_format), None  # type: ignore[arg-type]
-        timestamp = "off"
-        if self.content_credentials is not None:
-            facts = ManifestFacts(
-                generation_id=generation_id,
-                image_index=index,
-                policy=decision.policy,
-                verdict=verdict,
-                model_id=self.model_id,
-                pipeline_class=type(self.pipe).__name__,
-                mark_id=mark_id,
-                watermark_algorithm=self.watermarker.algorithm,
-            )
-            signed = self.content_credentials.sign(data, mime_type, facts, embed=not self.sidecar)
-            data, manifest, timestamp = signed.data, signed.manifest, signed.timestamp
-        return GeneratedImage(
-            index=index,
-            pixels=image,
-            data=data,
-            sha256=hashlib.sha256(data).hexdigest(),
-            phash=perceptual_hash(image),
-            mark_id=mark_id,
-            latent_nonce=nonce,
-            verdict=verdict,
-            mime_type=mime_type,
-            manifest=manifest,
-            timestamp=timestamp,
-        )
+    @property
+    def output_format(self) -> str:
+        return self.governor.output_format
 
-    def _discard_kept(self, generation_id: str, held_pngs: dict[int, bytes]) -> None:
-        for index in held_pngs:
-            self.vault.discard(generation_id, index)
+    @property
+    def sidecar(self) -> bool:
+        return self.governor.sidecar
 
-    def _batch_bias(self, observations: Sequence[tuple[PerceivedFace, ...]] | None) -> BatchBias | None:
-        if observations is None:
-            return None
-        values = self.gender_reader.values if self.gender_reader is not None else ()
-        return batch_bias(observations, self.policy.spec.bias, values)
+    @property
+    def acceleration(self) -> Acceleration | None:
+        """What `from_pretrained` did for speed (precision, attention, compile); None for a pipeline
+        passed in as it is."""
+        return self.governor.acceleration
 
-    def _extra(
-        self,
-        bias: BatchBias | None,
-        observations: Sequence[tuple[PerceivedFace, ...]] | None,
-        held_pngs: dict[int, bytes],
-    ) -> dict[str, Any]:
-        """What the record's `extra` holds besides the watermark algorithms: bias and quarantine."""
-        extra: dict[str, Any] = {
-            "quarantine": {"keep": self.policy.spec.image_checks.quarantine.keep, "kept": sorted(held_pngs)}
-        }
-        if bias is not None and observations is not None:
-            extra["bias"] = {
-                **bias.to_json(),
-                "observations": {
-                    str(index): [_face_json(face) for face in faces]
-                    for index, faces in enumerate(observations)
-                },
-            }
-        return extra
+    @acceleration.setter
+    def acceleration(self, value: Acceleration | None) -> None:
+        self.governor.acceleration = value
 
-    def _record(
-        self,
-        generation_id: str,
-        request: GenerationRequest,
-        decision: PromptDecision,
-        status: str,
-        *,
-        seed: int | None = None,
-        images: Sequence[GeneratedImage] = (),
-        withheld: Sequence[WithheldImage] = (),
-        error: str | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> GenerationRecord:
-        height, width = request.params.height, request.params.width
-        image_records = [
-            ImageRecord(
-                index=img.index,
-                sha256=img.sha256,
-                phash=img.phash,
-                width=width,
-                height=height,
-                verdict=img.verdict,
-                status=status,
-                path=str(path) if path else None,
-                mark_id=img.mark_id,
-                latent_nonce=img.latent_nonce,
-                manifest=img.manifest if isinstance(img, GeneratedImage) else None,
-            )
-            for img, status, path in [(i, "released", i.path) for i in images]
-            + [(w, w.status, None) for w in withheld]
-        ]
-        return GenerationRecord(
-            generation_id=generation_id,
-            request=request,
-            decision=decision,
-            prompt_storage=self.policy.prompt_storage,
-            status=status,
-            model_id=self.model_id,
-            pipeline_class=type(self.pipe).__name__,
-            seed=seed,
-            images=tuple(sorted(image_records, key=lambda r: r.index)),
-            error=error,
-            extra={
-                "watermarks": self._watermark_algorithms(),
-                "content_credentials": {
-                    "format": self.output_format,
-                    "manifest": self._manifest_mode(),
-                    # per released image: "timestamped", "skipped" (optional TSA unreachable) or "off"
-                    "timestamps": {str(i.index): i.timestamp for i in images},
-                },
-                **(extra or {}),
-            },
-        )
-
-    def _manifest_mode(self) -> str:
-        if self.content_credentials is None:
-            return "none"
-        return "sidecar" if self.sidecar else "embedded"
-
-    def _watermark_algorithms(self) -> list[str]:
-        algorithms = [self.watermarker.algorithm]
-        if self.latent_watermark:
-            algorithms.append(LATENT_ALGORITHM)
-        return algorithms
-
-
-def check_request(request: GenerationRequest, bounds: families.Bounds, *, check_size: bool = True) -> None:
-    """Validation that needs no model: the texts, and the parameters against `bounds` (BadInputError
-    naming the field, what was expected and what was found). `check_size=False` leaves width and
-    height to a later check (the CLI does not know a real model's default size before loading it)."""
-    for field_name in ("prompt", "negative_prompt", "actor"):
-        value = getattr(request, field_name)
-        if not isinstance(value, str):
-            raise BadInputError(f"{field_name}: expected text, found {type(value).__name__}")
-        if len(value) > MAX_PROMPT_CHARS:
-            raise BadInputError(
-                f"{field_name}: expected at most {MAX_PROMPT_CHARS} characters, found {len(value)}"
-            )
-        position = value.find("\x00")
-        if position >= 0:
-            raise BadInputError(
-                f"{field_name}: expected text without NUL characters, found one at {position}"
-            )
-    if not request.prompt.strip():
-        raise BadInputError("prompt: expected non-empty text, found an empty prompt")
-    params = request.params
-    if not isinstance(params, GenerationParams):
-        raise BadInputError(f"params: expected GenerationParams, found {type(params).__name__}")
-    names = ("width", "height", "steps", "num_images") if check_size else ("steps", "num_images")
-    for name in names:
-        value = getattr(params, name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BadInputError(f"params.{name}: expected an integer, found {value!r}")
-    if check_size:
-        for name in ("width", "height"):
-            value = getattr(params, name)
-            if value <= 0 or value % 8 or value > bounds.max_side:
-                raise BadInputError(
-                    f"params.{name}: expected a positive multiple of 8 up to {bounds.max_side}, found {value}"
-                )
-        if params.width * params.height > bounds.max_pixels:
-            raise BadInputError(
-                f"params: expected width x height at most {bounds.max_pixels} pixels, found "
-                f"{params.width}x{params.height} = {params.width * params.height}"
-            )
-    if not 1 <= params.steps <= bounds.max_steps:
-        raise BadInputError(f"params.steps: expected 1 to {bounds.max_steps}, found {params.steps}")
-    if not 1 <= params.num_images <= bounds.max_images:
-        raise BadInputError(
-            f"params.num_images: expected 1 to {bounds.max_images}, found {params.num_images}"
-        )
-    if check_size and params.width * params.height * params.num_images > bounds.max_request_pixels:
-        total = params.width * params.height * params.num_images
-        raise BadInputError(
-            f"params: expected width x height x num_images at most {bounds.max_request_pixels} pixels, "
-            f"found {params.width}x{params.height}x{params.num_images} = {total}"
-        )
-    guidance = params.guidance_scale
-    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
-        raise BadInputError(f"params.guidance_scale: expected a finite number, found {guidance!r}")
-    seed = params.seed
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _MAX_SEED
-    ):
-        raise BadInputError(f"params.seed: expected None or an integer 0 to 2**63-1, found {seed!r}")
-
-
-def check_out_dir(out_dir: Path) -> None:
-    """Before sampling: the output folder is a folder this process can write files in, or can be
-    created (nothing is created here: a probe file is written and removed in the folder, or in its
-    nearest existing parent).
-
-    BadInputError for a folder that cannot be used (a file, /proc, no permission, a read-only mount);
-    InfrastructureError for a full or failing disk.
-    """
-    from genguard.guard.errors import InfrastructureError
-
-    folder = out_dir
-    while not folder.exists() and folder.parent != folder:
-        folder = folder.parent
-    if not folder.is_dir():
-        where = str(out_dir) if folder == out_dir else f"{folder} (in the way of {out_dir})"
-        raise BadInputError(f"out_dir: expected a folder, found a file at {where}")
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".genguard-probe-", suffix=".tmp") as probe:
-            probe.write(b"\0")
-            probe.flush()
-            os.fsync(probe.fileno())
-    except OSError as exc:
-        text = _os_error_text(exc)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
-            raise InfrastructureError(
-                f"out_dir: expected a disk with room, found {text} at {out_dir}"
-            ) from None
-        raise BadInputError(
-            f"out_dir: expected a folder this process can write, found {text} at {out_dir}"
-        ) from None
-
-
-def refusal(
-    request: Any,
-    error: GenguardError,
-    *,
-    policy: PolicyPack,
-    engine: PolicyEngine,
-    model_id: str,
-    pipeline_class: str = "",
-    generation_id: str | None = None,
-) -> RefusedRequest:
-    """The error for a request refused before sampling, with its record (to commit):
-    status `invalid` (bad input: InvalidRequestError) or `failed` (NotStartedError).
-
-    The record holds the request as the pack stores prompts (texts cut to MAX_PROMPT_CHARS, NUL shown
-    as U+FFFD, parameters that are not numbers recorded as None) and the prompt policy's decision on
-    it, so that a probe of the policy with a refused request leaves the same trace as any other.
-    """
-    generation_id = generation_id or uuid.uuid4().hex
-    recorded = _recordable(request)
-    try:
-        decision = engine.check(recorded.prompt)
-    except Exception as exc:  # noqa: BLE001 - the refusal is recorded even when the policy cannot judge it
-        decision = PromptDecision(
-            action=PromptAction.BLOCK,
-            prompt=recorded.prompt,
-            original_prompt=recorded.prompt,
-            categories=(),
-            rules=(),
-            policy=policy.ref,
-        )
-        error_text = f"{error}; the prompt policy could not run: {type(exc).__name__}: {exc}"
-    else:
-        error_text = str(error)
-    status = "invalid" if isinstance(error, BadInputError) else "failed"
-    record = GenerationRecord(
-        generation_id=generation_id,
-        request=recorded,
-        decision=decision,
-        prompt_storage=policy.prompt_storage,
-        status=status,
-        model_id=model_id,
-        pipeline_class=pipeline_class,
-        error=f"{type(error).__name__}: {error_text}"[:_MAX_ERROR_TEXT],
-    )
-    message = f"{error}; recorded as {status} generation {generation_id}"
-    if status == "invalid":
-        return InvalidRequestError(message, generation_id, record)
-    return NotStartedError(message, generation_id, record)
-
-
-def _recordable(request: Any) -> GenerationRequest:
-    """The request as a record can hold it, whatever the caller passed."""
-    if isinstance(request, str):
-        request = GenerationRequest(prompt=request)
-    if not isinstance(request, GenerationRequest):
-        return GenerationRequest(prompt="", params=GenerationParams())
-
-    def text(value: Any) -> str:
-        if not isinstance(value, str):
-            return ""
-        return value[:MAX_PROMPT_CHARS].replace("\x00", "\ufffd")
-
-    params = request.params if isinstance(request.params, GenerationParams) else GenerationParams()
-    values: dict[str, Any] = {}
-    for name, value in vars(params).items():
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        fits = number and (
-            math.isfinite(value) if isinstance(value, float) else -_MAX_SEED <= value < _MAX_SEED
-        )
-        values[name] = value if fits else None
-    return GenerationRequest(
-        prompt=text(request.prompt),
-        negative_prompt=text(request.negative_prompt),
-        params=GenerationParams(**values),
-        actor=text(request.actor) or "anonymous",
-    )
-
-
-def load_diffusers_pipeline(
-    model: str, *, device: str = "cpu", torch_dtype: torch.dtype | None = None
-) -> Any:
-    """`DiffusionPipeline.from_pretrained` on a hub id, a local path or an embedded model's cache folder."""
-    from diffusers import DiffusionPipeline
-
-    source = resolve_model_source(model)
-    kwargs: dict[str, Any] = {}
-    if torch_dtype is not None:
-        kwargs["dtype"] = torch_dtype  # diffusers 0.42's name (torch_dtype is deprecated)
-    try:
-        pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(
-            f"model {model!r}: could not load a diffusers pipeline from {source!r}: {exc}"
-        ) from exc
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
-
-
-@contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to `count` for the block (None: left as they are)."""
-    import torch
-
-    if count is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _image_generators(jobs: Sequence[_Job]) -> list[torch.Generator]:
-    """One CPU generator per image, seeded (request seed + image index): image i of a request is the
-    same whichever batch it is sampled in."""
-    import torch
-
-    return [
-        torch.Generator("cpu").manual_seed(job.seed + i)
-        for job in jobs
-        for i in range(job.request.params.num_images)
-    ]
-
-
-def _face_json(face: PerceivedFace) -> dict[str, Any]:
-    return {
-        "box": list(face.box),
-        "ita": face.ita,
-        "perceived_skin_tone": face.perceived_skin_tone,
-        "perceived_gender_presentation": face.perceived_gender_presentation,
-        "gender_score": face.gender_score,
-        "gender_model_id": face.gender_model_id,
-    }
-
-
-def _write_files(
-    images: Sequence[GeneratedImage], out_dir: Path, *, sidecar: bool = False
-) -> dict[int, OSError]:
-    """Write each released image atomically (temporary name, then rename); with `sidecar`, its
-    manifest goes next to it as NAME.c2pa (written first, so an image never lacks its manifest).
-
-    Returns the images that could not be written (index -> error); their temporary files and any
-    sidecar written for them are removed, and the other images are still tried.
-    """
-    failures: dict[int, OSError] = {}
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return {img.index: exc for img in images}
-    for img in images:
-        assert img.path is not None
-        files = [(img.path.with_suffix(".c2pa"), img.manifest)] if sidecar and img.manifest else []
-        done: list[Path] = []
-        for path, data in [*files, (img.path, img.data)]:
-            tmp = path.with_name(f".{path.name}.tmp")
-            try:
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
-            except OSError as exc:
-                failures[img.index] = exc
-                for leftover in (tmp, *done):
-                    _remove_quietly(leftover)
-                break
-            done.append(path)
-    return failures
-
-
-def _remove_quietly(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:
-        pass  # a folder that refuses writes refuses this too: nothing was left there
-
-
-def _os_error_text(exc: OSError) -> str:
-    return exc.strerror if exc.strerror else (str(exc) or type(exc).__name__)
+    @property
+    def is_demonstration_model(self) -> bool:
+        """True for the embedded tiny models: untrained weights, abstract images."""
+        return self.governor.is_demonstration_model
 
 
 __all__ = [
+    "MAX_PROMPT_CHARS",
+    "RELEASE_FAILED_EVENT",
     "FailedGeneration",
     "GeneratedImage",
     "GenerationParams",
     "GenerationResult",
     "GovernedPipeline",
+    "Governor",
     "WithheldImage",
+    "check_out_dir",
+    "check_request",
+    "load_diffusers_pipeline",
+    "refusal",
 ]

@@ -295,3 +295,33 @@ def test_safety_checker_in_half_precision_scores_alike(tmp_path: Path) -> None:
     assert half.dtype == full.dtype == np.float32
     np.testing.assert_allclose(half, full, atol=5e-3)
     assert len(set(np.round(full, 4))) == 3  # three different photos, three different margins
+
+
+def test_the_governor_stages_driven_by_hand_leave_nothing_before_commit(
+    tiny_sd: object, sqlite_url: str, tmp_path: Path
+) -> None:
+    import genguard
+    from genguard.pipeline.governor import Admitted, Checked, Governor, Job, Prepared, Sampled
+
+    assert genguard.Governor is Governor
+    governor = governed(tiny_sd, sqlite_url).governor
+    out = tmp_path / "out"
+    admitted = governor.admit(
+        GenerationRequest("a lighthouse at dusk", params=SMALL), governor.out_dir_problem(out)
+    )
+    assert isinstance(admitted, Admitted) and not admitted.blocked
+    job = governor.plan(admitted)
+    assert isinstance(job, Job) and job.seed == 7 and len(job.marks) == 2
+    sampled = governor.sample([job])
+    assert isinstance(sampled, Sampled) and sampled.pixels.shape == (2, 64, 64, 3)
+    (checked,) = governor.check(sampled)
+    assert isinstance(checked, Checked) and checked.job is job
+    prepared = governor.release(checked, out)
+    assert isinstance(prepared, Prepared) and len(prepared.result.released) == 2
+    # released and signed, but nothing has left and nothing is recorded until the commit
+    assert not out.exists() and governor.audit.get_generation(job.generation_id) is None
+    result = governor.commit(prepared, out)
+    detail = governor.audit.get_generation(job.generation_id)
+    assert detail is not None and detail.status == "completed"
+    for image in result.released:
+        assert image.path is not None and hashlib.sha256(image.path.read_bytes()).hexdigest() == image.sha256

@@ -6,6 +6,7 @@ import hashlib
 import stat
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -55,11 +56,13 @@ def pack(tmp_path: Path, keep: str = "encrypted") -> PolicyPack:
     return load_pack(path)
 
 
-def generate(tiny_sd: object, url: str, policy: PolicyPack, size: int = 64, n: int = 2) -> GenerationResult:
+def generate(
+    tiny_sd: object, url: str, policy: PolicyPack, size: int = 64, n: int = 2, **options: Any
+) -> GenerationResult:
     # violence >= 0.7 is quarantined by the default pack
     gp = GovernedPipeline(
         tiny_sd, model_id="embedded:tiny-sd", policy=policy, audit=AuditStore.open(url),
-        classifiers=[FixedScores("violence", 0.9)],
+        classifiers=[FixedScores("violence", 0.9)], **options,
     )  # fmt: skip
     params = GenerationParams(width=size, height=size, steps=2, num_images=n, seed=3)
     return gp(GenerationRequest("a quiet harbour", params=params, actor="alice"))
@@ -240,3 +243,63 @@ def test_an_approved_image_verifies_cleanly_and_a_leak_is_still_reported(
     assert any("withheld, it should not have left" in note for note in leak.notes), leak.notes
     # the approved file's bytes do not make the other, still quarantined, image look approved
     assert leak.record.approval_seq is None
+
+
+@pytest.mark.parametrize(("output_format", "mime_type"), [("jpeg", "image/jpeg"), ("webp", "image/webp")])
+def test_approval_releases_in_the_recorded_format_and_signs(
+    tiny_sd: object, sqlite_url: str, tmp_path: Path, output_format: str, mime_type: str
+) -> None:
+    result = generate(tiny_sd, sqlite_url, pack(tmp_path), size=256, n=1, output_format=output_format)
+    store = AuditStore.open(sqlite_url)
+    outcome = approve(store, f"{result.generation_id}:0", reviewer="rita", out_dir=tmp_path / "out")
+    written = Path(str(outcome.decision.path))
+    suffix = {"jpeg": ".jpg", "webp": ".webp"}[output_format]
+    assert written.name == f"{result.generation_id}-0{suffix}" and written.exists()
+    data = written.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == outcome.decision.released_sha256
+    assert load_image(data).format == {"jpeg": "JPEG", "webp": "WEBP"}[output_format]
+    manifest = read_manifest(data, mime_type)  # signed in its own format, not a PNG
+    assert manifest.state is ManifestState.TRUSTED, manifest.codes
+    assert (manifest.generation_id, manifest.mark_id) == (result.generation_id, result.withheld[0].mark_id)
+    report = verify_image(data, store=store, record=False)
+    assert report.verdict is Verdict.VERIFIED_ORIGINAL, report.summary
+
+
+def test_approval_writes_a_sidecar_when_the_generation_did(
+    tiny_sd: object, sqlite_url: str, tmp_path: Path
+) -> None:
+    result = generate(tiny_sd, sqlite_url, pack(tmp_path), size=256, n=1, sidecar=True)
+    store = AuditStore.open(sqlite_url)
+    outcome = approve(store, f"{result.generation_id}:0", reviewer="rita", out_dir=tmp_path / "out")
+    written = Path(str(outcome.decision.path))
+    sidecar = written.with_suffix(".c2pa")
+    assert written.exists() and sidecar.exists()
+    assert read_manifest(written.read_bytes(), "image/png").state is ManifestState.ABSENT
+    manifest = read_manifest(written.read_bytes(), "image/png", sidecar=sidecar.read_bytes())
+    assert manifest.state is ManifestState.TRUSTED, manifest.codes
+
+
+class OtherWatermarker:
+    """A Watermarker with another algorithm id (marks nothing): approval must refuse it."""
+
+    algorithm = "test.other-mark/v1"
+
+    def embed(self, image: np.ndarray, mark_id: int, key: bytes | None = None) -> np.ndarray:
+        return image
+
+    def detect(self, image: object, key: bytes | None = None) -> object:
+        raise AssertionError("not used")
+
+
+def test_approval_refuses_a_watermarker_other_than_the_recorded_one(
+    tiny_sd: object, sqlite_url: str, tmp_path: Path
+) -> None:
+    result = generate(tiny_sd, sqlite_url, pack(tmp_path), n=1)
+    store = AuditStore.open(sqlite_url)
+    review_id = f"{result.generation_id}:0"
+    with pytest.raises(BadInputError, match=r"watermarker: expected the algorithm recorded .*test.other-mark/v1"):
+        approve(
+            store, review_id, reviewer="rita", out_dir=tmp_path / "out",
+            watermarker=OtherWatermarker(),  # type: ignore[arg-type]
+        )  # fmt: skip
+    assert show(store, review_id).decision is None and not (tmp_path / "out").exists()  # nothing decided
