@@ -7,6 +7,9 @@ from typing import Any
 
 from genguard.guard.types import GenerationRequest, ImageVerdict, PromptDecision, PromptStorage
 
+GENERATION_STATUSES = ("completed", "blocked", "failed", "invalid")
+IMAGE_STATUSES = ("released", "quarantined", "blocked")
+
 
 @dataclass(frozen=True)
 class ImageRecord:

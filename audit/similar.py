@@ -38,7 +38,7 @@ from genguard.guard.errors import BadInputError
 from genguard.guard.phash import hamming, to_unsigned64
 
 if TYPE_CHECKING:
-    from genguard.audit.store import StoredImage
+    from genguard.audit.reader import StoredImage
 
 MAX_DISTANCE = 11
 HOT_ROWS = 5000  # index entries read per segment before the segment counts as hot
