@@ -37,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from genguard.audit import chain, db
 from genguard.audit.models import ChainHead, Generation, Image, LogEntry
 from genguard.audit.records import GENERATION_STATUSES, IMAGE_STATUSES
-from genguard.audit.similar import SimilarImage, find_similar
+from genguard.audit.similar import find_similar
 from genguard.guard.errors import BadInputError
 from genguard.guard.phash import to_signed64, to_unsigned64
 from genguard.guard.types import (
@@ -55,6 +55,7 @@ from genguard.guard.types import (
 
 _RowMap = Mapping[Any, Any]
 _T = TypeVar("_T")
+_Query = TypeVar("_Query", bound="Select[*tuple[Any, ...]]")
 CHUNK = 1000  # rows per keyset chunk when streaming
 _IN_LIST = 500  # ids per IN (...) list
 _INT64_MIN, _UINT64_END = -(1 << 63), 1 << 64
@@ -101,6 +102,14 @@ class StoredImage:
     verdict: ImageVerdict
     manifest: bytes | None
     latent_nonce: bytes | None  # the latent watermark's nonce (detection needs it), None if not marked
+
+
+@dataclass(frozen=True)
+class SimilarImage:
+    """A recorded image and its Hamming distance (bits) from the queried hash."""
+
+    image: StoredImage
+    distance: int
 
 
 @dataclass(frozen=True)
@@ -376,7 +385,7 @@ class AuditReader:
             images = conn.execute(
                 select(Image.__table__).where(Image.generation_id == generation_id).order_by(Image.index)
             ).all()
-            events = []
+            events: Sequence[Any] = ()
             if with_events:
                 head = conn.execute(select(ChainHead.seq).where(ChainHead.id == 1)).scalar_one()
                 events = conn.execute(
@@ -482,7 +491,7 @@ class AuditReader:
         return [
             QuarantinedImage(
                 generation_id=row.generation_id,
-                index=row.index,
+                index=row._mapping["index"],
                 created_at=chain.parse_time(row.created_at),
                 actor=row.actor,
                 prompt=_stored_prompt(row._mapping, "prompt", PromptStorage(row.prompt_storage)),
@@ -600,13 +609,13 @@ def _translated(engine: Engine, snapshot: bool) -> Iterator[Connection]:
 
 
 def _generation_filters(
-    query: Select[Any],
+    query: _Query,
     status: str | None,
     since: datetime | None,
     until: datetime | None,
     prompt_like: str | None,
     tenant: str | None,
-) -> Select[Any]:
+) -> _Query:
     if status is not None:
         query = query.where(Generation.status == status)
     if since is not None:
@@ -623,7 +632,11 @@ def _generation_filters(
 
 
 def _keyset(
-    conn: Connection, query: Select[Any], key: Any, after: Any, key_of: Callable[[Any], Any]
+    conn: Connection,
+    query: Select[*tuple[Any, ...]],
+    key: Any,
+    after: Any,
+    key_of: Callable[[Any], Any],
 ) -> Iterator[Any]:
     """The rows of `query` ordered by the unique `key`, read CHUNK at a time after `after`."""
     while True:
@@ -776,6 +789,7 @@ __all__ = [
     "QuarantinedImage",
     "ReportGeneration",
     "ReportImage",
+    "SimilarImage",
     "StoredDecision",
     "StoredEvent",
     "StoredImage",

@@ -39,6 +39,7 @@ from genguard.audit.reader import (
     AuditReader,
     GenerationDetail,
     GenerationSummary,
+    SimilarImage,
     StoredDecision,
     StoredEvent,
     StoredImage,
@@ -46,7 +47,6 @@ from genguard.audit.reader import (
     check_int64,
 )
 from genguard.audit.records import GENERATION_STATUSES, IMAGE_STATUSES, GenerationRecord, ImageRecord
-from genguard.audit.similar import SimilarImage
 from genguard.guard.config import default_db_url, warn_if_exposed
 from genguard.guard.errors import AuditUnavailableError, BadInputError
 from genguard.guard.phash import to_unsigned64

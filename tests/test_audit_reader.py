@@ -150,7 +150,7 @@ def test_bad_arguments_name_the_field(sqlite_url: str) -> None:
         for call, field in (
             (lambda: reader.events(limit=0), "limit"),
             (lambda: reader.events(after_seq=-1), "after_seq"),
-            (lambda: reader.events(generation_ids="gen-1"), "generation_ids"),  # type: ignore[arg-type]
+            (lambda: reader.events(generation_ids="gen-1"), "generation_ids"),
             (lambda: reader.generations(offset=-1), "offset"),
             (lambda: list(reader.report_images(status="gone")), "status"),
             (lambda: reader.count_generations(tenant="a/b"), "tenant"),
