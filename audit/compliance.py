@@ -9,14 +9,13 @@ adds the watermark robustness figures of the installed version (from its own ben
 
 Tenants: a deployment serving several tenants names its actors "<tenant>/<user>" (or just
 "<tenant>"); `tenant` keeps those generations. Without it the whole database is one tenant.
-A read-only select; nothing is written.
+Read through the store's read API (`AuditStore.reader()`, one snapshot); nothing is written.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from html import escape
@@ -24,11 +23,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select
-
 from genguard.audit import chain
-from genguard.audit.models import Generation, Image, LogEntry
-from genguard.audit.review import read_connection
+from genguard.audit.reader import AuditReader, ReportImage
 from genguard.audit.store import AuditStore
 from genguard.audit.witness import WITNESSED_EVENT
 from genguard.guard.config import genguard_home
@@ -121,12 +117,10 @@ def read_robustness(path: Path) -> RobustnessFigures:
         ) from None
 
 
-def _witnessed(conn: Any) -> tuple[int | None, tuple[str, ...]]:
+def _witnessed(reader: AuditReader) -> tuple[int | None, tuple[str, ...]]:
     best: tuple[int | None, tuple[str, ...]] = (None, ())
-    for (payload_json,) in conn.execute(
-        select(LogEntry.payload_json).where(LogEntry.event_type == WITNESSED_EVENT)
-    ):
-        payload = json.loads(payload_json)
+    for event in reader.iter_events((WITNESSED_EVENT,)):
+        payload = event.payload
         size = payload.get("tree_size")
         if (
             payload.get("quorum_met") is True
@@ -154,53 +148,36 @@ def compliance_report(
         raise BadInputError(
             f"until: expected a time after since ({since.isoformat()}), found {until.isoformat()}"
         )
-    query = (
-        select(
-            Generation.id,
-            Generation.extra_json,
-            Image.index,
-            Image.mark_id.is_not(None),
-            Image.latent_nonce.is_not(None),
-            Image.manifest.is_not(None),
-        )
-        .join(Image, Image.generation_id == Generation.id)
-        .where(Image.status == "released")
-    )
-    if since is not None:
-        query = query.where(Generation.created_at >= chain.format_time(since))
-    if until is not None:
-        query = query.where(Generation.created_at < chain.format_time(until))
-    if tenant is not None:
-        if not tenant or "/" in tenant:
-            raise BadInputError(f"tenant: expected a name without '/', found {tenant!r}")
-        query = query.where(or_(Generation.actor == tenant, Generation.actor.startswith(f"{tenant}/")))
+    if tenant is not None and (not isinstance(tenant, str) or not tenant or "/" in tenant):
+        raise BadInputError(f"tenant: expected a name without '/', found {tenant!r}")
     released = pixel = latent = signed = stamped = skipped = witnessed = 0
-    with read_connection(store) as conn:
-        witnessed_size, witnesses = _witnessed(conn)
-        rows = conn.execute(query).all()
-        generation_ids = sorted({row[0] for row in rows})
-        last_entry: dict[str, int] = {}
-        for chunk in _chunks(generation_ids, 500):
-            for generation_id, seq in conn.execute(
-                select(LogEntry.generation_id, func.max(LogEntry.seq))
-                .where(LogEntry.generation_id.in_(chunk))
-                .group_by(LogEntry.generation_id)
-            ):
-                if generation_id is not None:
-                    last_entry[generation_id] = int(seq)
-    extras: dict[str, dict[str, Any]] = {}
-    for generation_id, extra_json, index, has_mark, has_latent, has_manifest in rows:
-        released += 1
-        pixel += bool(has_mark)
-        latent += bool(has_latent)
-        signed += bool(has_manifest)
-        if generation_id not in extras:
-            extras[generation_id] = json.loads(extra_json)
-        state = extras[generation_id].get("content_credentials", {}).get("timestamps", {}).get(str(index))
-        stamped += bool(has_manifest and state == "timestamped")
-        skipped += bool(has_manifest and state == "skipped")
-        entry_seq = last_entry.get(generation_id)
-        witnessed += bool(witnessed_size is not None and entry_seq is not None and entry_seq <= witnessed_size)
+    with store.reader().snapshot() as reader:
+        witnessed_size, witnesses = _witnessed(reader)
+        pending: list[ReportImage] = []  # images whose generations' last entries are still to be read
+
+        def count_witnessed() -> int:
+            if witnessed_size is None or not pending:
+                return 0
+            last = reader.last_event_seqs({image.generation.generation_id for image in pending})
+            seqs = (last.get(image.generation.generation_id) for image in pending)
+            return sum(seq is not None and seq <= witnessed_size for seq in seqs)
+
+        for image in reader.report_images(
+            status="released", since=since, until=until, tenant=tenant, extra_keys=("content_credentials",)
+        ):
+            released += 1
+            pixel += image.pixel_marked
+            latent += image.latent_marked
+            signed += image.signed
+            credentials = image.generation.extra.get("content_credentials", {})
+            state = credentials.get("timestamps", {}).get(str(image.index))
+            stamped += image.signed and state == "timestamped"
+            skipped += image.signed and state == "skipped"
+            pending.append(image)
+            if len(pending) >= 1000:  # bounded memory
+                witnessed += count_witnessed()
+                pending.clear()
+        witnessed += count_witnessed()
 
     version = installed_version()
     robustness, note = _robustness(robustness_path, version)
@@ -238,11 +215,6 @@ def compliance_report(
         detection_url=url,
         gaps=tuple(gaps),
     )
-
-
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _robustness(path: Path | None, version: str) -> tuple[RobustnessFigures | None, str]:

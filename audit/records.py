@@ -11,6 +11,8 @@ from genguard.guard.types import GenerationRequest, ImageVerdict, PromptDecision
 # written; payload: image_index, path, error (the generation is the event's own). The image's record
 # keeps status "released"; this event withdraws it: verify and reports read it as not released.
 RELEASE_FAILED_EVENT = "release.failed"
+GENERATION_STATUSES = ("completed", "blocked", "failed", "invalid")
+IMAGE_STATUSES = ("released", "quarantined", "blocked")
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,13 @@ the pipeline records in each generation's `extra["bias"]`.
 time, with requests blocked at the prompt and the outcome of human review. A released image whose file
 was never written (a `release.failed` event after the commit) counts as "not released (write failed)".
 
-Both are read-only selects; `render_bias_html` / `render_safety_html` make a self-contained HTML
-file (inline SVG charts, no scripts, no network) that a compliance officer can read on its own.
+Both read through the store's read API (`AuditStore.reader()`: streamed, one snapshot);
+`render_bias_html` / `render_safety_html` make a self-contained HTML file (inline SVG charts, no
+scripts, no network) that a compliance officer can read on its own.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,12 +23,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import select
-
 from genguard.audit import chain
-from genguard.audit.models import Generation, Image, LogEntry
 from genguard.audit.records import RELEASE_FAILED_EVENT
-from genguard.audit.review import APPROVED, REJECTED, read_connection
+from genguard.audit.review import APPROVED, REJECTED
 from genguard.audit.store import AuditStore
 from genguard.guard.bias import (
     NOT_MEASURED,
@@ -38,6 +35,7 @@ from genguard.guard.bias import (
     distribution_from_counts,
 )
 from genguard.guard.errors import BadInputError
+from genguard.guard.types import PromptAction
 
 GroupBy = Literal["prompt", "occupation"]
 Bucket = Literal["day", "week", "month"]
@@ -58,16 +56,15 @@ _OCCUPATION_RE = re.compile(
 _ATTRIBUTES = ("skin_tone", "gender_presentation")
 
 
-def _since_text(since: datetime | None) -> str | None:
-    if since is None:
-        return None
-    if since.tzinfo is None:
-        since = since.replace(tzinfo=UTC)
-    return chain.format_time(since)
+def _aware(since: datetime | None) -> datetime | None:
+    """A naive time is read as UTC."""
+    return since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
 
 
-def _like_pattern(prompt_like: str) -> str:
+def _like_pattern(prompt_like: str | None) -> str | None:
     """SQL LIKE as given when it has wildcards; plain text matches anywhere."""
+    if not prompt_like:
+        return None
     return prompt_like if "%" in prompt_like or "_" in prompt_like else f"%{prompt_like}%"
 
 
@@ -76,13 +73,13 @@ def _check_bucket(bucket: str) -> None:
         raise BadInputError(f"bucket: expected 'day', 'week' or 'month', found {bucket!r}")
 
 
-def _bucket(created_at: str, bucket: Bucket) -> str:
-    """The period a timestamp (fixed-width ISO text) falls in: 2026-11-26, 2026-W48 or 2026-11."""
+def _bucket(created_at: datetime, bucket: Bucket) -> str:
+    """The period a recorded time (UTC) falls in: 2026-11-26, 2026-W48 or 2026-11."""
     if bucket == "day":
-        return created_at[:10]
+        return f"{created_at.year:04d}-{created_at.month:02d}-{created_at.day:02d}"
     if bucket == "month":
-        return created_at[:7]
-    year, week, _ = datetime.fromisoformat(created_at[:10]).isocalendar()
+        return f"{created_at.year:04d}-{created_at.month:02d}"
+    year, week, _ = created_at.date().isocalendar()
     return f"{year}-W{week:02d}"
 
 
@@ -189,35 +186,25 @@ def bias_report(
     if group_by not in ("prompt", "occupation"):
         raise BadInputError(f"group_by: expected 'prompt' or 'occupation', found {group_by!r}")
     _check_bucket(bucket)
-    query = select(
-        Generation.created_at, Generation.prompt_text, Generation.prompt_digest, Generation.extra_json
-    ).where(Generation.status == "completed")
-    since_text = _since_text(since)
-    if since_text is not None:
-        query = query.where(Generation.created_at >= since_text)
-    if prompt_like:
-        query = query.where(Generation.prompt_text.ilike(_like_pattern(prompt_like)))
     overall = _Tally()
     groups: defaultdict[str, _Tally] = defaultdict(_Tally)
     periods: defaultdict[str, _Tally] = defaultdict(_Tally)
     matched = 0
-    with read_connection(store) as conn:
-        for created_at, prompt_text, prompt_digest, extra_json in conn.execute(
-            query.order_by(Generation.created_at)
-        ):
-            matched += 1
-            if '"bias"' not in extra_json:  # cheap test before parsing: most old rows have none
-                continue
-            bias = json.loads(extra_json).get("bias")
-            if not bias:
-                continue
-            if group_by == "occupation":
-                key = occupation_of(prompt_text)
-            else:
-                key = prompt_text if prompt_text is not None else f"(hashed prompt {str(prompt_digest)[:12]})"
-            overall.add(bias)
-            groups[key].add(bias)
-            periods[_bucket(created_at, bucket)].add(bias)
+    for generation in store.reader().report_generations(
+        status="completed", since=_aware(since), prompt_like=_like_pattern(prompt_like), extra_keys=("bias",)
+    ):
+        matched += 1
+        bias = generation.extra.get("bias")
+        if not bias:
+            continue
+        prompt = generation.prompt
+        if group_by == "occupation":
+            key = occupation_of(prompt.text)
+        else:
+            key = prompt.text if prompt.text is not None else f"(hashed prompt {str(prompt.digest)[:12]})"
+        overall.add(bias)
+        groups[key].add(bias)
+        periods[_bucket(generation.created_at, bucket)].add(bias)
     gender_values = tuple(sorted(k for k in overall.gender if k not in (UNKNOWN, NOT_MEASURED)))
     wanted = targets or {}
 
@@ -341,88 +328,56 @@ def safety_report(
     blocked at the prompt counts once per category the decision blocked.
     """
     _check_bucket(bucket)
-    since_text = _since_text(since)
-    image_query = select(
-        Generation.id,
-        Generation.created_at,
-        Generation.policy_name,
-        Generation.policy_version,
-        Generation.extra_json,
-        Image.index,
-        Image.status,
-        Image.verdict_json,
-        Generation.decision_json,
-    ).join(Generation, Generation.id == Image.generation_id)
-    blocked_query = select(
-        Generation.created_at, Generation.policy_name, Generation.policy_version, Generation.decision_json
-    ).where(Generation.status == "blocked")
-    count_query = select(Generation.id)
-    if since_text is not None:
-        image_query = image_query.where(Generation.created_at >= since_text)
-        blocked_query = blocked_query.where(Generation.created_at >= since_text)
-        count_query = count_query.where(Generation.created_at >= since_text)
-    if prompt_like:
-        pattern = _like_pattern(prompt_like)
-        image_query = image_query.where(Generation.prompt_text.ilike(pattern))
-        blocked_query = blocked_query.where(Generation.prompt_text.ilike(pattern))
-        count_query = count_query.where(Generation.prompt_text.ilike(pattern))
+    filters: dict[str, Any] = {"since": _aware(since), "prompt_like": _like_pattern(prompt_like)}
     by_category: defaultdict[str, Counter[str]] = defaultdict(Counter)
     by_policy: defaultdict[str, Counter[str]] = defaultdict(Counter)
     trend: defaultdict[str, Counter[str]] = defaultdict(Counter)
     policy_trend: defaultdict[str, Counter[str]] = defaultdict(Counter)
     classifiers: set[str] = set()
     images = 0
-    with read_connection(store) as conn:
-        requests = len(conn.execute(count_query).all())
+    with store.reader().snapshot() as reader:
+        requests = reader.count_generations(**filters)
         reviews: dict[tuple[str, int], str] = {}
         not_written: set[tuple[str, int]] = set()
-        for event_type, gid, payload in conn.execute(
-            select(LogEntry.event_type, LogEntry.generation_id, LogEntry.payload_json)
-            .where(LogEntry.event_type.in_((APPROVED, REJECTED, RELEASE_FAILED_EVENT)))
-            .order_by(LogEntry.seq)
-        ):
-            key = (str(gid), int(json.loads(payload)["image_index"]))
-            if event_type == RELEASE_FAILED_EVENT:
+        for event in reader.iter_events((APPROVED, REJECTED, RELEASE_FAILED_EVENT)):
+            key = (str(event.generation_id), int(event.payload["image_index"]))
+            if event.event_type == RELEASE_FAILED_EVENT:
                 not_written.add(key)
-            else:
-                reviews.setdefault(key, event_type)
-        for (
-            gid,
-            created_at,
-            name,
-            version,
-            extra_json,
-            index,
-            status,
-            verdict_json,
-            decision_json,
-        ) in conn.execute(image_query):
+                continue
+            reviews.setdefault(
+                key, event.event_type
+            )
+        for image in reader.report_images(**filters, extra_keys=("quarantine",)):
             images += 1
-            verdict = json.loads(verdict_json)
-            outcome = _image_outcome(status, reviews.get((gid, index)), extra_json, index)
-            if outcome == "released" and (gid, index) in not_written:
+            generation = image.generation
+            review = reviews.get((generation.generation_id, image.index))
+            outcome = _image_outcome(image.status, review, generation.extra, image.index)
+            if outcome == "released" and (generation.generation_id, image.index) in not_written:
                 outcome = "not released (write failed)"
             # An image held because the prompt asked for review counts under the prompt's review categories.
-            held_by = [
-                c["category"] for c in json.loads(decision_json)["categories"] if c["action"] == "review"
-            ]
-            categories = [category for category, _ in verdict["flagged"]] or (
-                (held_by or ["prompt review"]) if status == "quarantined" else ["none"]
+            held_by = [c.category for c in generation.categories if c.action == PromptAction.REVIEW]
+            categories = [category for category, _ in image.verdict.flagged] or (
+                (held_by or ["prompt review"]) if image.status == "quarantined" else ["none"]
             )
-            classifiers.update(f"{s['classifier']} ({s['model_id']})" for s in verdict["scores"])
+            classifiers.update(f"{s.classifier} ({s.model_id})" for s in image.verdict.scores)
+            policy = f"{generation.policy.name} {generation.policy.version}"
+            period = _bucket(generation.created_at, bucket)
             for category in dict.fromkeys(categories):
                 by_category[category][outcome] += 1
-            by_policy[f"{name} {version}"][outcome] += 1
-            trend[_bucket(created_at, bucket)][outcome] += 1
-            policy_trend[f"{_bucket(created_at, bucket)}, {name} {version}"][outcome] += 1
-        for created_at, name, version, decision_json in conn.execute(blocked_query):
-            decision = json.loads(decision_json)
-            blocked = [c["category"] for c in decision["categories"] if c["action"] == "block"] or ["policy"]
+            by_policy[policy][outcome] += 1
+            trend[period][outcome] += 1
+            policy_trend[f"{period}, {policy}"][outcome] += 1
+        for generation in reader.report_generations(status="blocked", **filters):
+            blocked = [c.category for c in generation.categories if c.action == PromptAction.BLOCK] or [
+                "policy"
+            ]
+            policy = f"{generation.policy.name} {generation.policy.version}"
+            period = _bucket(generation.created_at, bucket)
             for category in dict.fromkeys(blocked):
                 by_category[category]["blocked (prompt)"] += 1
-            by_policy[f"{name} {version}"]["blocked (prompt)"] += 1
-            trend[_bucket(created_at, bucket)]["blocked (prompt)"] += 1
-            policy_trend[f"{_bucket(created_at, bucket)}, {name} {version}"]["blocked (prompt)"] += 1
+            by_policy[policy]["blocked (prompt)"] += 1
+            trend[period]["blocked (prompt)"] += 1
+            policy_trend[f"{period}, {policy}"]["blocked (prompt)"] += 1
     return SafetyReport(
         generated_at=datetime.now(UTC),
         since=since,
@@ -438,7 +393,7 @@ def safety_report(
     )
 
 
-def _image_outcome(status: str, review: str | None, extra_json: str, index: int) -> str:
+def _image_outcome(status: str, review: str | None, extra: Mapping[str, Any], index: int) -> str:
     if status == "released":
         return "released"
     if status == "blocked":
@@ -447,7 +402,7 @@ def _image_outcome(status: str, review: str | None, extra_json: str, index: int)
         return "released after review"
     if review == REJECTED:
         return "rejected in review"
-    quarantine = json.loads(extra_json).get("quarantine") if '"quarantine"' in extra_json else None
+    quarantine = extra.get("quarantine")
     if quarantine is not None and index not in quarantine.get("kept", []):
         return "quarantined (not kept)"
     return "quarantined (waiting)"

@@ -16,25 +16,21 @@ Rejecting needs a reason; the encrypted copy is deleted after the event is commi
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, select
-
-from genguard.audit import chain, db
-from genguard.audit.models import Generation, Image, LogEntry
+from genguard.audit import chain
+from genguard.audit.reader import StoredEvent
 from genguard.audit.release import ReleaseFile, release_image, write_released
 from genguard.audit.store import AuditStore
 from genguard.guard.errors import BadInputError, InfrastructureError, NotFoundError
 from genguard.guard.quarantine import QuarantineVault
-from genguard.guard.types import ClassifierScore
+from genguard.guard.types import ClassifierScore, PromptStorage
 
 if TYPE_CHECKING:  # c2pa's native library loads only when an image is released
     from genguard.guard.provenance import ContentCredentials
@@ -43,6 +39,7 @@ if TYPE_CHECKING:  # c2pa's native library loads only when an image is released
 APPROVED = "review.approved"
 REJECTED = "review.rejected"
 EXPORTED = "review.image_exported"
+DECISIONS = (APPROVED, REJECTED)
 _REVIEW_ID = re.compile(r"^(?P<generation>[0-9A-Za-z_-]{1,64}):(?P<index>\d{1,4})$")
 
 
@@ -115,17 +112,6 @@ class ReviewOutcome:
     decision: ReviewDecision
 
 
-@contextmanager
-def read_connection(store: AuditStore) -> Iterator[Connection]:
-    """A read-only connection on the store's database.
-
-    AuditStore has no public read connection yet; review and report queries are read-only selects
-    on its tables, so they borrow its engine here, in one place.
-    """
-    with db.read_transaction(store._engine) as conn:
-        yield conn
-
-
 def parse_review_id(review_id: str) -> tuple[str, int]:
     match = _REVIEW_ID.fullmatch(review_id.strip()) if isinstance(review_id, str) else None
     if match is None:
@@ -139,46 +125,34 @@ def decisions(
     store: AuditStore, generation_ids: Iterable[str] = (), *, released_sha256: str | None = None
 ) -> dict[tuple[str, int], ReviewDecision]:
     """The review decisions about the images of `generation_ids`, and the approvals whose released file
-    has the digest `released_sha256` (what verify reads): (generation id, image index) -> decision."""
+    has the digest `released_sha256` (what verify reads): (generation id, image index) -> decision.
+    Read from chained entries only (`AuditReader.events`)."""
     wanted = sorted(set(generation_ids))
     found: dict[tuple[str, int], ReviewDecision] = {}
-    with read_connection(store) as conn:
+    with store.reader().snapshot() as reader:
         if wanted:
-            found.update(_decisions(conn, generation_ids=wanted))
+            found.update(_decisions(reader.iter_events(DECISIONS, generation_ids=wanted)))
         if released_sha256 is not None and re.fullmatch(r"[0-9a-f]{64}", released_sha256):
-            approvals = _decisions(conn, approved_sha256=released_sha256)
+            # approvals are few; the digest narrows them to the one released file
+            approvals = _decisions(reader.iter_events((APPROVED,), payload_contains=released_sha256))
             found.update((key, d) for key, d in approvals.items() if d.released_sha256 == released_sha256)
     return found
 
 
-def _decisions(
-    conn: Connection,
-    generation_id: str | None = None,
-    *,
-    generation_ids: Sequence[str] = (),
-    approved_sha256: str | None = None,
-) -> dict[tuple[str, int], ReviewDecision]:
-    query = select(
-        LogEntry.seq, LogEntry.event_type, LogEntry.recorded_at, LogEntry.generation_id, LogEntry.payload_json
-    ).where(LogEntry.event_type.in_((APPROVED, REJECTED)))
-    if generation_id is not None:
-        query = query.where(LogEntry.generation_id == generation_id)
-    if generation_ids:
-        query = query.where(LogEntry.generation_id.in_(generation_ids))
-    if approved_sha256 is not None:  # approvals are few; the digest narrows them to the one released file
-        query = query.where(LogEntry.event_type == APPROVED, LogEntry.payload_json.contains(approved_sha256))
+def _decisions(events: Iterable[StoredEvent]) -> dict[tuple[str, int], ReviewDecision]:
+    """Review decisions from "review.approved" / "review.rejected" entries in seq order."""
     decided: dict[tuple[str, int], ReviewDecision] = {}
-    for seq, event_type, recorded_at, gid, payload_json in conn.execute(query.order_by(LogEntry.seq)):
-        payload = json.loads(payload_json)
-        key = (str(gid), int(payload["image_index"]))
+    for event in events:
+        payload = event.payload
+        key = (str(event.generation_id), int(payload["image_index"]))
         decided.setdefault(  # the first decision counts; a later one could only be a race
             key,
             ReviewDecision(
-                decision="approved" if event_type == APPROVED else "rejected",
+                decision="approved" if event.event_type == APPROVED else "rejected",
                 reviewer=str(payload.get("reviewer", "")),
                 reason=str(payload.get("reason", "")),
-                decided_at=chain.parse_time(recorded_at),
-                seq=int(seq),
+                decided_at=event.recorded_at,
+                seq=int(event.seq),
                 released_sha256=payload.get("released_sha256"),
                 path=payload.get("path"),
                 released_phash=_hex64(payload.get("released_phash")),
@@ -194,47 +168,26 @@ def _hex64(value: object) -> int | None:
 def _items(
     store: AuditStore, vault: QuarantineVault, generation_id: str | None = None, index: int | None = None
 ) -> list[ReviewItem]:
-    query = (
-        select(
-            Image.generation_id,
-            Image.index,
-            Image.verdict_json,
-            Generation.created_at,
-            Generation.actor,
-            Generation.prompt_storage,
-            Generation.prompt_text,
-            Generation.policy_name,
-            Generation.policy_version,
+    with store.reader().snapshot() as reader:
+        images = reader.quarantined_images(generation_id, index)
+        ids = None if generation_id is None else [generation_id]
+        decided = _decisions(reader.iter_events(DECISIONS, generation_ids=ids))
+    return [
+        ReviewItem(
+            review_id=f"{image.generation_id}:{image.index}",
+            generation_id=image.generation_id,
+            index=image.index,
+            created_at=image.created_at,
+            actor=image.actor,
+            prompt=image.prompt.text if image.prompt.storage is PromptStorage.FULL else None,
+            policy=f"{image.policy.name} {image.policy.version}",
+            scores=image.verdict.scores,
+            flagged=image.verdict.flagged,
+            kept=vault.path(image.generation_id, image.index).exists(),
+            decision=decided.get((image.generation_id, image.index)),
         )
-        .join(Generation, Generation.id == Image.generation_id)
-        .where(Image.status == "quarantined")
-    )
-    if generation_id is not None:
-        query = query.where(Image.generation_id == generation_id)
-    if index is not None:
-        query = query.where(Image.index == index)
-    with read_connection(store) as conn:
-        rows = conn.execute(query.order_by(Generation.created_at, Image.generation_id, Image.index)).all()
-        decided = _decisions(conn, generation_id)
-    items = []
-    for gid, idx, verdict_json, created_at, actor, storage, prompt_text, policy_name, policy_version in rows:
-        verdict = json.loads(verdict_json)
-        items.append(
-            ReviewItem(
-                review_id=f"{gid}:{idx}",
-                generation_id=gid,
-                index=idx,
-                created_at=chain.parse_time(created_at),
-                actor=actor,
-                prompt=prompt_text if storage == "full" else None,
-                policy=f"{policy_name} {policy_version}",
-                scores=tuple(ClassifierScore(**score) for score in verdict["scores"]),
-                flagged=tuple((category, threshold) for category, threshold in verdict["flagged"]),
-                kept=vault.path(gid, idx).exists(),
-                decision=decided.get((gid, idx)),
-            )
-        )
-    return items
+        for image in images
+    ]
 
 
 def review_queue(store: AuditStore, vault: QuarantineVault | None = None) -> list[ReviewItem]:
@@ -404,8 +357,8 @@ def reject(
 
 
 def _decision_after(store: AuditStore, item: ReviewItem, seq: int) -> ReviewDecision:
-    with read_connection(store) as conn:
-        decision = _decisions(conn, item.generation_id)[(item.generation_id, item.index)]
+    events = store.reader().iter_events(DECISIONS, generation_ids=[item.generation_id])
+    decision = _decisions(events)[(item.generation_id, item.index)]
     if decision.seq != seq:  # another reviewer's decision was committed first
         raise BadInputError(
             f"review id {item.review_id!r}: decided concurrently; the first decision (seq {decision.seq}, "

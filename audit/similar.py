@@ -30,15 +30,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations, product
 from math import comb
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.engine import Connection, RowMapping
 
 from genguard.guard.errors import BadInputError
 from genguard.guard.phash import hamming, to_unsigned64
-
-if TYPE_CHECKING:
-    from genguard.audit.store import StoredImage
 
 MAX_DISTANCE = 11
 HOT_ROWS = 5000  # index entries read per segment before the segment counts as hot
@@ -70,16 +67,8 @@ _FIRST_TIES = {
 
 
 @dataclass(frozen=True)
-class SimilarImage:
-    """A recorded image and its Hamming distance (bits) from the queried hash."""
-
-    image: StoredImage
-    distance: int
-
-
-@dataclass(frozen=True)
 class SimilarRow:
-    """What `find_similar` gives: an images row (the store turns it into a StoredImage) and its distance."""
+    """What `find_similar` gives: an images row (the reader turns it into a StoredImage) and its distance."""
 
     row: RowMapping
     distance: int
@@ -238,7 +227,6 @@ def _nearest(conn: Connection, hits: dict[int, int], limit: int) -> list[Similar
 __all__ = [
     "MAX_DISTANCE",
     "SEGMENTS",
-    "SimilarImage",
     "SimilarRow",
     "ball",
     "find_similar",

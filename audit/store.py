@@ -35,27 +35,29 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from genguard.audit import chain, db
 from genguard.audit.models import AuditMeta, ChainHead, Generation, Image, LogEntry
-from genguard.audit.records import GenerationRecord, ImageRecord
-from genguard.audit.similar import SimilarImage, find_similar
+from genguard.audit.reader import (
+    AuditReader,
+    GenerationDetail,
+    GenerationSummary,
+    SimilarImage,
+    StoredDecision,
+    StoredEvent,
+    StoredImage,
+    StoredPrompt,
+    check_int64,
+)
+from genguard.audit.records import GENERATION_STATUSES, IMAGE_STATUSES, GenerationRecord, ImageRecord
 from genguard.guard.config import default_db_url, warn_if_exposed
 from genguard.guard.errors import AuditUnavailableError, BadInputError
-from genguard.guard.phash import to_signed64, to_unsigned64
+from genguard.guard.phash import to_unsigned64
 from genguard.guard.types import (
-    CategoryScore,
-    CheckStatus,
-    ClassifierScore,
-    GenerationParams,
     ImageAction,
     ImageVerdict,
-    PolicyRef,
     PromptAction,
     PromptDecision,
     PromptStorage,
-    RuleHit,
 )
 
-GENERATION_STATUSES = ("completed", "blocked", "failed", "invalid")
-IMAGE_STATUSES = ("released", "quarantined", "blocked")
 GENERATION_EVENTS = {
     "completed": "generation.recorded",
     "blocked": "generation.blocked",
@@ -104,92 +106,7 @@ class ChainVerification:
     head_seq: int
 
 
-@dataclass(frozen=True)
-class StoredPrompt:
-    """A prompt as the audit log keeps it: `text` only when stored in full, `digest` only when hashed."""
-
-    storage: PromptStorage
-    length: int
-    text: str | None
-    digest: str | None
-
-
-@dataclass(frozen=True)
-class StoredDecision:
-    """The prompt decision as recorded (its prompts are in the generation's StoredPrompt fields)."""
-
-    action: PromptAction
-    policy: PolicyRef
-    categories: tuple[CategoryScore, ...]
-    rules: tuple[RuleHit, ...]
-    negative_prompt_additions: tuple[str, ...]
-    heightened_categories: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class StoredImage:
-    """One recorded image. `phash` and `mark_id` are given as unsigned 64-bit values."""
-
-    generation_id: str
-    index: int
-    sha256: str
-    phash: int
-    width: int
-    height: int
-    status: str
-    path: str | None
-    mark_id: int | None
-    verdict: ImageVerdict
-    manifest: bytes | None
-    latent_nonce: bytes | None  # the latent watermark's nonce (detection needs it), None if not marked
-
-
-@dataclass(frozen=True)
-class StoredEvent:
-    seq: int
-    event_type: str
-    recorded_at: datetime
-    generation_id: str | None
-    payload: dict[str, Any]
-    prev_hash: str
-    entry_hash: str
-
-
-@dataclass(frozen=True)
-class GenerationSummary:
-    generation_id: str
-    created_at: datetime
-    status: str
-    actor: str
-    model_id: str
-    decision_action: PromptAction
-    policy: PolicyRef
-    prompt: StoredPrompt
-    image_count: int
-
-
-@dataclass(frozen=True)
-class GenerationDetail(GenerationSummary):
-    pipeline_class: str
-    seed: int | None
-    negative_prompt: StoredPrompt
-    rewritten_prompt: StoredPrompt | None  # None: the policy did not rewrite the prompt
-    params: GenerationParams
-    decision: StoredDecision
-    error: str | None
-    extra: dict[str, Any]
-    images: tuple[StoredImage, ...]
-    events: tuple[StoredEvent, ...]
-
-
 # ------------------------------------------------------------------------------ pure row builders
-
-
-def _check_int64(value: Any, where: str) -> int:
-    """Accept a 64-bit value in either reading (signed or unsigned) and give the signed one."""
-    if isinstance(value, bool) or not isinstance(value, int) or not _INT64_MIN <= value < _UINT64_END:
-        raise BadInputError(f"{where}: expected a 64-bit integer (-2**63 .. 2**64-1), found {value!r}")
-    return to_signed64(value)
 
 
 def phash_chunks(phash: int) -> tuple[int, int, int, int]:
@@ -355,7 +272,7 @@ def _image_row(generation_id: str, image: ImageRecord) -> dict[str, Any]:
         found = f"{len(nonce)} bytes" if isinstance(nonce, bytes) else type(nonce).__name__
         raise BadInputError(f"{where}: latent_nonce expected None or 12 to 64 bytes, found {found}")
     _check_text(image.path, f"{where}: path", optional=True)
-    phash = _check_int64(image.phash, f"{where}: phash")
+    phash = check_int64(image.phash, f"{where}: phash")
     c0, c1, c2, c3 = phash_chunks(phash)
     return {
         "generation_id": generation_id,
@@ -370,7 +287,7 @@ def _image_row(generation_id: str, image: ImageRecord) -> dict[str, Any]:
         "height": image.height,
         "status": image.status,
         "path": image.path,
-        "mark_id": None if image.mark_id is None else _check_int64(image.mark_id, f"{where}: mark_id"),
+        "mark_id": None if image.mark_id is None else check_int64(image.mark_id, f"{where}: mark_id"),
         "verdict_action": ImageAction(image.verdict.action).value,
         "verdict_json": _json_text(_verdict_json(image.verdict), f"{where}.verdict"),
         "manifest": image.manifest,
@@ -732,112 +649,36 @@ class AuditStore:
                     continue
                 raise db.unavailable(self._engine.url, exc) from exc
 
-    # ----------------------------------------------------------------------------------- queries
+    # ----------------------------------------------------------------------------------- reading
+
+    def reader(self) -> AuditReader:
+        """The read-only view of this database (genguard.audit.reader): typed reads with pagination,
+        for review, reports, verify, the CLI and the service. The methods below are its shorthands."""
+        return AuditReader(self._engine)
 
     def list_generations(
         self, limit: int = 50, status: str | None = None, since: datetime | None = None
     ) -> list[GenerationSummary]:
         """The newest generations first; `status` filters, `since` keeps those created at or after it."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise BadInputError(f"limit: expected a positive integer, found {limit!r}")
-        if status is not None and status not in GENERATION_STATUSES:
-            raise BadInputError(f"status: expected one of {GENERATION_STATUSES} or None, found {status!r}")
-        image_count = (
-            select(func.count(Image.id))
-            .where(Image.generation_id == Generation.id)
-            .correlate(Generation)
-            .scalar_subquery()
-        )
-        query = select(Generation.__table__, image_count.label("image_count"))
-        if status is not None:
-            query = query.where(Generation.status == status)
-        if since is not None:
-            query = query.where(Generation.created_at >= chain.format_time(since))
-        query = query.order_by(Generation.created_at.desc(), Generation.id).limit(limit)
-        with self._reading() as conn:
-            rows = conn.execute(query).all()
-        return [GenerationSummary(**_summary_fields(row._mapping, row.image_count)) for row in rows]
+        return self.reader().generations(limit, status, since)
 
     def get_generation(self, generation_id: str, *, with_events: bool = True) -> GenerationDetail | None:
-        """One generation with its images and its log entries, or None if not recorded.
-
-        `with_events=False` leaves `events` empty: they grow with every later event about the generation
-        (each verification of its images adds one), so lookups that need only the record skip them."""
-        with self._reading() as conn:
-            generation = conn.execute(
-                select(Generation.__table__).where(Generation.id == generation_id)
-            ).first()
-            if generation is None:
-                return None
-            images = conn.execute(
-                select(Image.__table__).where(Image.generation_id == generation_id).order_by(Image.index)
-            ).all()
-            events = (
-                conn.execute(
-                    select(LogEntry.__table__)
-                    .where(LogEntry.generation_id == generation_id)
-                    .order_by(LogEntry.seq)
-                ).all()
-                if with_events
-                else []
-            )
-        row = generation._mapping
-        decision = json.loads(row["decision_json"])
-        storage = PromptStorage(row["prompt_storage"])
-        return GenerationDetail(
-            **_summary_fields(row, len(images)),
-            pipeline_class=row["pipeline_class"],
-            seed=row["seed"],
-            negative_prompt=_stored_prompt(row, "negative_prompt", storage),
-            rewritten_prompt=None
-            if row["rewritten_prompt_length"] is None
-            else _stored_prompt(row, "rewritten_prompt", storage),
-            params=GenerationParams(**json.loads(row["params_json"])),
-            decision=StoredDecision(
-                action=PromptAction(row["decision_action"]),
-                policy=_policy(row),
-                categories=tuple(
-                    CategoryScore(c["category"], c["score"], PromptAction(c["action"]))
-                    for c in decision["categories"]
-                ),
-                rules=tuple(RuleHit(**r) for r in decision["rules"]),
-                negative_prompt_additions=tuple(decision["negative_prompt_additions"]),
-                heightened_categories=tuple(decision["heightened_categories"]),
-            ),
-            error=row["error"],
-            extra=json.loads(row["extra_json"]),
-            images=tuple(_stored_image(image._mapping) for image in images),
-            events=tuple(_stored_event(event._mapping) for event in events),
-        )
+        """One generation with its images and its log entries, or None if not recorded
+        (`AuditReader.generation`)."""
+        return self.reader().generation(generation_id, with_events=with_events)
 
     def find_image_by_mark_id(self, mark_id: int) -> StoredImage | None:
         """The image whose pixel watermark carries `mark_id` (signed or unsigned 64-bit reading)."""
-        signed = _check_int64(mark_id, "mark_id")
-        with self._reading() as conn:
-            row = conn.execute(select(Image.__table__).where(Image.mark_id == signed)).first()
-        return None if row is None else _stored_image(row._mapping)
+        return self.reader().image_by_mark_id(mark_id)
 
     def find_images_by_sha256(self, sha256: str) -> list[StoredImage]:
         """Every recorded image with these exact bytes (hex digest, either case)."""
-        digest = sha256.lower() if isinstance(sha256, str) else sha256
-        if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
-            raise BadInputError(f"sha256: expected 64 hex digits, found {sha256!r}")
-        with self._reading() as conn:
-            rows = conn.execute(
-                select(Image.__table__)
-                .where(Image.sha256 == digest)
-                .order_by(Image.generation_id, Image.index)
-            ).all()
-        return [_stored_image(row._mapping) for row in rows]
+        return self.reader().images_by_sha256(sha256)
 
     def find_similar_images(self, phash: int, max_distance: int = 8, limit: int = 20) -> list[SimilarImage]:
-        """Recorded images within `max_distance` bits (0..11) of the perceptual hash `phash` (either
-        64-bit reading), nearest first, ties by generation and index; at most `limit`. Exact: multi-index
-        hashing over the segment indexes (genguard.audit.similar) finds every one, and only those."""
-        signed = _check_int64(phash, "phash")
-        with self._reading() as conn:
-            found = find_similar(conn, signed, max_distance, limit)
-        return [SimilarImage(_stored_image(item.row), item.distance) for item in found]
+        """Recorded images within `max_distance` bits (0..11) of `phash`, nearest first
+        (`AuditReader.similar_images`)."""
+        return self.reader().similar_images(phash, max_distance, limit)
 
     def _reading(self, snapshot: bool = False) -> AbstractContextManager[Connection]:
         return _translated(self._engine, snapshot)
@@ -878,9 +719,7 @@ class AuditStore:
 
     def entry(self, seq: int) -> StoredEvent | None:
         """The log entry `seq`, or None."""
-        with self._reading() as conn:
-            row = conn.execute(select(LogEntry.__table__).where(LogEntry.seq == seq)).first()
-        return None if row is None else _stored_event(row._mapping)
+        return self.reader().entry(seq)
 
 
 # -------------------------------------------------------------------------------- query helpers
@@ -899,63 +738,6 @@ def _translated(engine: Engine, snapshot: bool) -> Iterator[Connection]:
 def _cause(exc: SQLAlchemyError) -> str:
     original = getattr(exc, "orig", None) or exc
     return (str(original).strip().splitlines() or [type(original).__name__])[0]
-
-
-def _policy(row: _RowMap) -> PolicyRef:
-    return PolicyRef(row["policy_name"], row["policy_version"], row["policy_digest"])
-
-
-def _stored_prompt(row: _RowMap, prefix: str, storage: PromptStorage) -> StoredPrompt:
-    return StoredPrompt(storage, row[f"{prefix}_length"], row[f"{prefix}_text"], row[f"{prefix}_digest"])
-
-
-def _summary_fields(mapping: _RowMap, image_count: int) -> dict[str, Any]:
-    return {
-        "generation_id": mapping["id"],
-        "created_at": chain.parse_time(mapping["created_at"]),
-        "status": mapping["status"],
-        "actor": mapping["actor"],
-        "model_id": mapping["model_id"],
-        "decision_action": PromptAction(mapping["decision_action"]),
-        "policy": _policy(mapping),
-        "prompt": _stored_prompt(mapping, "prompt", PromptStorage(mapping["prompt_storage"])),
-        "image_count": image_count,
-    }
-
-
-def _stored_image(row: _RowMap) -> StoredImage:
-    verdict = json.loads(row["verdict_json"])
-    return StoredImage(
-        generation_id=row["generation_id"],
-        index=row["index"],
-        sha256=row["sha256"],
-        phash=to_unsigned64(row["phash"]),
-        width=row["width"],
-        height=row["height"],
-        status=row["status"],
-        path=row["path"],
-        mark_id=None if row["mark_id"] is None else to_unsigned64(row["mark_id"]),
-        verdict=ImageVerdict(
-            action=ImageAction(verdict["action"]),
-            scores=tuple(ClassifierScore(**score) for score in verdict["scores"]),
-            flagged=tuple((category, threshold) for category, threshold in verdict["flagged"]),
-            checks=tuple(CheckStatus(**check) for check in verdict.get("checks", ())),
-        ),
-        manifest=None if row["manifest"] is None else bytes(row["manifest"]),
-        latent_nonce=None if row["latent_nonce"] is None else bytes(row["latent_nonce"]),
-    )
-
-
-def _stored_event(row: _RowMap) -> StoredEvent:
-    return StoredEvent(
-        seq=row["seq"],
-        event_type=row["event_type"],
-        recorded_at=chain.parse_time(row["recorded_at"]),
-        generation_id=row["generation_id"],
-        payload=json.loads(row["payload_json"]),
-        prev_hash=row["prev_hash"],
-        entry_hash=row["entry_hash"],
-    )
 
 
 # --------------------------------------------------------------------------------------- verify
@@ -1089,3 +871,24 @@ def _verify_coverage(conn: Connection, generations_seen: set[str], images_seen: 
         raise _Fault(
             None, f"{image_count} image rows but {images_seen} image entries (rows inserted behind the log)"
         )
+
+
+__all__ = [  # the read types live in genguard.audit.reader; named here too, where they always were
+    "GENERATION_EVENTS",
+    "GENERATION_STATUSES",
+    "IMAGE_EVENT",
+    "IMAGE_STATUSES",
+    "RESERVED_EVENTS",
+    "AuditStore",
+    "ChainVerification",
+    "GenerationDetail",
+    "GenerationSummary",
+    "SimilarImage",
+    "StoredDecision",
+    "StoredEvent",
+    "StoredImage",
+    "StoredPrompt",
+    "generation_payload",
+    "image_payload",
+    "phash_chunks",
+]

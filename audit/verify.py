@@ -69,7 +69,6 @@ caller can show what was found but can never mistake an unrecorded verification 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -78,11 +77,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
-from genguard.audit.models import LogEntry
 from genguard.audit.records import RELEASE_FAILED_EVENT
-from genguard.audit.review import ReviewDecision, decisions, read_connection
+from genguard.audit.review import ReviewDecision, decisions
 from genguard.audit.store import AuditStore, GenerationDetail, StoredImage
 from genguard.guard.config import watermark_key
 from genguard.guard.errors import AuditUnavailableError, GenguardError, ImageInputError
@@ -561,12 +557,8 @@ def _release_failures(store: AuditStore, generation_ids: Iterable[str]) -> froze
     wanted = sorted(generation_ids)
     if not wanted:
         return frozenset()
-    query = select(LogEntry.generation_id, LogEntry.payload_json).where(
-        LogEntry.event_type == RELEASE_FAILED_EVENT, LogEntry.generation_id.in_(wanted)
-    )
-    with read_connection(store) as conn:
-        rows = conn.execute(query).all()
-    return frozenset(ImageRef(str(gid), int(json.loads(payload)["image_index"])) for gid, payload in rows)
+    events = store.reader().iter_events((RELEASE_FAILED_EVENT,), generation_ids=wanted)
+    return frozenset(ImageRef(str(e.generation_id), int(e.payload["image_index"])) for e in events)
 
 
 def _sane_claim(manifest: ManifestReading) -> tuple[ManifestReading, tuple[str, ...]]:
