@@ -23,6 +23,7 @@ LAYER = {"policies": 0, "guard": 1, "audit": 2, "pipeline": 3}
 ALLOWED_PRIVATE: dict[tuple[str, str], str] = {
     ("genguard.pipeline.accel", "_AttentionBackendRegistry"): "diffusers has no public query of the backends",
     ("genguard.pipeline.families", "_pack_latents"): "Flux's latent packing, diffusers' own helper",
+    ("genguard.pipeline.inversion", "_pack_latents"): "Flux's latent packing, diffusers' own helper",
     ("genguard.pipeline.inversion", "_get_add_time_ids"): "SDXL's time ids, diffusers' own helper",
 }
 # Names that start with an underscore but are another library's public API.
