@@ -172,6 +172,8 @@ _SPECTRAL_MIN_Z = 3.5
 _SPECTRAL_ROTATIONS = 3  # log-polar peaks refined (distinct modulo 90 degrees), and the best log-log peak
 # `_refine`'s steps: (fraction of the first step, at full resolution)
 _COARSE_LEVELS = ((1.0, False),)
+_COARSE_FULL = ((1.0, True),)
+_HALF_MIN_SCALE = 0.7
 _FINE_LEVELS = ((0.5, False), (0.25, True), (0.125, True))
 _PROMISING_Z = 6.0  # half-resolution sync z-score after the coarse step that earns the fine steps
 _CONFIRM_Z = 7.0  # a refined sync peak unmarked photos do not reach (512 px, 33 unmarked: at most 5.6)
@@ -988,7 +990,14 @@ def _spectral_candidates(white: Float32, layout: _Layout) -> Iterator[tuple[_Geo
             proposals.append((z, _Geometry(scale, 0.0, scale_x / scale_y if stretched else 1.0)))
     # First a step at half resolution for each; the finer steps only for those whose sync peak stands
     # out there (512 px photos, 33 unmarked: at most 5.6; marked and rotated or rescaled: 9 to 15).
-    coarse = [_refine(g, white, half, layout, _COARSE_LEVELS) for z, g in proposals if z >= _SPECTRAL_MIN_Z]
+    # Below `_HALF_MIN_SCALE` the mark's band passes the half-resolution plane's Nyquist limit: those
+    # proposals take their first step at full resolution (a 2048 px release read at `verify`'s 1024 px
+    # view is exactly halved).
+    coarse = [
+        _refine(g, white, half, layout, _COARSE_LEVELS if g.scale >= _HALF_MIN_SCALE else _COARSE_FULL)
+        for z, g in proposals
+        if z >= _SPECTRAL_MIN_Z
+    ]
     coarse.sort(key=lambda r: -r[0])
     refined = [_refine(g, white, half, layout, _FINE_LEVELS) for z, g in coarse if z >= _PROMISING_Z]
     refined.sort(key=lambda r: -r[0])
