@@ -66,7 +66,8 @@ def _read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as error:
         raise PolicyError(f"{path}: expected a readable UTF-8 YAML file, found {error}") from None
     try:
-        return yaml.safe_load(text)
+        # libyaml's safe loader when PyYAML has it: ten times faster (a cold `policy check` reads 10 files)
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as error:
         where = ""
         mark = getattr(error, "problem_mark", None)
