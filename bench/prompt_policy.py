@@ -224,6 +224,68 @@ def latency(engine: PolicyEngine, prompts: Sequence[str]) -> str:
     )
 
 
+def cold_start(runs: int, prompt: str = "a cat") -> str:
+    """Wall and CPU seconds (median of `runs`) of `python -m pipeline.cli policy check PROMPT` in a
+    fresh process, the ONNX export already cached (made here first when it is not)."""
+    import os
+    import resource
+    import subprocess
+
+    from guard.policy.semantic import export_onnx
+
+    export_onnx(load_pack("default"))
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    walls, cpus, torch_loaded = [], [], False
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "pipeline.cli", "policy", "check", prompt],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=environment,
+        )
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        torch_loaded |= any(line.rstrip().endswith("| torch") for line in done.stderr.splitlines())
+        if done.returncode not in (0, 3):
+            raise SystemExit(f"policy check failed ({done.returncode}): {done.stderr[-2000:]}")
+    load = os.getloadavg()[0]
+    return (
+        f"wall {np.median(walls):.2f} s (min {min(walls):.2f}), CPU {np.median(cpus):.2f} s "
+        f"(min {min(cpus):.2f}); torch imported: {torch_loaded}; load average {load:.1f} on {os.cpu_count()} CPUs"
+    )
+
+
+def latency_engines(pack: PolicyPack) -> list[tuple[str, PolicyEngine]]:
+    """The lexical layers alone, and all layers with the encoder on one thread of each runtime."""
+    spec = pack.spec.semantic
+    engines = [("normalisation + lexical, 1 thread", PolicyEngine(pack, default_scanners(pack)))]
+    if spec is None or spec.model is None:
+        return engines
+    for runtime in ("onnx", "torch"):
+        if runtime == "torch":
+            import torch
+
+            torch.set_num_threads(1)
+        scanner = SemanticScanner(
+            pack,
+            spec.model,
+            exemplars=spec.exemplars,
+            sha256=spec.sha256,
+            adapter=spec.adapter,
+            adapter_sha256=spec.adapter_sha256,
+            device="cpu",
+            runtime=runtime,
+            threads=1,
+        )
+        scanners = [*default_scanners(pack), scanner, *model_scanners(pack)]
+        engines.append((f"all layers, {runtime}, 1 thread", PolicyEngine(pack, scanners)))
+    return engines
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packs", default="default,strict")
@@ -231,7 +293,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--latency-prompts", type=int, default=400)
     parser.add_argument("--quick", action="store_true", help="subsamples, for tests")
     parser.add_argument("--shared", type=Path, default=None)
+    parser.add_argument("--cold-runs", type=int, default=5, help="fresh `policy check` processes timed")
+    parser.add_argument("--latency-only", action="store_true", help="only the latency and cold-start rows")
     args = parser.parse_args(argv)
+    if args.latency_only:
+        pack = load_pack(args.packs.split(",")[0])
+        pool = [*sets.parti_prompts(args.shared), *sets.coco_prompts(args.shared)[:2000]]
+        prompts = training._subsample(pool, args.latency_prompts)
+        for label, engine in latency_engines(pack):
+            print(f"| latency {label} | {len(prompts)} | {latency(engine, prompts)} |")
+        print(f"| cold policy check, fresh process | {args.cold_runs} | {cold_start(args.cold_runs)} |")
+        return
 
     import torch
 
@@ -291,14 +363,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         [p for s in prompt_sets for p in s.prompts], 100 if args.quick else args.latency_prompts
     )
     for pack in packs[:1]:
-        lexical = PolicyEngine(pack, default_scanners(pack))
-        print(
-            f"| latency normalisation + lexical, 1 thread | {len(latency_prompts)} | {latency(lexical, latency_prompts)} | p50 <= 1 ms |"
-        )
-        full = PolicyEngine(pack)
-        print(
-            f"| latency all layers, 1 thread | {len(latency_prompts)} | {latency(full, latency_prompts)} | p50 <= 15 ms, p95 <= 30 ms |"
-        )
+        for label, engine in latency_engines(pack):
+            target = "p50 <= 1 ms" if "lexical" in label else "p50 <= 10 ms, p95 <= 20 ms"
+            print(f"| latency {label} | {len(latency_prompts)} | {latency(engine, latency_prompts)} | {target} |")
+    print(f"| cold `policy check \"a cat\"`, fresh process | {args.cold_runs} | {cold_start(args.cold_runs)} | <= 1 s wall |")
 
     print("\nper category (stopped / recall):")
     for pack in packs:

@@ -393,11 +393,17 @@ class _OnnxRunner:
         self.batch_size = batch_size
 
     def run(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
-        parts = [self.encoder.run(chunk) for chunk in _models.batched(texts, self.batch_size)]
-        pooled = np.concatenate([p for p, _ in parts])
+        # Batches of texts of about one length: padding a short caption to the longest prompt of a
+        # mixed batch costs more than the batch saves.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        parts = [
+            self.encoder.run([texts[i] for i in chunk]) for chunk in _models.batched(order, self.batch_size)
+        ]
+        inverse = np.argsort(np.array(order))
+        pooled = np.concatenate([p for p, _ in parts])[inverse]
         if not self.encoder.has_head:
             return pooled, None
-        return pooled, np.concatenate([logits for _, logits in parts if logits is not None])
+        return pooled, np.concatenate([logits for _, logits in parts if logits is not None])[inverse]
 
 
 def _l2_normalize(rows: np.ndarray) -> np.ndarray:
