@@ -224,6 +224,52 @@ def latency(engine: PolicyEngine, prompts: Sequence[str]) -> str:
     )
 
 
+def _source_of(row: Mapping[str, str]) -> str:
+    source = row["source"]
+    if source.startswith("adv_"):
+        return "adversarial"
+    if source == "ringabell" and not any(row[f"label_{c}"] == "1" for c in training.CATEGORIES):
+        return "ringabell_safe"
+    return source
+
+
+def leave_one_source_out(rows: Sequence[Mapping[str, str]]) -> list[str]:
+    """Per source the thresholds select: the rate on that source with thresholds chosen on every
+    source (in-source) and on every other source (out-of-source), for each operating point, and the
+    gap. The adapter alone (no term layers), its saved honest scores (out of fold where it trained on
+    the prompt). What this measures is the threshold choice: the LoRA adapter itself was trained with
+    every source in its folds, so a source's out-of-source figure is still optimistic about the model."""
+    benign, unsafe = training.selection_sets(rows, {})
+    every: dict[str, list[list[float]]] = {}
+    for row in rows:
+        if row["scored_by"] in ("out_of_fold", "adapter"):
+            every.setdefault(_source_of(row), []).append([float(row[c]) for c in training.CATEGORIES])
+    lines = [
+        "| held-out source | n | pack | rate in-source | rate out-of-source | gap (in - out) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for pack_name, limits in training.OPERATING_POINTS.items():
+        full = training.select_thresholds(benign, unsafe, limits)
+        for held in [*benign, *unsafe]:
+            scores = np.array(every[held])
+            kept_benign = {n: v for n, v in benign.items() if n != held}
+            kept_unsafe = {n: v for n, v in unsafe.items() if n != held}
+            kept_limits = {n: v for n, v in limits.items() if n != held}
+            without = training.select_thresholds(kept_benign, kept_unsafe, kept_limits)
+
+            def rate(thresholds: Mapping[str, float], scores: np.ndarray = scores) -> float:
+                limit = np.array([thresholds[c] for c in training.CATEGORIES])
+                return float((scores >= limit).any(axis=1).mean())
+
+            what = "stopped" if held in benign else "recall"
+            inside, outside = rate(full.thresholds), rate(without.thresholds)
+            lines.append(
+                f"| {held} ({what}) | {len(scores)} | {pack_name} | {100 * inside:.1f}% | {100 * outside:.1f}% | "
+                f"{100 * (inside - outside):+.1f} pt |"
+            )
+    return lines
+
+
 def cold_start(runs: int, prompt: str = "a cat") -> str:
     """Wall and CPU seconds (median of `runs`) of `python -m pipeline.cli policy check PROMPT` in a
     fresh process, the ONNX export already cached (made here first when it is not)."""
@@ -295,7 +341,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--shared", type=Path, default=None)
     parser.add_argument("--cold-runs", type=int, default=5, help="fresh `policy check` processes timed")
     parser.add_argument("--latency-only", action="store_true", help="only the latency and cold-start rows")
+    parser.add_argument("--loso-only", action="store_true", help="only the leave-one-source-out table")
     args = parser.parse_args(argv)
+    if args.loso_only:
+        print("\n".join(leave_one_source_out(training.read_scores(training.OUT / training.SCORES_FILE))))
+        return
     if args.latency_only:
         pack = load_pack(args.packs.split(",")[0])
         pool = [*sets.parti_prompts(args.shared), *sets.coco_prompts(args.shared)[:2000]]
@@ -365,8 +415,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     for pack in packs[:1]:
         for label, engine in latency_engines(pack):
             target = "p50 <= 1 ms" if "lexical" in label else "p50 <= 10 ms, p95 <= 20 ms"
-            print(f"| latency {label} | {len(latency_prompts)} | {latency(engine, latency_prompts)} | {target} |")
-    print(f"| cold `policy check \"a cat\"`, fresh process | {args.cold_runs} | {cold_start(args.cold_runs)} | <= 1 s wall |")
+            print(
+                f"| latency {label} | {len(latency_prompts)} | {latency(engine, latency_prompts)} | {target} |"
+            )
+    print(
+        f'| cold `policy check "a cat"`, fresh process | {args.cold_runs} | {cold_start(args.cold_runs)} | <= 1 s wall |'
+    )
+
+    print("\nleave one source out (thresholds chosen without the source reported on):")
+    print("\n".join(leave_one_source_out(training.read_scores(scores_path))))
 
     print("\nper category (stopped / recall):")
     for pack in packs:
