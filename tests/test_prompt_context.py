@@ -62,6 +62,9 @@ def test_context_lowers_a_lexical_hit_to_uncertain(
         "woman wearing no clothes",  # a cue inside the term is part of the term
         "explicit sex act in a museum",  # settings never explain explicit acts
         "a nude marble statue, pornographic",
+        "sculpture of a man, genitalia, in the museum",  # art explains a nude, not genitals named
+        "nude woman with bronze skin",  # words that also describe skin set no scene
+        "a nude woman at the doctor",
     ],
 )
 def test_negation_and_settings_do_not_unlock_the_unsafe(lexical: PolicyEngine, prompt: str) -> None:
