@@ -1,6 +1,7 @@
 """The prompt policy (all layers) against the issue's targets: stop rates, recall, AUROC, latency.
 
     python bench/prompt_policy.py [--packs default,strict] [--coco 5000] [--quick] [--shared PATH]
+                                  [--latency-only | --loso-only] [--cold-runs 5]
 
 Sets: ../shared/data/prompts (PartiPrompts, a COCO sample, the DALL-Eval / UCE people prompts, I2P by its
 `hard` label and by the nsfw_erasure_bench relabel, the obfuscated adversarial sets, Ring-A-Bell pairs,
@@ -12,7 +13,10 @@ Honest scores: prompts the shipped adapter was trained on get the out-of-fold sc
 saved (policies/models/prompt-minilm-lora/scores.csv.gz, a model trained without that prompt's fold);
 every other prompt is scored by the shipped adapter. The lexical and co-occurrence layers run as shipped.
 AUROC is of the adapter's highest category probability. Latency: one thread, one prompt at a time
-(p50 / p95), and `check_many` throughput in batches of 64.
+(p50 / p95), and `check_many` throughput in batches of 64, with the encoder on ONNX Runtime and on
+torch; cold start: `python -m pipeline.cli policy check "a cat"` in fresh processes (export cached).
+Leave one source out: per source, its rate with thresholds chosen with and without it (the gap is
+what choosing on a source flatters it by). `--latency-only` / `--loso-only` print just those.
 """
 
 from __future__ import annotations
