@@ -1,6 +1,7 @@
 """The prompt policy (all layers) against the issue's targets: stop rates, recall, AUROC, latency.
 
     python bench/prompt_policy.py [--packs default,strict] [--coco 5000] [--quick] [--shared PATH]
+                                  [--latency-only | --loso-only] [--cold-runs 5]
 
 Sets: ../shared/data/prompts (PartiPrompts, a COCO sample, the DALL-Eval / UCE people prompts, I2P by its
 `hard` label and by the nsfw_erasure_bench relabel, the obfuscated adversarial sets, Ring-A-Bell pairs,
@@ -12,7 +13,10 @@ Honest scores: prompts the shipped adapter was trained on get the out-of-fold sc
 saved (policies/models/prompt-minilm-lora/scores.csv.gz, a model trained without that prompt's fold);
 every other prompt is scored by the shipped adapter. The lexical and co-occurrence layers run as shipped.
 AUROC is of the adapter's highest category probability. Latency: one thread, one prompt at a time
-(p50 / p95), and `check_many` throughput in batches of 64.
+(p50 / p95), and `check_many` throughput in batches of 64, with the encoder on ONNX Runtime and on
+torch; cold start: `python -m genguard.pipeline.cli policy check "a cat"` in fresh processes (export cached).
+Leave one source out: per source, its rate with thresholds chosen with and without it (the gap is
+what choosing on a source flatters it by). `--latency-only` / `--loso-only` print just those.
 """
 
 from __future__ import annotations
@@ -224,6 +228,114 @@ def latency(engine: PolicyEngine, prompts: Sequence[str]) -> str:
     )
 
 
+def _source_of(row: Mapping[str, str]) -> str:
+    source = row["source"]
+    if source.startswith("adv_"):
+        return "adversarial"
+    if source == "ringabell" and not any(row[f"label_{c}"] == "1" for c in training.CATEGORIES):
+        return "ringabell_safe"
+    return source
+
+
+def leave_one_source_out(rows: Sequence[Mapping[str, str]]) -> list[str]:
+    """Per source the thresholds select: the rate on that source with thresholds chosen on every
+    source (in-source) and on every other source (out-of-source), for each operating point, and the
+    gap. The adapter alone (no term layers), its saved honest scores (out of fold where it trained on
+    the prompt). What this measures is the threshold choice: the LoRA adapter itself was trained with
+    every source in its folds, so a source's out-of-source figure is still optimistic about the model."""
+    benign, unsafe = training.selection_sets(rows, {})
+    every: dict[str, list[list[float]]] = {}
+    for row in rows:
+        if row["scored_by"] in ("out_of_fold", "adapter"):
+            every.setdefault(_source_of(row), []).append([float(row[c]) for c in training.CATEGORIES])
+    lines = [
+        "| held-out source | n | pack | rate in-source | rate out-of-source | gap (in - out) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for pack_name, limits in training.OPERATING_POINTS.items():
+        full = training.select_thresholds(benign, unsafe, limits)
+        for held in [*benign, *unsafe]:
+            scores = np.array(every[held])
+            kept_benign = {n: v for n, v in benign.items() if n != held}
+            kept_unsafe = {n: v for n, v in unsafe.items() if n != held}
+            kept_limits = {n: v for n, v in limits.items() if n != held}
+            without = training.select_thresholds(kept_benign, kept_unsafe, kept_limits)
+
+            def rate(thresholds: Mapping[str, float], scores: np.ndarray = scores) -> float:
+                limit = np.array([thresholds[c] for c in training.CATEGORIES])
+                return float((scores >= limit).any(axis=1).mean())
+
+            what = "stopped" if held in benign else "recall"
+            inside, outside = rate(full.thresholds), rate(without.thresholds)
+            lines.append(
+                f"| {held} ({what}) | {len(scores)} | {pack_name} | {100 * inside:.1f}% | {100 * outside:.1f}% | "
+                f"{100 * (inside - outside):+.1f} pt |"
+            )
+    return lines
+
+
+def cold_start(runs: int, prompt: str = "a cat") -> str:
+    """Wall and CPU seconds (median of `runs`) of `python -m genguard.pipeline.cli policy check PROMPT` in a
+    fresh process, the ONNX export already cached (made here first when it is not)."""
+    import os
+    import resource
+    import subprocess
+
+    from genguard.guard.policy.semantic import export_onnx
+
+    export_onnx(load_pack("default"))
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    walls, cpus, torch_loaded = [], [], False
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "genguard.pipeline.cli", "policy", "check", prompt],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=environment,
+        )
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        torch_loaded |= any(line.rstrip().endswith("| torch") for line in done.stderr.splitlines())
+        if done.returncode not in (0, 3):
+            raise SystemExit(f"policy check failed ({done.returncode}): {done.stderr[-2000:]}")
+    load = os.getloadavg()[0]
+    return (
+        f"wall {np.median(walls):.2f} s (min {min(walls):.2f}), CPU {np.median(cpus):.2f} s "
+        f"(min {min(cpus):.2f}); torch imported: {torch_loaded}; load average {load:.1f} on {os.cpu_count()} CPUs"
+    )
+
+
+def latency_engines(pack: PolicyPack) -> list[tuple[str, PolicyEngine]]:
+    """The lexical layers alone, and all layers with the encoder on one thread of each runtime."""
+    spec = pack.spec.semantic
+    engines = [("normalisation + lexical, 1 thread", PolicyEngine(pack, default_scanners(pack)))]
+    if spec is None or spec.model is None:
+        return engines
+    for runtime in ("onnx", "torch"):
+        if runtime == "torch":
+            import torch
+
+            torch.set_num_threads(1)
+        scanner = SemanticScanner(
+            pack,
+            spec.model,
+            exemplars=spec.exemplars,
+            sha256=spec.sha256,
+            adapter=spec.adapter,
+            adapter_sha256=spec.adapter_sha256,
+            device="cpu",
+            runtime=runtime,
+            threads=1,
+        )
+        scanners = [*default_scanners(pack), scanner, *model_scanners(pack)]
+        engines.append((f"all layers, {runtime}, 1 thread", PolicyEngine(pack, scanners)))
+    return engines
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--packs", default="default,strict")
@@ -231,7 +343,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--latency-prompts", type=int, default=400)
     parser.add_argument("--quick", action="store_true", help="subsamples, for tests")
     parser.add_argument("--shared", type=Path, default=None)
+    parser.add_argument("--cold-runs", type=int, default=5, help="fresh `policy check` processes timed")
+    parser.add_argument("--latency-only", action="store_true", help="only the latency and cold-start rows")
+    parser.add_argument("--loso-only", action="store_true", help="only the leave-one-source-out table")
     args = parser.parse_args(argv)
+    if args.loso_only:
+        print("\n".join(leave_one_source_out(training.read_scores(training.OUT / training.SCORES_FILE))))
+        return
+    if args.latency_only:
+        pack = load_pack(args.packs.split(",")[0])
+        pool = [*sets.parti_prompts(args.shared), *sets.coco_prompts(args.shared)[:2000]]
+        prompts = training._subsample(pool, args.latency_prompts)
+        for label, engine in latency_engines(pack):
+            print(f"| latency {label} | {len(prompts)} | {latency(engine, prompts)} |")
+        print(f"| cold policy check, fresh process | {args.cold_runs} | {cold_start(args.cold_runs)} |")
+        return
 
     import torch
 
@@ -291,14 +417,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         [p for s in prompt_sets for p in s.prompts], 100 if args.quick else args.latency_prompts
     )
     for pack in packs[:1]:
-        lexical = PolicyEngine(pack, default_scanners(pack))
-        print(
-            f"| latency normalisation + lexical, 1 thread | {len(latency_prompts)} | {latency(lexical, latency_prompts)} | p50 <= 1 ms |"
-        )
-        full = PolicyEngine(pack)
-        print(
-            f"| latency all layers, 1 thread | {len(latency_prompts)} | {latency(full, latency_prompts)} | p50 <= 15 ms, p95 <= 30 ms |"
-        )
+        for label, engine in latency_engines(pack):
+            target = "p50 <= 1 ms" if "lexical" in label else "p50 <= 10 ms, p95 <= 20 ms"
+            print(
+                f"| latency {label} | {len(latency_prompts)} | {latency(engine, latency_prompts)} | {target} |"
+            )
+    print(
+        f'| cold `policy check "a cat"`, fresh process | {args.cold_runs} | {cold_start(args.cold_runs)} | <= 1 s wall |'
+    )
+
+    print("\nleave one source out (thresholds chosen without the source reported on):")
+    print("\n".join(leave_one_source_out(training.read_scores(scores_path))))
 
     print("\nper category (stopped / recall):")
     for pack in packs:

@@ -81,7 +81,7 @@ def test_inflections_match(engine: PolicyEngine) -> None:
         "a man beheaded",
         "two men beheading a prisoner",
         "nudes on a wall",
-        "a decapitated statue",
+        "a decapitated soldier",  # (a decapitated statue is art: guard/policy/context.py)
     ):
         assert engine.check(prompt).action == PromptAction.BLOCK, prompt
 

@@ -96,7 +96,7 @@ def test_adapter_config_errors_name_the_file_and_key(tmp_path: Path, default_pac
 
 def test_engines_share_one_loaded_encoder(default_pack: PolicyPack, scanner: SemanticScanner) -> None:
     again = semantic_scanners(default_pack)[0]
-    assert again._network is scanner._network  # no second 90 MB load
+    assert again._backend is scanner._backend  # no second 90 MB load
 
 
 @pytest.mark.parametrize(

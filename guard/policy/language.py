@@ -114,6 +114,13 @@ def _identifier() -> Any:
 
 
 def check_available() -> None:
-    """Load the identifier now (a pack that sets `semantic.languages` fails at engine construction,
-    not on its first prompt)."""
-    _identifier()
+    """Fail now, at engine construction, when the identifier is not installed (not on the first
+    prompt that needs it). Only imports it: its model (about a second to load) is read on the
+    first prompt that needs a language, which most prompts never do."""
+    try:
+        from py3langid.langid import LanguageIdentifier  # noqa: F401
+    except ImportError as error:
+        raise PolicyError(
+            "semantic.languages: expected the language identifier py3langid to be installed "
+            "(pip install 'genguard[semantic]'), found it missing"
+        ) from error

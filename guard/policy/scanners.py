@@ -14,6 +14,7 @@ from typing import Generic, Protocol, TypeVar
 
 import ahocorasick
 
+from genguard.guard.policy.context import lowering_reason, negated_spans, read_context
 from genguard.guard.policy.normalize import NormalizedPrompt, squeeze, term_key
 from genguard.guard.policy.pack import PolicyPack
 from genguard.guard.types import RuleHit
@@ -125,6 +126,7 @@ class LexicalScanner:
     cost = 10
 
     def __init__(self, pack: PolicyPack, categories: Iterable[str] | None = None) -> None:
+        self._pack = pack
         wanted = set(pack.category_ids if categories is None else categories)
         self._index: TermIndex[_RuleRef] = TermIndex(
             (term, rule.inflect, _RuleRef(category_id, rule.id, rule.score))
@@ -140,10 +142,27 @@ class LexicalScanner:
         return self._index.size
 
     def scan(self, prompt: NormalizedPrompt) -> list[RuleHit]:
-        seen: dict[_RuleRef, None] = {}
+        """One hit per rule that matched. A rule whose every match is negated, or that the prompt's
+        art-historical, museum or medical setting explains (guard/policy/context.py), is lowered
+        into its category's uncertain band, its rule id suffixed with the reason."""
+        seen: dict[_RuleRef, set[tuple[int, int]]] = {}
         for match in self._index.matches(prompt):
-            seen.setdefault(match.payload)
-        return [RuleHit(ref.category, self.layer, ref.rule, ref.score) for ref in seen]
+            seen.setdefault(match.payload, set()).add(match.span)
+        if not seen:
+            return []
+        context = read_context(prompt.original)
+        negated = negated_spans(context, [span for spans in seen.values() for span in spans])
+        hits = []
+        for ref, spans in seen.items():
+            reason = lowering_reason(ref.category, ref.rule, sorted(spans), context, negated)
+            if reason is None:
+                hits.append(RuleHit(ref.category, self.layer, ref.rule, ref.score))
+                continue
+            threshold = self._pack.prompt_threshold(ref.category, self.layer)
+            floor = self._pack.prompt_uncertain_floor(ref.category, self.layer)
+            score = min(ref.score, (threshold + floor) / 2)
+            hits.append(RuleHit(ref.category, self.layer, f"{ref.rule}.{reason}", score))
+        return hits
 
     def spans(self, prompt: NormalizedPrompt) -> list[tuple[int, int]]:
         """Ranges of the original prompt where a term matched (for rewriting)."""

@@ -24,17 +24,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from genguard.guard import models as _models
 from genguard.guard.errors import ModelLoadError, PolicyError
+from genguard.guard.policy import onnx_encoder
 from genguard.guard.policy._adapter import CONFIG_FILE, WEIGHTS_FILE, AdapterConfig, merge, read_config
 from genguard.guard.policy.normalize import NormalizedPrompt, normalize
+from genguard.guard.policy.onnx_encoder import OnnxEncoder
 from genguard.guard.policy.pack import PolicyPack
 from genguard.guard.policy.schema import SemanticSpec
 from genguard.guard.types import RuleHit
 
 LAYER = "semantic"
 PACKAGE_PREFIX = "package:"
-_OPTION_TYPES: dict[str, type] = {"device": str, "batch_size": int, "max_length": int}
+_OPTION_TYPES: dict[str, type] = {
+    "device": str,
+    "batch_size": int,
+    "max_length": int,
+    "runtime": str,
+    "threads": int,
+}
+RUNTIMES = ("auto", "onnx", "torch")
 
 
 # PyPI packages that ship an encoder: distribution name -> (import name, model folder inside it).
@@ -194,6 +205,147 @@ def _load_encoder(
     return encoder
 
 
+@dataclass(frozen=True)
+class _OnnxLoaded:
+    """An exported encoder loaded on ONNX Runtime, with what the scanner needs beside it."""
+
+    encoder: OnnxEncoder
+    adapter: AdapterConfig | None
+    vocabulary: frozenset[str]
+    max_length: int
+
+
+_ONNX: dict[tuple[Any, ...], _OnnxLoaded] = {}
+
+
+def _is_weights(name: str) -> bool:
+    return name.endswith((".safetensors", ".bin"))
+
+
+def _weights_pinned(pins: Mapping[str, str]) -> bool:
+    return any(_is_weights(name) for name in pins)
+
+
+def _onnx_plan(
+    model: str, pins: Mapping[str, str], adapter: str | None, adapter_pins: Mapping[str, str], who: str
+) -> tuple[str, AdapterConfig | None, dict[str, Any]]:
+    """(encoder folder, adapter config, what an export of them reads), with the adapter's and the
+    tokenizer's pinned files checked. The encoder's weights are identified by their pinned digests
+    (an export checks them) or, unpinned, by a digest over the folder's files."""
+    source = resolve_encoder_source(model)
+    config: AdapterConfig | None = None
+    adapter_part: dict[str, Any] = {}
+    if adapter is not None:
+        folder = resolve_adapter(adapter)
+        check_pinned_files(folder, adapter_pins, f"{who}: adapter {adapter!r}")
+        config = read_config(folder, f"{who}: adapter {adapter!r}")
+        check_pinned_files(folder, config.sha256, f"{who}: adapter {adapter!r}")
+        adapter_part = {
+            "config": file_sha256(folder / CONFIG_FILE),
+            "files": dict(sorted(config.sha256.items())),
+        }
+    # Every pinned file but the weights (which the cache key names and an export checks) is checked
+    # on every load, as the torch path does.
+    check_pinned_files(source, {k: v for k, v in pins.items() if not _is_weights(k)}, who)
+    encoder_part: dict[str, Any] = (
+        {"pins": dict(sorted(pins.items()))}
+        if _weights_pinned(pins)
+        else {"folder": _models.model_version(source)}
+    )
+    return source, config, {"encoder": encoder_part, "adapter": adapter_part}
+
+
+def _choose_runtime(
+    runtime: str,
+    model: str,
+    device: str,
+    pins: Mapping[str, str],
+    adapter: str | None,
+    adapter_pins: Mapping[str, str],
+    who: str,
+) -> str:
+    if runtime != "auto":
+        return runtime
+    if device not in ("auto", "cpu") or not onnx_encoder.available():
+        return "torch"
+    source = resolve_encoder_source(model)
+    if not (Path(source) / onnx_encoder.TOKENIZER_FILE).is_file():
+        return "torch"
+    if onnx_encoder.can_export():
+        return "onnx"
+    _, _, parts = _onnx_plan(model, pins, adapter, adapter_pins, who)
+    cached = onnx_encoder.cache_root() / onnx_encoder.cache_key(parts) / onnx_encoder.MANIFEST_FILE
+    return "onnx" if cached.is_file() else "torch"
+
+
+def _ensure_exported(
+    model: str,
+    pins: Mapping[str, str],
+    adapter: str | None,
+    adapter_pins: Mapping[str, str],
+    folder: Path,
+    parts: Mapping[str, Any],
+    who: str,
+) -> None:
+    if (folder / onnx_encoder.MANIFEST_FILE).is_file():
+        return
+    if not onnx_encoder.can_export():
+        raise ModelLoadError(
+            f"{who}: options.runtime: 'onnx' found no export in {str(folder)!r} and cannot make "
+            f"one here: exporting needs torch, transformers and onnx"
+        )
+    encoder = _load_encoder(model, pins, adapter, adapter_pins, "cpu", who)
+    onnx_encoder.export(encoder.network, encoder.head, folder, version=encoder.version, key_parts=parts)
+
+
+def export_onnx(pack: PolicyPack) -> Path | None:
+    """Exports the pack's semantic encoder (and adapter) to the ONNX cache when it is not there yet,
+    and returns the export's folder; None when the pack has no semantic model. An install or image
+    build calls this once so that no process pays for the export (about 10 CPU-seconds) later."""
+    spec = pack.spec.semantic
+    if spec is None or spec.model is None:
+        return None
+    who = f"semantic encoder {spec.model!r}"
+    pins = dict(spec.sha256) if spec.sha256 else _default_pins(spec.model)
+    adapter_pins = dict(spec.adapter_sha256)
+    _, _, parts = _onnx_plan(spec.model, pins, spec.adapter, adapter_pins, who)
+    folder = onnx_encoder.cache_root() / onnx_encoder.cache_key(parts)
+    _ensure_exported(spec.model, pins, spec.adapter, adapter_pins, folder, parts, who)
+    return folder
+
+
+def _load_onnx(
+    model: str,
+    pins: Mapping[str, str],
+    adapter: str | None,
+    adapter_pins: Mapping[str, str],
+    max_length: int | None,
+    threads: int,
+    who: str,
+) -> _OnnxLoaded:
+    """The exported encoder from the cache, exported first (with torch) when it is not there."""
+    if not onnx_encoder.available():
+        raise ModelLoadError(
+            f"{who}: options.runtime: 'onnx' needs onnxruntime and tokenizers, found them missing "
+            f"(pip install 'genguard[semantic]')"
+        )
+    source, config, parts = _onnx_plan(model, pins, adapter, adapter_pins, who)
+    digest = onnx_encoder.cache_key(parts)
+    folder = onnx_encoder.cache_root() / digest
+    length = max_length or (config.max_length if config else 128)
+    # By what was exported, not where: engines built in one process share one session.
+    key = (digest, source, length, threads)
+    if key in _ONNX:
+        return _ONNX[key]
+    _ensure_exported(model, pins, adapter, adapter_pins, folder, parts, who)
+    loaded_encoder = OnnxEncoder(folder, Path(source) / onnx_encoder.TOKENIZER_FILE, length, threads, who)
+    if config is not None and not loaded_encoder.has_head:
+        raise ModelLoadError(f"{who}: export {str(folder)!r}: expected the adapter's head, found none")
+    loaded = _OnnxLoaded(loaded_encoder, config, whole_words(loaded_encoder.vocab), length)
+    _ONNX[key] = loaded
+    return loaded
+
+
 def whole_words(vocab: Mapping[str, int]) -> frozenset[str]:
     """The entries of a tokenizer's vocabulary that are whole words, lowercased: WordPiece marks
     continuation pieces with "##"; byte-level BPE and SentencePiece mark word starts with "Ġ" / "▁"
@@ -201,6 +353,65 @@ def whole_words(vocab: Mapping[str, int]) -> frozenset[str]:
     starts = [t[1:] for t in vocab if t[:1] in ("Ġ", "▁")]
     words = starts if len(starts) > len(vocab) // 4 else [t for t in vocab if not t.startswith("##")]
     return frozenset(w.lower() for w in words if w and not (w.startswith("[") and w.endswith("]")))
+
+
+class _TorchRunner:
+    """The torch path: the loaded encoder, run `batch_size` texts at a time on `device`."""
+
+    def __init__(self, encoder: _Encoder, device: str, max_length: int, batch_size: int) -> None:
+        import torch
+
+        self._torch = torch
+        self.encoder = encoder
+        self.device = device
+        self.max_length = max_length
+        self.batch_size = batch_size
+
+    def run(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        torch = self._torch
+        rows = []
+        for chunk in _models.batched(texts, self.batch_size):
+            inputs = self.encoder.tokenizer(
+                list(chunk), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self.device)
+            with torch.no_grad():
+                hidden = self.encoder.network(**inputs).last_hidden_state.float()
+            rows.append(mean_pool(hidden, inputs["attention_mask"]).cpu())
+        pooled = torch.cat(rows)
+        if self.encoder.head is None:
+            return pooled.numpy(), None
+        weight, bias = self.encoder.head
+        return pooled.numpy(), (pooled @ weight.T + bias).numpy()
+
+
+class _OnnxRunner:
+    """The ONNX Runtime path (guard/policy/onnx_encoder.py), `batch_size` texts at a time."""
+
+    def __init__(self, encoder: OnnxEncoder, batch_size: int) -> None:
+        self.encoder = encoder
+        self.batch_size = batch_size
+
+    def run(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        # Batches of texts of about one length: padding a short caption to the longest prompt of a
+        # mixed batch costs more than the batch saves.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        parts = [
+            self.encoder.run([texts[i] for i in chunk]) for chunk in _models.batched(order, self.batch_size)
+        ]
+        inverse = np.argsort(np.array(order))
+        pooled = np.concatenate([p for p, _ in parts])[inverse]
+        if not self.encoder.has_head:
+            return pooled, None
+        return pooled, np.concatenate([logits for _, logits in parts if logits is not None])[inverse]
+
+
+def _l2_normalize(rows: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return np.asarray(rows / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def _sigmoid(values: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-values)), dtype=np.float64)
 
 
 class SemanticScanner:
@@ -211,6 +422,12 @@ class SemanticScanner:
     its files checked against `adapter_sha256` and its own pinned digests; its head gives one
     probability per category it was trained for. One hit per category with exemplars and one per
     adapter category, whatever the score (the engine decides what counts against `thresholds.semantic`).
+
+    `runtime`: "onnx" runs the encoder (LoRA merged) and head exported once to ONNX Runtime
+    (guard/policy/onnx_encoder.py; no torch in the process once the export is cached), "torch" runs
+    transformers, "auto" (the default) takes onnx on the CPU when onnxruntime is installed, the
+    encoder has a tokenizer.json and the export is cached or can be made, else torch. `threads`:
+    ONNX Runtime's intra-op threads (0: its own choice).
     """
 
     layer = LAYER
@@ -228,6 +445,8 @@ class SemanticScanner:
         device: str = "auto",
         batch_size: int = 16,
         max_length: int | None = None,
+        runtime: str = "auto",
+        threads: int = 0,
     ) -> None:
         who = f"semantic encoder {str(model)!r}"
         exemplars = exemplars or {}
@@ -244,22 +463,36 @@ class SemanticScanner:
             raise PolicyError(f"{who}: options.batch_size: expected at least 1, found {batch_size}")
         if max_length is not None and max_length < 1:
             raise PolicyError(f"{who}: options.max_length: expected at least 1, found {max_length}")
+        if runtime not in RUNTIMES:
+            raise PolicyError(
+                f"{who}: options.runtime: expected one of {', '.join(RUNTIMES)}, found {runtime!r}"
+            )
+        if threads < 0:
+            raise PolicyError(f"{who}: options.threads: expected 0 (automatic) or more, found {threads}")
         pins = dict(sha256) if sha256 else _default_pins(str(model))
-        self.device = _models.resolve_device(device)
-        encoder = _load_encoder(str(model), pins, adapter, dict(adapter_sha256 or {}), self.device, who)
-        import torch
-
-        self._torch = torch
-        self._tokenizer = encoder.tokenizer
-        self._network = encoder.network
-        self._head = encoder.head
-        self.adapter_categories: tuple[str, ...] = encoder.adapter.categories if encoder.adapter else ()
-        self.vocabulary = encoder.vocabulary
+        adapter_pins = dict(adapter_sha256 or {})
+        self.runtime = _choose_runtime(runtime, str(model), device, pins, adapter, adapter_pins, who)
+        self._runner: _TorchRunner | _OnnxRunner
+        if self.runtime == "onnx":
+            self.device = "cpu"
+            loaded = _load_onnx(str(model), pins, adapter, adapter_pins, max_length, threads, who)
+            config, version, vocabulary = loaded.adapter, loaded.encoder.version, loaded.vocabulary
+            self.max_length = loaded.max_length
+            self._runner = _OnnxRunner(loaded.encoder, batch_size)
+            self._backend: object = loaded
+        else:
+            self.device = _models.resolve_device(device)
+            encoder = _load_encoder(str(model), pins, adapter, adapter_pins, self.device, who)
+            config, version, vocabulary = encoder.adapter, encoder.version, encoder.vocabulary
+            self.max_length = max_length or (config.max_length if config else 128)
+            self._runner = _TorchRunner(encoder, self.device, self.max_length, batch_size)
+            self._backend = encoder
+        self.adapter_categories: tuple[str, ...] = config.categories if config else ()
+        self.vocabulary = vocabulary
         for category in self.adapter_categories:
             pack.require_category(category, f"{who}: adapter {adapter!r}: categories")
         self.batch_size = batch_size
-        self.max_length = max_length or (encoder.adapter.max_length if encoder.adapter else 128)
-        self.version = encoder.version
+        self.version = version
         self.model_id = _models.versioned_id(str(model), self.version)
         self.categories: tuple[str, ...] = tuple(c for c in pack.category_ids if c in exemplars)
         # Exemplars go through the same folding as prompts, so that both sides read alike.
@@ -270,28 +503,15 @@ class SemanticScanner:
             (sum(sizes[:i]), sum(sizes[: i + 1])) for i in range(len(sizes))
         )
 
-    def _pooled(self, texts: Sequence[str]) -> Any:
-        """Mean-pooled embeddings (not normalised), one row per text (a CPU float tensor)."""
-        torch = self._torch
-        rows = []
-        for chunk in _models.batched(texts, self.batch_size):
-            inputs = self._tokenizer(
-                list(chunk), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            ).to(self.device)
-            with torch.no_grad():
-                hidden = self._network(**inputs).last_hidden_state.float()
-            rows.append(mean_pool(hidden, inputs["attention_mask"]).cpu())
-        return torch.cat(rows)
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised mean-pooled embeddings, one row per text (float32)."""
+        return _l2_normalize(self._runner.run(texts)[0])
 
-    def embed(self, texts: Sequence[str]) -> Any:
-        """L2-normalised mean-pooled embeddings, one row per text (a CPU float tensor)."""
-        return self._torch.nn.functional.normalize(self._pooled(texts), p=2, dim=-1)
-
-    def _best(self, cosines: Any) -> dict[str, tuple[int, float]]:
+    def _best(self, cosines: np.ndarray) -> dict[str, tuple[int, float]]:
         best: dict[str, tuple[int, float]] = {}
         for category, (start, end) in zip(self.categories, self._spans, strict=True):
-            value, index = cosines[start:end].max(dim=0)
-            best[category] = (int(index), float(value))
+            index = int(np.argmax(cosines[start:end]))
+            best[category] = (index, float(cosines[start + index]))
         return best
 
     def similarities(self, texts: Sequence[str]) -> list[dict[str, tuple[int, float]]]:
@@ -299,6 +519,13 @@ class SemanticScanner:
         if self._exemplars is None:
             return [{} for _ in texts]
         return [self._best(row) for row in self.embed(texts) @ self._exemplars.T]
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """The adapter head's probability per text (rows) and adapter category (columns)."""
+        logits = self._runner.run(texts)[1]
+        if logits is None:
+            return np.zeros((len(texts), 0))
+        return _sigmoid(logits)
 
     def scan_many(self, prompts: Sequence[NormalizedPrompt]) -> list[list[RuleHit]]:
         """Hits per prompt, in input order: one per exemplar category (its nearest exemplar) and
@@ -316,11 +543,10 @@ class SemanticScanner:
         return result
 
     def _scan_readable(self, prompts: Sequence[NormalizedPrompt]) -> list[list[RuleHit]]:
-        torch = self._torch
-        pooled = self._pooled([prompt.folded for prompt in prompts])
+        pooled, logits = self._runner.run([prompt.folded for prompt in prompts])
         result: list[list[RuleHit]] = [[] for _ in prompts]
         if self._exemplars is not None:
-            cosines = torch.nn.functional.normalize(pooled, p=2, dim=-1) @ self._exemplars.T
+            cosines = _l2_normalize(pooled) @ self._exemplars.T
             for hits, row in zip(result, cosines, strict=True):
                 hits.extend(
                     RuleHit(
@@ -328,10 +554,8 @@ class SemanticScanner:
                     )
                     for category, (index, cosine) in self._best(row).items()
                 )
-        if self._head is not None:
-            weight, bias = self._head
-            probabilities = torch.sigmoid(pooled @ weight.T + bias).tolist()
-            for hits, row in zip(result, probabilities, strict=True):
+        if logits is not None:
+            for hits, row in zip(result, _sigmoid(logits).tolist(), strict=True):
                 hits.extend(
                     RuleHit(category, LAYER, f"{category}.{LAYER}.adapter", float(p))
                     for category, p in zip(self.adapter_categories, row, strict=True)
