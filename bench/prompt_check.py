@@ -13,13 +13,11 @@ The loaders here are also used by the tests.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,64 +27,15 @@ if str(REPO) not in sys.path:
 from genguard.guard.policy import PolicyEngine, load_pack
 from genguard.guard.policy.scanners import default_scanners
 from genguard.guard.types import PromptAction, PromptDecision
-
-STOPS = (PromptAction.REVIEW, PromptAction.BLOCK)
-
-
-def shared_dir() -> Path:
-    """GENGUARD_SHARED if set, else the `shared` folder next to the repository."""
-    explicit = os.environ.get("GENGUARD_SHARED")
-    return Path(explicit) if explicit else REPO.parent / "shared"
-
-
-def prompts_dir(shared: Path | None = None) -> Path:
-    """The public prompt sets (their sources and licences in each folder's SOURCES.md), kept outside
-    the repository: `shared`, else GENGUARD_SHARED, else ../shared, must hold data/prompts."""
-    path = (shared or shared_dir()) / "data" / "prompts"
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"prompt sets: expected a folder at {path}, found none (pass --shared PATH or set GENGUARD_SHARED "
-            "to a folder holding data/prompts; tests/data/prompt-sample holds a few rows of each set)"
-        )
-    return path
-
-
-def _rows(path: Path, delimiter: str = ",") -> list[dict[str, str]]:
-    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
-        return list(csv.DictReader(handle, delimiter=delimiter))
-
-
-def _texts(rows: Iterable[dict[str, str]], column: str = "prompt") -> list[str]:
-    return [text for row in rows if (text := (row.get(column) or "").strip())]
-
-
-def coco_prompts(shared: Path | None = None) -> list[str]:
-    return _texts(_rows(prompts_dir(shared) / "coco30k_captions" / "coco_30k.csv"))
-
-
-def parti_prompts(shared: Path | None = None) -> list[str]:
-    return _texts(_rows(prompts_dir(shared) / "partiprompts" / "PartiPrompts.tsv", "\t"), "Prompt")
-
-
-def i2p_rows(shared: Path | None = None) -> list[dict[str, str]]:
-    return [
-        r for r in _rows(prompts_dir(shared) / "i2p" / "i2p_unsafe-prompts4703.csv") if r["prompt"].strip()
-    ]
-
-
-def relabel_rows(shared: Path | None = None) -> list[dict[str, str]]:
-    path = prompts_dir(shared) / "nsfw_erasure_bench" / "NSFWErasureBench_I2P_rows_only.csv"
-    return [r for r in _rows(path) if r["prompt"].strip()]
-
-
-def adversarial_prompts(kind: str, shared: Path | None = None) -> list[str]:
-    """Unique prompts of nsfw_erasure_bench's adversarial set `kind` (Nudity, Violent, Horror)."""
-    path = prompts_dir(shared) / "nsfw_erasure_bench" / "adv_prompts" / f"{kind}_adv_prompts.csv"
-    return sorted(set(_texts(_rows(path))))
-
-
-def stop_rate(decisions: Sequence[PromptDecision]) -> float:
-    return sum(d.action in STOPS for d in decisions) / max(len(decisions), 1)
+from genguard.pipeline.training.prompt_sets import (
+    STOPS,
+    adversarial_prompts,
+    coco_prompts,
+    i2p_rows,
+    parti_prompts,
+    relabel_rows,
+    stop_rate,
+)
 
 
 def _percent(part: float) -> str:

@@ -21,9 +21,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import prompt_check as sets
 from genguard.guard.policy import PolicyEngine, PolicyPack, load_pack
 from genguard.guard.types import PromptAction
+from genguard.pipeline.training import prompt_sets as sets
 
 FOREIGN = Path(__file__).resolve().parent / "foreign_prompts.tsv"
 
@@ -45,7 +45,7 @@ def main() -> None:
     gated = PolicyEngine(pack)
     with tempfile.TemporaryDirectory() as folder:
         plain = PolicyEngine(without_gate(pack, Path(folder)))
-    foreign_rows = sets._rows(FOREIGN, "\t")
+    foreign_rows = sets.rows(FOREIGN, "\t")
     prompt_sets = {
         "COCO": sets.coco_prompts(args.shared)[: args.coco],
         "PartiPrompts": sets.parti_prompts(args.shared),

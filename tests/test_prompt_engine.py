@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.prompt_check import coco_prompts, i2p_rows, parti_prompts, stop_rate
 from genguard.guard.errors import BadInputError, PolicyError
 from genguard.guard.policy import NormalizedPrompt, PolicyEngine, PromptScanner, load_pack
 from genguard.guard.policy.engine import rewrite_prompt
 from genguard.guard.types import PromptAction, RuleHit
+from genguard.pipeline.training.prompt_sets import coco_prompts, i2p_rows, parti_prompts, stop_rate
 
 SHARED = Path(os.environ.get("GENGUARD_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 import yaml
 
-from bench.prompt_check import _rows, stop_rate
 from genguard.guard.errors import ModelLoadError, PolicyError
 from genguard.guard.policy import PolicyEngine, PolicyPack, load_pack, normalize
 from genguard.guard.policy.scanners import default_scanners
 from genguard.guard.policy.semantic import SemanticScanner, semantic_scanners
 from genguard.guard.types import PromptAction
+from genguard.pipeline.training import train_prompt_classifier as training
+from genguard.pipeline.training.prompt_sets import rows, stop_rate
 from genguard.policies import PACK_DIR
-from genguard.policies.training import train_prompt_classifier as training
 
 ADAPTER = PACK_DIR / "models" / "prompt-minilm-lora"
 # A few rows of each public prompt set, in the layout of ../shared (tests/data/make_prompt_sample.py):
@@ -46,8 +46,8 @@ def pack_with(tmp_path: Path, change: dict[str, Any]) -> PolicyPack:
 
 
 def report_split(name: str, size: int) -> list[str]:
-    rows = [r for r in _rows(training.DATA / name) if training.topic_split(r["topic"]) == "report"]
-    return training._subsample([r["prompt"] for r in rows if r["prompt"].strip()], size)
+    report = [r for r in rows(training.DATA / name) if training.topic_split(r["topic"]) == "report"]
+    return training._subsample([r["prompt"] for r in report if r["prompt"].strip()], size)
 
 
 def test_default_pack_runs_the_shipped_adapter(

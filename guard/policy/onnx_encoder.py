@@ -1,6 +1,6 @@
 """The semantic layer's encoder on ONNX Runtime: no torch, no transformers, a fast cold start.
 
-The encoder (LoRA deltas merged, guard/policy/_adapter.py) and the adapter's head are exported once
+The encoder (LoRA deltas merged, guard/policy/adapter.py) and the adapter's head are exported once
 to one ONNX graph with torch, into the cache (`guard.config.cache_dir() / "prompt-encoders"`), in a
 folder named by a digest of everything the export read: the encoder's pinned files (or, unpinned, a
 digest over its folder), the adapter's config and weights, and this module's export format. A later

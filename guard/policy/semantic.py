@@ -1,7 +1,7 @@
 """The semantic layer: a sentence-embedding encoder, a trained adapter and/or exemplar prompts per category.
 
 The pack names the encoder and a trained adapter (`semantic: {model: ..., adapter: models/...}`: LoRA
-deltas merged into the encoder and a multi-label head, guard/policy/_adapter.py; the hit is
+deltas merged into the encoder and a multi-label head, guard/policy/adapter.py; the hit is
 "violence.semantic.adapter" with the head's probability), and/or exemplar prompts per category
 (`exemplars: {violence: [...]}`). Exemplars are embedded once, when the scanner is built; a prompt's
 score for a category is its best cosine similarity to one of that category's exemplars, clipped to
@@ -29,7 +29,7 @@ import numpy as np
 from genguard.guard import models as _models
 from genguard.guard.errors import ModelLoadError, PolicyError
 from genguard.guard.policy import onnx_encoder
-from genguard.guard.policy._adapter import CONFIG_FILE, WEIGHTS_FILE, AdapterConfig, merge, read_config
+from genguard.guard.policy.adapter import CONFIG_FILE, WEIGHTS_FILE, AdapterConfig, merge, read_config
 from genguard.guard.policy.normalize import NormalizedPrompt, normalize
 from genguard.guard.policy.onnx_encoder import OnnxEncoder
 from genguard.guard.policy.pack import PolicyPack
@@ -418,7 +418,7 @@ class SemanticScanner:
     """Embeds prompts with an `AutoModel` encoder; scores categories by exemplars and/or an adapter.
 
     `exemplars`: category of `pack` -> exemplar prompts. `sha256`: file name in the model folder ->
-    hex digest, checked before loading. `adapter`: a trained adapter folder (guard/policy/_adapter.py),
+    hex digest, checked before loading. `adapter`: a trained adapter folder (guard/policy/adapter.py),
     its files checked against `adapter_sha256` and its own pinned digests; its head gives one
     probability per category it was trained for. One hit per category with exemplars and one per
     adapter category, whatever the score (the engine decides what counts against `thresholds.semantic`).

