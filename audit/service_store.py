@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Self
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, RowMapping, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from genguard.audit import db
@@ -183,8 +183,8 @@ class ServiceStore:
 
     def list_tenants(self) -> list[TenantInfo]:
         with self._reading() as conn:
-            rows = conn.execute(select(Tenant).order_by(Tenant.created_at, Tenant.name)).scalars().all()
-        return [TenantInfo(id=r.id, name=r.name, created_at=parse_time(r.created_at)) for r in rows]
+            rows = conn.execute(select(Tenant).order_by(Tenant.created_at, Tenant.name)).mappings().all()
+        return [TenantInfo(id=r["id"], name=r["name"], created_at=parse_time(r["created_at"])) for r in rows]
 
     def tenant(self, name: str) -> TenantInfo:
         """The tenant called `name`; raises NotFoundError."""
@@ -228,12 +228,12 @@ class ServiceStore:
         return IssuedKey(info=info, secret=secret)
 
     def list_keys(self, tenant_name: str | None = None) -> list[ApiKeyInfo]:
-        query = select(ApiKey, Tenant.name).join(Tenant, Tenant.id == ApiKey.tenant_id)
+        query = select(ApiKey, Tenant.name.label("tenant_name")).join(Tenant, Tenant.id == ApiKey.tenant_id)
         if tenant_name is not None:
             query = query.where(Tenant.name == self.tenant(tenant_name).name)
         with self._reading() as conn:
-            rows = conn.execute(query.order_by(ApiKey.created_at, ApiKey.id)).all()
-        return [_key_info(row[0], row[1]) for row in rows]
+            rows = conn.execute(query.order_by(ApiKey.created_at, ApiKey.id)).mappings().all()
+        return [_key_info(row) for row in rows]
 
     def revoke_key(self, key_id: str) -> ApiKeyInfo:
         """Revoke the key (idempotent: a revoked key keeps its first revocation time)."""
@@ -254,14 +254,18 @@ class ServiceStore:
         if len(parts) != 3 or parts[0] != KEY_PREFIX or len(presented) > 200:
             return KeyCheck(KeyState.UNKNOWN, None)
         with self._reading() as conn:
-            row = conn.execute(
-                select(ApiKey, Tenant.name)
-                .join(Tenant, Tenant.id == ApiKey.tenant_id)
-                .where(ApiKey.id == parts[1])
-            ).first()
-        if row is None or not hmac.compare_digest(row[0].key_hash, hash_key(presented)):
+            row = (
+                conn.execute(
+                    select(ApiKey, Tenant.name.label("tenant_name"))
+                    .join(Tenant, Tenant.id == ApiKey.tenant_id)
+                    .where(ApiKey.id == parts[1])
+                )
+                .mappings()
+                .first()
+            )
+        if row is None or not hmac.compare_digest(row["key_hash"], hash_key(presented)):
             return KeyCheck(KeyState.UNKNOWN, None)
-        info = _key_info(row[0], row[1])
+        info = _key_info(row)
         return KeyCheck(info.state(_now()), info)
 
     # ---------------------------------------------------------------------------------- jobs
@@ -289,7 +293,7 @@ class ServiceStore:
         if tenant_id is not None:
             query = query.where(Job.tenant_id == tenant_id)
         with self._reading() as conn:
-            row = conn.execute(query).scalars().first()
+            row = conn.execute(query).mappings().first()
         return None if row is None else _job(row)
 
     def job_for_generation(self, generation_id: str, tenant_id: str) -> JobRecord | None:
@@ -298,7 +302,7 @@ class ServiceStore:
                 conn.execute(
                     select(Job).where(Job.generation_id == generation_id, Job.tenant_id == tenant_id)
                 )
-                .scalars()
+                .mappings()
                 .first()
             )
         return None if row is None else _job(row)
@@ -394,32 +398,32 @@ class _guarded:
         return False
 
 
-def _key_info(row: ApiKey, tenant_name: str) -> ApiKeyInfo:
+def _key_info(row: RowMapping) -> ApiKeyInfo:
     return ApiKeyInfo(
-        id=row.id,
-        tenant_id=row.tenant_id,
-        tenant_name=tenant_name,
-        role=row.role,
-        label=row.label,
-        created_at=parse_time(row.created_at),
-        expires_at=_time(row.expires_at),
-        revoked_at=_time(row.revoked_at),
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        tenant_name=row["tenant_name"],
+        role=row["role"],
+        label=row["label"],
+        created_at=parse_time(row["created_at"]),
+        expires_at=_time(row["expires_at"]),
+        revoked_at=_time(row["revoked_at"]),
     )
 
 
-def _job(row: Job) -> JobRecord:
+def _job(row: RowMapping) -> JobRecord:
     return JobRecord(
-        id=row.id,
-        tenant_id=row.tenant_id,
-        key_id=row.key_id,
-        status=row.status,
-        created_at=parse_time(row.created_at),
-        started_at=_time(row.started_at),
-        finished_at=_time(row.finished_at),
-        request=json.loads(row.request_json),
-        generation_id=row.generation_id,
-        result=None if row.result_json is None else json.loads(row.result_json),
-        error=row.error,
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        key_id=row["key_id"],
+        status=row["status"],
+        created_at=parse_time(row["created_at"]),
+        started_at=_time(row["started_at"]),
+        finished_at=_time(row["finished_at"]),
+        request=json.loads(row["request_json"]),
+        generation_id=row["generation_id"],
+        result=None if row["result_json"] is None else json.loads(row["result_json"]),
+        error=row["error"],
     )
 
 
