@@ -388,14 +388,13 @@ class _guarded:
         except SQLAlchemyError as exc:
             raise db.unavailable(self._engine.url, exc) from exc
 
-    def __exit__(self, *exc_info: object) -> bool:
+    def __exit__(self, *exc_info: object) -> None:
         try:
             self._context.__exit__(*exc_info)
         except SQLAlchemyError as exc:
             raise db.unavailable(self._engine.url, exc) from exc
         if isinstance(exc_info[1], SQLAlchemyError):
             raise db.unavailable(self._engine.url, exc_info[1]) from exc_info[1]
-        return False
 
 
 def _key_info(row: RowMapping) -> ApiKeyInfo:
