@@ -7,8 +7,10 @@ be revoked; a revoked or expired key authenticates nothing.
 
 Jobs: `queued` -> `running` -> `done` / `blocked` / `invalid` / `failed`. A worker claims the oldest
 queued job in a write transaction (so two workers, in one process or several, never run the same job).
-At start, `recover_jobs` marks jobs left `running` by a stopped service as failed (their generation may
-or may not have been recorded: running them again could record it twice); queued ones simply wait.
+A finished job's row keeps no prompt: the generation's audit record holds it, stored as the policy pack
+says (in clear, hashed or not at all). At start, `recover_jobs` marks jobs left `running` by a stopped
+service as failed (their generation may or may not have been recorded: running them again could record
+it twice); queued ones simply wait.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Self
 
-from sqlalchemy import Engine, RowMapping, insert, select, update
+from sqlalchemy import Connection, Engine, RowMapping, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from genguard.audit import db
@@ -39,6 +41,8 @@ TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 JOB_STATES = ("queued", "running", "done", "blocked", "invalid", "failed")
 FINISHED = frozenset(JOB_STATES[2:])
 _BUSY_RETRIES = 6
+_PROMPT_FIELDS = ("prompt", "negative_prompt")
+_INTERRUPTED = "interrupted: the service stopped while this job ran; submit it again"
 
 
 class KeyState(StrEnum):
@@ -336,31 +340,16 @@ class ServiceStore:
         if status not in FINISHED:
             raise BadInputError(f"job status: expected one of {sorted(FINISHED)}, found {status!r}")
         with self._writing() as conn:
-            conn.execute(
-                update(Job)
-                .where(Job.id == job_id)
-                .values(
-                    status=status,
-                    finished_at=format_time(_now()),
-                    generation_id=generation_id,
-                    result_json=None if result is None else json.dumps(result, sort_keys=True),
-                    error=error,
-                )
-            )
+            if not _finish(conn, job_id, status, generation_id, result, error):
+                raise NotFoundError(f"job id: expected an existing job, found {job_id!r}")
 
     def recover_jobs(self) -> int:
         """Mark jobs left `running` by a stopped service failed; returns how many."""
         with self._writing() as conn:
-            changed = conn.execute(
-                update(Job)
-                .where(Job.status == "running")
-                .values(
-                    status="failed",
-                    finished_at=format_time(_now()),
-                    error="interrupted: the service stopped while this job ran; submit it again",
-                )
-            )
-        return int(changed.rowcount)
+            running = conn.execute(select(Job.id).where(Job.status == "running")).scalars().all()
+            for job_id in running:
+                _finish(conn, job_id, "failed", None, None, _INTERRUPTED)
+        return len(running)
 
     def count_jobs(self, status: str) -> int:
         with self._reading() as conn:
@@ -395,6 +384,35 @@ class _guarded:
             raise db.unavailable(self._engine.url, exc) from exc
         if isinstance(exc_info[1], SQLAlchemyError):
             raise db.unavailable(self._engine.url, exc_info[1]) from exc_info[1]
+
+
+def _finish(
+    conn: Connection,
+    job_id: str,
+    status: str,
+    generation_id: str | None,
+    result: dict[str, Any] | None,
+    error: str | None,
+) -> bool:
+    """End the job (False: no such job). Its prompts leave the row: the generation's audit record keeps
+    them as the pack says (in clear, hashed or not at all)."""
+    asked = conn.execute(select(Job.request_json).where(Job.id == job_id)).scalar()
+    if asked is None:
+        return False
+    kept = {k: v for k, v in json.loads(asked).items() if k not in _PROMPT_FIELDS}
+    conn.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(
+            request_json=json.dumps({**kept, "prompts_removed": True}, sort_keys=True),
+            status=status,
+            finished_at=format_time(_now()),
+            generation_id=generation_id,
+            result_json=None if result is None else json.dumps(result, sort_keys=True),
+            error=error,
+        )
+    )
+    return True
 
 
 def _key_info(row: RowMapping) -> ApiKeyInfo:

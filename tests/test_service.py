@@ -201,6 +201,10 @@ def test_generation_job_releases_signed_marked_files_recorded_under_the_key_id(s
     with AuditStore.open(f"sqlite:///{server.db_path}", read_only=True) as audit:
         record = audit.get_generation(job["generation_id"], with_events=False)
     assert record is not None and record.actor == f"apikey:{server.keys['generator'].info.id}"
+    # The finished job's row keeps no prompt (the audit record keeps it as the pack says).
+    with ServiceStore.open(f"sqlite:///{server.db_path}") as store:
+        row = store.get_job(job["id"])
+    assert row is not None and "prompt" not in row.request and row.request["prompts_removed"]
     # Another tenant: the job and the file do not exist for it (404, not 403).
     other = server.headers("other")
     assert httpx.get(f"{server.url}/v1/generations/{job['id']}", headers=other).status_code == 404
@@ -451,6 +455,8 @@ def test_service_store_on_postgres(postgres_url: str) -> None:
         job = store.create_job(issued.info.tenant_id, issued.info.id, {"prompt": "p"})
         assert store.claim_next_job() == store.get_job(job.id) and store.claim_next_job() is None
         store.finish_job(job.id, "failed", error="e")
+        finished = store.get_job(job.id)
+        assert finished is not None and finished.status == "failed" and "prompt" not in finished.request
         assert store.get_job(job.id, "tn_someone_else") is None
         store.revoke_key(issued.info.id)
         assert store.authenticate(issued.secret).state.value == "revoked"

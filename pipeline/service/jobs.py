@@ -41,7 +41,6 @@ def decision_summary(decision: PromptDecision) -> dict[str, Any]:
         "policy": {"name": decision.policy.name, "version": decision.policy.version},
         "categories": categories,
         "prompt_rewritten": decision.prompt != decision.original_prompt,
-        "prompt": decision.prompt,
     }
 
 

@@ -4,7 +4,8 @@ The request is queued as a job like any other and answered when its images are o
 `max_wait_s`). A prompt the policy blocks, and a generation whose every image was withheld, are answered
 as OpenAI answers a refusal: 400 with `code: content_policy_violation` (and the policy's categories).
 `model`, when given, must name the model this service runs. `url` answers point at `/v1/files/...`
-(the caller's key is needed to fetch them); `b64_json` carries the signed file itself.
+(the caller's key is needed to fetch them); `b64_json` carries the signed file itself. `revised_prompt` is
+never sent: prompts are kept only in the audit record, as the policy pack says.
 """
 
 from __future__ import annotations
@@ -98,17 +99,15 @@ def router(ctx: ServiceContext) -> APIRouter:
                 categories=categories,
                 generation_id=done.generation_id,
             )
-        decision = result.get("decision") or {}
-        revised = decision.get("prompt") if decision.get("prompt_rewritten") else None
         data = []
         for image in released:
             if body.response_format == "b64_json":
                 path = Path(ctx.config.files_dir) / principal.tenant_id / image["file"]
                 encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-                data.append(OpenAIImage(b64_json=encoded, revised_prompt=revised))
+                data.append(OpenAIImage(b64_json=encoded))
             else:
                 url = file_url(request, done.generation_id or "", image["file"])
-                data.append(OpenAIImage(url=url, revised_prompt=revised))
+                data.append(OpenAIImage(url=url))
         return OpenAIImagesResponse(created=int(time.time()), data=data)
 
     return api
