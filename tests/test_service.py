@@ -320,6 +320,7 @@ ENDPOINTS = [
     ("GET", "/v1/generations/job_none", None),  # an allowed role gets 404
     ("GET", "/v1/files/gen/x.png", None),
     ("POST", "/v1/images/generations", {"prompt": "a boat", "model": "not-served"}),  # allowed: 400
+    ("GET", "/v1/audit/chain", None),
 ]
 ALLOWED = {
     "/v1/me": {"generator", "reviewer", "auditor", "admin"},
@@ -327,6 +328,7 @@ ALLOWED = {
     "/v1/generations/job_none": {"generator"},
     "/v1/files/gen/x.png": {"generator"},
     "/v1/images/generations": {"generator"},
+    "/v1/audit/chain": {"auditor", "admin"},
 }
 
 
@@ -352,6 +354,11 @@ def test_endpoint_by_role(server: Server, method: str, path: str, body: Any) -> 
             assert answer.status_code != 403
     assert "revoked" in httpx.get(f"{server.url}/v1/me", headers=server.headers("revoked")).text
     assert "expired" in httpx.get(f"{server.url}/v1/me", headers=server.headers("expired")).text
+
+
+def test_auditor_checks_the_chain(server: Server) -> None:
+    chain = httpx.get(f"{server.url}/v1/audit/chain", headers=server.headers("auditor"), timeout=60).json()
+    assert chain["ok"] and chain["entries_checked"] >= 1 and chain["first_bad_seq"] is None
 
 
 def test_keys_never_in_database_logs_or_responses(server: Server) -> None:

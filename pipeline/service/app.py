@@ -26,7 +26,13 @@ from fastapi.responses import JSONResponse
 from genguard.audit.service_store import ServiceStore
 from genguard.audit.store import AuditStore
 from genguard.guard.errors import AuditUnavailableError, GenguardError, NotFoundError
-from genguard.pipeline.service import routes_generations, routes_health, routes_openai, routes_verify
+from genguard.pipeline.service import (
+    routes_audit,
+    routes_generations,
+    routes_health,
+    routes_openai,
+    routes_verify,
+)
 from genguard.pipeline.service.context import ServiceConfig, ServiceContext, TokenBuckets
 from genguard.pipeline.service.errors import ApiError
 from genguard.pipeline.service.jobs import JobRunner
@@ -188,6 +194,6 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
         status = 404 if isinstance(exc, NotFoundError) else 400 if exc.exit_code == 2 else 500
         return error_response(ApiError(status, "refused", str(exc)))
 
-    for module in (routes_health, routes_generations, routes_openai, routes_verify):
+    for module in (routes_health, routes_generations, routes_openai, routes_verify, routes_audit):
         app.include_router(module.router(ctx))
     return app
