@@ -492,3 +492,36 @@ def test_cli_tenants_and_apikeys(tmp_path: Path) -> None:
     assert rows[0]["state"] == "revoked"
     bad = runner.invoke(cli, ["apikeys", "create", "--tenant", "nobody", "--role", "admin", "--db", db])
     assert bad.exit_code != 0
+
+
+def test_public_verify_and_auditor_pages_never_load_torch(tmp_path: Path) -> None:
+    """A fresh interpreter: the app, a public verify and the auditor's chain check import no torch."""
+    import subprocess
+    import sys
+
+    script = f"""
+import io, sys
+import numpy as np
+from PIL import Image
+from starlette.testclient import TestClient
+from genguard.audit.service_store import ServiceStore
+from genguard.pipeline.service.app import create_app
+from genguard.pipeline.service.context import ServiceConfig
+
+url = "sqlite:///{tmp_path / "a.sqlite3"}"
+with ServiceStore.open(url) as store:
+    store.create_tenant("t")
+    key = store.issue_key("t", "auditor").secret
+png = io.BytesIO()
+Image.fromarray(np.full((96, 96, 3), 90, np.uint8)).save(png, format="PNG")
+with TestClient(create_app(ServiceConfig(db_url=url, files_dir={str(tmp_path)!r}, workers=1))) as client:
+    assert client.post("/v1/verify", files={{"image": ("a.png", png.getvalue(), "image/png")}}).status_code == 200
+    assert client.get("/v1/audit/chain", headers={{"Authorization": "Bearer " + key}}).json()["ok"]
+    assert client.get("/readyz").status_code == 200
+print(sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modules))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
