@@ -525,3 +525,28 @@ print(sorted(m for m in ("torch", "diffusers", "transformers") if m in sys.modul
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_unhandled_error_is_json_500_with_the_request_id_and_logged(tmp_path: Path, server: Server) -> None:
+    from starlette.testclient import TestClient
+
+    app = create_app(
+        ServiceConfig(db_url=f"sqlite:///{tmp_path / 'a.sqlite3'}", files_dir=tmp_path, workers=0)
+    )
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/boom", headers={"X-Request-ID": "rid-500"})
+    assert answer.status_code == 500
+    assert answer.json()["error"] == {
+        "message": "internal error; quote the request id",
+        "type": "server_error",
+        "code": "internal_error",
+        "param": None,
+        "request_id": "rid-500",
+    }
+    crash = [json.loads(line) for line in server.logs.lines if "rid-500" in line and "unhandled" in line]
+    assert crash and "a bug" in crash[0]["exception"]

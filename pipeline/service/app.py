@@ -66,23 +66,24 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """The service's loggers write JSON lines to stderr (once, however often called)."""
-    logger = logging.getLogger("genguard.service")
-    if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter())
-        logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
+    """The service's loggers, and uvicorn's, write JSON lines to stderr (once, however often called)."""
+    for name in ("genguard.service", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(JsonFormatter())
+            logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False
 
 
-def error_response(error: ApiError) -> JSONResponse:
+def error_response(error: ApiError, request_id: str | None = None) -> JSONResponse:
     body: dict[str, Any] = {
         "message": error.message,
         "type": error.kind,
         "code": error.code,
         "param": error.param,
-        "request_id": REQUEST_ID.get(),
+        "request_id": request_id or REQUEST_ID.get(),
     }
     if error.categories is not None:
         body["categories"] = error.categories
@@ -143,6 +144,7 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
         asked = request.headers.get("x-request-id", "")
         request_id = asked if _SANE_ID.match(asked) else uuid.uuid4().hex
         token = REQUEST_ID.set(request_id)
+        request.state.request_id = request_id  # for the handler of unhandled errors, which runs outside
         started = time.monotonic()
         status = 500
         try:
@@ -193,6 +195,15 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
     async def refused(request: Request, exc: GenguardError) -> JSONResponse:
         status = 404 if isinstance(exc, NotFoundError) else 400 if exc.exit_code == 2 else 500
         return error_response(ApiError(status, "refused", str(exc)))
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception) -> JSONResponse:
+        request_id = getattr(request.state, "request_id", None)
+        log.error("unhandled error", exc_info=exc, extra={"path": request.url.path, "request_id": request_id})
+        return error_response(
+            ApiError(500, "internal_error", "internal error; quote the request id", kind="server_error"),
+            request_id,
+        )
 
     for module in (routes_health, routes_generations, routes_openai, routes_verify, routes_audit):
         app.include_router(module.router(ctx))
