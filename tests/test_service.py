@@ -216,6 +216,15 @@ def test_generation_job_releases_signed_marked_files_recorded_under_the_key_id(s
         assert httpx.get(f"{base}/{name}", headers=server.headers("generator")).status_code == 404
 
 
+def test_output_format_per_request(server: Server) -> None:
+    job = generate(server, output_format="jpeg")
+    assert job["status"] == "done", job
+    (image,) = job["released"]
+    assert image["mime_type"] == "image/jpeg" and image["file"].endswith(".jpg")
+    data = httpx.get(image["url"], headers=server.headers("generator")).content
+    assert Image.open(io.BytesIO(data)).format == "JPEG"
+
+
 def test_blocked_prompt_job_is_recorded_blocked_with_categories(server: Server) -> None:
     job = generate(server, prompt=BLOCKED_PROMPT)
     assert job["status"] == "blocked" and not job["released"]

@@ -1,7 +1,8 @@
 """The job queue's in-process workers: each claims queued jobs from the database and runs them.
 
 Each worker thread loads its own `GovernedPipeline` on its first job (so a service that only verifies
-never loads torch) and keeps it. A job's generation is recorded by the pipeline as always (the key id as
+never loads torch) and keeps it; a job asking for another output format (png, jpeg, webp) loads one more,
+once. A job's generation is recorded by the pipeline as always (the key id as
 its actor); the job row then says how it ended and what was released. Files are written under
 `files_dir/<tenant id>/`. A job that raises is recorded `failed` with the error, and the worker goes on.
 """
@@ -121,20 +122,20 @@ class JobRunner:
                 self._finished.notify_all()
 
     def _pipeline(self, pipelines: dict[str, Any], output_format: str) -> Any:
-        """This worker's pipeline (loaded on its first job), set to encode `output_format`."""
+        """This worker's pipeline for `output_format`, loaded on its first job in that format (the format
+        is fixed when a pipeline is built, so each format asked for loads the model once per worker)."""
         from genguard.pipeline.governed import GovernedPipeline
 
-        if "pipe" not in pipelines:
-            pipelines["pipe"] = GovernedPipeline.from_pretrained(
+        if output_format not in pipelines:
+            pipelines[output_format] = GovernedPipeline.from_pretrained(
                 self.settings.model,
                 policy=self.settings.policy,
                 audit=self.audit,
                 device=self.settings.device,
+                output_format=output_format,
             )
             self.models_loaded += 1
-        pipe = pipelines["pipe"]
-        pipe.output_format = output_format  # this worker's own pipeline: one job at a time
-        return pipe
+        return pipelines[output_format]
 
     def _run(self, job: JobRecord, pipelines: dict[str, Any]) -> None:
         from genguard.pipeline import families
