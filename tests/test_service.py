@@ -405,7 +405,7 @@ def png_header_only(width: int, height: int) -> bytes:
 
 def test_verify_refuses_bad_uploads_with_clear_4xx(server: Server) -> None:
     url = f"{server.url}/v1/verify"
-    text = httpx.post(url, files={"image": ("a.txt", b"hello, not an image", "text/plain")})
+    text = httpx.post(url, files={"image": ("a.txt", b"hello, not an image", "text/plain")}, timeout=60)
     assert text.status_code == 415 and text.json()["error"]["code"] == "invalid_image"
     buffer = io.BytesIO()
     Image.fromarray(np.full((96, 96, 3), 120, np.uint8)).save(buffer, format="PNG")
@@ -413,7 +413,9 @@ def test_verify_refuses_bad_uploads_with_clear_4xx(server: Server) -> None:
     assert truncated.status_code == 400 and "truncated" in truncated.json()["error"]["message"]
     bomb = httpx.post(url, files={"image": ("b.png", png_header_only(60_000, 60_000), "image/png")})
     assert bomb.status_code == 413 and bomb.json()["error"]["code"] == "image_too_large"
-    huge = httpx.post(url, content=b"\0" * (3 * 1024 * 1024), headers={"content-type": "image/png"})
+    huge = httpx.post(
+        url, content=b"\0" * (3 * 1024 * 1024), headers={"content-type": "image/png"}, timeout=60
+    )
     assert huge.status_code == 413 and "Content-Length" in huge.json()["error"]["message"]
     missing = httpx.post(url, files={"other": ("a.png", buffer.getvalue(), "image/png")})
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "image"
@@ -457,6 +459,35 @@ def test_verify_is_rate_limited_per_address(tmp_path: Path, embedded_cache: Path
     finally:
         uv.should_exit = True
         thread.join(30)
+
+
+def test_verify_runs_at_most_its_slots_at_once(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from skimage import data as skdata
+
+    config = ServiceConfig(
+        db_url=f"sqlite:///{tmp_path / 'a.sqlite3'}", files_dir=tmp_path, workers=0, verify_concurrency=1
+    )
+    png = io.BytesIO()
+    Image.fromarray(skdata.astronaut()).save(png, format="PNG")  # about a CPU-second to verify
+    uv, thread, url = serve_in_thread(create_app(config))
+    try:
+
+        def post(_: int) -> httpx.Response:
+            return httpx.post(
+                f"{url}/v1/verify", files={"image": ("a.png", png.getvalue(), "image/png")}, timeout=120
+            )
+
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(post, range(4)))
+    finally:
+        uv.should_exit = True
+        thread.join(30)
+    codes = sorted(answer.status_code for answer in answers)
+    assert codes[0] == 200 and codes[-1] == 503, codes
+    busy = next(answer for answer in answers if answer.status_code == 503)
+    assert busy.json()["error"]["code"] == "busy" and busy.headers["retry-after"] == "1"
 
 
 # ------------------------------------------------------------------------------------- the store

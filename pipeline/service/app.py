@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -107,6 +108,7 @@ def open_context(config: ServiceConfig) -> ServiceContext:
         audit=audit,
         runner=runner,
         verify_limits=TokenBuckets(config.verify_burst, config.verify_per_second),
+        verify_slots=threading.BoundedSemaphore(config.verify_concurrency),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,9 +16,10 @@ from genguard.pipeline.service.jobs import JobRunner, WorkerSettings
 @dataclass(frozen=True)
 class ServiceConfig:
     """`genguard serve`'s settings. Limits: `max_upload_bytes` (a verify upload's body, refused before it
-    is read in full), `max_upload_pixels` (refused from the header, before decoding), the public verify's
-    token bucket per client address (`verify_burst` requests, refilled at `verify_per_second`),
-    `max_wait_s` (the longest `?wait=` and the OpenAI endpoint's wait for its images)."""
+        is read in full), `max_upload_pixels` (refused from the header, before decoding), the public verify's
+        token bucket per client address (`verify_burst` requests, refilled at `verify_per_second`), at most
+    `verify_concurrency` verifications at once over all addresses (one costs about a CPU-second at 512 px),
+        `max_wait_s` (the longest `?wait=` and the OpenAI endpoint's wait for its images)."""
 
     db_url: str | None = None
     files_dir: Path = Path("genguard-service-files")
@@ -27,6 +29,7 @@ class ServiceConfig:
     max_upload_pixels: int = 4096 * 4096
     verify_burst: int = 10
     verify_per_second: float = 1.0
+    verify_concurrency: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     max_wait_s: float = 120.0
 
 
@@ -63,3 +66,4 @@ class ServiceContext:
     audit: AuditStore
     runner: JobRunner
     verify_limits: TokenBuckets
+    verify_slots: threading.BoundedSemaphore

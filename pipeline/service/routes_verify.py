@@ -171,7 +171,7 @@ def router(ctx: ServiceContext) -> APIRouter:
         "/verify",
         response_model=PublicVerification,
         openapi_extra=_UPLOAD_SCHEMA,
-        responses={code: {"model": ErrorResponse} for code in (400, 413, 415, 429)},
+        responses={code: {"model": ErrorResponse} for code in (400, 413, 415, 429, 503)},
     )
     async def verify(request: Request) -> PublicVerification:
         """Is this image ours, was it changed, when was it made, under which policy version? No key needed."""
@@ -188,10 +188,20 @@ def router(ctx: ServiceContext) -> APIRouter:
             )
         data = await upload_bytes(request, ctx.config.max_upload_bytes)
         check_header(data, ctx.config.max_upload_pixels)
+        if not ctx.verify_slots.acquire(blocking=False):
+            raise ApiError(
+                503,
+                "busy",
+                f"verify: expected a free slot, found all {ctx.config.verify_concurrency} busy; retry shortly",
+                kind="server_error",
+                headers={"Retry-After": "1"},
+            )
         try:
             report = await run_in_threadpool(verify_image, data, store=ctx.audit, name="upload")
         except ImageInputError as exc:
             raise ApiError(400, "invalid_image", str(exc), param="image") from None
+        finally:
+            ctx.verify_slots.release()
         return public_view(report)
 
     return api
