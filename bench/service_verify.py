@@ -45,7 +45,7 @@ def main() -> None:
     while not server.started:
         time.sleep(0.05)
     png = io.BytesIO()
-    Image.fromarray(skdata.astronaut()).save(png, format="PNG")
+    Image.fromarray(skdata.astronaut()).save(png, format="PNG")  # type: ignore[no-untyped-call]
     body = png.getvalue()
 
     def one(_: int) -> float:
