@@ -135,3 +135,49 @@ class ChainHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+# ------------------------------------------------------------------ the service (migration 0003)
+
+
+class Tenant(Base):
+    """A customer of the service: its keys, jobs and files are its own."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[str] = mapped_column(String(27))
+
+
+class ApiKey(Base):
+    """An API key: its id, tenant and role, and the SHA-256 of the key (the key itself is never stored)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[str] = mapped_column(String(27))
+    expires_at: Mapped[str | None] = mapped_column(String(27))
+    revoked_at: Mapped[str | None] = mapped_column(String(27))
+
+
+class Job(Base):
+    """A generation asked of the service: queued, running, then done / blocked / invalid / failed."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[str] = mapped_column(String(27), index=True)
+    started_at: Mapped[str | None] = mapped_column(String(27))
+    finished_at: Mapped[str | None] = mapped_column(String(27))
+    request_json: Mapped[str] = mapped_column(Text)
+    generation_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    result_json: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)

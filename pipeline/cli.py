@@ -23,6 +23,8 @@ from genguard.pipeline import (
     cli_policy,
     cli_repair,
     cli_review,
+    cli_serve,
+    cli_tenants,
     cli_verify,
     cli_watermark,
 )
@@ -58,6 +60,9 @@ cli.add_command(cli_review.report)
 cli_review.report.add_command(cli_compliance.report_compliance)
 cli.add_command(cli_keys.keys_group)
 cli.add_command(cli_doctor.doctor)
+cli.add_command(cli_serve.serve)
+cli.add_command(cli_tenants.tenants)
+cli.add_command(cli_tenants.apikeys)
 
 
 def main(argv: list[str] | None = None) -> None:

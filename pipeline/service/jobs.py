@@ -1,0 +1,228 @@
+"""The job queue's in-process workers: each claims queued jobs from the database and runs them.
+
+Each worker thread loads its own `GovernedPipeline` on its first job (so a service that only verifies
+never loads torch) and keeps it; a job asking for another output format (png, jpeg, webp) loads one more,
+once. A job's generation is recorded by the pipeline as always (the key id as
+its actor); the job row then says how it ended and what was released. Files are written under
+`files_dir/<tenant id>/`. A job that raises is recorded `failed` with the error, and the worker goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genguard.audit.service_store import JobRecord, ServiceStore
+from genguard.audit.store import AuditStore
+from genguard.guard.errors import BlockedError, GenguardError
+from genguard.guard.markid import format_mark_id
+from genguard.guard.types import GenerationParams, GenerationRequest, PromptDecision
+
+log = logging.getLogger("genguard.service.jobs")
+POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What the workers load: the model, the policy pack and the device."""
+
+    model: str = "embedded:tiny-sd"
+    policy: str = "default"
+    device: str = "cpu"
+
+
+def decision_summary(decision: PromptDecision) -> dict[str, Any]:
+    categories = sorted({hit.category for hit in decision.rules})
+    return {
+        "action": decision.action.value,
+        "policy": {"name": decision.policy.name, "version": decision.policy.version},
+        "categories": categories,
+        "prompt_rewritten": decision.prompt != decision.original_prompt,
+    }
+
+
+class JobRunner:
+    """`workers` threads running queued jobs; `start()` picks up what a stopped service left queued."""
+
+    def __init__(
+        self,
+        store: ServiceStore,
+        audit: AuditStore,
+        files_dir: Path,
+        settings: WorkerSettings,
+        workers: int = 1,
+    ) -> None:
+        if workers < 0:
+            raise ValueError(f"workers: expected 0 or more, found {workers}")
+        self.store = store
+        self.audit = audit
+        self.files_dir = files_dir
+        self.settings = settings
+        self.workers = workers
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._wake = threading.Condition()
+        self._finished = threading.Condition()
+        self.models_loaded = 0
+
+    def start(self) -> None:
+        recovered = self.store.recover_jobs()
+        if recovered:
+            log.warning("jobs interrupted by the last stop marked failed", extra={"count": recovered})
+        for number in range(self.workers):
+            thread = threading.Thread(target=self._loop, name=f"genguard-worker-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self.notify()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def alive(self) -> int:
+        return sum(thread.is_alive() for thread in self._threads)
+
+    def notify(self) -> None:
+        """A job was queued: wake a waiting worker."""
+        with self._wake:
+            self._wake.notify()
+
+    def wait(self, job_id: str, tenant_id: str, timeout: float) -> JobRecord | None:
+        """The job once it has finished, or as it is when `timeout` seconds have passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.store.get_job(job_id, tenant_id)
+            remaining = deadline - time.monotonic()
+            if job is None or job.finished or remaining <= 0:
+                return job
+            with self._finished:
+                self._finished.wait(min(remaining, POLL_S))
+
+    # ---------------------------------------------------------------------------------- worker
+
+    def _loop(self) -> None:
+        pipelines: dict[str, Any] = {}
+        while not self._stop.is_set():
+            try:
+                job = self.store.claim_next_job()
+            except GenguardError as exc:
+                log.error("cannot claim a job", extra={"error": str(exc)})
+                job = None
+            if job is None:
+                with self._wake:
+                    self._wake.wait(POLL_S)
+                continue
+            self._run(job, pipelines)
+            with self._finished:
+                self._finished.notify_all()
+
+    def _pipeline(self, pipelines: dict[str, Any], output_format: str) -> Any:
+        """This worker's pipeline for `output_format`, loaded on its first job in that format (the format
+        is fixed when a pipeline is built, so each format asked for loads the model once per worker)."""
+        from genguard.pipeline.governed import GovernedPipeline
+
+        if output_format not in pipelines:
+            pipelines[output_format] = GovernedPipeline.from_pretrained(
+                self.settings.model,
+                policy=self.settings.policy,
+                audit=self.audit,
+                device=self.settings.device,
+                output_format=output_format,
+            )
+            self.models_loaded += 1
+        return pipelines[output_format]
+
+    def _run(self, job: JobRecord, pipelines: dict[str, Any]) -> None:
+        from genguard.pipeline import families
+        from genguard.pipeline.embedded import EMBEDDED_DEFAULT_SIZE, is_embedded
+        from genguard.pipeline.outcomes import InvalidRequestError, NotStartedError, ReleaseFailedError
+
+        started = time.monotonic()
+        log.info("job started", extra={"job_id": job.id, "key_id": job.key_id})
+        asked = job.request
+        status, generation_id, result, error = "failed", None, None, None
+        try:
+            pipe = self._pipeline(pipelines, asked.get("output_format", "png"))
+            width, height = asked.get("width") or 0, asked.get("height") or 0
+            if not width:
+                side = (
+                    EMBEDDED_DEFAULT_SIZE
+                    if is_embedded(self.settings.model)
+                    else families.default_size(pipe.pipe)
+                )
+                width, height = side, side
+            request = GenerationRequest(
+                prompt=asked["prompt"],
+                negative_prompt=asked.get("negative_prompt", ""),
+                params=GenerationParams(
+                    width=width,
+                    height=height,
+                    steps=asked["steps"],
+                    guidance_scale=asked["guidance"],
+                    num_images=asked["n"],
+                    seed=asked.get("seed"),
+                ),
+                actor=f"apikey:{job.key_id}",
+            )
+            outcome = pipe(request, out_dir=self.files_dir / job.tenant_id)
+            status, generation_id = "done", outcome.generation_id
+            result = summarise(outcome, pipe.sidecar)
+        except BlockedError as exc:
+            status, generation_id, error = "blocked", exc.generation_id, str(exc)
+            result = {"decision": decision_summary(exc.decision), "generation_status": "blocked"}
+        except InvalidRequestError as exc:
+            status, generation_id, error = "invalid", exc.generation_id, str(exc)
+        except (NotStartedError, ReleaseFailedError) as exc:
+            generation_id, error = exc.generation_id, str(exc)
+        except Exception as exc:  # noqa: BLE001  (recorded failed; the worker goes on with the next job)
+            error = f"{type(exc).__name__}: {exc}"
+        try:
+            self.store.finish_job(job.id, status, generation_id=generation_id, result=result, error=error)
+        except GenguardError as exc:
+            log.error("job finished but not recorded", extra={"job_id": job.id, "error": str(exc)})
+            return
+        log.info(
+            "job finished",
+            extra={
+                "job_id": job.id,
+                "key_id": job.key_id,
+                "status": status,
+                "generation_id": generation_id,
+                "duration_ms": round((time.monotonic() - started) * 1000),
+            },
+        )
+
+
+def summarise(outcome: Any, sidecar: bool) -> dict[str, Any]:
+    """What the job row keeps of a GenerationResult: the decision, released files, withheld images."""
+    return {
+        "generation_status": outcome.status,
+        "decision": decision_summary(outcome.decision),
+        "released": [
+            {
+                "index": image.index,
+                "file": image.path.name,
+                "mime_type": image.mime_type,
+                "sha256": image.sha256,
+                "mark_id": format_mark_id(image.mark_id),
+                "manifest": {
+                    "signed": image.manifest is not None,
+                    "embedded": image.manifest is not None and not sidecar,
+                    "size_bytes": len(image.manifest or b""),
+                    "timestamp": image.timestamp,
+                },
+            }
+            for image in outcome.released
+        ],
+        "withheld": [
+            {"index": held.index, "status": held.status, "reason": held.reason} for held in outcome.withheld
+        ],
+    }
+
+
+__all__ = ["JobRunner", "WorkerSettings", "decision_summary", "summarise"]
