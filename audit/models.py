@@ -135,3 +135,16 @@ class ChainHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class LogSignature(Base):
+    """One Ed25519 signature per committed batch of entries first_seq..last_seq (genguard.audit.log_key).
+
+    `key_id` is the SHA-256 of the signer's public key; the private key is never stored."""
+
+    __tablename__ = "log_signatures"
+
+    last_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128))
