@@ -103,7 +103,9 @@ class Checkpoint:
     block_roots: tuple[bytes, ...]
     signature: bytes
     key_name: str = ""  # the signature line's key name; "" (new checkpoints): the origin
-    cosignature_lines: tuple[str, ...] = ()  # witnesses' signature lines, as received (genguard.audit.witness)
+    cosignature_lines: tuple[
+        str, ...
+    ] = ()  # witnesses' signature lines, as received (genguard.audit.witness)
 
     @property
     def key_id(self) -> str:
@@ -392,7 +394,11 @@ class AutoCheckpoints:
     every_seconds: float = DEFAULT_EVERY_SECONDS
 
     def __post_init__(self) -> None:
-        if isinstance(self.every_entries, bool) or not isinstance(self.every_entries, int) or self.every_entries < 1:
+        if (
+            isinstance(self.every_entries, bool)
+            or not isinstance(self.every_entries, int)
+            or self.every_entries < 1
+        ):
             raise BadInputError(f"every_entries: expected a positive integer, found {self.every_entries!r}")
         if not isinstance(self.every_seconds, (int, float)) or not self.every_seconds > 0:
             raise BadInputError(f"every_seconds: expected a positive number, found {self.every_seconds!r}")
@@ -407,7 +413,9 @@ class AutoCheckpoints:
         try:
             entries_value = int(every)
         except ValueError:
-            raise BadInputError(f"{CHECKPOINT_EVERY_ENV}: expected a positive integer, found {every!r}") from None
+            raise BadInputError(
+                f"{CHECKPOINT_EVERY_ENV}: expected a positive integer, found {every!r}"
+            ) from None
         try:
             seconds_value = float(seconds)
         except ValueError:

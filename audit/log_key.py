@@ -93,7 +93,11 @@ def batch_message(log_id: str, first_seq: int, last_seq: int, last_entry_hash: b
     if len(last_entry_hash) != 32:
         raise ValueError(f"last_entry_hash: expected 32 bytes, found {len(last_entry_hash)}")
     return (
-        BATCH_DOMAIN + log_id.encode("ascii") + b"\x00" + struct.pack(">qq", first_seq, last_seq) + last_entry_hash
+        BATCH_DOMAIN
+        + log_id.encode("ascii")
+        + b"\x00"
+        + struct.pack(">qq", first_seq, last_seq)
+        + last_entry_hash
     )
 
 

@@ -36,6 +36,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from genguard.audit import chain, db, log_key
+from genguard.audit.checkpoint import AutoCheckpoints, latest_checkpoint, write_auto_checkpoint
 from genguard.audit.models import AuditMeta, ChainHead, Generation, Image, LogEntry, LogSignature
 from genguard.audit.reader import (
     AuditReader,
@@ -50,7 +51,6 @@ from genguard.audit.reader import (
 )
 from genguard.audit.records import GENERATION_STATUSES, IMAGE_STATUSES, GenerationRecord, ImageRecord
 from genguard.guard.config import default_db_url, warn_if_exposed
-from genguard.audit.checkpoint import AutoCheckpoints, latest_checkpoint, write_auto_checkpoint
 from genguard.guard.errors import AuditUnavailableError, BadInputError, GenguardError
 from genguard.guard.phash import to_unsigned64
 from genguard.guard.types import (
@@ -976,7 +976,11 @@ def _verify_outside(conn: Connection, head_seq: int, signatures: _SignatureCheck
     ).one()
     if total != distinct:
         (dup,) = conn.execute(
-            select(LogEntry.seq).group_by(LogEntry.seq).having(func.count() > 1).order_by(LogEntry.seq).limit(1)
+            select(LogEntry.seq)
+            .group_by(LogEntry.seq)
+            .having(func.count() > 1)
+            .order_by(LogEntry.seq)
+            .limit(1)
         ).one()
         raise _Fault(dup, f"entry {dup} is stored more than once (duplicate seq): not appended by genguard")
     if signatures is not None:
@@ -1025,7 +1029,9 @@ def _verify_entries(
         for entry in chunk:
             seq = entry.seq
             if seq == expected_seq - 1 and seq >= 1:
-                raise _Fault(seq, f"entry {seq} is stored more than once (duplicate seq): not appended by genguard")
+                raise _Fault(
+                    seq, f"entry {seq} is stored more than once (duplicate seq): not appended by genguard"
+                )
             if seq != expected_seq:
                 raise _Fault(
                     expected_seq, f"entry {expected_seq} is missing (the next stored entry is {seq})"
