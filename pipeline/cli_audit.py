@@ -114,16 +114,16 @@ def audit_verify(
             err=True,
         )
         sys.exit(1)
+    if checkpoint_file is not None:  # first: it names a rewritten entry more precisely than a batch
+        from genguard.pipeline.cli_checkpoint import verify_with_checkpoint
+
+        verify_with_checkpoint(store, checkpoint_file, public_key, witnesses)
     report = store.verify_log(trusted)
     if not report.ok:
         where = "" if report.first_bad_seq is None else f" at entry {report.first_bad_seq}"
         click.echo(f"BROKEN{where}: {report.reason}", err=True)
         sys.exit(1)
-    if checkpoint_file is not None:
-        from genguard.pipeline.cli_checkpoint import verify_with_checkpoint
-
-        verify_with_checkpoint(store, checkpoint_file, public_key, witnesses)
-    else:
+    if checkpoint_file is None:
         click.echo(f"ok: {report.entries_checked} entries, chain intact")
     _say_signatures(report.signed_from, report.head_seq, report.batches_verified, report.log_key_id)
     if checkpoint_file is None:
