@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from sqlalchemy import Row, func, select
 from sqlalchemy.engine import Connection, Dialect, Engine
@@ -733,7 +733,8 @@ class AuditStore:
                     return
                 self._local.checkpointing = True
                 try:
-                    checkpoint = write_auto_checkpoint(self, policy)
+                    # cast: mypy names this module audit.store, checkpoint.py imports genguard.audit.store
+                    checkpoint = write_auto_checkpoint(cast(Any, self), policy)
                 finally:
                     self._local.checkpointing = False
                 self._auto_state = (checkpoint.tree_size, checkpoint.timestamp.timestamp())
