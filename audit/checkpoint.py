@@ -103,7 +103,9 @@ class Checkpoint:
     block_roots: tuple[bytes, ...]
     signature: bytes
     key_name: str = ""  # the signature line's key name; "" (new checkpoints): the origin
-    cosignature_lines: tuple[str, ...] = ()  # witnesses' signature lines, as received (genguard.audit.witness)
+    cosignature_lines: tuple[
+        str, ...
+    ] = ()  # witnesses' signature lines, as received (genguard.audit.witness)
 
     @property
     def key_id(self) -> str:
@@ -363,6 +365,117 @@ def prove_inclusion(store: AuditStore, seq: int, checkpoint: Checkpoint | None =
         raise GenguardError(f"entry {seq}: not at its place in the log: run `genguard audit verify`")
     path = tuple(tree.inclusion_proof(seq - 1, size))
     return InclusionProof(origin, size, tree.root(size), path, entry, checkpoint)
+
+
+# --------------------------------------------------------------------------- automatic checkpoints
+
+CHECKPOINT_DIR_ENV = "GENGUARD_CHECKPOINT_DIR"
+CHECKPOINT_EVERY_ENV = "GENGUARD_CHECKPOINT_EVERY"
+CHECKPOINT_SECONDS_ENV = "GENGUARD_CHECKPOINT_SECONDS"
+DEFAULT_EVERY_ENTRIES = 10_000
+DEFAULT_EVERY_SECONDS = 600.0
+LOG_KEY_PIN = "log-key.pem"
+_CHECKPOINT_FILE = re.compile(r"checkpoint-([0-9]{12})\.txt")
+
+
+@dataclass(frozen=True)
+class AutoCheckpoints:
+    """When the store writes checkpoints by itself, and where (a folder outside the database).
+
+    After a committed write, a checkpoint is due when `every_entries` entries were appended since the
+    last one, or when `every_seconds` have passed and anything was appended (checked at writes: an idle
+    log writes none). Each goes to ``<base>/<log id>/checkpoint-<tree size, 12 digits>.txt``, signed with
+    the checkpoint key; ``log-key.pem`` beside them pins the log's public key for verifiers. Truncating
+    the log's tail then removes at most the entries since the last checkpoint unnoticed; keep the
+    folder where the database's writers cannot rewrite it (another disk, a write-once bucket mount)."""
+
+    base: Path
+    every_entries: int = DEFAULT_EVERY_ENTRIES
+    every_seconds: float = DEFAULT_EVERY_SECONDS
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.every_entries, bool)
+            or not isinstance(self.every_entries, int)
+            or self.every_entries < 1
+        ):
+            raise BadInputError(f"every_entries: expected a positive integer, found {self.every_entries!r}")
+        if not isinstance(self.every_seconds, (int, float)) or not self.every_seconds > 0:
+            raise BadInputError(f"every_seconds: expected a positive number, found {self.every_seconds!r}")
+
+    @classmethod
+    def from_env(cls) -> AutoCheckpoints:
+        """GENGUARD_CHECKPOINT_DIR (default: checkpoints/ under the configuration folder),
+        GENGUARD_CHECKPOINT_EVERY (entries, default 10,000), GENGUARD_CHECKPOINT_SECONDS (default 600)."""
+        base = os.environ.get(CHECKPOINT_DIR_ENV)
+        every = os.environ.get(CHECKPOINT_EVERY_ENV, str(DEFAULT_EVERY_ENTRIES))
+        seconds = os.environ.get(CHECKPOINT_SECONDS_ENV, str(DEFAULT_EVERY_SECONDS))
+        try:
+            entries_value = int(every)
+        except ValueError:
+            raise BadInputError(
+                f"{CHECKPOINT_EVERY_ENV}: expected a positive integer, found {every!r}"
+            ) from None
+        try:
+            seconds_value = float(seconds)
+        except ValueError:
+            raise BadInputError(f"{CHECKPOINT_SECONDS_ENV}: expected seconds, found {seconds!r}") from None
+        folder = Path(base).expanduser() if base else genguard_home() / "checkpoints"
+        return cls(folder, entries_value, seconds_value)
+
+    def folder_for(self, log_id: str) -> Path:
+        return self.base / log_id
+
+    def due(self, last_size: int, last_time: float, head: int, now: float) -> bool:
+        """True when the log (head `head`) needs a checkpoint after one of `last_size` made at `last_time`.
+        A checkpoint of size n is followed by its own event (entry n + 1), which alone makes none due."""
+        fresh = head - last_size
+        return fresh >= self.every_entries or (fresh > 1 and now - last_time >= self.every_seconds)
+
+
+def latest_checkpoint(folder: Path) -> tuple[Checkpoint, Path] | None:
+    """The checkpoint with the largest tree size in `folder` (None when there is none)."""
+    try:
+        names = [entry.name for entry in os.scandir(folder) if _CHECKPOINT_FILE.fullmatch(entry.name)]
+    except FileNotFoundError:
+        return None
+    if not names:
+        return None
+    path = folder / max(names)
+    return read_checkpoint(path), path
+
+
+def write_auto_checkpoint(store: AuditStore, policy: AutoCheckpoints) -> Checkpoint:
+    """Sign the log as it is now (without re-verifying it: the writer's own log, and verification
+    checks the chain and the batch signatures against it) and write it, and the log key pin, to the
+    policy's folder. An existing file of the same size (another writer's) is kept."""
+    from genguard.audit import log_key
+    from genguard.guard.config import private_dir
+
+    folder = policy.folder_for(store.log_id())
+    private_dir(folder)
+    pin = folder / LOG_KEY_PIN
+    if not pin.exists():
+        try:
+            with pin.open("x", encoding="ascii") as handle:
+                handle.write(log_key.public_key_pem(store.log_public_key))
+        except FileExistsError:
+            pass
+    checkpoint = create_checkpoint(store, verify_first=False)
+    try:
+        with (folder / f"checkpoint-{checkpoint.tree_size:012d}.txt").open("x", encoding="utf-8") as handle:
+            handle.write(checkpoint.to_text())
+    except FileExistsError:
+        pass
+    return checkpoint
+
+
+def pinned_log_key(folder: Path) -> bytes | None:
+    """The log public key pinned beside the checkpoints in `folder`, or None."""
+    from genguard.audit import log_key
+
+    path = folder / LOG_KEY_PIN
+    return log_key.load_public_key(path) if path.exists() else None
 
 
 # ------------------------------------------------------------------------------------- verifying

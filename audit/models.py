@@ -181,3 +181,19 @@ class Job(Base):
     generation_id: Mapped[str | None] = mapped_column(String(64), index=True)
     result_json: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+# ------------------------------------------------------------------ log signatures (migration 0004)
+
+
+class LogSignature(Base):
+    """One Ed25519 signature per committed batch of entries first_seq..last_seq (genguard.audit.log_key).
+
+    `key_id` is the SHA-256 of the signer's public key; the private key is never stored."""
+
+    __tablename__ = "log_signatures"
+
+    last_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    first_seq: Mapped[int] = mapped_column(BigInteger)
+    key_id: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(128))

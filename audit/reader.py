@@ -10,7 +10,9 @@ What is trusted:
   was not appended by genguard and is never returned (`entry(seq)` alone gives any stored entry, for the
   checkpoint tools, which prove it against a signed tree). Entries are returned as stored: their hashes
   and links are checked by `AuditStore.verify_chain` and by checkpoints, not on every read.
-- Generation and image rows (`generation`, `generations`, `quarantined_images`, `report_*`) are the
+- Generation and image rows (`generation`, `generations`, `count_generations`, `quarantined_images`,
+  `report_*`) are read only for generations that a chained "generation.*" entry (seq 1 .. head)
+  records: a row inserted behind the log is never returned (and `verify_chain` names it). They are the
   domain rows each chained entry covers; `verify_chain` rebuilds every entry's payload from them, so an
   edit to a row is found by it, not by the read.
 
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, exists, func, or_, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -343,7 +345,7 @@ class AuditReader:
             .correlate(Generation)
             .scalar_subquery()
         )
-        query = select(Generation.__table__, image_count.label("image_count"))
+        query = select(Generation.__table__, image_count.label("image_count")).where(_chained(Generation.id))
         if status is not None:
             query = query.where(Generation.status == status)
         if since is not None:
@@ -378,7 +380,7 @@ class AuditReader:
         (each verification of its images adds one), so lookups that need only the record skip them."""
         with self._reading() as conn:
             generation = conn.execute(
-                select(Generation.__table__).where(Generation.id == generation_id)
+                select(Generation.__table__).where(Generation.id == generation_id, _chained(Generation.id))
             ).first()
             if generation is None:
                 return None
@@ -417,7 +419,9 @@ class AuditReader:
         """The image whose pixel watermark carries `mark_id` (signed or unsigned 64-bit reading)."""
         signed = check_int64(mark_id, "mark_id")
         with self._reading() as conn:
-            row = conn.execute(select(Image.__table__).where(Image.mark_id == signed)).first()
+            row = conn.execute(
+                select(Image.__table__).where(Image.mark_id == signed, _chained(Image.generation_id))
+            ).first()
         return None if row is None else _stored_image(row._mapping)
 
     def images_by_sha256(self, sha256: str) -> list[StoredImage]:
@@ -432,7 +436,7 @@ class AuditReader:
         with self._reading() as conn:
             rows = conn.execute(
                 select(Image.__table__)
-                .where(Image.sha256 == digest)
+                .where(Image.sha256 == digest, _chained(Image.generation_id))
                 .order_by(Image.generation_id, Image.index)
             ).all()
         return [_stored_image(row._mapping) for row in rows]
@@ -475,7 +479,7 @@ class AuditReader:
                 Generation.policy_digest,
             )
             .join(Generation, Generation.id == Image.generation_id)
-            .where(Image.status == "quarantined")
+            .where(Image.status == "quarantined", _chained(Generation.id))
         )
         if generation_id is not None:
             query = query.where(Image.generation_id == generation_id)
@@ -608,6 +612,25 @@ def _translated(engine: Engine, snapshot: bool) -> Iterator[Connection]:
         raise db.unavailable(engine.url, exc) from exc
 
 
+_GENERATION_EVENT_TYPES = (
+    "generation.recorded",
+    "generation.blocked",
+    "generation.failed",
+    "generation.invalid",
+)
+
+
+def _chained(generation_id: Any) -> ColumnElement[bool]:
+    """True for a generation that a "generation.*" entry inside the chain (seq 1 .. head) records."""
+    head = select(ChainHead.seq).where(ChainHead.id == 1).scalar_subquery()
+    return exists().where(
+        LogEntry.generation_id == generation_id,
+        LogEntry.event_type.in_(_GENERATION_EVENT_TYPES),
+        LogEntry.seq >= 1,
+        LogEntry.seq <= head,
+    )
+
+
 def _generation_filters(
     query: _Query,
     status: str | None,
@@ -616,6 +639,7 @@ def _generation_filters(
     prompt_like: str | None,
     tenant: str | None,
 ) -> _Query:
+    query = query.where(_chained(Generation.id))
     if status is not None:
         query = query.where(Generation.status == status)
     if since is not None:

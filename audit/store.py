@@ -21,20 +21,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from sqlalchemy import Row, func, select
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from genguard.audit import chain, db
-from genguard.audit.models import AuditMeta, ChainHead, Generation, Image, LogEntry
+from genguard.audit import chain, db, log_key
+from genguard.audit.checkpoint import AutoCheckpoints, latest_checkpoint, write_auto_checkpoint
+from genguard.audit.models import AuditMeta, ChainHead, Generation, Image, LogEntry, LogSignature
 from genguard.audit.reader import (
     AuditReader,
     GenerationDetail,
@@ -48,7 +51,7 @@ from genguard.audit.reader import (
 )
 from genguard.audit.records import GENERATION_STATUSES, IMAGE_STATUSES, GenerationRecord, ImageRecord
 from genguard.guard.config import default_db_url, warn_if_exposed
-from genguard.guard.errors import AuditUnavailableError, BadInputError
+from genguard.guard.errors import AuditUnavailableError, BadInputError, GenguardError
 from genguard.guard.phash import to_unsigned64
 from genguard.guard.types import (
     ImageAction,
@@ -70,6 +73,7 @@ RESERVED_EVENTS = frozenset((*GENERATION_EVENTS.values(), IMAGE_EVENT))
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _BUSY_RETRIES = 5
+_LOG = logging.getLogger("genguard.audit")
 _VERIFY_CHUNK = 1000
 _RowMap = Mapping[Any, Any]  # a row as a mapping (SQLAlchemy RowMapping, or the dict about to be inserted)
 _INT64_MIN, _UINT64_END = -(1 << 63), 1 << 64
@@ -104,6 +108,12 @@ class ChainVerification:
     first_bad_seq: int | None
     reason: str | None
     head_seq: int
+    # Set by `verify_log` (None from `verify_chain`, which checks the chain alone): the first seq that
+    # must carry a log signature (entries before it predate signing: verified under the old rules),
+    # how many signed batches verified, and the trusted log key's id.
+    signed_from: int | None = None
+    batches_verified: int = 0
+    log_key_id: str | None = None
 
 
 # ------------------------------------------------------------------------------ pure row builders
@@ -384,6 +394,10 @@ class _Writer:
         lock = " FOR UPDATE" if self._multirow else ""
         self.lock_head = f"SELECT seq, entry_hash FROM chain_head WHERE id = 1{lock}"
         self._move_head = f"UPDATE chain_head SET seq = {marker}, entry_hash = {marker} WHERE id = 1"
+        self._sign = (
+            f"INSERT INTO {quote('log_signatures')} (last_seq, first_seq, key_id, signature) "
+            f"VALUES ({marker}, {marker}, {marker}, {marker})"
+        )
 
     def insert(self, conn: Connection, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
         if not self._multirow:
@@ -394,21 +408,29 @@ class _Writer:
             conn.exec_driver_sql(self._values_sql(table, len(chunk), False), _flat(chunk))
 
     def append_entries(
-        self, conn: Connection, rows: Sequence[tuple[Any, ...]], head: tuple[int, str]
+        self,
+        conn: Connection,
+        rows: Sequence[tuple[Any, ...]],
+        head: tuple[int, str],
+        signature: tuple[int, int, str, str],
     ) -> None:
-        """Insert the entry rows and move the chain head to `head` (seq, entry hash)."""
+        """Insert the entry rows and the batch's signature row (last seq, first seq, key id, signature)
+        and move the chain head to `head` (seq, entry hash)."""
         if not self._multirow or len(rows) > self._MAX_ROWS:
             self.insert(conn, "audit_log", rows)
             conn.exec_driver_sql(self._move_head, head)
+            conn.exec_driver_sql(self._sign, signature)
             return
-        conn.exec_driver_sql(self._values_sql("audit_log", len(rows), True), (*head, *_flat(rows)))
+        conn.exec_driver_sql(
+            self._values_sql("audit_log", len(rows), True), (*head, *signature, *_flat(rows))
+        )
 
     def _values_sql(self, table: str, count: int, move_head: bool) -> str:
         key = (table, count, move_head)
         sql = self._sql.get(key)
         if sql is None:
             # A data-modifying WITH runs exactly once, whether or not the INSERT reads it (PostgreSQL).
-            head = f"WITH moved AS ({self._move_head}) " if move_head else ""
+            head = f"WITH moved AS ({self._move_head}), signed AS ({self._sign}) " if move_head else ""
             sql = self._sql[key] = head + self._prefix[table] + ", ".join([self._row[table]] * count)
         return sql
 
@@ -456,14 +478,36 @@ def _prepare(record: GenerationRecord, created_at: str, key: bytes) -> _Prepared
 class AuditStore:
     """The audit database. Open with `AuditStore.open(url)`; safe to share between threads."""
 
-    def __init__(self, engine: Engine, prompt_key: bytes, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        prompt_key: bytes,
+        read_only: bool = False,
+        *,
+        log_signer: log_key.LogSigner | None = None,
+        auto_checkpoints: AutoCheckpoints | None = None,
+    ) -> None:
         self._engine = engine
         self._prompt_key = prompt_key
         self._writer = _Writer(engine.dialect)
         self._read_only = read_only
+        self._log_signer = log_signer  # loaded (genguard.audit.log_key) before the first write when None
+        self._log_id = hmac.new(prompt_key, b"genguard/audit-log/id/v1", hashlib.sha256).hexdigest()[:32]
+        self._auto = auto_checkpoints
+        self._auto_state: tuple[int, float] | None = None  # last checkpoint's tree size, its time (epoch s)
+        self._auto_lock = threading.Lock()
+        self._local = threading.local()  # per thread: the head after this thread's last append
 
     @classmethod
-    def open(cls, url: str | None = None, *, read_only: bool = False, allow_read_only: bool = False) -> Self:
+    def open(
+        cls,
+        url: str | None = None,
+        *,
+        read_only: bool = False,
+        allow_read_only: bool = False,
+        log_signer: log_key.LogSigner | None = None,
+        auto_checkpoints: AutoCheckpoints | None | bool = True,
+    ) -> Self:
         """Connect, migrate to head (unless `read_only`) and check the database can be written.
 
         `url`: any SQLAlchemy URL; None means `guard.config.default_db_url()`. Raises
@@ -473,6 +517,10 @@ class AuditStore:
         written, else read-only (a file without write permission, a role with SELECT only) instead of
         failing; `read_only` then says which it got, and every write raises AuditUnavailableError.
         A writer refuses an SQLite file whose mode has no write bit even when it could write it (root).
+        `log_signer`: signs each committed batch of entries (default: the local log key,
+        genguard.audit.log_key, loaded at the first write). `auto_checkpoints`: True (default) writes
+        checkpoints as `AutoCheckpoints.from_env()` says, an `AutoCheckpoints` sets them, False or None
+        switches them off (genguard.audit.checkpoint).
         """
         parsed = db.normalise_url(url if url is not None else default_db_url())
         path = db.sqlite_file(parsed)
@@ -517,7 +565,7 @@ class AuditStore:
         except (SQLAlchemyError, db.ReadOnlyDatabase) as exc:
             engine.dispose()
             if allow_read_only and not read_only and db.is_read_only_error(exc):
-                return cls.open(url, read_only=True)
+                return cls.open(url, read_only=True, log_signer=log_signer, auto_checkpoints=auto_checkpoints)
             if isinstance(exc, db.ReadOnlyDatabase):
                 raise AuditUnavailableError(
                     f"audit database {db.describe(parsed)} is unavailable for writing: {exc}"
@@ -526,7 +574,8 @@ class AuditStore:
         except BaseException:
             engine.dispose()
             raise
-        return cls(engine, bytes(key), read_only)
+        auto = AutoCheckpoints.from_env() if auto_checkpoints is True else auto_checkpoints or None
+        return cls(engine, bytes(key), read_only, log_signer=log_signer, auto_checkpoints=auto)
 
     @property
     def read_only(self) -> bool:
@@ -625,8 +674,23 @@ class AuditStore:
                 (seq, event.event_type, recorded_at, event.generation_id, payload_text, prev_hex, entry_hex)
             )
             prev, prev_hex = entry, entry_hex
-        self._writer.append_entries(conn, rows, (seq, prev_hex))
+        signer = self._signer()
+        signature = signer.sign(log_key.batch_message(self._log_id, first, seq, prev))
+        self._writer.append_entries(
+            conn, rows, (seq, prev_hex), (seq, first, log_key.key_id(signer.public_key), signature.hex())
+        )
+        self._local.head = seq
         return list(range(first, seq + 1))
+
+    def _signer(self) -> log_key.LogSigner:
+        if self._log_signer is None:
+            self._log_signer = log_key.load_log_signer()
+        return self._log_signer
+
+    @property
+    def log_public_key(self) -> bytes:
+        """The raw Ed25519 public key this store signs its batches with (loads or creates the local key)."""
+        return self._signer().public_key
 
     def _write(self, work: Callable[[Connection], object], what: str) -> None:
         """Run `work(conn)` in a write transaction, retrying while SQLite reports the database busy."""
@@ -634,11 +698,12 @@ class AuditStore:
             raise AuditUnavailableError(
                 f"{what}: not recorded, audit database {self.url} is unavailable for writing (opened read-only)"
             )
+        self._signer()  # before the transaction: a missing or bad key fails here, closed, holding no lock
         for attempt in range(_BUSY_RETRIES + 1):
             try:
                 with db.write_transaction(self._engine) as conn:
                     work(conn)
-                return
+                break
             except (IntegrityError, DataError) as exc:
                 raise BadInputError(
                     f"{what}: not recorded, it conflicts with a stored row ({_cause(exc)})"
@@ -648,6 +713,33 @@ class AuditStore:
                     time.sleep(0.05 * 2**attempt)
                     continue
                 raise db.unavailable(self._engine.url, exc) from exc
+        if self._auto is not None and not getattr(self._local, "checkpointing", False):
+            self._maybe_checkpoint(self._auto, getattr(self._local, "head", 0))
+
+    def _maybe_checkpoint(self, policy: AutoCheckpoints, head: int) -> None:
+        """Write an automatic checkpoint when `policy` says one is due (after the commit: a failure here
+        loses no record; it is logged, and the next write tries again)."""
+        with self._auto_lock:
+            try:
+                if self._auto_state is None:
+                    latest = latest_checkpoint(policy.folder_for(self.log_id()))
+                    self._auto_state = (
+                        (latest[0].tree_size, latest[0].timestamp.timestamp())
+                        if latest is not None
+                        else (0, time.time())
+                    )
+                size, made = self._auto_state
+                if not policy.due(size, made, head, time.time()):
+                    return
+                self._local.checkpointing = True
+                try:
+                    # cast: mypy names this module audit.store, checkpoint.py imports genguard.audit.store
+                    checkpoint = write_auto_checkpoint(cast(Any, self), policy)
+                finally:
+                    self._local.checkpointing = False
+                self._auto_state = (checkpoint.tree_size, checkpoint.timestamp.timestamp())
+            except (GenguardError, OSError, SQLAlchemyError) as exc:
+                _LOG.warning("automatic audit checkpoint not written: %s", exc)
 
     # ----------------------------------------------------------------------------------- reading
 
@@ -692,14 +784,30 @@ class AuditStore:
         forged entry, a tail cut off (the chain head names a later entry), or a row no entry covers.
         """
         with self._reading(snapshot=True) as conn:
-            return _verify(conn)
+            return _verify(conn, None)
+
+    def verify_log(self, public_key: bytes | None = None) -> ChainVerification:
+        """`verify_chain`, plus the log signatures: every entry from `signed_from` (the first seq written
+        with signing; earlier ones are verified under the old rules, chain only) up to the head must be
+        covered by a batch signature that verifies under the trusted log key.
+
+        `public_key`: the trusted raw Ed25519 log key; default: the local log key's public half
+        (genguard.audit.log_key). With none and signed entries to check, the result fails closed (ok
+        False, no entry named). Names the first unsigned or wrongly signed entry otherwise."""
+        trusted = public_key if public_key is not None else log_key.local_public_key()
+        with self._reading(snapshot=True) as conn:
+            raw = conn.execute(
+                select(AuditMeta.value).where(AuditMeta.key == "log_signed_from")
+            ).scalar_one_or_none()
+            signed_from = _signed_from(raw)
+            return _verify(conn, _SignatureCheck(self._log_id, signed_from, trusted))
 
     # -------------------------------------------------------------- checkpoints (genguard.audit.checkpoint)
 
     def log_id(self) -> str:
         """A stable identity of this log for checkpoints: HMAC of a fixed label under the database's
         random key, so it differs between databases and reveals nothing about the key."""
-        return hmac.new(self._prompt_key, b"genguard/audit-log/id/v1", hashlib.sha256).hexdigest()[:32]
+        return self._log_id
 
     def entry_hashes(self) -> list[bytes]:
         """Every entry's chained hash in seq order, from one snapshot: the leaves of the checkpoint tree.
@@ -761,26 +869,154 @@ def _log_chunks(conn: Connection, *columns: Any, size: int = _VERIFY_CHUNK) -> I
         after = chunk[-1].seq
 
 
-def _verify(conn: Connection) -> ChainVerification:
+def _signed_from(raw: bytes | None) -> int:
+    """The stored first seq that must be signed; a missing or malformed value means 1 (all of them)."""
+    try:
+        value = int(bytes(raw).decode("ascii")) if raw is not None else 1
+    except (ValueError, UnicodeDecodeError):
+        return 1
+    return max(value, 1)
+
+
+@dataclass
+class _SignatureCheck:
+    """State of the signature walk: the next entry a batch must start at, batches verified so far."""
+
+    log_id: str
+    signed_from: int
+    public_key: bytes | None
+    next_first: int = 0
+    batches: int = 0
+
+    def __post_init__(self) -> None:
+        self.next_first = self.signed_from
+
+    def check(self, seq: int, entry_hash: bytes, signature: Row[Any] | None) -> None:
+        if signature is None or seq < self.signed_from:
+            return
+        first = signature.first_seq
+        where = f"entries {first}..{seq}" if first != seq else f"entry {seq}"
+        if first != self.next_first:
+            raise _Fault(
+                min(first, self.next_first),
+                f"{where}: the log signature's batch does not start where the previous one ended "
+                f"(entry {self.next_first}): batches were removed, merged or forged",
+            )
+        assert self.public_key is not None  # checked before the walk
+        expected_id = log_key.key_id(self.public_key)
+        if signature.key_id != expected_id:
+            raise _Fault(
+                first,
+                f"{where}: signed by log key {str(signature.key_id)[:16]}, expected the trusted log key "
+                f"{expected_id[:16]} (appended without the log key)",
+            )
+        try:
+            signature_bytes = bytes.fromhex(signature.signature)
+        except (TypeError, ValueError):
+            signature_bytes = b""
+        message = log_key.batch_message(self.log_id, first, seq, entry_hash)
+        if not log_key.verify_batch(self.public_key, signature_bytes, message):
+            raise _Fault(
+                first,
+                f"{where}: the log signature does not verify (appended or rewritten without the log key)",
+            )
+        self.next_first, self.batches = seq + 1, self.batches + 1
+
+
+def _verify(conn: Connection, signatures: _SignatureCheck | None) -> ChainVerification:
     head = conn.execute(select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1)).one()
     checked = 0
+    extra: dict[str, Any] = {}
+    if signatures is not None:
+        extra = {"signed_from": signatures.signed_from}
+        if signatures.public_key is not None:
+            extra["log_key_id"] = log_key.key_id(signatures.public_key)
     try:
-        prev, generations_seen, images_seen = _verify_entries(conn, head.seq)
+        if signatures is not None and signatures.public_key is None and head.seq >= signatures.signed_from:
+            raise _Fault(
+                None,
+                f"the log signatures of entries {signatures.signed_from}..{head.seq} cannot be checked: "
+                "expected a trusted log public key (--log-public-key, the local log key, or log-key.pem "
+                "beside the checkpoints), found none",
+            )
+        prev, generations_seen, images_seen = _verify_entries(conn, head.seq, signatures)
         checked = head.seq
         if prev.hex() != head.entry_hash:
             raise _Fault(head.seq or None, f"the chain head's hash does not match entry {head.seq}")
+        if signatures is not None and signatures.next_first <= head.seq:
+            first = signatures.next_first
+            raise _Fault(
+                first,
+                f"entries {first}..{head.seq} carry no log signature (appended without the log key)",
+            )
+        _verify_outside(conn, head.seq, signatures)
         _verify_coverage(conn, generations_seen, images_seen)
     except _Fault as fault:
-        checked = fault.seq - 1 if fault.seq is not None else checked
-        return ChainVerification(False, max(checked, 0), fault.seq, fault.reason, head.seq)
-    return ChainVerification(True, checked, None, None, head.seq)
+        checked = fault.seq - 1 if fault.seq is not None and fault.seq >= 1 else checked
+        batches = signatures.batches if signatures is not None else 0
+        return ChainVerification(
+            False, max(min(checked, head.seq), 0), fault.seq, fault.reason, head.seq,
+            batches_verified=batches, **extra,
+        )  # fmt: skip
+    batches = signatures.batches if signatures is not None else 0
+    return ChainVerification(True, checked, None, None, head.seq, batches_verified=batches, **extra)
 
 
-def _verify_entries(conn: Connection, head_seq: int) -> tuple[bytes, set[str], int]:
+def _verify_outside(conn: Connection, head_seq: int, signatures: _SignatureCheck | None) -> None:
+    """Rows outside the chain are tampering: readers ignore them, verify names them."""
+    below = conn.execute(
+        select(LogEntry.seq, LogEntry.event_type).where(LogEntry.seq <= 0).order_by(LogEntry.seq).limit(1)
+    ).first()
+    if below is not None:
+        raise _Fault(
+            below.seq,
+            f"entry {below.seq} ({below.event_type}) lies outside the chain (seq <= 0): not appended by genguard",
+        )
+    total, distinct = conn.execute(
+        select(func.count(), func.count(func.distinct(LogEntry.seq))).select_from(LogEntry)
+    ).one()
+    if total != distinct:
+        (dup,) = conn.execute(
+            select(LogEntry.seq)
+            .group_by(LogEntry.seq)
+            .having(func.count() > 1)
+            .order_by(LogEntry.seq)
+            .limit(1)
+        ).one()
+        raise _Fault(dup, f"entry {dup} is stored more than once (duplicate seq): not appended by genguard")
+    if signatures is not None:
+        stray = conn.execute(
+            select(LogSignature.first_seq, LogSignature.last_seq)
+            .where((LogSignature.last_seq > head_seq) | (LogSignature.last_seq < signatures.signed_from))
+            .order_by(LogSignature.last_seq)
+            .limit(1)
+        ).first()
+        if stray is not None:
+            raise _Fault(
+                stray.first_seq,
+                f"a log signature for entries {stray.first_seq}..{stray.last_seq} lies outside the signed "
+                f"chain (entries {signatures.signed_from}..{head_seq}): the tail was cut or the signing "
+                "start was moved",
+            )
+
+
+def _verify_entries(
+    conn: Connection, head_seq: int, signatures: _SignatureCheck | None = None
+) -> tuple[bytes, set[str], int]:
     prev, expected_seq = chain.GENESIS_PREV, 1
     generations_seen: set[str] = set()
     images_seen = 0
     for chunk in _log_chunks(conn):
+        batch_ends: dict[int, Row[Any]] = {}
+        if signatures is not None:
+            batch_ends = {
+                row.last_seq: row
+                for row in conn.execute(
+                    select(LogSignature.__table__).where(
+                        LogSignature.last_seq >= chunk[0].seq, LogSignature.last_seq <= chunk[-1].seq
+                    )
+                )
+            }
         ids = {
             e.generation_id for e in chunk if e.event_type in RESERVED_EVENTS and e.generation_id is not None
         }
@@ -793,6 +1029,10 @@ def _verify_entries(conn: Connection, head_seq: int) -> tuple[bytes, set[str], i
         }
         for entry in chunk:
             seq = entry.seq
+            if seq == expected_seq - 1 and seq >= 1:
+                raise _Fault(
+                    seq, f"entry {seq} is stored more than once (duplicate seq): not appended by genguard"
+                )
             if seq != expected_seq:
                 raise _Fault(
                     expected_seq, f"entry {expected_seq} is missing (the next stored entry is {seq})"
@@ -814,6 +1054,8 @@ def _verify_entries(conn: Connection, head_seq: int) -> tuple[bytes, set[str], i
                     seq, f"entry {seq}: its hash does not match its contents (the entry was changed)"
                 )
             _check_payload(entry, payload_bytes, generations, images)
+            if signatures is not None:
+                signatures.check(seq, computed, batch_ends.get(seq))
             if entry.event_type == IMAGE_EVENT:
                 images_seen += 1
             elif entry.event_type in RESERVED_EVENTS:

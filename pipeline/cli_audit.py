@@ -70,31 +70,79 @@ def audit_show(generation_id: str, raw: bool, db_url: str | None, read_only: boo
     "--witnesses", type=click.Path(path_type=Path), default=None,
     help="With --checkpoint: require k of these n witnesses' cosignatures (a policy file, see genguard.audit.witness).",
 )  # fmt: skip
+@click.option(
+    "--log-public-key", type=click.Path(path_type=Path), default=None,
+    help="Trusted log signing key (PEM); default: the local log key, else log-key.pem beside the checkpoints.",
+)  # fmt: skip
+@click.option(
+    "--checkpoint-dir", type=click.Path(path_type=Path), default=None,
+    help="Folder of automatic checkpoints (default: GENGUARD_CHECKPOINT_DIR, else checkpoints/ under the "
+    "configuration folder); the latest one for this log is checked.",
+)  # fmt: skip
 @read_db_options
 def audit_verify(
     checkpoint_file: Path | None,
     public_key: Path | None,
     witnesses: Path | None,
+    log_public_key: Path | None,
+    checkpoint_dir: Path | None,
     db_url: str | None,
     read_only: bool,
 ) -> None:
-    """Recompute the chained log against the stored rows. Exit 1 and name the first bad entry if broken."""
+    """Recompute the chained log against the stored rows, check its batch signatures and the latest
+    automatic checkpoint. Exit 1 and name the first bad entry if broken."""
+    from genguard.audit.checkpoint import AutoCheckpoints, pinned_log_key
+    from genguard.audit.log_key import key_id, load_public_key, local_public_key
+
     if witnesses is not None and checkpoint_file is None:
         raise BadInputError(
             "--witnesses: expected --checkpoint too (witnesses cosign a checkpoint), found none"
         )
     store = open_reader(db_url, read_only)
-    if checkpoint_file is not None:
+    base = checkpoint_dir if checkpoint_dir is not None else AutoCheckpoints.from_env().base
+    folder = base / store.log_id()
+    trusted = (
+        load_public_key(log_public_key)
+        if log_public_key is not None
+        else local_public_key() or pinned_log_key(folder)
+    )
+    pinned = pinned_log_key(folder) if log_public_key is None else None
+    if pinned is not None and trusted is not None and pinned != trusted:
+        click.echo(
+            f"BROKEN: the local log key {key_id(trusted)[:16]} is not the key pinned in {folder} "
+            f"({key_id(pinned)[:16]}): pass the trusted one with --log-public-key",
+            err=True,
+        )
+        sys.exit(1)
+    if checkpoint_file is not None:  # first: it names a rewritten entry more precisely than a batch
         from genguard.pipeline.cli_checkpoint import verify_with_checkpoint
 
         verify_with_checkpoint(store, checkpoint_file, public_key, witnesses)
-        return
-    report = store.verify_chain()
-    if report.ok:
+    report = store.verify_log(trusted)
+    if not report.ok:
+        where = "" if report.first_bad_seq is None else f" at entry {report.first_bad_seq}"
+        click.echo(f"BROKEN{where}: {report.reason}", err=True)
+        sys.exit(1)
+    if checkpoint_file is None:
         click.echo(f"ok: {report.entries_checked} entries, chain intact")
-        return
-    click.echo(f"BROKEN at entry {report.first_bad_seq}: {report.reason}", err=True)
-    sys.exit(1)
+    _say_signatures(report.signed_from, report.head_seq, report.batches_verified, report.log_key_id)
+    if checkpoint_file is None:
+        from genguard.pipeline.cli_checkpoint import verify_latest_checkpoint
+
+        verify_latest_checkpoint(store, folder, public_key)
+
+
+def _say_signatures(signed_from: int | None, head: int, batches: int, log_key_id: str | None) -> None:
+    if signed_from is not None and signed_from > 1:
+        legacy = min(signed_from - 1, head)
+        click.echo(
+            f"entries 1..{legacy} predate log signing (migrated log): verified under the old rules, chain only"
+        )
+    if signed_from is not None and head >= signed_from:
+        click.echo(
+            f"log signatures: entries {signed_from}..{head} in {batches} signed batches verified "
+            f"(log key {(log_key_id or '?')[:16]})"
+        )
 
 
 _SHORT_BYTES = 64  # nonces and digests are shown in hex; longer bytes (manifests) as a digest and length

@@ -231,3 +231,42 @@ def verify_with_checkpoint(
             where += f"..{report.first_bad_upto}"
         click.echo(f"TAMPERED at entry {where}: {report.reason}", err=True)
     sys.exit(1)
+
+
+def verify_latest_checkpoint(store: AuditStore, folder: Path, public_key: Path | None) -> None:
+    """`audit verify` without --checkpoint: check the newest automatic checkpoint in `folder` and say
+    how old it is; exit 1 when it no longer holds. None found: said, not a failure (nothing to compare)."""
+    from datetime import UTC, datetime
+
+    from genguard.audit.checkpoint import latest_checkpoint, verify_against_checkpoint
+
+    latest = latest_checkpoint(folder)
+    if latest is None:
+        click.echo(
+            f"no automatic checkpoint found in {folder}: entries cut from the tail back to a signed batch "
+            "would not show (see docs/audit-log.md)"
+        )
+        return
+    checkpoint, path = latest
+    age = datetime.now(UTC) - checkpoint.timestamp
+    report = verify_against_checkpoint(store, checkpoint, _public_key(public_key))
+    what = f"latest automatic checkpoint {path.name} (entries 1..{checkpoint.tree_size}, {_age(age.total_seconds())} old)"
+    if report.ok:
+        click.echo(f"{what}: still holds; consistency proof {report.tree_size} -> {report.log_size} verified")
+        return
+    if not report.signature_valid or report.first_bad_seq is None:
+        click.echo(f"{what}: REJECTED: {report.reason}", err=True)
+    else:
+        where = str(report.first_bad_seq)
+        if report.first_bad_upto != report.first_bad_seq:
+            where += f"..{report.first_bad_upto}"
+        click.echo(f"TAMPERED at entry {where}: {report.reason} ({what})", err=True)
+    sys.exit(1)
+
+
+def _age(seconds: float) -> str:
+    seconds = max(seconds, 0.0)
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} seconds"
