@@ -17,6 +17,8 @@ torch and transformers are imported when a scanner is built, never at module loa
 
 from __future__ import annotations
 
+import sys
+
 import hashlib
 import importlib.util
 from collections.abc import Mapping, Sequence
@@ -129,6 +131,7 @@ def mean_pool(hidden: Any, mask: Any) -> Any:
 def resolve_adapter(adapter: str) -> Path:
     """An adapter folder: absolute, or relative to the folder of the shipped packs."""
     from genguard import policies
+
     path = Path(adapter).expanduser()
     folder = path if path.is_absolute() else policies.PACK_DIR / path
     if not folder.is_dir():
@@ -271,11 +274,15 @@ def _choose_runtime(
     source = resolve_encoder_source(model)
     if not (Path(source) / onnx_encoder.TOKENIZER_FILE).is_file():
         return "torch"
-    if onnx_encoder.can_export():
-        return "onnx"
     _, _, parts = _onnx_plan(model, pins, adapter, adapter_pins, who)
     cached = onnx_encoder.cache_root() / onnx_encoder.cache_key(parts) / onnx_encoder.MANIFEST_FILE
-    return "onnx" if cached.is_file() else "torch"
+    if cached.is_file():
+        return "onnx"
+    if "torch" in sys.modules:
+        # A process that has torch loaded already (generation) scores on torch: the one-off export
+        # (about 10 CPU-seconds) pays off in processes that never load torch (`policy check`, the service).
+        return "torch"
+    return "onnx" if onnx_encoder.can_export() else "torch"
 
 
 def _ensure_exported(
