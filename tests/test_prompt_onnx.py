@@ -84,11 +84,27 @@ def test_runtime_option_is_checked(encoder: Path, default_pack: PolicyPack) -> N
 
 @needs_onnx
 @needs_package
-def test_shipped_adapter_on_onnx_matches_torch(default_pack: PolicyPack) -> None:
-    (onnx,) = semantic_scanners(default_pack)
-    assert onnx.runtime == "onnx"  # the default on a CPU with onnxruntime installed
+def test_shipped_adapter_on_onnx_matches_torch(
+    default_pack: PolicyPack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GENGUARD_CACHE", str(tmp_path / "cache"))  # no export made yet
     spec = default_pack.spec.semantic
     assert spec is not None and spec.model is not None
+    # torch is loaded in this process: "auto" scores on torch rather than pay the one-off export
+    (automatic,) = semantic_scanners(default_pack)
+    assert automatic.runtime == "torch"
+    onnx = SemanticScanner(
+        default_pack,
+        spec.model,
+        adapter=spec.adapter,
+        adapter_sha256=spec.adapter_sha256,
+        runtime="onnx",
+        device="cpu",
+    )
+    assert onnx.runtime == "onnx"
+    # once the export exists, "auto" takes it
+    (automatic,) = semantic_scanners(default_pack)
+    assert automatic.runtime == "onnx"
     plain = SemanticScanner(
         default_pack,
         spec.model,
