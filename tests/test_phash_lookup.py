@@ -16,6 +16,7 @@ from alembic.config import Config
 
 from genguard.audit import AuditStore, GenerationRecord
 from genguard.audit import db as audit_db
+from genguard.audit.models import LogSignature
 from genguard.audit.similar import (
     MAX_DISTANCE,
     NO_CAP,
@@ -275,9 +276,14 @@ def test_upgrade_from_0001_finds_images_written_before(audit_url: str) -> None:
     with engine.connect() as conn:
         key = conn.execute(sa.text("SELECT value FROM audit_meta WHERE key = 'prompt_hmac_key'")).scalar_one()
         conn.rollback()
-    old = AuditStore(engine, bytes(key))  # the 0001 schema, written by the same write path
+    # The 0001 schema, written by the same write path. That path signs each batch into
+    # `log_signatures` (migration 0004): the table stands in for the writes and goes again before the
+    # upgrade, which creates it and marks these entries as older than signing.
+    LogSignature.__table__.create(engine)
+    old = AuditStore(engine, bytes(key))
     stored = record_all(old, hashes)
     old.close()
+    LogSignature.__table__.drop(engine)
 
     with AuditStore.open(audit_url) as store:  # upgrades to head
         with store._engine.connect() as conn:

@@ -35,6 +35,14 @@ needs_package = pytest.mark.skipif(
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own export cache (the session's GENGUARD_CACHE holds other tests' exports)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GENGUARD_CACHE", str(cache))
+    return cache
+
+
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_bag_of_words_encoder(tmp_path_factory.mktemp("encoder") / "bow")
@@ -84,10 +92,7 @@ def test_runtime_option_is_checked(encoder: Path, default_pack: PolicyPack) -> N
 
 @needs_onnx
 @needs_package
-def test_shipped_adapter_on_onnx_matches_torch(
-    default_pack: PolicyPack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("GENGUARD_CACHE", str(tmp_path / "cache"))  # no export made yet
+def test_shipped_adapter_on_onnx_matches_torch(default_pack: PolicyPack) -> None:
     spec = default_pack.spec.semantic
     assert spec is not None and spec.model is not None
     # torch is loaded in this process: "auto" scores on torch rather than pay the one-off export
@@ -138,8 +143,8 @@ def test_policy_check_in_a_fresh_process_never_imports_torch(
         "result = CliRunner().invoke(cli, ['policy', 'check', 'a cat'])\n"
         "print(result.output.split()[0], 'torch' in sys.modules, 'transformers' in sys.modules)\n"
     )
+    # the same cache as the export above (this test's own, see `own_cache`)
     environment = {**os.environ, "GENGUARD_HOME": str(genguard_home), "PYTHONPATH": str(ROOT)}
-    environment.pop("GENGUARD_CACHE", None)
     done = subprocess.run(
         [sys.executable, "-c", script],
         check=False,
