@@ -17,10 +17,9 @@ torch and transformers are imported when a scanner is built, never at module loa
 
 from __future__ import annotations
 
-import sys
-
 import hashlib
 import importlib.util
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
