@@ -60,6 +60,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from genguard.audit import chain
+from genguard.audit.log_key import ed25519_key_file
 from genguard.audit.merkle import (
     HASH_SIZE,
     MerkleTree,
@@ -68,7 +69,7 @@ from genguard.audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from genguard.guard.config import genguard_home, write_secret_file
+from genguard.guard.config import genguard_home
 from genguard.guard.errors import BadInputError, GenguardError, NotFoundError
 
 if TYPE_CHECKING:
@@ -213,33 +214,12 @@ def checkpoint_key(create: bool = True) -> Ed25519PrivateKey:
     """The signing key; the default file is created (0600) on first use when `create`.
 
     A path set by GENGUARD_CHECKPOINT_KEY must exist: genguard never creates an organisation's key."""
-    path = checkpoint_key_path()
-    if not path.exists():
-        if os.environ.get(CHECKPOINT_KEY_ENV) or not create:
-            raise BadInputError(
-                f"checkpoint key {path}: expected a key file, found none "
-                "(`genguard audit checkpoint` creates the default one; verifiers can pass --public-key)"
-            )
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        try:
-            write_secret_file(path, pem)
-        except FileExistsError:
-            pass  # another process created it between the check and the write
-    data = _read(path, "checkpoint key")
-    if len(data) == 32:
-        return Ed25519PrivateKey.from_private_bytes(data)
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise BadInputError(
-            f"checkpoint key {path}: expected an unencrypted PEM Ed25519 private key or 32 raw bytes, "
-            f"found {len(data)} bytes that are neither"
-        ) from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise BadInputError(f"checkpoint key {path}: expected an Ed25519 key, found {type(key).__name__}")
-    return key
+    return ed25519_key_file(
+        checkpoint_key_path(),
+        "checkpoint key",
+        create=create and not os.environ.get(CHECKPOINT_KEY_ENV),
+        missing="`genguard audit checkpoint` creates the default one; verifiers can pass --public-key",
+    )
 
 
 def public_key_pem(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:

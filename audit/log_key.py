@@ -119,13 +119,22 @@ def load_log_signer(create: bool = True) -> LocalLogSigner:
     """The local log key; the default file is created (0600) on first use when `create`.
 
     A file named by GENGUARD_LOG_KEY must exist: genguard never creates an organisation's key."""
-    path = log_key_path()
+    key = ed25519_key_file(
+        log_key_path(),
+        "log key",
+        create=create and not os.environ.get(LOG_KEY_ENV),
+        missing=f"the first write creates the default one; {LOG_KEY_ENV} must name an existing file",
+    )
+    return LocalLogSigner(key)
+
+
+def ed25519_key_file(path: Path, what: str, *, create: bool, missing: str) -> Ed25519PrivateKey:
+    """An Ed25519 private key from `path` (unencrypted PEM or 32 raw bytes), the file created (0600)
+    first when it does not exist and `create`; else BadInputError naming `what`, with `missing` as
+    the hint. The log key and the checkpoint key are both read here."""
     if not path.exists():
-        if os.environ.get(LOG_KEY_ENV) or not create:
-            raise BadInputError(
-                f"log key {path}: expected a key file, found none (the first write creates the default "
-                f"one; {LOG_KEY_ENV} must name an existing file)"
-            )
+        if not create:
+            raise BadInputError(f"{what} {path}: expected a key file, found none ({missing})")
         pem = Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
@@ -133,19 +142,19 @@ def load_log_signer(create: bool = True) -> LocalLogSigner:
             write_secret_file(path, pem)
         except FileExistsError:
             pass  # another process created it between the check and the write
-    data = _read(path, "log key")
+    data = _read(path, what)
     if len(data) == 32:
-        return LocalLogSigner(Ed25519PrivateKey.from_private_bytes(data))
+        return Ed25519PrivateKey.from_private_bytes(data)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise BadInputError(
-            f"log key {path}: expected an unencrypted PEM Ed25519 private key or 32 raw bytes, "
+            f"{what} {path}: expected an unencrypted PEM Ed25519 private key or 32 raw bytes, "
             f"found {len(data)} bytes that are neither"
         ) from None
     if not isinstance(key, Ed25519PrivateKey):
-        raise BadInputError(f"log key {path}: expected an Ed25519 key, found {type(key).__name__}")
-    return LocalLogSigner(key)
+        raise BadInputError(f"{what} {path}: expected an Ed25519 key, found {type(key).__name__}")
+    return key
 
 
 def public_key_pem(public_key: bytes) -> str:
@@ -195,6 +204,7 @@ __all__ = [
     "LocalLogSigner",
     "LogSigner",
     "batch_message",
+    "ed25519_key_file",
     "key_id",
     "load_log_signer",
     "load_public_key",
