@@ -321,20 +321,38 @@ def create_checkpoint(
     return signed
 
 
-def prove_inclusion(store: AuditStore, seq: int, checkpoint: Checkpoint | None = None) -> InclusionProof:
-    """An inclusion proof of entry `seq` in the current log, or in `checkpoint`'s tree when given.
+def prove_inclusion(
+    store: AuditStore, seq: int, checkpoint: Checkpoint | None = None, *, tree_size: int | None = None
+) -> InclusionProof:
+    """An inclusion proof of entry `seq` in the current log, or in `checkpoint`'s tree when given, or in
+    the tree of the log's first `tree_size` entries (without a checkpoint: the caller anchors its root).
 
-    Raises NotFoundError when there is no such entry (or the checkpoint does not cover it) and
-    GenguardError (exit 1) when the log no longer matches the checkpoint."""
+    Raises NotFoundError when there is no such entry (or the checkpoint or tree size does not cover it)
+    and GenguardError (exit 1) when the log no longer matches the checkpoint."""
     if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
         raise BadInputError(f"seq: expected a positive integer, found {seq!r}")
+    if tree_size is not None:
+        if checkpoint is not None:
+            raise BadInputError("tree_size: expected a checkpoint or a tree size, found both")
+        if isinstance(tree_size, bool) or not isinstance(tree_size, int) or tree_size < 1:
+            raise BadInputError(f"tree_size: expected a positive integer, found {tree_size!r}")
     origin = log_origin(store)
     if checkpoint is not None and checkpoint.origin != origin:
         raise BadInputError(f"checkpoint: expected one of log {origin!r}, found one of {checkpoint.origin!r}")
     tree = MerkleTree(store.entry_hashes())
-    size = tree.size if checkpoint is None else checkpoint.tree_size
+    if tree_size is not None and tree_size > tree.size:
+        raise NotFoundError(
+            f"tree_size: expected at most the {tree.size} entries the log holds, found {tree_size}"
+        )
+    size = (tree_size or tree.size) if checkpoint is None else checkpoint.tree_size
     if seq > size:
-        covered = "the log holds" if checkpoint is None else "the checkpoint covers"
+        covered = (
+            "the log holds"
+            if checkpoint is None and tree_size is None
+            else "the tree size covers"
+            if checkpoint is None
+            else "the checkpoint covers"
+        )
         raise NotFoundError(f"entry {seq}: not found ({covered} entries 1..{size})")
     if size > tree.size or (checkpoint is not None and tree.root(size) != checkpoint.root_hash):
         raise GenguardError(
@@ -345,6 +363,36 @@ def prove_inclusion(store: AuditStore, seq: int, checkpoint: Checkpoint | None =
         raise GenguardError(f"entry {seq}: not at its place in the log: run `genguard audit verify`")
     path = tuple(tree.inclusion_proof(seq - 1, size))
     return InclusionProof(origin, size, tree.root(size), path, entry, checkpoint)
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """RFC 9162 PROOF(first, D[second]): the log's first `first` entries (root `first_root`) are a prefix
+    of its first `second` entries (root `second_root`); `path` is empty when first is 0 or second."""
+
+    origin: str
+    first: int
+    second: int
+    first_root: bytes
+    second_root: bytes
+    path: tuple[bytes, ...]
+
+
+def prove_consistency(store: AuditStore, first: int, second: int | None = None) -> ConsistencyProof:
+    """A consistency proof from the tree of the log's first `first` entries to that of its first
+    `second` (default: every entry now). Checked with `genguard.audit.merkle.verify_consistency`.
+    Raises BadInputError for sizes out of order and NotFoundError for a size beyond the log."""
+    for name, value in (("first", first), ("second", second)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise BadInputError(f"{name}: expected a positive integer, found {value!r}")
+    tree = MerkleTree(store.entry_hashes())
+    second = tree.size if second is None else second
+    if second > tree.size:
+        raise NotFoundError(f"second: expected at most the {tree.size} entries the log holds, found {second}")
+    if first > second:
+        raise BadInputError(f"first: expected at most second ({second}), found {first}")
+    path = tuple(tree.consistency_proof(first, second))
+    return ConsistencyProof(log_origin(store), first, second, tree.root(first), tree.root(second), path)
 
 
 # --------------------------------------------------------------------------- automatic checkpoints

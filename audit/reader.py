@@ -331,25 +331,32 @@ class AuditReader:
         since: datetime | None = None,
         *,
         offset: int = 0,
+        until: datetime | None = None,
+        decision: PromptAction | None = None,
+        tenant: str | None = None,
     ) -> list[GenerationSummary]:
-        """The newest generations first (ties by id); `status` filters, `since` keeps those created
-        at or after it; `offset` skips that many (pages of `limit`)."""
+        """The newest generations first (ties by id); `status` filters, `since` / `until` keep those
+        created at or after / before them, `decision` those whose prompt decision was that action,
+        `tenant` those of actors "<tenant>" and "<tenant>/..."; `offset` skips that many (pages of
+        `limit`)."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise BadInputError(f"limit: expected a positive integer, found {limit!r}")
         _check_count(offset, "offset", minimum=0)
         if status is not None and status not in GENERATION_STATUSES:
             raise BadInputError(f"status: expected one of {GENERATION_STATUSES} or None, found {status!r}")
+        if decision is not None and not isinstance(decision, PromptAction):
+            raise BadInputError(f"decision: expected a PromptAction or None, found {decision!r}")
         image_count = (
             select(func.count(Image.id))
             .where(Image.generation_id == Generation.id)
             .correlate(Generation)
             .scalar_subquery()
         )
-        query = select(Generation.__table__, image_count.label("image_count")).where(_chained(Generation.id))
-        if status is not None:
-            query = query.where(Generation.status == status)
-        if since is not None:
-            query = query.where(Generation.created_at >= chain.format_time(since))
+        query = _generation_filters(
+            select(Generation.__table__, image_count.label("image_count")), status, since, until, None, tenant
+        )
+        if decision is not None:
+            query = query.where(Generation.decision_action == decision.value)
         query = query.order_by(Generation.created_at.desc(), Generation.id).limit(limit)
         if offset:
             query = query.offset(offset)
@@ -649,10 +656,21 @@ def _generation_filters(
     if prompt_like:
         query = query.where(Generation.prompt_text.ilike(prompt_like))
     if tenant is not None:
-        if not isinstance(tenant, str) or not tenant or "/" in tenant:
-            raise BadInputError(f"tenant: expected a name without '/', found {tenant!r}")
+        _check_tenant(tenant)
         query = query.where(or_(Generation.actor == tenant, Generation.actor.startswith(f"{tenant}/")))
     return query
+
+
+def _check_tenant(tenant: Any) -> None:
+    if not isinstance(tenant, str) or not tenant or "/" in tenant:
+        raise BadInputError(f"tenant: expected a name without '/', found {tenant!r}")
+
+
+def in_tenant(actor: str, tenant: str) -> bool:
+    """True when a generation of `actor` is the tenant's: the actor is "<tenant>" or "<tenant>/..."
+    (the rule the `tenant` filters apply in SQL)."""
+    _check_tenant(tenant)
+    return actor == tenant or actor.startswith(f"{tenant}/")
 
 
 def _keyset(
@@ -819,4 +837,5 @@ __all__ = [
     "StoredImage",
     "StoredPrompt",
     "check_int64",
+    "in_tenant",
 ]

@@ -176,9 +176,11 @@ def bias_report(
     group_by: GroupBy = "prompt",
     bucket: Bucket = "day",
     targets: Mapping[str, Mapping[str, float]] | None = None,
+    tenant: str | None = None,
 ) -> BiasReport:
     """Perceived bias over completed generations created at or after `since` whose stored prompt
-    matches `prompt_like` (SQL LIKE; without % it matches anywhere in the prompt, any case).
+    matches `prompt_like` (SQL LIKE; without % it matches anywhere in the prompt, any case); with
+    `tenant`, only that tenant's (actors "<tenant>" and "<tenant>/...").
 
     `targets`: per attribute a target distribution (as in a pack's `bias.targets`); default uniform.
     Prompts stored hashed or redacted are grouped by their digest and cannot match `prompt_like`.
@@ -191,7 +193,11 @@ def bias_report(
     periods: defaultdict[str, _Tally] = defaultdict(_Tally)
     matched = 0
     for generation in store.reader().report_generations(
-        status="completed", since=_aware(since), prompt_like=_like_pattern(prompt_like), extra_keys=("bias",)
+        status="completed",
+        since=_aware(since),
+        prompt_like=_like_pattern(prompt_like),
+        tenant=tenant,
+        extra_keys=("bias",),
     ):
         matched += 1
         bias = generation.extra.get("bias")
@@ -319,8 +325,10 @@ def safety_report(
     since: datetime | None = None,
     prompt_like: str | None = None,
     bucket: Bucket = "day",
+    tenant: str | None = None,
 ) -> SafetyReport:
-    """Outcomes by category, by policy version and over time.
+    """Outcomes by category, by policy version and over time; with `tenant`, only that tenant's
+    generations (actors "<tenant>" and "<tenant>/...").
 
     An image counts once per category its verdict flagged ("none" when nothing crossed a threshold;
     an image held only because the prompt asked for review counts under the categories the prompt check
@@ -328,7 +336,11 @@ def safety_report(
     blocked at the prompt counts once per category the decision blocked.
     """
     _check_bucket(bucket)
-    filters: dict[str, Any] = {"since": _aware(since), "prompt_like": _like_pattern(prompt_like)}
+    filters: dict[str, Any] = {
+        "since": _aware(since),
+        "prompt_like": _like_pattern(prompt_like),
+        "tenant": tenant,
+    }
     by_category: defaultdict[str, Counter[str]] = defaultdict(Counter)
     by_policy: defaultdict[str, Counter[str]] = defaultdict(Counter)
     trend: defaultdict[str, Counter[str]] = defaultdict(Counter)
@@ -344,9 +356,7 @@ def safety_report(
             if event.event_type == RELEASE_FAILED_EVENT:
                 not_written.add(key)
                 continue
-            reviews.setdefault(
-                key, event.event_type
-            )
+            reviews.setdefault(key, event.event_type)
         for image in reader.report_images(**filters, extra_keys=("quarantine",)):
             images += 1
             generation = image.generation

@@ -236,6 +236,30 @@ def export_image(
     return destination
 
 
+def view_image(
+    store: AuditStore, review_id: str, reviewer: str, *, to: str, vault: QuarantineVault | None = None
+) -> bytes:
+    """The decrypted PNG of a kept quarantined image, for a reviewer to look at, as `export_image` gives
+    it but returned rather than written: the same "review.image_exported" event (who, `to` as where it
+    went, the PNG's sha256) is committed before the bytes are returned. NotFoundError when no copy is
+    kept."""
+    if not isinstance(reviewer, str) or not reviewer.strip():
+        raise BadInputError("reviewer: expected a name, found none")
+    vault = vault or QuarantineVault()
+    item = show(store, review_id, vault)
+    if not item.kept:
+        raise NotFoundError(f"review id {review_id!r}: expected a kept encrypted copy, found none")
+    png = vault.load_png(item.generation_id, item.index)
+    payload = {
+        "image_index": item.index,
+        "reviewer": reviewer,
+        "path": to,
+        "sha256": hashlib.sha256(png).hexdigest(),
+    }
+    store.append_event(EXPORTED, payload, item.generation_id)
+    return png
+
+
 def _pending(store: AuditStore, review_id: str, vault: QuarantineVault, reviewer: str) -> ReviewItem:
     if not isinstance(reviewer, str) or not reviewer.strip():
         raise BadInputError("reviewer: expected a name (--reviewer or $USER), found none")

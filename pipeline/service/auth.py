@@ -29,7 +29,18 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        """What the audit record names as the generation's actor."""
+        """What the audit record names as the generation's actor: the tenant's name first, so that the
+        audit store's tenant filters (actors "<tenant>" and "<tenant>/...") find it."""
+        return f"{self.tenant_name}/apikey:{self.key_id}"
+
+    @property
+    def tenant(self) -> str:
+        """The tenant's name, as the audit store's `tenant` filters take it."""
+        return self.tenant_name
+
+    @property
+    def reviewer(self) -> str:
+        """What a review decision made with this key records as its reviewer: the key's id."""
         return f"apikey:{self.key_id}"
 
 

@@ -2,7 +2,7 @@
 
 Each worker thread loads its own `GovernedPipeline` on its first job (so a service that only verifies
 never loads torch) and keeps it; a job asking for another output format (png, jpeg, webp) loads one more,
-once. A job's generation is recorded by the pipeline as always (the key id as
+once. A job's generation is recorded by the pipeline as always ("<tenant>/apikey:<key id>" as
 its actor); the job row then says how it ended and what was released. Files are written under
 `files_dir/<tenant id>/`. A job that raises is recorded `failed` with the error, and the worker goes on.
 """
@@ -137,6 +137,12 @@ class JobRunner:
             self.models_loaded += 1
         return pipelines[output_format]
 
+    def _actor(self, job: JobRecord) -> str:
+        """The generation's actor, "<tenant name>/apikey:<key id>": the audit store's tenant filters
+        (actors "<tenant>" and "<tenant>/...") then find the tenant's generations."""
+        name = next((t.name for t in self.store.list_tenants() if t.id == job.tenant_id), job.tenant_id)
+        return f"{name}/apikey:{job.key_id}"
+
     def _run(self, job: JobRecord, pipelines: dict[str, Any]) -> None:
         from genguard.pipeline import families
         from genguard.pipeline.embedded import EMBEDDED_DEFAULT_SIZE, is_embedded
@@ -167,7 +173,7 @@ class JobRunner:
                     num_images=asked["n"],
                     seed=asked.get("seed"),
                 ),
-                actor=f"apikey:{job.key_id}",
+                actor=self._actor(job),
             )
             outcome = pipe(request, out_dir=self.files_dir / job.tenant_id)
             status, generation_id = "done", outcome.generation_id
