@@ -32,6 +32,9 @@ from genguard.pipeline.service import (
     routes_generations,
     routes_health,
     routes_openai,
+    routes_proofs,
+    routes_reports,
+    routes_review,
     routes_verify,
 )
 from genguard.pipeline.service.context import ServiceConfig, ServiceContext, TokenBuckets
@@ -208,5 +211,7 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
         )
 
     for module in (routes_health, routes_generations, routes_openai, routes_verify, routes_audit):
+        app.include_router(module.router(ctx))
+    for module in (routes_review, routes_reports, routes_proofs):  # review, reports, checkpoints and proofs
         app.include_router(module.router(ctx))
     return app
