@@ -464,9 +464,11 @@ class AuditReader:
         *,
         limit: int | None = None,
         offset: int = 0,
+        tenant: str | None = None,
     ) -> list[QuarantinedImage]:
         """Images recorded as quarantined, oldest generation first (then generation id, index); the
-        review queue is those without a review decision (events "review.*")."""
+        review queue is those without a review decision (events "review.*"). `tenant`: only the
+        generations of actors "<tenant>" and "<tenant>/..."."""
         if limit is not None:
             _check_count(limit, "limit", minimum=1)
         _check_count(offset, "offset", minimum=0)
@@ -492,6 +494,8 @@ class AuditReader:
             query = query.where(Image.generation_id == generation_id)
         if index is not None:
             query = query.where(Image.index == index)
+        if tenant is not None:
+            query = _generation_filters(query, None, None, None, None, tenant)
         query = query.order_by(Generation.created_at, Image.generation_id, Image.index)
         if limit is not None:
             query = query.limit(limit)

@@ -166,10 +166,14 @@ def _hex64(value: object) -> int | None:
 
 
 def _items(
-    store: AuditStore, vault: QuarantineVault, generation_id: str | None = None, index: int | None = None
+    store: AuditStore,
+    vault: QuarantineVault,
+    generation_id: str | None = None,
+    index: int | None = None,
+    tenant: str | None = None,
 ) -> list[ReviewItem]:
     with store.reader().snapshot() as reader:
-        images = reader.quarantined_images(generation_id, index)
+        images = reader.quarantined_images(generation_id, index, tenant=tenant)
         ids = None if generation_id is None else [generation_id]
         decided = _decisions(reader.iter_events(DECISIONS, generation_ids=ids))
     return [
@@ -190,9 +194,14 @@ def _items(
     ]
 
 
-def review_queue(store: AuditStore, vault: QuarantineVault | None = None) -> list[ReviewItem]:
-    """Quarantined images with no review decision yet, oldest first."""
-    return [item for item in _items(store, vault or QuarantineVault()) if item.decision is None]
+def review_queue(
+    store: AuditStore, vault: QuarantineVault | None = None, *, tenant: str | None = None
+) -> list[ReviewItem]:
+    """Quarantined images with no review decision yet, oldest first; with `tenant`, only that tenant's
+    (actors "<tenant>" and "<tenant>/...")."""
+    return [
+        item for item in _items(store, vault or QuarantineVault(), tenant=tenant) if item.decision is None
+    ]
 
 
 def show(store: AuditStore, review_id: str, vault: QuarantineVault | None = None) -> ReviewItem:

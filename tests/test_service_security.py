@@ -702,6 +702,32 @@ def test_inclusion_and_consistency_proofs_verify_offline(service: Service) -> No
     assert beyond.status_code == 404
 
 
+def test_the_read_functions_the_routes_use(service: Service) -> None:
+    """The audit functions the routes call, directly: tenant scoping, proof bounds."""
+    from genguard.audit.checkpoint import prove_consistency, prove_inclusion
+    from genguard.audit.reader import in_tenant
+    from genguard.guard.errors import BadInputError, NotFoundError
+
+    assert in_tenant("acme", "acme") and in_tenant("acme/apikey:key_1", "acme")
+    assert not in_tenant("acme-2/bob", "acme") and not in_tenant("acmex", "acme")
+    with pytest.raises(BadInputError, match="tenant"):
+        in_tenant("a/b", "a/b")
+    reader = service.audit.reader()
+    assert {q.generation_id for q in reader.quarantined_images(tenant="other")} == {service.other_quarantined}
+    assert service.quarantined not in {g.generation_id for g in reader.generations(100, tenant="other")}
+    size = reader.head().seq
+    with pytest.raises(NotFoundError, match="tree_size"):
+        prove_inclusion(service.audit, 1, tree_size=size + 1)
+    with pytest.raises(NotFoundError, match="entry 3"):
+        prove_inclusion(service.audit, 3, tree_size=2)
+    with pytest.raises(BadInputError, match="both"):
+        prove_inclusion(service.audit, 1, parse_checkpoint(service.checkpoint_file.read_bytes()), tree_size=2)
+    with pytest.raises(BadInputError, match="first"):
+        prove_consistency(service.audit, 3, 2)
+    same = prove_consistency(service.audit, 2, 2)
+    assert same.path == () and same.first_root == same.second_root
+
+
 # ------------------------------------------------------------------------------- secrets
 
 

@@ -66,7 +66,7 @@ def router(ctx: ServiceContext) -> APIRouter:
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> ReviewPage:
         """Your tenant's images waiting for review, oldest first."""
-        waiting = [i for i in review.review_queue(ctx.audit) if in_tenant(i.actor, principal.tenant)]
+        waiting = review.review_queue(ctx.audit, tenant=principal.tenant)
         page = waiting[offset : offset + limit]
         more = offset + limit < len(waiting)
         return ReviewPage(
