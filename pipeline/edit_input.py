@@ -1,0 +1,294 @@
+"""An edit's input, as the governed path needs it: what the pure checks (`genguard.guard.input_image`)
+cannot say alone, and the edit pipelines.
+
+- `inspect_edit`: the checked input with its provenance: its own Content Credentials (read with
+  c2pa's Reader, carried into the output's manifest as the ingredient), our pixel watermark in it and
+  the generation that watermark (or the input's exact bytes) links it to, and the pack's decision.
+- `edit_pipeline`: the img2img or inpainting pipeline built from the loaded pipeline's components
+  (diffusers' `AutoPipelineFor*.from_pipe`: no second copy of the weights).
+- `edit_call_kwargs`: the keyword arguments of that pipeline's call.
+- `InputStore`: keeps the input as the pack says (`hash`: nothing; `encrypted`: sealed with the
+  quarantine key; `kept`: the file in a private folder), never next to the output.
+
+The latent watermark: img2img and inpainting start from the input's latents with noise added at the
+strength's timestep, so the planted initial noise is not what sampling starts from and the latent
+mark cannot be read back from the output; an edit's output carries the pixel mark only, and its
+record says so (`LATENT_MARK_NOTE`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from genguard.audit.store import AuditStore
+from genguard.guard import config
+from genguard.guard.errors import BadInputError, ImageInputError
+from genguard.guard.input_image import EditDecision, EditInput, decide_edit, load_edit_input, resized
+from genguard.guard.policy import PolicyPack
+from genguard.guard.provenance import EditFacts, ManifestReading, ManifestState, read_manifest
+from genguard.guard.provenance.content_credentials import AI_SOURCE_TYPES
+from genguard.guard.quarantine import QuarantineVault
+from genguard.guard.types import GenerationRequest
+from genguard.guard.watermark import Watermarker
+from genguard.pipeline.families import Family
+
+LATENT_MARK_NOTE = (
+    "none: an edit starts from the input's latents, not from the planted noise; pixel mark only"
+)
+_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
+
+
+@dataclass(frozen=True)
+class InputProvenance:
+    """Where an edit's input comes from, as far as can be told.
+
+    `manifest`: its own Content Credentials as read (state ABSENT when none). `mark_id`: our pixel
+    watermark read from it (None: not marked with this installation's key). `source_generation_id`,
+    `source_image_index`: the generation of ours it is (by that mark, or by its exact bytes).
+    """
+
+    manifest: ManifestReading
+    mark_id: int | None
+    source_generation_id: str | None
+    source_image_index: int | None
+
+    @property
+    def photograph(self) -> bool:
+        """Treated as a photograph unless linked to one of our generations, or a trusted manifest
+        declares it made by a model (an untrusted claim could be anybody's)."""
+        if self.source_generation_id is not None:
+            return False
+        declared = self.manifest.digital_source_type
+        return not (self.manifest.state is ManifestState.TRUSTED and declared in AI_SOURCE_TYPES)
+
+
+@dataclass(frozen=True)
+class CheckedEdit:
+    """An edit's input, checked, with its provenance and the pack's decision on it."""
+
+    input: EditInput
+    provenance: InputProvenance
+    decision: EditDecision
+
+    def facts(self) -> EditFacts:
+        """What the output's manifest says about the input."""
+        return EditFacts(
+            data=self.input.data,
+            mime_type=self.input.mime_type,
+            sha256=self.input.sha256,
+            manifest_state=self.provenance.manifest.state.value,
+            mode=self.input.mode,
+            mask_share=self.input.mask_share,
+            strength=self.input.strength,
+            source_generation_id=self.provenance.source_generation_id,
+        )
+
+    def to_json(self, storage: str, stored: str | None = None) -> dict[str, Any]:
+        """The record's `extra["edit"]`: hashes, never the pixels or the file."""
+        edit, provenance, manifest = self.input, self.provenance, self.provenance.manifest
+        return {
+            "mode": edit.mode,
+            "strength": edit.strength,
+            "mask_area_share": round(edit.mask_share, 6),
+            "latent_mark": LATENT_MARK_NOTE,
+            "input": {
+                "sha256": edit.sha256,
+                "mime_type": edit.mime_type,
+                "width": edit.size[0],
+                "height": edit.size[1],
+                "mask_sha256": edit.mask_sha256,
+                "storage": storage,
+                "stored": stored,
+            },
+            "faces": [list(box) for box in edit.faces],
+            "face_area_share": round(edit.face_share, 6),
+            "photograph": self.decision.photograph,
+            "consent": edit.consent,
+            "decision": {
+                "action": self.decision.action.value,
+                "rules": [hit.rule for hit in self.decision.rules],
+                "consent_missing": self.decision.consent_missing,
+            },
+            "credentials": {
+                "state": manifest.state.value,
+                "codes": list(manifest.codes),
+                "signer": manifest.signer,
+                "issuer": manifest.issuer,
+                "digital_source_type": manifest.digital_source_type,
+                "error": manifest.error,
+            },
+            "source": {
+                "mark_id": None if provenance.mark_id is None else f"0x{provenance.mark_id:016x}",
+                "generation_id": provenance.source_generation_id,
+                "image_index": provenance.source_image_index,
+            },
+        }
+
+
+def inspect_edit(
+    request: GenerationRequest,
+    *,
+    pack: PolicyPack,
+    store: AuditStore,
+    watermarker: Watermarker,
+    key: bytes | None,
+    trust_anchors_pem: bytes | None = None,
+) -> CheckedEdit:
+    """Check an edit's input and mask (BadInputError naming the field), read its provenance, decide."""
+    spec = pack.edits
+    edit = load_edit_input(
+        request.init_image, request.mask, strength=request.strength, consent=request.consent, spec=spec
+    )
+    provenance = read_provenance(edit, store=store, watermarker=watermarker, key=key, anchors=trust_anchors_pem)
+    return CheckedEdit(edit, provenance, decide_edit(edit, spec, photograph=provenance.photograph))
+
+
+def read_provenance(
+    edit: EditInput,
+    *,
+    store: AuditStore,
+    watermarker: Watermarker,
+    key: bytes | None,
+    anchors: bytes | None = None,
+) -> InputProvenance:
+    """The input's manifest, our watermark in it, and the generation of ours they link it to."""
+    manifest = read_manifest(edit.data, edit.mime_type, trust_anchors_pem=anchors)
+    mark_id: int | None = None
+    try:
+        found = watermarker.detect(edit.rgb, key)
+    except ImageInputError:  # too small to carry our mark
+        found = None
+    if found is not None and found.marked and found.mark_id is not None:
+        mark_id = found.mark_id
+    stored = store.find_image_by_mark_id(mark_id) if mark_id is not None else None
+    if stored is None:  # the very bytes we released (a marked copy re-encoded reads by its mark)
+        same = store.find_images_by_sha256(edit.sha256)
+        stored = same[0] if same else None
+    return InputProvenance(
+        manifest,
+        mark_id,
+        stored.generation_id if stored is not None else None,
+        stored.index if stored is not None else None,
+    )
+
+
+def edit_pipeline(pipe: Any, mode: str) -> Any:
+    """The img2img ("img2img") or inpainting ("inpaint") pipeline over `pipe`'s components."""
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+    from genguard.guard.errors import ModelLoadError
+    from genguard.pipeline.families import disable_builtin_safety
+
+    auto = AutoPipelineForImage2Image if mode == "img2img" else AutoPipelineForInpainting
+    try:
+        derived = auto.from_pipe(pipe)
+    except (ValueError, KeyError) as exc:
+        raise ModelLoadError(
+            f"model: expected a {type(pipe).__name__} that diffusers can turn into an {mode} pipeline, "
+            f"found none ({exc})"
+        ) from None
+    disable_builtin_safety(derived)
+    return derived
+
+
+def check_edit_steps(steps: int, strength: float) -> None:
+    """diffusers runs int(steps x strength) denoising steps; none at all is an error there."""
+    if int(steps * strength) < 1:
+        raise BadInputError(
+            f"strength: expected steps x strength of at least 1 (diffusers runs int(steps x strength) "
+            f"steps), found {steps} x {strength} = {steps * strength:g}"
+        )
+
+
+def edit_call_kwargs(
+    derived: Any,
+    family: Family,
+    edit: EditInput,
+    *,
+    prompt: str,
+    negative_prompt: str,
+    width: int,
+    height: int,
+    steps: int,
+    guidance_scale: float,
+    num_images: int,
+) -> dict[str, Any]:
+    """Keyword arguments for `derived(**kwargs)`: the input (and mask) at the sampled size, as PIL images."""
+    from PIL import Image
+
+    rgb, mask = resized(edit, width, height)
+    accepted = inspect.signature(derived.__call__).parameters
+    kwargs: dict[str, Any] = {
+        "prompt": prompt,
+        "image": Image.fromarray(rgb),
+        "strength": edit.strength,
+        "num_inference_steps": steps,
+        "guidance_scale": guidance_scale,
+        "num_images_per_prompt": num_images,
+        "output_type": "pt",
+    }
+    if mask is not None:
+        kwargs["mask_image"] = Image.fromarray(mask)
+    if "height" in accepted:
+        kwargs["height"], kwargs["width"] = height, width
+    if negative_prompt:
+        kwargs["negative_prompt"] = negative_prompt
+        if family is Family.FLUX:  # as in families.call_kwargs: a negative prompt needs true CFG
+            kwargs["true_cfg_scale"] = guidance_scale
+    return kwargs
+
+
+@dataclass(frozen=True)
+class InputStore:
+    """Where edit inputs are kept when the pack says `encrypted` or `kept`. `root` None:
+    `genguard_home()/edit-inputs` (folder 0700, files 0600)."""
+
+    root: Path | None = None
+
+    @property
+    def folder(self) -> Path:
+        return self.root if self.root is not None else config.genguard_home() / "edit-inputs"
+
+    def keep(self, storage: str, generation_id: str, edit: EditInput) -> str | None:
+        """Store the input as `storage` says; returns the file's name in `folder` (None for `hash`)."""
+        if storage == "hash":
+            return None
+        if storage == "encrypted":
+            return QuarantineVault(self.folder).keep(generation_id, 0, edit.data).name
+        if storage == "kept":
+            target = QuarantineVault(self.folder).path(generation_id, 0).with_suffix(_SUFFIXES[edit.mime_type])
+            config.private_dir(target.parent)
+            tmp = target.with_name(f".{target.name}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(edit.data)
+            os.replace(tmp, target)
+            return target.name
+        raise BadInputError(f"edits.input_storage: expected hash, encrypted or kept, found {storage!r}")
+
+    def load(self, generation_id: str, name: str) -> bytes:
+        """A stored input's bytes (decrypted when sealed)."""
+        if name.endswith(".ggq"):
+            return QuarantineVault(self.folder).load_png(generation_id, 0)
+        return (self.folder / name).read_bytes()
+
+    def discard(self, name: str | None) -> None:
+        if name is not None:
+            (self.folder / name).unlink(missing_ok=True)
+
+
+__all__ = [
+    "LATENT_MARK_NOTE",
+    "CheckedEdit",
+    "InputProvenance",
+    "InputStore",
+    "check_edit_steps",
+    "edit_call_kwargs",
+    "edit_pipeline",
+    "inspect_edit",
+    "read_provenance",
+]
