@@ -66,7 +66,7 @@ class EditInput:
 
     @property
     def mode(self) -> str:
-        """"inpaint" with a mask, else "img2img"."""
+        """ "inpaint" with a mask, else "img2img"."""
         return "img2img" if self.mask is None else "inpaint"
 
     @property
@@ -103,7 +103,9 @@ def read_input(source: bytes | str | Path, field_name: str, max_bytes: int) -> b
             if path.is_dir():
                 raise ImageInputError(f"{field_name}: expected an image file, found a directory at {path}")
             if size > max_bytes:
-                raise ImageInputError(f"{field_name}: expected at most {max_bytes} bytes, found {size} in {path}")
+                raise ImageInputError(
+                    f"{field_name}: expected at most {max_bytes} bytes, found {size} in {path}"
+                )
             data = path.read_bytes()
         except FileNotFoundError:
             raise ImageInputError(f"{field_name}: expected an image file, found no file at {path}") from None
@@ -156,7 +158,9 @@ def load_edit_input(
     if image is None:
         raise BadInputError("init_image: expected the image to edit (a mask needs one), found none")
     if not spec.enabled:
-        raise BadInputError("init_image: expected no input image (the pack's edits.enabled is false), found one")
+        raise BadInputError(
+            "init_image: expected no input image (the pack's edits.enabled is false), found one"
+        )
     mode = "img2img" if mask is None else "inpaint"
     strength_value = check_strength(strength, mode)
     consent_value = check_consent(consent)
@@ -236,10 +240,14 @@ def merge_decision(decision: PromptDecision, edit: EditDecision) -> PromptDecisi
     else:
         edit_action = edit.action
     categories.append(CategoryScore(EDIT_CATEGORY, score, edit_action))
-    return replace(decision, action=action, categories=tuple(categories), rules=(*decision.rules, *edit.rules))
+    return replace(
+        decision, action=action, categories=tuple(categories), rules=(*decision.rules, *edit.rules)
+    )
 
 
-def resized(edit: EditInput, width: int, height: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None]:
+def resized(
+    edit: EditInput, width: int, height: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8] | None]:
     """The input (RGB uint8) and its mask (uint8 0/255) at the size the model samples."""
     if edit.size == (width, height):
         rgb = edit.rgb
@@ -247,7 +255,7 @@ def resized(edit: EditInput, width: int, height: int) -> tuple[npt.NDArray[np.ui
         rgb = np.asarray(Image.fromarray(edit.rgb).resize((width, height), Image.Resampling.LANCZOS))
     if edit.mask is None:
         return rgb, None
-    mask = (edit.mask.astype(np.uint8) * 255)
+    mask = edit.mask.astype(np.uint8) * 255
     if edit.size != (width, height):
         mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
     return rgb, mask
@@ -264,7 +272,9 @@ def _header(data: bytes, field_name: str, max_pixels: int) -> tuple[tuple[int, i
                 width, height = image.size
                 file_format = image.format
         except UnidentifiedImageError:
-            raise ImageInputError(f"{field_name}: expected an image file, found an unrecognised format") from None
+            raise ImageInputError(
+                f"{field_name}: expected an image file, found an unrecognised format"
+            ) from None
         except Image.DecompressionBombError:
             raise ImageInputError(
                 f"{field_name}: expected at most {max_pixels} pixels, found more (refused before decoding)"

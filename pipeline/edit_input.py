@@ -18,6 +18,7 @@ record says so (`LATENT_MARK_NOTE`).
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 from dataclasses import dataclass
@@ -143,8 +144,21 @@ def inspect_edit(
     edit = load_edit_input(
         request.init_image, request.mask, strength=request.strength, consent=request.consent, spec=spec
     )
-    provenance = read_provenance(edit, store=store, watermarker=watermarker, key=key, anchors=trust_anchors_pem)
+    provenance = read_provenance(
+        edit, store=store, watermarker=watermarker, key=key, anchors=trust_anchors_pem
+    )
     return CheckedEdit(edit, provenance, decide_edit(edit, spec, photograph=provenance.photograph))
+
+
+def refused_edit_json(request: GenerationRequest) -> dict[str, Any]:
+    """What a refused edit's record says of its input: the hash of the bytes when they were read
+    (never the pixels), the mode and the consent reference."""
+    data = request.init_image
+    return {
+        "mode": "img2img" if request.mask is None else "inpaint",
+        "input": {"sha256": hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else None},
+        "consent": request.consent if isinstance(request.consent, str) else None,
+    }
 
 
 def read_provenance(
@@ -260,7 +274,9 @@ class InputStore:
         if storage == "encrypted":
             return QuarantineVault(self.folder).keep(generation_id, 0, edit.data).name
         if storage == "kept":
-            target = QuarantineVault(self.folder).path(generation_id, 0).with_suffix(_SUFFIXES[edit.mime_type])
+            target = (
+                QuarantineVault(self.folder).path(generation_id, 0).with_suffix(_SUFFIXES[edit.mime_type])
+            )
             config.private_dir(target.parent)
             tmp = target.with_name(f".{target.name}.tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -291,4 +307,5 @@ __all__ = [
     "edit_pipeline",
     "inspect_edit",
     "read_provenance",
+    "refused_edit_json",
 ]

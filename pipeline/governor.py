@@ -77,6 +77,7 @@ from genguard.pipeline.edit_input import (
     edit_call_kwargs,
     edit_pipeline,
     inspect_edit,
+    refused_edit_json,
 )
 from genguard.pipeline.embedded import is_embedded
 from genguard.pipeline.inversion import watermarked_noise
@@ -469,7 +470,7 @@ class Governor:
         except GenguardError as exc:
             refused = self.refusal(request, exc, generation_id)
             if isinstance(request, GenerationRequest) and request.is_edit and refused.record is not None:
-                refused.record.extra["edit"] = _refused_edit(request)
+                refused.record.extra["edit"] = refused_edit_json(request)
             raise refused from exc
         decision = self.engine.check(request.prompt)
         if edit is not None:
@@ -1197,18 +1198,6 @@ def _recordable(request: Any) -> GenerationRequest:
         params=GenerationParams(**values),
         actor=text(request.actor) or "anonymous",
     )
-
-
-def _refused_edit(request: GenerationRequest) -> dict[str, Any]:
-    """What a refused edit's record says of its input: the hash of the bytes, when they were given as
-    bytes and within the decode limits' reach (never the pixels)."""
-    data = request.init_image
-    digest = hashlib.sha256(data).hexdigest() if isinstance(data, bytes) else None
-    return {
-        "mode": "img2img" if request.mask is None else "inpaint",
-        "input": {"sha256": digest, "path_given": isinstance(data, str | Path)},
-        "consent": request.consent if isinstance(request.consent, str) else None,
-    }
 
 
 @contextmanager
