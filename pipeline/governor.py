@@ -28,6 +28,7 @@ import secrets
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -331,6 +332,8 @@ class Governor:
         self.vault = quarantine_vault if quarantine_vault is not None else QuarantineVault()
         self.input_store = input_store if input_store is not None else InputStore()
         self._edit_pipes: dict[str, Any] = {}  # "img2img" / "inpaint" -> pipeline over `pipe`'s parts
+        # Reads our watermark from edit inputs while the model samples (see `inspect_edit`).
+        self._mark_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genguard-edit-mark")
         self.family = families.detect_family(pipe)
         families.disable_builtin_safety(pipe)
         # Upper bounds on one request's work (sizes, steps, images), from the family and the pack's limits.
@@ -481,7 +484,12 @@ class Governor:
         """An edit's input checked before sampling: bounded decode, mask size, faces, its Content
         Credentials, our watermark and the generation it links to, and the pack's decision on it."""
         edit = inspect_edit(
-            request, pack=self.policy, store=self.audit, watermarker=self.watermarker, key=self._key
+            request,
+            pack=self.policy,
+            store=self.audit,
+            watermarker=self.watermarker,
+            key=self._key,
+            executor=self._mark_reader,
         )
         check_edit_steps(request.params.steps, edit.input.strength)
         return edit
@@ -525,7 +533,8 @@ class Governor:
             decision,
             generation_id,
         )
-        extra = self._edit_extra(admitted.edit)
+        edit = admitted.edit.resolved(self.audit) if admitted.edit is not None else None
+        extra = self._edit_extra(edit)
         return self._record(generation_id, admitted.request, decision, "blocked", extra=extra), error
 
     # -- plan -------------------------------------------------------------------------------------
@@ -727,6 +736,9 @@ class Governor:
         Returns the record to commit and the result; `out_dir` only names the files `commit` writes.
         """
         job = checked.job
+        if job.edit is not None and job.edit.pending is not None:  # the input's mark, read meanwhile
+            job = replace(job, edit=job.edit.resolved(self.audit))
+            checked = replace(checked, job=job)
         generation_id = job.generation_id
         held_pngs: dict[int, bytes] = {}
         input_file: str | None = None
@@ -780,7 +792,7 @@ class Governor:
             "failed",
             seed=job.seed,
             error=error,
-            extra=self._edit_extra(job.edit),
+            extra=self._edit_extra(job.edit.resolved(self.audit) if job.edit is not None else None),
         )
 
     def discard(self, prepared: Prepared) -> None:
