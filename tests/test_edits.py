@@ -462,3 +462,22 @@ def test_generate_image_mask_consent_from_the_command_line(
     assert "Traceback" not in broken.stderr
     store = AuditStore.open(env["GENGUARD_DB"])
     assert sorted(g.status for g in store.list_generations(10)) == ["completed", "invalid"]
+
+
+def test_generate_many_samples_an_edit_beside_text_requests(
+    tiny_sd: Any, sqlite_url: str, photos: dict[str, np.ndarray]
+) -> None:
+    gp = governed(tiny_sd, sqlite_url)
+    coffee = encode_image(photos["coffee"], "png")
+    requests = [
+        GenerationRequest("a lighthouse at dusk", params=PARAMS),
+        GenerationRequest(PROMPT, params=PARAMS, init_image=coffee, strength=0.5),
+        GenerationRequest("a small boat on the sea", params=PARAMS),
+    ]
+    results = gp.generate_many(requests, batch_size=8, workers=2)
+    assert [len(r.released) for r in results] == [1, 1, 1]  # type: ignore[union-attr]
+    extras = [gp.audit.get_generation(r.generation_id).extra for r in results]  # type: ignore[union-attr]
+    assert ["edit" in extra for extra in extras] == [False, True, False]
+    assert extras[1]["edit"]["mode"] == "img2img"
+    # the text requests keep their latent mark, the edit has the pixel mark only
+    assert [len(extra["watermarks"]) for extra in extras] == [2, 1, 2]
