@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,10 +25,12 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
+from genguard.guard import config
 from genguard.guard.bias import detect_faces
-from genguard.guard.errors import BadInputError, ImageInputError
+from genguard.guard.errors import BadInputError, ImageInputError, NotFoundError
 from genguard.guard.imageio import LoadedImage, load_image
 from genguard.guard.policy.schema import EditAction, EditsSpec
+from genguard.guard.quarantine import QuarantineVault
 from genguard.guard.types import CategoryScore, PromptAction, PromptDecision, RuleHit
 
 EDIT_CATEGORY = "deceptive_real_people"
@@ -36,6 +39,7 @@ EDIT_CATEGORY = "deceptive_real_people"
 INPUT_MIME_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 DEFAULT_STRENGTH = {"img2img": 0.75, "inpaint": 1.0}
 MAX_CONSENT_CHARS = 500
+_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 # A mask pixel at or above this grey level is repainted.
 MASK_LEVEL = 128
 
@@ -261,6 +265,61 @@ def resized(
     return rgb, mask
 
 
+@dataclass(frozen=True)
+class InputStore:
+    """Where edit inputs are kept when the pack says `encrypted` or `kept`. `root` None:
+    `genguard_home()/edit-inputs` (folder 0700, files 0600)."""
+
+    root: Path | None = None
+
+    @property
+    def folder(self) -> Path:
+        return self.root if self.root is not None else config.genguard_home() / "edit-inputs"
+
+    def keep(self, storage: str, generation_id: str, edit: EditInput) -> str | None:
+        """Store the input as `storage` says; returns the file's name in `folder` (None for `hash`)."""
+        if storage == "hash":
+            return None
+        if storage == "encrypted":
+            return QuarantineVault(self.folder).keep(generation_id, 0, edit.data).name
+        if storage == "kept":
+            target = (
+                QuarantineVault(self.folder).path(generation_id, 0).with_suffix(_SUFFIXES[edit.mime_type])
+            )
+            config.private_dir(target.parent)
+            tmp = target.with_name(f".{target.name}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(edit.data)
+            os.replace(tmp, target)
+            return target.name
+        raise BadInputError(f"edits.input_storage: expected hash, encrypted or kept, found {storage!r}")
+
+    def load(self, generation_id: str, name: str, sha256: str | None = None) -> bytes:
+        """A stored input's bytes (decrypted when sealed); with `sha256`, checked against it."""
+        expected = QuarantineVault(self.folder).path(generation_id, 0)
+        if name not in (expected.name, *(expected.with_suffix(s).name for s in _SUFFIXES.values())):
+            raise BadInputError(
+                f"stored input: expected a file of generation {generation_id}, found {name!r}"
+            )
+        try:
+            if name.endswith(".ggq"):
+                data = QuarantineVault(self.folder).load_png(generation_id, 0)
+            else:
+                data = (self.folder / name).read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"stored input {name}: expected it in {self.folder}, found none") from None
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise ImageInputError(
+                f"stored input {name}: expected SHA-256 {sha256}, found other bytes (altered)"
+            )
+        return data
+
+    def discard(self, name: str | None) -> None:
+        if name is not None:
+            (self.folder / name).unlink(missing_ok=True)
+
+
 # -- internals -------------------------------------------------------------------------------------
 
 
@@ -312,6 +371,7 @@ __all__ = [
     "INPUT_MIME_TYPES",
     "EditDecision",
     "EditInput",
+    "InputStore",
     "check_consent",
     "check_strength",
     "decide_edit",

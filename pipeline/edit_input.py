@@ -7,8 +7,9 @@ cannot say alone, and the edit pipelines.
 - `edit_pipeline`: the img2img or inpainting pipeline built from the loaded pipeline's components
   (diffusers' `AutoPipelineFor*.from_pipe`: no second copy of the weights).
 - `edit_call_kwargs`: the keyword arguments of that pipeline's call.
-- `InputStore`: keeps the input as the pack says (`hash`: nothing; `encrypted`: sealed with the
-  quarantine key; `kept`: the file in a private folder), never next to the output.
+- the input is kept as the pack says by `genguard.guard.input_image.InputStore` (`hash`: nothing;
+  `encrypted`: sealed with the quarantine key; `kept`: the file in a private folder), never next to
+  the output.
 
 The latent watermark: img2img and inpainting start from the input's latents with noise added at the
 strength's timestep, so the planted initial noise is not what sampling starts from and the latent
@@ -20,20 +21,23 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import os
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from genguard.audit.store import AuditStore
-from genguard.guard import config
 from genguard.guard.errors import BadInputError, ImageInputError
-from genguard.guard.input_image import EditDecision, EditInput, decide_edit, load_edit_input, resized
+from genguard.guard.input_image import (
+    EditDecision,
+    EditInput,
+    InputStore,
+    decide_edit,
+    load_edit_input,
+    resized,
+)
 from genguard.guard.policy import PolicyPack
 from genguard.guard.provenance import EditFacts, ManifestReading, ManifestState, read_manifest
 from genguard.guard.provenance.content_credentials import AI_SOURCE_TYPES
-from genguard.guard.quarantine import QuarantineVault
 from genguard.guard.types import GenerationRequest
 from genguard.guard.watermark import Watermarker
 from genguard.pipeline.families import Family
@@ -41,7 +45,6 @@ from genguard.pipeline.families import Family
 LATENT_MARK_NOTE = (
     "none: an edit starts from the input's latents, not from the planted noise; pixel mark only"
 )
-_SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
 
 
 @dataclass(frozen=True)
@@ -277,47 +280,6 @@ def edit_call_kwargs(
         if family is Family.FLUX:  # as in families.call_kwargs: a negative prompt needs true CFG
             kwargs["true_cfg_scale"] = guidance_scale
     return kwargs
-
-
-@dataclass(frozen=True)
-class InputStore:
-    """Where edit inputs are kept when the pack says `encrypted` or `kept`. `root` None:
-    `genguard_home()/edit-inputs` (folder 0700, files 0600)."""
-
-    root: Path | None = None
-
-    @property
-    def folder(self) -> Path:
-        return self.root if self.root is not None else config.genguard_home() / "edit-inputs"
-
-    def keep(self, storage: str, generation_id: str, edit: EditInput) -> str | None:
-        """Store the input as `storage` says; returns the file's name in `folder` (None for `hash`)."""
-        if storage == "hash":
-            return None
-        if storage == "encrypted":
-            return QuarantineVault(self.folder).keep(generation_id, 0, edit.data).name
-        if storage == "kept":
-            target = (
-                QuarantineVault(self.folder).path(generation_id, 0).with_suffix(_SUFFIXES[edit.mime_type])
-            )
-            config.private_dir(target.parent)
-            tmp = target.with_name(f".{target.name}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(edit.data)
-            os.replace(tmp, target)
-            return target.name
-        raise BadInputError(f"edits.input_storage: expected hash, encrypted or kept, found {storage!r}")
-
-    def load(self, generation_id: str, name: str) -> bytes:
-        """A stored input's bytes (decrypted when sealed)."""
-        if name.endswith(".ggq"):
-            return QuarantineVault(self.folder).load_png(generation_id, 0)
-        return (self.folder / name).read_bytes()
-
-    def discard(self, name: str | None) -> None:
-        if name is not None:
-            (self.folder / name).unlink(missing_ok=True)
 
 
 __all__ = [

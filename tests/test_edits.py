@@ -481,3 +481,33 @@ def test_generate_many_samples_an_edit_beside_text_requests(
     assert extras[1]["edit"]["mode"] == "img2img"
     # the text requests keep their latent mark, the edit has the pixel mark only
     assert [len(extra["watermarks"]) for extra in extras] == [2, 1, 2]
+
+
+@pytest.mark.parametrize("storage", ["encrypted", "hash"])
+def test_approving_a_held_face_edit_releases_it_as_an_edit(
+    tiny_sd: Any, sqlite_url: str, astronaut_png: bytes, tmp_path: Path, storage: str
+) -> None:
+    from genguard.audit.review import approve
+
+    store = InputStore(tmp_path / "inputs")
+    pack = pack_with(EditsSpec(input_storage=storage))  # face edits held for review, as in the default pack
+    gp = governed(tiny_sd, sqlite_url, pack, input_store=store)
+    result = gp(GenerationRequest(PROMPT, params=PARAMS, init_image=astronaut_png, consent="c-9"))
+    assert not result.released and result.withheld[0].status == "quarantined"
+    approve(
+        gp.audit, f"{result.generation_id}:0", reviewer="rita", out_dir=tmp_path / "out", input_store=store
+    )
+    (released_path,) = (tmp_path / "out").iterdir()
+    released = released_path.read_bytes()
+    reading = read_manifest(released, "image/png")
+    assert reading.actions[:2] == ("c2pa.opened", "c2pa.edited") and reading.ingredients == 1
+    assert reading.digital_source_type == COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA
+    (ingredient,) = active_manifest(released)["ingredients"]
+    _, edit = edit_record(gp, result.generation_id)
+    if storage == "hash":  # named by its recorded hash alone
+        assert ingredient["instance_id"] == f"sha256:{edit['input']['sha256']}"
+    else:  # read back from the sealed copy, as at generation
+        assert (
+            ingredient["format"] == "image/png"
+            and ingredient["instance_id"] != f"sha256:{edit['input']['sha256']}"
+        )

@@ -98,13 +98,15 @@ class EditFacts:
     """What the manifest of an edit's output says about its input.
 
     `data`: the input file as it came, carried as the C2PA ingredient (c2pa hashes it and keeps its
-    manifest and that manifest's validation state; the pixels are not embedded). `sha256`: of `data`.
+    manifest and that manifest's validation state; the pixels are not embedded); None when only its
+    hash was kept (a review approval under `input_storage: hash`): the ingredient then names the
+    input by `sha256` alone. `sha256`: of the input file.
     `manifest_state`: what reading the input's own manifest found (a ManifestState value).
     `mode`: "img2img" or "inpaint"; `mask_share`: the share of the image the edit may change.
     `source_generation_id`: the generation of ours that our watermark in the input links it to.
     """
 
-    data: bytes = field(repr=False)
+    data: bytes | None = field(repr=False)
     mime_type: str
     sha256: str
     manifest_state: str
@@ -266,7 +268,7 @@ class ContentCredentials:
         context: c2pa.ContextProvider = native if isinstance(native, _SettingsSigner) else self._context
         builder = c2pa.Builder(definition, context)
         try:
-            if edit is not None:  # c2pa reads the input's own manifest and validation state into it
+            if edit is not None and edit.data is not None:  # c2pa reads the input's manifest into it
                 ingredient = {
                     "title": f"input-{edit.sha256[:16]}",
                     "relationship": "parentOf",
@@ -478,13 +480,22 @@ def _manifest_definition(facts: ManifestFacts) -> str:
                 "data": {"alg": algorithm, "blocks": [{"scope": {}, "value": format_mark_id(facts.mark_id)}]},
             }
         )
-    return json.dumps(
-        {
-            "claim_generator_info": [agent],
-            "title": f"{facts.generation_id}-{facts.image_index}",
-            "assertions": assertions,
-        }
-    )
+    definition: dict[str, Any] = {
+        "claim_generator_info": [agent],
+        "title": f"{facts.generation_id}-{facts.image_index}",
+        "assertions": assertions,
+    }
+    if facts.edit is not None and facts.edit.data is None:  # the input known by its hash alone
+        definition["ingredients"] = [
+            {
+                "title": f"input-{facts.edit.sha256[:16]}",
+                "format": facts.edit.mime_type,
+                "relationship": "parentOf",
+                "label": EDIT_INGREDIENT_LABEL,
+                "instance_id": f"sha256:{facts.edit.sha256}",
+            }
+        ]
+    return json.dumps(definition)
 
 
 def _facts_from(manifest: dict[str, Any]) -> dict[str, Any]:
