@@ -16,6 +16,11 @@ record is committed. Only `commit` writes files, and only after the audit transa
 every request that reaches `admit` ends in exactly one record (`invalid` or `failed` refusals,
 `blocked`, `failed` after sampling, or the generation with its images); when the database cannot
 be written, the stage fails closed and no image leaves.
+
+Edits (a request with `init_image`: img2img, or inpainting with a `mask`) go through the same stages:
+`admit` checks the input and joins the pack's `edits:` decision to the prompt's, `sample` runs the
+img2img / inpainting pipeline built from the model's components, `release` signs the output as an
+edit with the input as its ingredient and stores the input as the pack says (`pipeline.edit_input`).
 """
 
 from __future__ import annotations
