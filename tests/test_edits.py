@@ -214,6 +214,7 @@ def test_the_output_manifest_says_edited_with_the_input_as_ingredient(
     assert governance["edit"]["input"]["sha256"] == edit["input"]["sha256"]
     (ingredient,) = manifest["ingredients"]
     assert ingredient["relationship"] == "parentOf" and ingredient["format"] == "image/png"
+    assert "thumbnail" not in ingredient  # no preview of the input travels with the output
     # pixel mark only: the record lists no latent watermark and keeps no nonce
     detail = gp.audit.get_generation(result.generation_id)
     assert detail is not None and detail.images[0].latent_nonce is None
