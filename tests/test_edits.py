@@ -512,3 +512,15 @@ def test_approving_a_held_face_edit_releases_it_as_an_edit(
             ingredient["format"] == "image/png"
             and ingredient["instance_id"] != f"sha256:{edit['input']['sha256']}"
         )
+
+
+def test_a_pack_without_edits_keeps_its_digest_and_gets_the_defaults() -> None:
+    shipped = load_pack("default")
+    without = PolicyPack.from_spec(shipped.spec.model_copy(update={"edits": None}))
+    assert "edits" not in without.canonical_dict() and "edits" in shipped.canonical_dict()
+    assert without.digest != shipped.digest
+    # its canonical form (what the digest covers) has no `edits` key, as before the section existed
+    data = without.canonical_dict()
+    again = PolicyPack.from_spec(type(shipped.spec).model_validate(data))
+    assert again.digest == without.digest and without.edits == EditsSpec()
+    assert load_pack("strict").edits.face_edit.action == "block"
