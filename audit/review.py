@@ -33,7 +33,8 @@ from genguard.guard.quarantine import QuarantineVault
 from genguard.guard.types import ClassifierScore, PromptStorage
 
 if TYPE_CHECKING:  # c2pa's native library loads only when an image is released
-    from genguard.guard.provenance import ContentCredentials
+    from genguard.guard.input_image import InputStore
+    from genguard.guard.provenance import ContentCredentials, EditFacts
     from genguard.guard.watermark import Watermarker
 
 APPROVED = "review.approved"
@@ -293,6 +294,7 @@ def approve(
     watermark_key: bytes | None = None,
     content_credentials: ContentCredentials | None = None,
     watermarker: Watermarker | None = None,
+    input_store: InputStore | None = None,
 ) -> ReviewOutcome:
     """Release a quarantined image into `out_dir` as "<generation id>-<index>.<suffix>" through the one
     release path (`genguard.audit.release`), like any released image: marked with the mark id recorded
@@ -303,6 +305,9 @@ def approve(
     `watermarker`: the registered watermarker of the algorithm recorded for the generation when None;
     a given one must have that algorithm (BadInputError otherwise: an image marked with another
     algorithm would not verify).
+    An edit's image (its record holds `extra.edit`) is signed as an edit, as at generation: its input
+    as the ingredient, loaded from `input_store` (None: the default folder) when the pack kept it, else
+    named by its recorded hash.
     The event is committed before the file is written (nothing leaves before its record).
     """
     from genguard.guard.provenance import ContentCredentials as Credentials
@@ -336,6 +341,7 @@ def approve(
         pipeline_class=detail.pipeline_class,
         mark_id=stored.mark_id,
         watermark_algorithm=watermarker.algorithm,
+        edit=_recorded_edit(detail.extra.get("edit"), item.generation_id, input_store),
     )
     released = release_image(
         pixels,
@@ -398,3 +404,35 @@ def _decision_after(store: AuditStore, item: ReviewItem, seq: int) -> ReviewDeci
             f"{decision.decision} by {decision.reviewer}) stands"
         )
     return decision
+
+
+def _recorded_edit(edit: object, generation_id: str, input_store: InputStore | None) -> EditFacts | None:
+    """The manifest facts of an edit from its record (`extra.edit`), None for a text-to-image one."""
+    from genguard.guard.input_image import InputStore
+    from genguard.guard.provenance import EditFacts
+
+    def number(value: object, default: float) -> float:
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+
+    if not isinstance(edit, dict):
+        return None
+    def section(name: str) -> dict[str, Any]:
+        value = edit.get(name)
+        return value if isinstance(value, dict) else {}
+
+    source, credentials, origin = section("input"), section("credentials"), section("source")
+    sha256, stored = source.get("sha256"), source.get("stored")
+    if not isinstance(sha256, str):
+        raise NotFoundError(f"generation {generation_id}: expected the edit input's recorded hash, found none")
+    data = (input_store or InputStore()).load(generation_id, stored, sha256) if isinstance(stored, str) else None
+    source_generation = origin.get("generation_id")
+    return EditFacts(
+        data=data,
+        mime_type=str(source.get("mime_type") or "image/png"),
+        sha256=sha256,
+        manifest_state=str(credentials.get("state") or "absent"),
+        mode=str(edit.get("mode") or "img2img"),
+        mask_share=number(edit.get("mask_area_share"), 1.0),
+        strength=number(edit.get("strength"), 1.0),
+        source_generation_id=source_generation if isinstance(source_generation, str) else None,
+    )

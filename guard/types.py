@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from genguard.guard.errors import BadInputError
@@ -182,10 +183,27 @@ def validate_prompt(text: str, field: str = "prompt", *, allow_empty: bool = Fal
 
 @dataclass(frozen=True)
 class GenerationRequest:
+    """One request. With `init_image` it is an edit: img2img, or inpainting when `mask` is given too.
+
+    `init_image`, `mask`: the encoded files (bytes) or their paths; white (>= 128) mask pixels are the
+    region to repaint. `strength`: how far the edit may move from the input, in (0, 1] (None: 0.75 for
+    img2img, 1.0 for inpainting). `consent`: a reference to a consent attestation (what the pack's
+    `edits:` section may ask for edits of images with real people), recorded as given.
+    The input's bytes are never recorded: the record holds their hash (and the pack may keep them).
+    """
+
     prompt: str
     negative_prompt: str = ""
     params: GenerationParams = field(default_factory=GenerationParams)
     actor: str = "anonymous"
+    init_image: bytes | str | Path | None = field(default=None, repr=False)
+    mask: bytes | str | Path | None = field(default=None, repr=False)
+    strength: float | None = None
+    consent: str | None = None
+
+    @property
+    def is_edit(self) -> bool:
+        return self.init_image is not None or self.mask is not None
 
 
 def _jsonable(value: Any) -> Any:

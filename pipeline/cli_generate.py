@@ -69,6 +69,30 @@ def _parse_size(value: str) -> tuple[int, int]:
     show_default=True,
     help="Image file format (each carries signed Content Credentials).",
 )
+@click.option(
+    "--image",
+    "init_image",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Edit this image (img2img; inpainting with --mask). PNG, JPEG or WebP; its size is the default --size.",
+)
+@click.option(
+    "--mask",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Inpainting mask, the --image's size: white (>= 128) is repainted.",
+)
+@click.option(
+    "--strength",
+    type=float,
+    default=None,
+    help="How far the edit may move from the input, (0, 1] (default 0.75 img2img, 1.0 inpainting).",
+)
+@click.option(
+    "--consent",
+    default=None,
+    help="A reference to the consent attestation for editing a picture of a real person (recorded).",
+)
 @click.option("--sidecar", is_flag=True, help="Write the C2PA manifest to NAME.c2pa instead of embedding it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @db_option
@@ -87,6 +111,10 @@ def generate(
     dtype: str | None,
     actor: str | None,
     output_format: str,
+    init_image: Path | None,
+    mask: Path | None,
+    strength: float | None,
+    consent: str | None,
     sidecar: bool,
     as_json: bool,
     db_url: str | None,
@@ -94,16 +122,19 @@ def generate(
     """Generate images for PROMPT through the governed pipeline.
 
     Every request is recorded: refused ones (bad input, exit 2) as `invalid`, before any model loads.
-    Exit 5 when every image was withheld by the output checks.
+    Exit 5 when every image was withheld by the output checks. With --image the request is an edit
+    (docs/edits.md): the input is checked, and the pack's `edits:` section decides, before sampling.
     """
     import dataclasses
     import os
 
     from genguard.audit.repair import remove_temporary_files
+    from genguard.guard.input_image import input_size, read_input
     from genguard.guard.policy import PolicyEngine, load_pack
     from genguard.guard.types import GenerationParams, GenerationRequest
     from genguard.pipeline import families
     from genguard.pipeline.accel import family_from_source
+    from genguard.pipeline.edit_input import refused_edit_json
     from genguard.pipeline.embedded import EMBEDDED_DEFAULT_SIZE, check_model_name, embedded_dir, is_embedded
     from genguard.pipeline.governed import GovernedPipeline
     from genguard.pipeline.governor import check_out_dir, check_request, refusal
@@ -120,21 +151,38 @@ def generate(
             width=0, height=0, steps=steps, guidance_scale=guidance, num_images=num_images, seed=seed
         ),
         actor=actor or os.environ.get("USER", "anonymous"),
+        init_image=init_image,
+        mask=mask,
+        strength=strength,
+        consent=consent,
     )
 
     def refuse(error: GenguardError, pipeline_class: str = "") -> NoReturn:
         refused = refusal(
             request, error, policy=pack, engine=engine, model_id=model, pipeline_class=pipeline_class
         )
+        if request.is_edit and refused.record is not None:
+            refused.record.extra["edit"] = refused_edit_json(request)
         store.record_generation(refused.record)
         raise refused from error
 
     # Everything that needs no model is checked (and a refusal recorded) before the model loads.
     try:
+        if request.is_edit and request.init_image is not None:  # read once, bounded; its hash is recorded
+            data = read_input(request.init_image, "init_image", pack.edits.max_input_bytes)
+            request = dataclasses.replace(request, init_image=data)
         if size is not None:
             width, height = _parse_size(size)
             request = dataclasses.replace(
                 request, params=dataclasses.replace(request.params, width=width, height=height)
+            )
+        elif isinstance(request.init_image, bytes):  # an edit keeps its input's size (to a multiple of 8)
+            width, height = input_size(request.init_image, "init_image", pack.edits.max_input_pixels)
+            request = dataclasses.replace(
+                request,
+                params=dataclasses.replace(
+                    request.params, width=max(8, width - width % 8), height=max(8, height - height % 8)
+                ),
             )
         elif is_embedded(model):
             request = dataclasses.replace(

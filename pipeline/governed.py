@@ -29,6 +29,7 @@ from genguard.guard.watermark import Watermarker
 from genguard.pipeline import batching, families
 from genguard.pipeline.accel import Acceleration
 from genguard.pipeline.batching import FailedGeneration
+from genguard.pipeline.edit_input import InputStore
 from genguard.pipeline.governor import (
     MAX_PROMPT_CHARS,
     RELEASE_FAILED_EVENT,
@@ -72,6 +73,7 @@ class GovernedPipeline:
         sidecar: bool = False,
         checks: Sequence[CheckStatus] | None = None,
         policy_engine: PolicyEngine | None = None,
+        input_store: InputStore | None = None,
     ) -> None:
         """The arguments are the `Governor`'s (see `Governor.__init__`)."""
         self.governor = Governor(
@@ -93,6 +95,7 @@ class GovernedPipeline:
             sidecar=sidecar,
             checks=checks,
             policy_engine=policy_engine,
+            input_store=input_store,
         )
 
     @classmethod
@@ -250,6 +253,10 @@ class GovernedPipeline:
     @property
     def vault(self) -> QuarantineVault:
         return self.governor.vault
+
+    @property
+    def input_store(self) -> InputStore:
+        return self.governor.input_store
 
     @property
     def content_credentials(self) -> ContentCredentials | None:

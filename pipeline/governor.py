@@ -16,6 +16,11 @@ record is committed. Only `commit` writes files, and only after the audit transa
 every request that reaches `admit` ends in exactly one record (`invalid` or `failed` refusals,
 `blocked`, `failed` after sampling, or the generation with its images); when the database cannot
 be written, the stage fails closed and no image leaves.
+
+Edits (a request with `init_image`: img2img, or inpainting with a `mask`) go through the same stages:
+`admit` checks the input and joins the pack's `edits:` decision to the prompt's, `sample` runs the
+img2img / inpainting pipeline built from the model's components, `release` signs the output as an
+edit with the input as its ingredient and stores the input as the pack says (`pipeline.edit_input`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import secrets
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,6 +51,7 @@ from genguard.guard.classifiers.base import ImageClassifier
 from genguard.guard.classifiers.registry import build_gender_reader, checks_of, load_pack_checks
 from genguard.guard.errors import BadInputError, BlockedError, GenguardError, ModelLoadError
 from genguard.guard.imageio import encode_image
+from genguard.guard.input_image import merge_decision
 from genguard.guard.markid import format_mark_id
 from genguard.guard.output import decide_image
 from genguard.guard.phash import perceptual_hash
@@ -69,6 +76,15 @@ from genguard.guard.watermark.latent import ALGORITHM as LATENT_ALGORITHM
 from genguard.guard.watermark.latent import new_nonce
 from genguard.pipeline import families
 from genguard.pipeline.accel import Acceleration, load_accelerated
+from genguard.pipeline.edit_input import (
+    CheckedEdit,
+    InputStore,
+    check_edit_steps,
+    edit_call_kwargs,
+    edit_pipeline,
+    inspect_edit,
+    refused_edit_json,
+)
 from genguard.pipeline.embedded import is_embedded
 from genguard.pipeline.inversion import watermarked_noise
 from genguard.pipeline.outcomes import (
@@ -177,6 +193,7 @@ class Admitted:
     request: GenerationRequest
     decision: PromptDecision
     generation_id: str
+    edit: CheckedEdit | None = None  # an edit's checked input (its decision is joined to `decision`)
 
     @property
     def blocked(self) -> bool:
@@ -192,6 +209,7 @@ class Job:
     generation_id: str
     seed: int
     marks: tuple[tuple[int, bytes], ...]
+    edit: CheckedEdit | None = None
 
     @property
     def negative_prompt(self) -> str:
@@ -231,6 +249,7 @@ class Prepared:
     record: GenerationRecord
     result: GenerationResult
     held: Mapping[int, bytes]
+    input_file: str | None = None  # an edit's input, stored as the pack says (removed with `discard`)
 
 
 class Governor:
@@ -273,8 +292,11 @@ class Governor:
         sidecar: bool = False,
         checks: Sequence[CheckStatus] | None = None,
         policy_engine: PolicyEngine | None = None,
+        input_store: InputStore | None = None,
     ) -> None:
-        """`checks`: the pack's output checks, run or not (None: each of `classifiers`, run).
+        """`input_store`: where edit inputs are kept when the pack's `edits.input_storage` says so (None:
+        under `genguard_home()`).
+        `checks`: the pack's output checks, run or not (None: each of `classifiers`, run).
         `gender_reader`: reads perceived gender presentation from faces (None: not measured).
         `observe_bias`: run the bias observations (None: as the pack's `bias.enabled` says).
         `quarantine_vault`: where quarantined images are kept encrypted when the pack says
@@ -313,6 +335,10 @@ class Governor:
         self.gender_reader = gender_reader
         self.observe_bias = policy.spec.bias.enabled if observe_bias is None else observe_bias
         self.vault = quarantine_vault if quarantine_vault is not None else QuarantineVault()
+        self.input_store = input_store if input_store is not None else InputStore()
+        self._edit_pipes: dict[str, Any] = {}  # "img2img" / "inpaint" -> pipeline over `pipe`'s parts
+        # Reads our watermark from edit inputs while the model samples (see `inspect_edit`).
+        self._mark_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genguard-edit-mark")
         self.family = families.detect_family(pipe)
         families.disable_builtin_safety(pipe)
         # Upper bounds on one request's work (sizes, steps, images), from the family and the pack's limits.
@@ -448,9 +474,30 @@ class Governor:
             self.validate(request)
             if out_problem is not None:
                 raise out_problem
+            edit = self.inspect_edit(request) if request.is_edit else None
         except GenguardError as exc:
-            raise self.refusal(request, exc, generation_id) from exc
-        return Admitted(request, self.engine.check(request.prompt), generation_id)
+            refused = self.refusal(request, exc, generation_id)
+            if isinstance(request, GenerationRequest) and request.is_edit and refused.record is not None:
+                refused.record.extra["edit"] = refused_edit_json(request)
+            raise refused from exc
+        decision = self.engine.check(request.prompt)
+        if edit is not None:
+            decision = merge_decision(decision, edit.decision)
+        return Admitted(request, decision, generation_id, edit)
+
+    def inspect_edit(self, request: GenerationRequest) -> CheckedEdit:
+        """An edit's input checked before sampling: bounded decode, mask size, faces, its Content
+        Credentials, our watermark and the generation it links to, and the pack's decision on it."""
+        edit = inspect_edit(
+            request,
+            pack=self.policy,
+            store=self.audit,
+            watermarker=self.watermarker,
+            key=self._key,
+            executor=self._mark_reader,
+        )
+        check_edit_steps(request.params.steps, edit.input.strength)
+        return edit
 
     def refusal(self, request: Any, error: GenguardError, generation_id: str | None = None) -> RefusedRequest:
         """The error for a request refused before sampling, holding its record (not yet committed):
@@ -491,7 +538,9 @@ class Governor:
             decision,
             generation_id,
         )
-        return self._record(generation_id, admitted.request, decision, "blocked"), error
+        edit = admitted.edit.resolved(self.audit) if admitted.edit is not None else None
+        extra = self._edit_extra(edit)
+        return self._record(generation_id, admitted.request, decision, "blocked", extra=extra), error
 
     # -- plan -------------------------------------------------------------------------------------
 
@@ -504,7 +553,7 @@ class Governor:
         request = admitted.request
         seed = request.params.seed if request.params.seed is not None else secrets.randbits(31)
         marks = tuple((secrets.randbits(63) or 1, new_nonce()) for _ in range(request.params.num_images))
-        return Job(request, admitted.decision, admitted.generation_id, seed, marks)
+        return Job(request, admitted.decision, admitted.generation_id, seed, marks, admitted.edit)
 
     # -- sample -----------------------------------------------------------------------------------
 
@@ -552,6 +601,8 @@ class Governor:
         """
         import torch
 
+        if any(job.edit is not None for job in jobs):
+            return self._sample_each(jobs, noise, progress)
         if noise is None:
             noise = self.initial_noise(jobs)
         params = jobs[0].request.params
@@ -594,6 +645,62 @@ class Governor:
             output = self.pipe(**kwargs)
         return Sampled(tuple(jobs), families.output_as_uint8(output.images))
 
+    def _sample_each(
+        self, jobs: Sequence[Job], noise: torch.Tensor | None, progress: ProgressCallback | None
+    ) -> Sampled:
+        """A call holding edits: each job sampled on its own (an edit's input is its own), in order."""
+        parts, start = [], 0
+        for job in jobs:
+            end = start + job.num_images
+            if job.edit is None:
+                parts.append(self.sample([job], None if noise is None else noise[start:end], progress).pixels)
+            else:
+                parts.append(self._sample_edit(job, progress))
+            start = end
+        return Sampled(tuple(jobs), np.concatenate(parts))
+
+    def _edit_pipe(self, mode: str) -> Any:
+        if mode not in self._edit_pipes:
+            self._edit_pipes[mode] = edit_pipeline(self.pipe, mode)
+        return self._edit_pipes[mode]
+
+    def _sample_edit(self, job: Job, progress: ProgressCallback | None) -> np.ndarray:
+        """One edit (img2img or inpainting) through the pipeline built from the model's components.
+
+        No planted noise: sampling starts from the input's latents (see `pipeline.edit_input`)."""
+        import torch
+
+        assert job.edit is not None
+        edit, params = job.edit.input, job.request.params
+        derived = self._edit_pipe(edit.mode)
+        kwargs = edit_call_kwargs(
+            derived,
+            self.family,
+            edit,
+            prompt=job.decision.prompt,
+            negative_prompt=job.negative_prompt,
+            width=params.width,
+            height=params.height,
+            steps=params.steps,
+            guidance_scale=params.guidance_scale,
+            num_images=params.num_images,
+        )
+        kwargs["generator"] = _image_generators([job])
+        if progress is not None:
+            total = max(1, int(params.steps * edit.strength))
+
+            def on_step_end(
+                pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]
+            ) -> dict[str, Any]:
+                progress(min(step + 1, total), total)
+                return callback_kwargs
+
+            kwargs["callback_on_step_end"] = on_step_end
+        threads = 1 if self.is_demonstration_model and self.device == "cpu" else None
+        with torch.inference_mode(), _torch_threads(threads):
+            output = derived(**kwargs)
+        return families.output_as_uint8(output.images)
+
     # -- check ------------------------------------------------------------------------------------
 
     def check(self, sampled: Sampled) -> list[Checked]:
@@ -634,11 +741,19 @@ class Governor:
         Returns the record to commit and the result; `out_dir` only names the files `commit` writes.
         """
         job = checked.job
+        if job.edit is not None and job.edit.pending is not None:  # the input's mark, read meanwhile
+            job = replace(job, edit=job.edit.resolved(self.audit))
+            checked = replace(checked, job=job)
         generation_id = job.generation_id
         held_pngs: dict[int, bytes] = {}
+        input_file: str | None = None
         try:
             images, withheld, held_pngs, observations = self._decide_and_mark(checked)
             bias = self._batch_bias(observations)
+            if job.edit is not None:  # the input, as the pack says (removed again if this fails)
+                input_file = self.input_store.keep(
+                    self.policy.edits.input_storage, generation_id, job.edit.input
+                )
             if out_dir is not None:
                 images = [
                     replace(img, path=out_dir / f"{generation_id}-{img.index}{img.suffix}") for img in images
@@ -651,7 +766,7 @@ class Governor:
                 seed=job.seed,
                 images=images,
                 withheld=withheld,
-                extra=self._extra(bias, observations, held_pngs),
+                extra={**self._extra(bias, observations, held_pngs), **self._edit_extra(job.edit, input_file)},
             )
             # Quarantined pixels are sealed before the commit (encrypted, they reveal nothing) and
             # removed again if anything fails, so that every kept file has its record.
@@ -659,6 +774,7 @@ class Governor:
                 self.vault.keep(generation_id, index, png)
         except Exception:
             self._discard_held(generation_id, held_pngs)
+            self.input_store.discard(input_file)
             raise
         result = GenerationResult(
             generation_id=generation_id,
@@ -669,18 +785,25 @@ class Governor:
             withheld=tuple(withheld),
             bias=bias,
         )
-        return Prepared(job, record, result, held_pngs)
+        return Prepared(job, record, result, held_pngs, input_file)
 
     def failed(self, job: Job, exc: BaseException) -> GenerationRecord:
         """The `failed` record of a planned job whose sampling, checks or release raised `exc` (to commit)."""
         error = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_TEXT]
         return self._record(
-            job.generation_id, job.request, job.decision, "failed", seed=job.seed, error=error
+            job.generation_id,
+            job.request,
+            job.decision,
+            "failed",
+            seed=job.seed,
+            error=error,
+            extra=self._edit_extra(job.edit.resolved(self.audit) if job.edit is not None else None),
         )
 
     def discard(self, prepared: Prepared) -> None:
         """Remove the sealed quarantined copies of a prepared request that will not be committed."""
         self._discard_held(prepared.job.generation_id, prepared.held)
+        self.input_store.discard(prepared.input_file)
 
     # -- commit -----------------------------------------------------------------------------------
 
@@ -760,7 +883,7 @@ class Governor:
                 checks=self.checks,
                 observations=observations[index] if observations is not None else (),
             )
-            nonce_recorded = nonce if self.latent_watermark else None
+            nonce_recorded = nonce if self.latent_watermark and job.edit is None else None
             if verdict.action is ImageAction.RELEASE:
                 released.append(self._release_image(image, index, verdict, mark_id, nonce_recorded, job))
                 continue
@@ -802,6 +925,7 @@ class Governor:
             pipeline_class=type(self.pipe).__name__,
             mark_id=mark_id,
             watermark_algorithm=self.watermarker.algorithm,
+            edit=job.edit.facts() if job.edit is not None else None,
         )
         released = release_image(
             image,
@@ -899,7 +1023,7 @@ class Governor:
             images=tuple(sorted(image_records, key=lambda r: r.index)),
             error=error,
             extra={
-                "watermarks": self._watermark_algorithms(),
+                "watermarks": self._watermark_algorithms(edit=request.is_edit),
                 "content_credentials": {
                     "format": self.output_format,
                     "manifest": self._manifest_mode(),
@@ -915,9 +1039,16 @@ class Governor:
             return "none"
         return "sidecar" if self.sidecar else "embedded"
 
-    def _watermark_algorithms(self) -> list[str]:
+    def _edit_extra(self, edit: CheckedEdit | None, input_file: str | None = None) -> dict[str, Any]:
+        """`{"edit": ...}` for an edit's record (hashes and decisions, never its pixels); {} otherwise."""
+        if edit is None:
+            return {}
+        return {"edit": edit.to_json(self.policy.edits.input_storage, input_file)}
+
+    def _watermark_algorithms(self, *, edit: bool = False) -> list[str]:
+        """The marks the images carry: an edit's output has the pixel mark only (`pipeline.edit_input`)."""
         algorithms = [self.watermarker.algorithm]
-        if self.latent_watermark:
+        if self.latent_watermark and not edit:
             algorithms.append(LATENT_ALGORITHM)
         return algorithms
 

@@ -12,7 +12,7 @@ import yaml
 
 from genguard.guard.errors import PolicyError
 from genguard.guard.policy.floor import check_floor
-from genguard.guard.policy.schema import CategorySpec, ClassifierSpec, PackSpec
+from genguard.guard.policy.schema import CategorySpec, ClassifierSpec, EditsSpec, PackSpec
 from genguard.guard.types import ImageAction, PolicyRef, PromptStorage
 
 # Optional settings added after packs were first digested (paths into the canonical data): left out
@@ -22,6 +22,7 @@ _OMITTED_WHEN_ABSENT: tuple[tuple[str, ...], ...] = (
     ("uncertain", "review_nonword_share"),
     ("semantic", "languages"),
     ("limits",),
+    ("edits",),
 )
 
 
@@ -83,6 +84,11 @@ class PolicyPack:
     @property
     def prompt_storage(self) -> PromptStorage:
         return self.spec.audit.prompt_storage
+
+    @property
+    def edits(self) -> EditsSpec:
+        """The pack's `edits:` section, or the schema's defaults when it has none."""
+        return self.spec.edits if self.spec.edits is not None else EditsSpec()
 
     @property
     def category_ids(self) -> tuple[str, ...]:

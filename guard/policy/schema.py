@@ -252,6 +252,42 @@ class LimitsSpec(_Spec):
     max_line_bytes: Positive | None = None
 
 
+EditAction = Literal["allow", "consent", "review", "block"]
+
+
+class FaceEditSpec(_Spec):
+    """An edit that changes a face region of a photograph: category `deceptive_real_people`.
+
+    It applies when the share of some detected face's box that the edit changes (the mask's share of
+    the box; 1.0 for img2img, which changes every pixel) is at least `threshold`. `action`: as for
+    `real_people`.
+    """
+
+    threshold: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05
+    action: EditAction = "review"
+
+
+class EditsSpec(_Spec):
+    """What edits (img2img, inpainting) of input images need.
+
+    `real_people`: for an input photograph in which faces are detected: `allow`; `consent` (allowed
+    with a consent attestation, `--consent REF`, recorded; refused as blocked without one); `review`
+    (held for a reviewer); `block`. An input is a photograph unless our own watermark links it to one
+    of our generations or a trusted manifest declares it AI-generated. `face_edit`: the stricter rule
+    for edits that change a face region. `input_storage`: what the audit side keeps of the input:
+    `hash` (its SHA-256 only), `encrypted` (the file, sealed like quarantined images), `kept` (the
+    file as it came, in a private folder); it never leaves with the output. `max_input_pixels`,
+    `max_input_bytes`: refused before decoding when larger.
+    """
+
+    enabled: bool = True
+    real_people: EditAction = "consent"
+    face_edit: FaceEditSpec = FaceEditSpec()
+    input_storage: Literal["hash", "encrypted", "kept"] = "encrypted"
+    max_input_pixels: Positive = 16 * 1024 * 1024
+    max_input_bytes: Positive = 64 * 1024 * 1024
+
+
 class PackSpec(_Spec):
     name: Identifier
     version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -266,4 +302,6 @@ class PackSpec(_Spec):
     semantic: SemanticSpec | None = None
     # None (the default) is left out of the canonical form too; only the limits a pack sets are kept.
     limits: LimitsSpec | None = None
+    # None (the default) is left out of the canonical form too: edits then follow EditsSpec()'s values.
+    edits: EditsSpec | None = None
     categories: dict[Identifier, CategorySpec]

@@ -6,6 +6,7 @@ manifest's soft-binding assertion.
 
 from genguard.guard.provenance.content_credentials import (
     ContentCredentials,
+    EditFacts,
     ManifestFacts,
     ManifestReading,
     ManifestState,
@@ -25,6 +26,7 @@ from genguard.guard.provenance.tsa import TsaConfig
 __all__ = [
     "CallbackSigner",
     "ContentCredentials",
+    "EditFacts",
     "IdentityConfig",
     "LocalKeySigner",
     "ManifestFacts",

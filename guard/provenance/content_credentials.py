@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib import metadata
 from typing import Any
@@ -64,6 +64,20 @@ C2PA_SOFT_BINDING_NAMES = {
 }
 _INTERNAL_NAMES = {c2pa_name: internal for internal, c2pa_name in C2PA_SOFT_BINDING_NAMES.items()}
 TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+# An edit's output: a composite of the input with parts made by a trained model (IPTC, as C2PA names it).
+COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA = (
+    "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
+)
+# The source types that say "made by a model" when a trusted manifest declares them for an input.
+AI_SOURCE_TYPES = frozenset(
+    (
+        TRAINED_ALGORITHMIC_MEDIA,
+        COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA,
+        "http://cv.iptc.org/newscodes/digitalsourcetype/algorithmicMedia",
+        "http://cv.iptc.org/newscodes/digitalsourcetype/compositeSynthetic",
+    )
+)
+EDIT_INGREDIENT_LABEL = "org.genguard.edit.input"
 MIME_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 _SIGNING_SETTINGS = {
@@ -80,8 +94,31 @@ _MAX_ERROR_TEXT = 300
 
 
 @dataclass(frozen=True)
+class EditFacts:
+    """What the manifest of an edit's output says about its input.
+
+    `data`: the input file as it came, carried as the C2PA ingredient (c2pa hashes it and keeps its
+    manifest and that manifest's validation state; the pixels are not embedded); None when only its
+    hash was kept (a review approval under `input_storage: hash`): the ingredient then names the
+    input by `sha256` alone. `sha256`: of the input file.
+    `manifest_state`: what reading the input's own manifest found (a ManifestState value).
+    `mode`: "img2img" or "inpaint"; `mask_share`: the share of the image the edit may change.
+    `source_generation_id`: the generation of ours that our watermark in the input links it to.
+    """
+
+    data: bytes | None = field(repr=False)
+    mime_type: str
+    sha256: str
+    manifest_state: str
+    mode: str
+    mask_share: float
+    strength: float
+    source_generation_id: str | None = None
+
+
+@dataclass(frozen=True)
 class ManifestFacts:
-    """What a manifest says about one released image."""
+    """What a manifest says about one released image (`edit`: its input, for an edit's output)."""
 
     generation_id: str
     image_index: int
@@ -91,6 +128,7 @@ class ManifestFacts:
     pipeline_class: str
     mark_id: int | None
     watermark_algorithm: str | None
+    edit: EditFacts | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +171,10 @@ class ManifestReading:
     identity: str | None = None  # the CAWG identity assertion's signer (certificate CN), if any
     identity_issuer: str | None = None
     identity_valid: bool = False  # its X.509 signature over the referenced assertions validated
+    # The digital source type of the first action that states one (c2pa.created / c2pa.edited ...).
+    digital_source_type: str | None = None
+    actions: tuple[str, ...] = ()  # the active manifest's actions, in order
+    ingredients: int = 0  # how many ingredients the active manifest names
 
 
 class ContentCredentials:
@@ -191,8 +233,9 @@ class ContentCredentials:
                 f"mime_type: expected one of {sorted(MIME_TYPES.values())}, found {mime_type!r}"
             )
         definition = _manifest_definition(facts)
+        edit = facts.edit
         try:
-            data, manifest = self._sign_with(self._native, definition, image, mime_type, embed)
+            data, manifest = self._sign_with(self._native, definition, image, mime_type, embed, edit)
         except c2pa.C2paError as error:
             if self.tsa is None:
                 raise InfrastructureError(
@@ -204,7 +247,7 @@ class ContentCredentials:
                     f"({_short(self.tsa.scrub(str(error)))}); the release is refused because GENGUARD_TSA_OPTIONAL is not set"
                 ) from None
             try:
-                data, manifest = self._sign_with(self._plain, definition, image, mime_type, embed)
+                data, manifest = self._sign_with(self._plain, definition, image, mime_type, embed, edit)
             except c2pa.C2paError as plain_error:
                 raise InfrastructureError(
                     f"c2pa: signing a {mime_type} image failed ({_short(plain_error)})"
@@ -220,10 +263,18 @@ class ContentCredentials:
         image: bytes,
         mime_type: str,
         embed: bool,
+        edit: EditFacts | None = None,
     ) -> tuple[bytes, bytes]:
         context: c2pa.ContextProvider = native if isinstance(native, _SettingsSigner) else self._context
         builder = c2pa.Builder(definition, context)
         try:
+            if edit is not None and edit.data is not None:  # c2pa reads the input's manifest into it
+                ingredient = {
+                    "title": f"input-{edit.sha256[:16]}",
+                    "relationship": "parentOf",
+                    "label": EDIT_INGREDIENT_LABEL,
+                }
+                builder.add_ingredient(json.dumps(ingredient), edit.mime_type, io.BytesIO(edit.data))
             if not embed:
                 builder.set_no_embed()
             out = io.BytesIO()
@@ -370,7 +421,7 @@ def _manifest_definition(facts: ManifestFacts) -> str:
         "org.genguard.model_id": facts.model_id,
     }
     verdict = facts.verdict
-    governance = {
+    governance: dict[str, Any] = {
         "generation_id": facts.generation_id,
         "image_index": facts.image_index,
         "policy": {"name": facts.policy.name, "version": facts.policy.version, "digest": facts.policy.digest},
@@ -391,9 +442,31 @@ def _manifest_definition(facts: ManifestFacts) -> str:
             ],
         },
     }
-    actions: list[dict[str, Any]] = [
-        {"action": "c2pa.created", "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA, "softwareAgent": agent}
-    ]
+    actions: list[dict[str, Any]]
+    if facts.edit is None:
+        actions = [
+            {"action": "c2pa.created", "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA, "softwareAgent": agent}
+        ]
+    else:  # opened (the input, as the parentOf ingredient), then edited by a model
+        edit = facts.edit
+        governance["edit"] = {
+            "mode": edit.mode,
+            "mask_area_share": round(edit.mask_share, 6),
+            "strength": edit.strength,
+            "input": {
+                "sha256": edit.sha256,
+                "manifest_state": edit.manifest_state,
+                "generation_id": edit.source_generation_id,
+            },
+        }
+        actions = [
+            {"action": "c2pa.opened", "parameters": {"ingredientIds": [EDIT_INGREDIENT_LABEL]}},
+            {
+                "action": "c2pa.edited",
+                "digitalSourceType": COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA,
+                "softwareAgent": agent,
+            },
+        ]
     assertions: list[dict[str, Any]] = [
         {"label": "c2pa.actions", "data": {"actions": actions}},
         {"label": GOVERNANCE_LABEL, "data": governance},
@@ -407,13 +480,22 @@ def _manifest_definition(facts: ManifestFacts) -> str:
                 "data": {"alg": algorithm, "blocks": [{"scope": {}, "value": format_mark_id(facts.mark_id)}]},
             }
         )
-    return json.dumps(
-        {
-            "claim_generator_info": [agent],
-            "title": f"{facts.generation_id}-{facts.image_index}",
-            "assertions": assertions,
-        }
-    )
+    definition: dict[str, Any] = {
+        "claim_generator_info": [agent],
+        "title": f"{facts.generation_id}-{facts.image_index}",
+        "assertions": assertions,
+    }
+    if facts.edit is not None and facts.edit.data is None:  # the input known by its hash alone
+        definition["ingredients"] = [
+            {
+                "title": f"input-{facts.edit.sha256[:16]}",
+                "format": facts.edit.mime_type,
+                "relationship": "parentOf",
+                "label": EDIT_INGREDIENT_LABEL,
+                "instance_id": f"sha256:{facts.edit.sha256}",
+            }
+        ]
+    return json.dumps(definition)
 
 
 def _facts_from(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -431,13 +513,21 @@ def _facts_from(manifest: dict[str, Any]) -> dict[str, Any]:
     blocks = _list(binding.get("blocks"))
     mark = _dict(blocks[0]).get("value") if blocks else None
     algorithm = _str(binding.get("alg"))
-    actions = [
-        _dict(action).get("action")
+    action_items = [
+        _dict(action)
         for label, data in assertions.items()
         if label.startswith("c2pa.actions")
         for action in _list(data.get("actions"))
     ]
+    actions = [item.get("action") for item in action_items]
+    source_type = next(
+        (_str(item.get("digitalSourceType")) for item in action_items if _str(item.get("digitalSourceType"))),
+        None,
+    )
     return {
+        "digital_source_type": source_type,
+        "actions": tuple(a for a in actions if isinstance(a, str)),
+        "ingredients": len(_list(manifest.get("ingredients"))),
         "signer": _str(signature.get("common_name")),
         "issuer": _str(signature.get("issuer")),
         "signed_at": _str(signature.get("time")),
