@@ -357,7 +357,7 @@ def _movq() -> Any:
     """Kandinsky's MoVQ autoencoder, four levels so that latents are H/8 like the real one."""
     from diffusers import VQModel
 
-    return VQModel(
+    movq: Any = VQModel(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 3 + ("AttnDownEncoderBlock2D",),
@@ -371,6 +371,19 @@ def _movq() -> Any:
         num_vq_embeddings=12,
         vq_embed_dim=4,
     )
+    _soften(movq.decoder.conv_out)
+    return movq
+
+
+def _soften(conv_out: Any) -> None:
+    """Scale an untrained output layer so that the twin's images have about the contrast of the SD
+    twin's (std ~0.15) rather than full-range noise, in which the pixel watermark has no room to be
+    read back (as it has in real images)."""
+    import torch
+
+    with torch.no_grad():
+        conv_out.weight.mul_(0.4)
+        conv_out.bias.mul_(0.4)
 
 
 def _prior() -> Any:
@@ -471,7 +484,7 @@ def _if_unet(stage: int) -> Any:
         up_block_types=("SimpleCrossAttnUpBlock2D",) + ("ResnetUpsampleBlock2D",) * 3,
         norm_num_groups=8,
     )
-    return UNet2DConditionModel(
+    unet: Any = UNet2DConditionModel(
         sample_size=256,  # stage II's output size: the cascade's default
         in_channels=6,
         class_embed_type="timestep",
@@ -480,18 +493,30 @@ def _if_unet(stage: int) -> Any:
         time_embedding_dim=32,
         **config,
     )
+    _soften(unet.conv_out)
+    return unet
 
 
-def _if_scheduler() -> Any:
+def _if_scheduler(stage: int) -> Any:
+    """IF's DDPM with a learned variance range. Stage II of the twin predicts the image itself rather
+    than the noise (the real one predicts noise): with untrained weights a noise prediction, clipped
+    by IF's thresholding, makes every pixel black or white, which no pixel watermark survives."""
     from diffusers import DDPMScheduler
 
+    if stage == 1:
+        return DDPMScheduler(
+            num_train_timesteps=1000,
+            beta_schedule="squaredcos_cap_v2",
+            thresholding=True,
+            dynamic_thresholding_ratio=0.95,
+            sample_max_value=1.0,
+            prediction_type="epsilon",
+            variance_type="learned_range",
+        )
     return DDPMScheduler(
         num_train_timesteps=1000,
         beta_schedule="squaredcos_cap_v2",
-        thresholding=True,
-        dynamic_thresholding_ratio=0.95,
-        sample_max_value=1.0,
-        prediction_type="epsilon",
+        prediction_type="sample",
         variance_type="learned_range",
     )
 
@@ -512,7 +537,7 @@ def _build_tiny_if() -> Any:
         tokenizer=tokenizer,
         text_encoder=_seeded(0, lambda: _t5_text_encoder(len(tokenizer), 32)),
         unet=_seeded(1, lambda: _if_unet(1)),
-        scheduler=_if_scheduler(),
+        scheduler=_if_scheduler(1),
         safety_checker=None,
         feature_extractor=None,
         watermarker=None,
@@ -522,7 +547,7 @@ def _build_tiny_if() -> Any:
         tokenizer=None,
         text_encoder=None,
         unet=_seeded(2, lambda: _if_unet(2)),
-        scheduler=_if_scheduler(),
+        scheduler=_if_scheduler(2),
         image_noising_scheduler=DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2"),
         safety_checker=None,
         feature_extractor=None,
