@@ -100,7 +100,7 @@ def ddim_invert_latents(
     family = detect_family(pipe)
     if not family.ddim_invertible:
         raise BadInputError(
-            f"pipe: DDIM inversion needs a latent UNet family (sd, sdxl, kandinsky), found {family.value}"
+            f"pipe: DDIM inversion needs a UNet family in latent space (sd, sdxl, kandinsky), found {family.value}"
         )
     if num_inference_steps <= 0:
         raise BadInputError(f"num_inference_steps: expected a positive number, found {num_inference_steps}")
