@@ -293,6 +293,7 @@ def _cli(args: list[str], tmp_path: Path, embedded_cache: Path) -> subprocess.Co
     ("extra_args", "family", "scheduler"),
     [
         (["--model", "embedded:tiny-kandinsky"], "kandinsky", "DDIMScheduler"),
+        (["--model", "embedded:tiny-if"], "if", "DDPMScheduler"),
         (["--scheduler", "lcm", "--guidance", "0"], "sd", "LCMScheduler"),
     ],
 )
