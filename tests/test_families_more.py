@@ -306,10 +306,12 @@ def test_cli_generates_and_records_the_family_and_scheduler(
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert Path(result["released"][0]["path"]).exists()
-    shown = _cli(["audit", "show", result["generation_id"]], tmp_path, embedded_cache)
-    assert shown.returncode == 0, shown.stderr
-    extra = json.loads(shown.stdout)["extra"]
-    assert extra["sampler"]["family"] == family and extra["sampler"]["scheduler"] == scheduler
+    detail = AuditStore.open(f"sqlite:///{tmp_path / 'audit.sqlite3'}").get_generation(
+        result["generation_id"]
+    )
+    assert detail is not None and detail.status == "completed"
+    sampler = detail.extra["sampler"]
+    assert sampler["family"] == family and sampler["scheduler"] == scheduler and sampler["steps"] == 2
 
 
 def test_cli_refuses_a_few_step_scheduler_for_another_family(tmp_path: Path, embedded_cache: Path) -> None:
