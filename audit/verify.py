@@ -184,6 +184,10 @@ class AuditRecord:
     phash_distance: int
     found_by: tuple[Layer, ...]
     approval_seq: int | None = None  # the review.approved event that released it
+    # The marks the record says were embedded (watermark algorithm ids: the pixel mark, and the latent
+    # mark when the family's noise carried it), and why the latent mark is absent or unreadable.
+    marks: tuple[str, ...] = ()
+    latent_mark_note: str | None = None
 
     @property
     def released(self) -> bool:
@@ -271,6 +275,8 @@ class VerificationReport:
                 "phash_distance": record.phash_distance,
                 "found_by": [layer.value for layer in record.found_by],
                 "approval_seq": record.approval_seq,
+                "marks": list(record.marks),
+                "latent_mark_note": record.latent_mark_note,
             },
             "agreeing": [layer.value for layer in self.agreeing],
             "disagreements": list(self.disagreements),
@@ -459,6 +465,23 @@ def _recorded_watermark_note(detail: GenerationDetail, ref: ImageRef) -> str | N
     except GenguardError as exc:
         return f"the record of {ref} names watermark {exc}: its watermark cannot be read here"
     return None
+
+
+def _recorded_marks(detail: GenerationDetail) -> tuple[str, ...]:
+    recorded = detail.extra.get("watermarks")
+    if isinstance(recorded, list):
+        return tuple(str(algorithm) for algorithm in recorded)
+    return ()
+
+
+def _latent_mark_note(detail: GenerationDetail) -> str | None:
+    """The record's reason for a latent mark that is absent (e.g. a pixel-space family) or not
+    readable by inversion (a sampler that re-noises), or None."""
+    state = detail.extra.get("latent_mark")
+    if not isinstance(state, dict):
+        return None
+    reason = state.get("reason")
+    return _printable(str(reason), 200) if reason else None
 
 
 def _read_file(path: Path) -> bytes:
@@ -764,6 +787,8 @@ def _decide(
                 phash_distance=distance,
                 found_by=agreeing,
                 approval_seq=None if approval is None else approval.seq,
+                marks=_recorded_marks(detail),
+                latent_mark_note=_latent_mark_note(detail),
             )
             if approval is not None:
                 notes.append(

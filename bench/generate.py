@@ -15,6 +15,18 @@ the input's checks (bounded decode, mask, face detection, its Content Credential
 the audit lookup), storing it encrypted, and the input as the output manifest's ingredient. The pack
 is --policy with `edits.face_edit.action: allow`, so that img2img (which changes the face) is released
 and the whole release path is timed rather than the review hold.
+
+    python bench/generate.py --suite families [--size 256] [--steps 10] [--batch 2] [--repeats 3]
+                             [--family-models embedded:tiny-kandinsky,embedded:tiny-if]
+    python bench/generate.py --suite few-step [--size 256] [--batch 4] [--repeats 5]
+
+`families`: the same ratio for the two-stage twins (embedded:tiny-kandinsky: prior + decoder;
+embedded:tiny-if: stage I + stage II), raw being the family's own diffusers calls with the same noise
+(`families.sample`). `few-step`: embedded:tiny-sd with the LCM scheduler (2 steps) and the Turbo
+configuration (Euler ancestral, trailing, 1 step), guidance 0, where governance is a larger share of
+the total: the ratio, then the median time of each Governor stage (policy, plan, sampling with the
+watermarked noise, output checks; release split into the pixel watermark, the C2PA manifest signing and
+the rest (output decision, bias observations, encoding, hashes); the audit commit with the file writes).
 """
 
 from __future__ import annotations
@@ -47,7 +59,24 @@ def main() -> None:
     parser.add_argument(
         "--strength", type=float, default=None, help="edits: default 0.75 img2img, 1.0 inpaint"
     )
+    parser.add_argument(
+        "--suite",
+        choices=("model", "families", "few-step"),
+        default="model",
+        help="model: --model alone; families: Kandinsky and IF twins; few-step: LCM and Turbo on tiny-sd",
+    )
+    parser.add_argument(
+        "--family-models",
+        default="embedded:tiny-kandinsky,embedded:tiny-if",
+        help="--suite families: the models, comma-separated",
+    )
     args = parser.parse_args()
+    if args.suite == "families":
+        bench_families(args)
+        return
+    if args.suite == "few-step":
+        bench_few_step(args)
+        return
 
     import torch
 
@@ -185,6 +214,237 @@ def edit_calls(
         )
 
     return raw, gov
+
+
+def _governed_pair(
+    model: str, args: argparse.Namespace, work: Path, scheduler: str | None = None
+) -> tuple[Any, Any]:
+    """The loaded pipeline and a GovernedPipeline around it with the pack's output checks."""
+    from genguard.audit.store import AuditStore
+    from genguard.guard.classifiers.registry import build_pack_checks
+    from genguard.guard.policy import load_pack
+    from genguard.pipeline import families
+    from genguard.pipeline.embedded import is_embedded
+    from genguard.pipeline.governed import GovernedPipeline, load_diffusers_pipeline
+
+    pipe = load_diffusers_pipeline(model)
+    families.use_scheduler(pipe, scheduler)
+    pack = load_pack(args.policy)
+    checks = build_pack_checks(pack, model=model, real_model=not is_embedded(model), pipe=pipe)
+    if args.no_checks:
+        checks = type(checks)((), ())
+    checks.require()
+    governed = GovernedPipeline(
+        pipe,
+        model_id=model,
+        policy=pack,
+        audit=AuditStore.open(f"sqlite:///{work / 'audit.sqlite3'}"),
+        classifiers=checks.classifiers,
+        checks=checks.checks,
+    )
+    return pipe, governed
+
+
+def _raw_call(pipe: Any, params: Any, prompt: str) -> Callable[[], None]:
+    """The family's own diffusers call(s), same size, steps, guidance and per-image seeded noise."""
+    import torch
+
+    from genguard.pipeline import families
+
+    family = families.detect_family(pipe)
+
+    def raw() -> None:
+        generators = [torch.Generator("cpu").manual_seed(1234 + i) for i in range(params.num_images)]
+        noise = torch.cat(
+            [families.initial_noise(pipe, 1, params.height, params.width, g) for g in generators]
+        )
+        kwargs = families.call_kwargs(
+            family,
+            prompt=prompt,
+            negative_prompt="",
+            height=params.height,
+            width=params.width,
+            steps=params.steps,
+            guidance_scale=params.guidance_scale,
+            latents=noise,
+            num_images=params.num_images,
+        )
+        kwargs["generator"] = [torch.Generator("cpu").manual_seed(1234 + i) for i in range(params.num_images)]
+        with torch.inference_mode():
+            families.sample(family, pipe, kwargs)
+
+    return raw
+
+
+def _ratio(raw: Callable[[], None], gov: Callable[[], None], repeats: int) -> tuple[float, float]:
+    raw()  # warm-up: first calls allocate and compile kernels
+    gov()
+    raw_times: list[float] = []
+    gov_times: list[float] = []
+    for _ in range(repeats):  # interleaved so that machine noise hits both alike
+        for fn, times in ((raw, raw_times), (gov, gov_times)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(raw_times), statistics.median(gov_times)
+
+
+def _print_ratio(label: str, batch: int, raw_med: float, gov_med: float) -> None:
+    print(
+        f"{label:<48} raw {raw_med:7.3f} s  governed {gov_med:7.3f} s  ratio {gov_med / raw_med:.3f}  "
+        f"overhead/image {(gov_med - raw_med) / batch * 1000:6.1f} ms"
+    )
+
+
+def bench_families(args: argparse.Namespace) -> None:
+    """Governed / raw on the two-stage twins (Kandinsky 2.2 and DeepFloyd IF)."""
+    import torch
+
+    from genguard.guard.types import GenerationParams, GenerationRequest
+
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="genguard-bench-"))
+    prompt = "a lighthouse at dusk"
+    params = GenerationParams(
+        width=args.size,
+        height=args.size,
+        steps=args.steps,
+        num_images=args.batch,
+        seed=1234,
+        guidance_scale=4.0,
+    )
+    print(
+        f"{args.size}x{args.size}  steps {args.steps} (each stage)  batch {args.batch}  guidance 4  "
+        f"threads {args.threads}  repeats {args.repeats}  policy {args.policy}"
+    )
+    for model in args.family_models.split(","):
+        pipe, governed = _governed_pair(model, args, work)
+
+        def gov(governed: Any = governed) -> None:
+            governed(GenerationRequest(prompt, params=params), out_dir=work / "out")
+
+        raw_med, gov_med = _ratio(_raw_call(pipe, params, prompt), gov, args.repeats)
+        _print_ratio(model, args.batch, raw_med, gov_med)
+    print("target: ratio <= 1.10")
+
+
+class _TimedWatermarker:
+    """The governor's watermarker, timing each embed (the bench's hook into the release stage)."""
+
+    def __init__(self, inner: Any, spent: list[float]) -> None:
+        self.inner = inner
+        self.algorithm = inner.algorithm
+        self.spent = spent
+
+    def embed(self, image: Any, mark_id: int, key: bytes | None = None) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.inner.embed(image, mark_id, key)
+        finally:
+            self.spent.append(time.perf_counter() - start)
+
+    def detect(self, image: Any, key: bytes | None = None) -> Any:
+        return self.inner.detect(image, key)
+
+
+def _stage_split(governed: Any, request: Any, out_dir: Path, repeats: int) -> dict[str, float]:
+    """Median seconds per Governor stage for one request, run stage by stage as `Governor.run` does."""
+    governor = governed.governor
+    marks: list[float] = []
+    signs: list[float] = []
+    governor.watermarker = _TimedWatermarker(governor.watermarker, marks)
+    credentials = governor.content_credentials
+    sign = credentials.sign
+
+    def timed_sign(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return sign(*args, **kwargs)
+        finally:
+            signs.append(time.perf_counter() - start)
+
+    credentials.sign = timed_sign  # this bench's instance only
+    samples: dict[str, list[float]] = {
+        name: []
+        for name in (
+            "policy (admit)",
+            "plan",
+            "sampling",
+            "output checks",
+            "watermark",
+            "C2PA manifest (sign)",
+            "decision, bias, encode, hashes",
+            "audit commit + files",
+        )
+    }
+    for run in range(repeats + 1):  # run 0 warms up
+        marks.clear()
+        signs.clear()
+        times = {}
+        start = time.perf_counter()
+        admitted = governor.admit(request)
+        times["policy (admit)"] = time.perf_counter() - start
+        start = time.perf_counter()
+        job = governor.plan(admitted)
+        times["plan"] = time.perf_counter() - start
+        start = time.perf_counter()
+        sampled = governor.sample([job])
+        times["sampling"] = time.perf_counter() - start
+        start = time.perf_counter()
+        (checked,) = governor.check(sampled)
+        times["output checks"] = time.perf_counter() - start
+        start = time.perf_counter()
+        prepared = governor.release(checked, out_dir)
+        release = time.perf_counter() - start
+        times["watermark"] = sum(marks)
+        times["C2PA manifest (sign)"] = sum(signs)
+        times["decision, bias, encode, hashes"] = release - sum(marks) - sum(signs)
+        start = time.perf_counter()
+        governor.commit(prepared, out_dir)
+        times["audit commit + files"] = time.perf_counter() - start
+        if run > 0:
+            for name, value in times.items():
+                samples[name].append(value)
+    governor.watermarker = governor.watermarker.inner
+    del credentials.sign
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def bench_few_step(args: argparse.Namespace) -> None:
+    """LCM (2 steps) and Turbo (1 step) on tiny-sd: governed / raw, then each stage's share."""
+    import torch
+
+    from genguard.guard.types import GenerationParams, GenerationRequest
+
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="genguard-bench-"))
+    prompt = "a lighthouse at dusk"
+    print(
+        f"embedded:tiny-sd  {args.size}x{args.size}  batch {args.batch}  guidance 0  threads {args.threads}  "
+        f"repeats {args.repeats}  policy {args.policy}"
+    )
+    for scheduler, steps in (("lcm", 2), ("turbo", 1)):
+        params = GenerationParams(
+            width=args.size,
+            height=args.size,
+            steps=steps,
+            num_images=args.batch,
+            seed=1234,
+            guidance_scale=0.0,
+        )
+        pipe, governed = _governed_pair("embedded:tiny-sd", args, work, scheduler=scheduler)
+
+        def gov(governed: Any = governed, params: Any = params) -> None:
+            governed(GenerationRequest(prompt, params=params), out_dir=work / "out")
+
+        raw_med, gov_med = _ratio(_raw_call(pipe, params, prompt), gov, args.repeats)
+        label = f"{scheduler} ({type(pipe.scheduler).__name__}, {steps} step{'s' if steps > 1 else ''})"
+        _print_ratio(label, args.batch, raw_med, gov_med)
+        split = _stage_split(governed, GenerationRequest(prompt, params=params), work / "out", args.repeats)
+        total = sum(split.values())
+        for name, seconds in split.items():
+            print(f"    {name:<32} {seconds * 1000:8.1f} ms  {seconds / total:6.1%}")
+    print("target: ratio <= 1.10")
 
 
 if __name__ == "__main__":

@@ -80,8 +80,13 @@ def choose_precision(family: Family, device: str, requested: str | None = None) 
 def family_from_source(source: str) -> Family | None:
     """The family named by a model's model_index.json (a local folder or a hub id's small config file).
 
-    None when it cannot be read; the caller then loads in float32 and `accelerate` converts.
+    None when it cannot be read; the caller then loads in float32 and `accelerate` converts. An IF
+    cascade folder (`cascade.json`) is IF.
     """
+    from genguard.pipeline.families import IF_CASCADE_FILE
+
+    if (Path(source) / IF_CASCADE_FILE).is_file():
+        return Family.IF
     path = Path(source) / "model_index.json"
     try:
         if path.is_file():

@@ -49,6 +49,14 @@ def _parse_size(value: str) -> tuple[int, int]:
     help="WIDTH or WIDTHxHEIGHT, multiples of 8 (default: 256 for the embedded models, else the model's own).",
 )
 @click.option("--guidance", default=7.0, show_default=True, type=float)
+@click.option(
+    "--scheduler",
+    type=click.Choice(["default", "lcm", "turbo"]),
+    default="default",
+    show_default=True,
+    help="Few-step sampler for SD/SDXL: lcm (LCMScheduler) or turbo (Euler ancestral, trailing; use "
+    "--steps 1-4 --guidance 0). default: the model's own. Recorded with the generation.",
+)
 @click.option("--negative", "negative_prompt", default="", help="Negative prompt.")
 @click.option("--out", "out_dir", default="genguard-out", show_default=True, type=click.Path(path_type=Path))
 @click.option(
@@ -105,6 +113,7 @@ def generate(
     steps: int,
     size: str | None,
     guidance: float,
+    scheduler: str,
     negative_prompt: str,
     out_dir: Path,
     device: str,
@@ -214,6 +223,7 @@ def generate(
             output_format=output_format,
             sidecar=sidecar,
             policy_engine=engine,
+            scheduler=scheduler,
         )
     except GenguardError as exc:  # bad input (device, format) is invalid; a loading failure is failed
         refuse(exc)

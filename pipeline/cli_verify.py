@@ -143,6 +143,9 @@ def _echo_text(outcome: VerificationReport | UnreadableImage) -> None:
             f"created {record.created_at:%Y-%m-%d %H:%M:%S} UTC, policy {record.policy.name} "
             f"{record.policy.version}, model {record.model_id}"
         )
+        if record.marks:
+            note = f" ({record.latent_mark_note})" if record.latent_mark_note else ""
+            click.echo(f"  marks      {', '.join(record.marks)}{note}")
     if report.agreeing:
         click.echo(f"  agree      {', '.join(layer.value for layer in report.agreeing)}")
     for line in report.disagreements:

@@ -1,9 +1,11 @@
-"""Embedded tiny pipelines: `embedded:tiny-sd`, `embedded:tiny-sdxl`, `embedded:tiny-sd3`, `embedded:tiny-flux`.
+"""Embedded tiny pipelines: `embedded:tiny-sd`, `embedded:tiny-sdxl`, `embedded:tiny-sd3`, `embedded:tiny-flux`,
+`embedded:tiny-kandinsky` (Kandinsky 2.2: prior + decoder) and `embedded:tiny-if` (DeepFloyd IF: stage I + II).
 
 They let the whole product run offline. Each is built from configs written here with random
 weights (fixed seed, so a rebuild gives the same files), saved once with `save_pretrained` under
 `cache_dir() / "embedded"`, and then loaded by the caller through the same
-`DiffusionPipeline.from_pretrained(local_dir)` as any real model.
+`DiffusionPipeline.from_pretrained(local_dir)` as any real model (IF: once per stage folder, see
+`pipeline.loading`).
 
 Their weights are untrained: the images they make are abstract, noise-like pictures, not
 depictions of the prompt. They exist to exercise the governed flow (policy, sampling, checks,
@@ -326,11 +328,242 @@ def _build_tiny_flux() -> Any:
     )
 
 
+def _kandinsky_unet() -> Any:
+    """Kandinsky 2.2's decoder UNet shape: conditioned on the prior's image embedding only (no text),
+    with a learned variance (out_channels twice in_channels)."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=8,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        addition_embed_type="image",
+        encoder_hid_dim=32,  # the prior's image embedding
+        encoder_hid_dim_type="image_proj",
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        resnet_time_scale_shift="scale_shift",
+        class_embed_type=None,
+        norm_num_groups=32,
+    )
+
+
+def _movq() -> Any:
+    """Kandinsky's MoVQ autoencoder, four levels so that latents are H/8 like the real one."""
+    from diffusers import VQModel
+
+    movq: Any = VQModel(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3 + ("AttnDownEncoderBlock2D",),
+        up_block_types=("AttnUpDecoderBlock2D",) + ("UpDecoderBlock2D",) * 3,
+        # The spatial norm of the decoder groups by 32 whatever `norm_num_groups` says.
+        block_out_channels=(32, 32, 32, 32),
+        layers_per_block=1,
+        norm_num_groups=32,
+        norm_type="spatial",
+        latent_channels=4,
+        num_vq_embeddings=12,
+        vq_embed_dim=4,
+    )
+    _soften(movq.decoder.conv_out)
+    return movq
+
+
+def _soften(conv_out: Any) -> None:
+    """Scale an untrained output layer so that the twin's images have about the contrast of the SD
+    twin's (std ~0.15) rather than full-range noise, in which the pixel watermark has no room to be
+    read back (as it has in real images)."""
+    import torch
+
+    with torch.no_grad():
+        conv_out.weight.mul_(0.4)
+        conv_out.bias.mul_(0.4)
+
+
+def _prior() -> Any:
+    import torch
+    from diffusers import PriorTransformer
+
+    prior: Any = PriorTransformer(num_attention_heads=2, attention_head_dim=16, embedding_dim=32, num_layers=1)
+    # The prior un-normalises its output with the CLIP image statistics it was trained with; they
+    # start at zero, which would make every image embedding zero.
+    with torch.no_grad():
+        prior.clip_std.fill_(1.0)
+    return prior
+
+
+def _clip_image_encoder() -> Any:
+    """Only used for the prior's zero embedding (an all-black image), so small images suffice."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    return CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            projection_dim=32,
+            num_attention_heads=4,
+            num_hidden_layers=1,
+            image_size=28,
+            patch_size=14,
+        )
+    )
+
+
+def _build_tiny_kandinsky() -> Any:
+    """Kandinsky 2.2 (unCLIP) in the layout of diffusers' combined pipeline: the prior's parts as
+    `prior_*`, the decoder's as `unet`, `scheduler`, `movq`; one folder for both stages."""
+    from diffusers import DDIMScheduler, KandinskyV22CombinedPipeline, UnCLIPScheduler
+    from transformers import CLIPImageProcessor
+
+    tokenizer = _clip_tokenizer()
+    # The real decoder samples with DDPM; DDIM on the same schedule is deterministic, so that the
+    # latent mark in the decoder's initial noise can be read back by inversion.
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return KandinskyV22CombinedPipeline(
+        unet=_seeded(0, _kandinsky_unet),
+        scheduler=scheduler,
+        movq=_seeded(1, _movq),
+        prior_prior=_seeded(2, _prior),
+        prior_image_encoder=_seeded(3, _clip_image_encoder),
+        prior_text_encoder=_seeded(4, lambda: _clip_text_encoder(len(tokenizer), 32, with_projection=True)),
+        prior_tokenizer=tokenizer,
+        prior_scheduler=UnCLIPScheduler(
+            variance_type="fixed_small_log",
+            prediction_type="sample",
+            num_train_timesteps=1000,
+            clip_sample=True,
+            clip_sample_range=10.0,
+        ),
+        prior_image_processor=CLIPImageProcessor(
+            size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}
+        ),
+    )
+
+
+def _if_unet(stage: int) -> Any:
+    """DeepFloyd IF's pixel-space UNets: text through `encoder_hid_dim` (T5 width), a learned variance
+    (out_channels 6); stage II also takes the upscaled stage I image (in_channels 6) and its noise level."""
+    from diffusers import UNet2DConditionModel
+
+    config: dict[str, Any] = {
+        "layers_per_block": 1,
+        "block_out_channels": (32, 64),
+        "down_block_types": ("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+        "mid_block_type": "UNetMidBlock2DSimpleCrossAttn",
+        "up_block_types": ("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+        "out_channels": 6,
+        "cross_attention_dim": 32,
+        "encoder_hid_dim": 32,
+        "attention_head_dim": 8,
+        "addition_embed_type": "text",
+        "addition_embed_type_num_heads": 2,
+        "cross_attention_norm": "group_norm",
+        "resnet_time_scale_shift": "scale_shift",
+        "act_fn": "gelu",
+    }
+    if stage == 1:
+        return UNet2DConditionModel(sample_size=64, in_channels=3, **config)
+    # Stage II works at the full size: attention only at its lowest level (1/8), as the real one keeps
+    # attention off its high resolutions (attention over 256 x 256 pixels takes minutes on a CPU).
+    config.update(
+        block_out_channels=(16, 16, 32, 32),
+        down_block_types=("ResnetDownsampleBlock2D",) * 3 + ("SimpleCrossAttnDownBlock2D",),
+        up_block_types=("SimpleCrossAttnUpBlock2D",) + ("ResnetUpsampleBlock2D",) * 3,
+        norm_num_groups=8,
+    )
+    unet: Any = UNet2DConditionModel(
+        sample_size=256,  # stage II's output size: the cascade's default
+        in_channels=6,
+        class_embed_type="timestep",
+        mid_block_scale_factor=1.414,
+        time_embedding_act_fn="gelu",
+        time_embedding_dim=32,
+        **config,
+    )
+    _soften(unet.conv_out)
+    return unet
+
+
+def _if_scheduler(stage: int) -> Any:
+    """IF's DDPM with a learned variance range. Stage II of the twin predicts the image itself rather
+    than the noise (the real one predicts noise): with untrained weights a noise prediction, clipped
+    by IF's thresholding, makes every pixel black or white, which no pixel watermark survives."""
+    from diffusers import DDPMScheduler
+
+    if stage == 1:
+        return DDPMScheduler(
+            num_train_timesteps=1000,
+            beta_schedule="squaredcos_cap_v2",
+            thresholding=True,
+            dynamic_thresholding_ratio=0.95,
+            sample_max_value=1.0,
+            prediction_type="epsilon",
+            variance_type="learned_range",
+        )
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="sample",
+        variance_type="learned_range",
+    )
+
+
+def _build_tiny_if() -> Any:
+    """DeepFloyd IF's stage I and stage II, saved as `stage_1/` and `stage_2/` (`families.IFCascadePipeline`).
+
+    IF's own safety checker, feature extractor and watermarker are None in both stages (genguard's
+    checks and pixel mark replace them); stage II has no text encoder (the cascade encodes the prompt
+    once, with stage I's).
+    """
+    from diffusers import DDPMScheduler, IFPipeline, IFSuperResolutionPipeline
+
+    from genguard.pipeline.families import IFCascadePipeline
+
+    tokenizer = _t5_tokenizer()
+    stage_1 = IFPipeline(
+        tokenizer=tokenizer,
+        text_encoder=_seeded(0, lambda: _t5_text_encoder(len(tokenizer), 32)),
+        unet=_seeded(1, lambda: _if_unet(1)),
+        scheduler=_if_scheduler(1),
+        safety_checker=None,
+        feature_extractor=None,
+        watermarker=None,
+        requires_safety_checker=False,
+    )
+    stage_2 = IFSuperResolutionPipeline(
+        tokenizer=None,
+        text_encoder=None,
+        unet=_seeded(2, lambda: _if_unet(2)),
+        scheduler=_if_scheduler(2),
+        image_noising_scheduler=DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2"),
+        safety_checker=None,
+        feature_extractor=None,
+        watermarker=None,
+        requires_safety_checker=False,
+    )
+    return IFCascadePipeline(stage_1, stage_2)
+
+
 _BUILDERS: dict[str, Callable[[], Any]] = {
     "tiny-sd": _build_tiny_sd,
     "tiny-sdxl": _build_tiny_sdxl,
     "tiny-sd3": _build_tiny_sd3,
     "tiny-flux": _build_tiny_flux,
+    "tiny-kandinsky": _build_tiny_kandinsky,
+    "tiny-if": _build_tiny_if,
 }
 
 EMBEDDED_MODELS: tuple[str, ...] = tuple(EMBEDDED_PREFIX + name for name in _BUILDERS)

@@ -1,4 +1,5 @@
-"""Per-family adapters: what differs between SD, SDXL, SD3 and Flux pipelines, in one place.
+"""Per-family adapters: what differs between SD, SDXL, SD3, Flux, Kandinsky 2.2 and DeepFloyd IF
+pipelines, in one place.
 
 The governed pipeline asks these functions for the initial noise (which carries the latent
 watermark), for the prompt-length limit, for the call's keyword arguments and for the output
@@ -10,12 +11,27 @@ Initial noise, as each pipeline's `prepare_latents` expects it in diffusers 0.42
 - SD3: (B, transformer.in_channels, H/8, W/8) standard normal, used as given.
 - Flux: packed latents (B, (H/16)*(W/16), C*4), the (B, C, H/8, W/8) noise cut into 2x2 patches
   by `FluxPipeline._pack_latents`; used as given.
+- Kandinsky 2.2 (unCLIP: a prior maps the text to a CLIP image embedding, a decoder UNet turns it
+  into MoVQ latents): the decoder's (B, 4, H/8, W/8) standard normal, multiplied by
+  `init_noise_sigma` by the decoder like SD. The combined pipeline's own `latents=` feeds the
+  prior, so `sample` runs the two stages itself and gives the decoder the noise.
+- DeepFloyd IF (cascaded pixel-space diffusion: stage I samples H/4 x W/4 pixels, stage II
+  upscales 4x): no latent noise to mark. `IFPipeline` takes no `latents=` (it draws stage I's
+  noise from the generators), samples with DDPM (fresh noise at every step) and stage II draws
+  its own noise and noise-augments the upscaled image, so a mark in stage I's noise could not be
+  read back from the released image: IF carries the pixel mark alone, and its records say so
+  (`latent_mark_unavailable`).
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,11 +46,23 @@ class Family(StrEnum):
     SDXL = "sdxl"
     SD3 = "sd3"
     FLUX = "flux"
+    KANDINSKY = "kandinsky"
+    IF = "if"
 
     @property
     def uses_unet(self) -> bool:
-        """UNet families are sampled with DDIM-like schedulers and can be inverted by DDIM."""
-        return self in (Family.SD, Family.SDXL)
+        """The denoiser is `pipe.unet` (else `pipe.transformer`)."""
+        return self in (Family.SD, Family.SDXL, Family.KANDINSKY, Family.IF)
+
+    @property
+    def ddim_invertible(self) -> bool:
+        """Latent UNet families: sampled with DDIM-like schedulers and inverted by DDIM."""
+        return self in (Family.SD, Family.SDXL, Family.KANDINSKY)
+
+    @property
+    def two_stage(self) -> bool:
+        """A prior and a decoder (Kandinsky) or two cascaded stages (IF): `sample` runs both."""
+        return self in (Family.KANDINSKY, Family.IF)
 
     @property
     def gpu_precision(self) -> str:
@@ -43,9 +71,23 @@ class Family(StrEnum):
         SD 1.x/2.x and SDXL were trained and are published in fp16; SDXL's VAE overflows in fp16,
         which diffusers handles itself (`vae.config.force_upcast`: the decode runs in float32 unless
         an fp16-safe VAE says otherwise). SD3 and Flux are published in bf16, whose range their
-        transformers' activations need.
+        transformers' activations need. Kandinsky 2.2 and DeepFloyd IF are published in fp16.
         """
         return "fp16" if self.uses_unet else "bf16"
+
+
+# Why a family's images carry the pixel mark alone (the module docstring gives the reasoning).
+LATENT_MARK_UNAVAILABLE: dict[Family, str] = {
+    Family.IF: (
+        "pixel-space cascade: IF stage I takes no initial noise, samples with DDPM and stage II "
+        "re-noises, so no latent mark could be read back"
+    ),
+}
+
+
+def latent_mark_unavailable(family: Family) -> str | None:
+    """Why `family` cannot carry the latent mark (None: it can)."""
+    return LATENT_MARK_UNAVAILABLE.get(family)
 
 
 # The pipeline classes each family loads as, by the `_class_name` in a model's model_index.json,
@@ -55,6 +97,13 @@ FAMILY_BY_CLASS_NAME: dict[str, Family] = {
     "StableDiffusionXLPipeline": Family.SDXL,
     "StableDiffusion3Pipeline": Family.SD3,
     "FluxPipeline": Family.FLUX,
+    # Kandinsky 2.2 loads as the combined pipeline (the decoder's hub id names its prior).
+    "KandinskyV22CombinedPipeline": Family.KANDINSKY,
+    "KandinskyV22Pipeline": Family.KANDINSKY,
+    "KandinskyV22PriorPipeline": Family.KANDINSKY,
+    # IF's two stages: stage I names the cascade (`pipeline.loading` finds stage II).
+    "IFPipeline": Family.IF,
+    "IFCascadePipeline": Family.IF,
 }
 
 
@@ -82,6 +131,9 @@ FAMILY_BOUNDS: dict[Family, Bounds] = {
     Family.SDXL: Bounds(2048, 2048 * 2048, _REAL_REQUEST_PIXELS, 500, 64),
     Family.SD3: Bounds(2048, 2048 * 2048, _REAL_REQUEST_PIXELS, 500, 64),
     Family.FLUX: Bounds(2048, 2048 * 2048, _REAL_REQUEST_PIXELS, 500, 64),
+    Family.KANDINSKY: Bounds(2048, 2048 * 2048, _REAL_REQUEST_PIXELS, 500, 64),
+    # IF stage II's native 256 x 256 (stage I at 64 x 64), up to four times its area.
+    Family.IF: Bounds(1024, 1024 * 1024, _REAL_REQUEST_PIXELS, 500, 64),
 }
 # Before a model is loaded its family may be unknown (a hub id): the loosest family's bounds apply
 # then, and the loaded family's bounds once it is known.
@@ -121,7 +173,14 @@ def tightened(bounds: Bounds, limits: LimitsSpec | None) -> Bounds:
 def default_size(pipe: Any) -> int:
     """The square size the model was made for, as diffusers picks it when the caller gives none:
     `default_sample_size` (SDXL, SD3, Flux) or else the denoiser's `sample_size` (SD), times the VAE
-    factor: SD 1.5 512, SDXL 1024, Flux 1024. 512 when the pipeline says neither."""
+    factor: SD 1.5 512, SDXL 1024, Flux 1024. 512 when the pipeline says neither. Kandinsky 2.2: 512
+    (the pipeline's default); IF: stage II's output size (256 for IF-II)."""
+    if isinstance(pipe, IFCascadePipeline):
+        pipe = pipe.stage_2
+        sample_size = pipe.unet.config.sample_size
+        return int(sample_size if isinstance(sample_size, int) else sample_size[0])
+    if detect_family(pipe) is Family.KANDINSKY:
+        return 512
     sample_size = getattr(pipe, "default_sample_size", None)
     if sample_size is None:
         denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
@@ -136,6 +195,7 @@ def default_size(pipe: Any) -> int:
 def _family_classes() -> dict[type[Any], Family]:
     from diffusers import (
         FluxPipeline,
+        KandinskyV22CombinedPipeline,
         StableDiffusion3Pipeline,
         StableDiffusionPipeline,
         StableDiffusionXLPipeline,
@@ -146,6 +206,8 @@ def _family_classes() -> dict[type[Any], Family]:
         StableDiffusionPipeline: Family.SD,
         StableDiffusion3Pipeline: Family.SD3,
         FluxPipeline: Family.FLUX,
+        KandinskyV22CombinedPipeline: Family.KANDINSKY,
+        IFCascadePipeline: Family.IF,
     }
 
 
@@ -164,7 +226,14 @@ def disable_builtin_safety(pipe: Any) -> None:
 
     Needed after every load, embedded models included: SDXL's `add_watermarker` is not saved with
     the model, so `from_pretrained` turns the watermarker on whenever invisible-watermark is installed.
+    IF's stages have their own safety checker and watermarker (`watermarker`): both off in each stage.
     """
+    if isinstance(pipe, IFCascadePipeline):
+        for stage in pipe.stages:
+            disable_builtin_safety(stage)
+        return
+    if getattr(pipe, "watermarker", None) is not None:
+        pipe.register_modules(watermarker=None)
     if getattr(pipe, "safety_checker", None) is not None:
         pipe.register_modules(safety_checker=None)
     if "requires_safety_checker" in pipe.config:
@@ -174,7 +243,33 @@ def disable_builtin_safety(pipe: Any) -> None:
 
 
 def vae_scale_factor(pipe: Any) -> int:
+    """Image pixels per noise value along a side: the VAE's (MoVQ's for Kandinsky) downsampling, or
+    for IF the cascade's upscaling (stage I samples the image at a quarter of its size)."""
+    if isinstance(pipe, IFCascadePipeline):
+        return IF_UPSCALE
+    if hasattr(pipe, "decoder_pipe"):  # Kandinsky's combined pipeline
+        return int(pipe.decoder_pipe.movq_scale_factor)
     return int(pipe.vae_scale_factor)
+
+
+def size_multiple(pipe: Any) -> int:
+    """What height and width must be multiples of for this pipeline to sample exactly that size.
+
+    Flux packs 2x2 latent patches; Kandinsky's decoder rounds sizes up to multiples of the MoVQ
+    factor squared; IF's UNets halve their image once per level but the last (stage I's image is a
+    quarter of the size).
+    """
+    family = detect_family(pipe)
+    factor = vae_scale_factor(pipe)
+    if family is Family.FLUX:
+        return 2 * factor
+    if family is Family.KANDINSKY:
+        return factor * factor
+    if family is Family.IF:
+        stage_1 = factor * 2 ** (len(pipe.stage_1.unet.config.block_out_channels) - 1)
+        stage_2 = 2 ** (len(pipe.stage_2.unet.config.block_out_channels) - 1)
+        return math.lcm(stage_1, stage_2)
+    return factor
 
 
 def latent_shape(pipe: Any, height: int, width: int) -> tuple[int, int, int]:
@@ -184,14 +279,15 @@ def latent_shape(pipe: Any, height: int, width: int) -> tuple[int, int, int]:
     """
     family = detect_family(pipe)
     factor = vae_scale_factor(pipe)
-    # Flux packs 2x2 latent patches, so its sizes must divide by twice the VAE factor.
-    multiple = 2 * factor if family is Family.FLUX else factor
+    multiple = size_multiple(pipe)
     for field, value in (("height", height), ("width", width)):
         if value <= 0 or value % multiple:
             raise BadInputError(
                 f"{field}: expected a positive multiple of {multiple} for a {family.value} pipeline, found {value}"
             )
-    if family.uses_unet:
+    if family is Family.IF:
+        channels = int(pipe.stage_1.unet.config.in_channels)
+    elif family.uses_unet:
         channels = int(pipe.unet.config.in_channels)
     elif family is Family.SD3:
         channels = int(pipe.transformer.config.in_channels)
@@ -230,14 +326,28 @@ def initial_noise(pipe: Any, batch: int, height: int, width: int, generator: tor
     return noise_from_gaussian(pipe, z)
 
 
+# IF's `encode_prompt` cuts the T5 tokens at 77 whatever the tokenizer's own limit.
+IF_MAX_PROMPT_TOKENS = 77
+
+
+def _prompt_tokenizer(pipe: Any) -> Any:
+    """The tokenizer whose limit truncates the prompt: CLIP's (the prior's for Kandinsky), T5's for IF."""
+    if isinstance(pipe, IFCascadePipeline):
+        return pipe.stage_1.tokenizer
+    prior_tokenizer = getattr(pipe, "prior_tokenizer", None)
+    return prior_tokenizer if prior_tokenizer is not None else pipe.tokenizer
+
+
 def max_prompt_tokens(pipe: Any) -> int:
-    """The CLIP tokenizer's limit (start and end tokens included); longer prompts are truncated by diffusers."""
-    return int(pipe.tokenizer.model_max_length)
+    """The prompt tokenizer's limit (start and end tokens included); longer prompts are truncated by diffusers."""
+    if isinstance(pipe, IFCascadePipeline):
+        return IF_MAX_PROMPT_TOKENS
+    return int(_prompt_tokenizer(pipe).model_max_length)
 
 
 def prompt_token_count(pipe: Any, prompt: str) -> int:
-    """How many CLIP tokens the prompt takes, start and end tokens included (compare with max_prompt_tokens)."""
-    return len(pipe.tokenizer(prompt, truncation=False)["input_ids"])
+    """How many tokens the prompt takes, start and end tokens included (compare with max_prompt_tokens)."""
+    return len(_prompt_tokenizer(pipe)(prompt, truncation=False)["input_ids"])
 
 
 def call_kwargs(
@@ -287,6 +397,243 @@ def call_kwargs(
     elif has_negative:
         kwargs["negative_prompt"] = negative_prompt
     return kwargs
+
+
+IF_UPSCALE = 4  # stage II's output side over stage I's
+
+
+class IFCascadePipeline:
+    """DeepFloyd IF as one model: stage I (`IFPipeline`, text to H/4 x W/4 pixels) and stage II
+    (`IFSuperResolutionPipeline`, 4x upscaling), each a diffusers pipeline of its own.
+
+    The prompt is encoded once, by stage I's T5 encoder, and both stages take those embeddings (as
+    DeepFloyd's own examples do), so stage II may be saved or loaded without a text encoder.
+    `latents` is accepted for a uniform call and ignored: `IFPipeline` draws stage I's noise from
+    `generator` itself. `pipeline.loading` builds one from a folder with `stage_1/` and `stage_2/`
+    (`cascade.json` names them) or from stage I's hub id.
+    """
+
+    def __init__(self, stage_1: Any, stage_2: Any) -> None:
+        self.stage_1 = stage_1
+        self.stage_2 = stage_2
+
+    @property
+    def stages(self) -> tuple[Any, Any]:
+        return self.stage_1, self.stage_2
+
+    @property
+    def device(self) -> torch.device:
+        return self.stage_1.device  # type: ignore[no-any-return]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.stage_1.dtype  # type: ignore[no-any-return]
+
+    @property
+    def unet(self) -> Any:
+        """Stage I's UNet: the denoiser that `pipeline.accel` and the record describe."""
+        return self.stage_1.unet
+
+    @property
+    def scheduler(self) -> Any:
+        return self.stage_1.scheduler
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.stage_1.tokenizer
+
+    def to(self, *args: Any, **kwargs: Any) -> IFCascadePipeline:
+        for stage in self.stages:
+            stage.to(*args, **kwargs)
+        return self
+
+    def set_progress_bar_config(self, **kwargs: Any) -> None:
+        for stage in self.stages:
+            stage.set_progress_bar_config(**kwargs)
+
+    def save_pretrained(self, folder: str | os.PathLike[str], **kwargs: Any) -> None:
+        root = Path(folder)
+        for name, stage in zip(IF_STAGE_FOLDERS, self.stages, strict=True):
+            stage.save_pretrained(root / name, **kwargs)
+        (root / IF_CASCADE_FILE).write_text(
+            json.dumps({"_class_name": type(self).__name__, "stages": list(IF_STAGE_FOLDERS)}, indent=2) + "\n",
+            encoding="utf-8",
+        )
+
+    def __call__(
+        self,
+        *,
+        prompt: str | list[str],
+        height: int,
+        width: int,
+        num_inference_steps: int,
+        guidance_scale: float,
+        num_images_per_prompt: int = 1,
+        negative_prompt: str | list[str] | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pt",
+        callback_on_step_end: Callable[..., Any] | None = None,
+    ) -> Any:
+        """Both stages; `images` float (N, 3, H, W) in [0, 1] (`output_type` "pt" only)."""
+        from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+
+        if output_type != "pt":
+            raise BadInputError(f"output_type: expected 'pt' for the IF cascade, found {output_type!r}")
+        guided = guidance_scale > 1.0
+        prompt_embeds, negative_embeds = self.stage_1.encode_prompt(
+            prompt,
+            do_classifier_free_guidance=guided,
+            num_images_per_prompt=num_images_per_prompt,
+            device=self.device,
+            negative_prompt=negative_prompt or None,
+            clean_caption=False,
+        )
+        embeds = {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_embeds}
+        callback = None
+        if callback_on_step_end is not None:
+            on_step_end = callback_on_step_end  # progress over stage I's steps
+
+            def callback(step: int, timestep: Any, _images: Any) -> None:
+                on_step_end(self, step, timestep, {})
+
+        small = self.stage_1(
+            **embeds,
+            height=height // IF_UPSCALE,
+            width=width // IF_UPSCALE,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            output_type="pt",
+            callback=callback,
+        ).images
+        large = self.stage_2(
+            **embeds,
+            image=small,
+            height=height,
+            width=width,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            output_type="pt",
+        ).images
+        # Both stages' "pt" output is in the model's [-1, 1] range.
+        return ImagePipelineOutput(images=(large * 0.5 + 0.5).clamp(0.0, 1.0))
+
+
+IF_STAGE_FOLDERS = ("stage_1", "stage_2")
+IF_CASCADE_FILE = "cascade.json"
+
+
+def sample(family: Family, pipe: Any, kwargs: dict[str, Any]) -> torch.Tensor:
+    """One pipeline call with `call_kwargs` (+ generator, callback): float (N, 3, H, W) in [0, 1].
+
+    Kandinsky's combined pipeline sends its `latents=` to the prior, so its two stages are run here:
+    the prior (text -> image embedding, its own noise from the generators), then the decoder with
+    the governed initial noise.
+    """
+    if family is Family.KANDINSKY:
+        return _sample_kandinsky(pipe, kwargs)
+    images: torch.Tensor = pipe(**kwargs).images
+    return images
+
+
+def _sample_kandinsky(pipe: Any, kwargs: dict[str, Any]) -> torch.Tensor:
+    steps, guidance = kwargs["num_inference_steps"], kwargs["guidance_scale"]
+    generator = kwargs.get("generator")
+    image_embeds, negative_image_embeds = pipe.prior_pipe(
+        prompt=kwargs["prompt"],
+        negative_prompt=kwargs.get("negative_prompt"),
+        num_images_per_prompt=kwargs["num_images_per_prompt"],
+        num_inference_steps=steps,
+        generator=generator,
+        guidance_scale=guidance,
+        output_type="pt",
+        return_dict=False,
+    )
+    decoder_kwargs: dict[str, Any] = {
+        "image_embeds": image_embeds,
+        "negative_image_embeds": negative_image_embeds,
+        "height": kwargs["height"],
+        "width": kwargs["width"],
+        "num_inference_steps": steps,
+        "guidance_scale": guidance,
+        "generator": generator,
+        "latents": kwargs["latents"],
+        "output_type": "latent" if kwargs.get("output_type") == "latent" else "pt",
+    }
+    if "callback_on_step_end" in kwargs:
+        decoder_kwargs["callback_on_step_end"] = kwargs["callback_on_step_end"]
+    images: torch.Tensor = pipe.decoder_pipe(**decoder_kwargs).images
+    if decoder_kwargs["output_type"] == "latent":
+        return images
+    return (images * 0.5 + 0.5).clamp(0.0, 1.0)  # the MoVQ decodes to [-1, 1]
+
+
+# Few-step samplers, by the name the API and `--scheduler` take. "default": the model's own.
+SCHEDULERS = ("default", "lcm", "turbo")
+# Schedulers that draw fresh noise at every step: the image does not follow from the initial noise
+# alone, so inversion cannot read the latent mark back (it is still embedded).
+_STOCHASTIC_SCHEDULERS = frozenset(
+    {"LCMScheduler", "EulerAncestralDiscreteScheduler", "DDPMScheduler", "UnCLIPScheduler"}
+)
+
+
+def use_scheduler(pipe: Any, name: str | None) -> None:
+    """Swap the pipeline's scheduler for a few-step one, keeping the model's noise schedule.
+
+    "lcm": `LCMScheduler` (Latent Consistency Models: 1-8 steps with LCM-distilled weights or an LCM
+    LoRA). "turbo": `EulerAncestralDiscreteScheduler` with trailing timestep spacing, as SD-Turbo and
+    SDXL-Turbo sample (1-4 steps, guidance 0). Both are for the UNet latent families (SD, SDXL).
+    """
+    if name is None or name == "default":
+        return
+    if name not in SCHEDULERS:
+        raise BadInputError(f"scheduler: expected one of {', '.join(SCHEDULERS)}, found {name!r}")
+    family = detect_family(pipe)
+    if family not in (Family.SD, Family.SDXL):
+        raise BadInputError(f"scheduler: expected an sd or sdxl model for {name!r}, found {family.value}")
+    from diffusers import EulerAncestralDiscreteScheduler, LCMScheduler
+
+    config = pipe.scheduler.config
+    if name == "lcm":
+        pipe.scheduler = LCMScheduler.from_config(config)
+    else:
+        pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(config, timestep_spacing="trailing")
+
+
+def sampler_facts(pipe: Any, steps: int, guidance_scale: float) -> dict[str, Any]:
+    """What the record says about how the images were sampled: each stage's scheduler, the steps and
+    the guidance (both stages of Kandinsky and IF take the request's steps and guidance)."""
+    family = detect_family(pipe)
+    facts: dict[str, Any] = {
+        "family": family.value,
+        "scheduler": type(pipe.scheduler).__name__,
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+    }
+    if family is Family.KANDINSKY:
+        facts["prior_scheduler"] = type(pipe.prior_scheduler).__name__
+        facts["prior_steps"] = steps
+    elif family is Family.IF:
+        facts["stage_2_scheduler"] = type(pipe.stage_2.scheduler).__name__
+        facts["stage_2_steps"] = steps
+    return facts
+
+
+def latent_mark_facts(pipe: Any, embedded: bool) -> dict[str, Any]:
+    """The latent mark's state for the record: embedded or not (and why not), and whether inversion can
+    read it back with this scheduler."""
+    family = detect_family(pipe)
+    unavailable = latent_mark_unavailable(family)
+    if not embedded:
+        return {"embedded": False, "reason": unavailable or "latent watermark switched off"}
+    scheduler = type(pipe.scheduler).__name__
+    readable = scheduler not in _STOCHASTIC_SCHEDULERS
+    facts: dict[str, Any] = {"embedded": True, "readable_by_inversion": readable}
+    if not readable:
+        facts["reason"] = f"{scheduler} draws fresh noise at every step"
+    return facts
 
 
 def output_as_uint8(images: torch.Tensor) -> np.ndarray:

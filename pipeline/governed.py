@@ -121,6 +121,7 @@ class GovernedPipeline:
         output_format: str = "png",
         sidecar: bool = False,
         policy_engine: PolicyEngine | None = None,
+        scheduler: str | None = None,
     ) -> GovernedPipeline:
         """Load `model` (hub id, local path or `embedded:tiny-*`) through `DiffusionPipeline.from_pretrained`.
 
@@ -130,7 +131,8 @@ class GovernedPipeline:
         `device`: "cpu", "cuda", "cuda:N" or "auto" (the GPU when there is one). `dtype`: "fp16", "bf16"
         or "fp32"; None picks the family's half precision on CUDA (fp16 for SD and SDXL, bf16 for SD3
         and Flux) and fp32 on the CPU. `compile`: `torch.compile` the denoiser (pays off on long runs;
-        each new batch size compiles once). See `pipeline.accel`.
+        each new batch size compiles once). See `pipeline.accel`. `scheduler`: "lcm" or "turbo" swaps an
+        SD or SDXL model's scheduler for a few-step one (`families.use_scheduler`); None keeps its own.
         """
         return cls.around(
             Governor.from_pretrained(
@@ -146,6 +148,7 @@ class GovernedPipeline:
                 output_format=output_format,
                 sidecar=sidecar,
                 policy_engine=policy_engine,
+                scheduler=scheduler,
             )
         )
 

@@ -330,7 +330,10 @@ class Governor:
         self.checks = tuple(checks) if checks is not None else checks_of(self.classifiers)
         self._key = watermark_key if watermark_key is not None else config.watermark_key()
         self.watermarker: Watermarker = watermarker if watermarker is not None else PixelWatermarker()
-        self.latent_watermark = latent_watermark
+        self.family = families.detect_family(pipe)
+        # A family whose noise cannot carry the latent mark (IF) releases with the pixel mark alone;
+        # its records say so (`latent_mark`).
+        self.latent_watermark = latent_watermark and families.latent_mark_unavailable(self.family) is None
         self.device = device
         self.gender_reader = gender_reader
         self.observe_bias = policy.spec.bias.enabled if observe_bias is None else observe_bias
@@ -339,7 +342,6 @@ class Governor:
         self._edit_pipes: dict[str, Any] = {}  # "img2img" / "inpaint" -> pipeline over `pipe`'s parts
         # Reads our watermark from edit inputs while the model samples (see `inspect_edit`).
         self._mark_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genguard-edit-mark")
-        self.family = families.detect_family(pipe)
         families.disable_builtin_safety(pipe)
         # Upper bounds on one request's work (sizes, steps, images), from the family and the pack's limits.
         self.bounds = families.bounds_for(
@@ -365,6 +367,7 @@ class Governor:
         output_format: str = "png",
         sidecar: bool = False,
         policy_engine: PolicyEngine | None = None,
+        scheduler: str | None = None,
     ) -> Governor:
         """Load `model` and build its Governor: see `GovernedPipeline.from_pretrained`."""
         pack = policy if isinstance(policy, PolicyPack) else load_pack(policy)
@@ -374,6 +377,7 @@ class Governor:
             bias.gender_model, {value: list(prompts) for value, prompts in bias.gender_labels.items()}
         )
         pipe, acceleration = load_accelerated(model, device=device, dtype=dtype, compile=compile)
+        families.use_scheduler(pipe, scheduler)
         checks = None
         if classifiers is None:  # every check the pack names runs, or this fails closed (registry)
             built = load_pack_checks(
@@ -642,8 +646,8 @@ class Governor:
         # saves (tiny-sd at 256 px, 10 steps: 0.5 s on one thread, 23 s on two on a busy 2-core machine).
         threads = 1 if self.is_demonstration_model and self.device == "cpu" else None
         with torch.inference_mode(), _torch_threads(threads):
-            output = self.pipe(**kwargs)
-        return Sampled(tuple(jobs), families.output_as_uint8(output.images))
+            images = families.sample(self.family, self.pipe, kwargs)  # both stages of a two-stage family
+        return Sampled(tuple(jobs), families.output_as_uint8(images))
 
     def _sample_each(
         self, jobs: Sequence[Job], noise: torch.Tensor | None, progress: ProgressCallback | None
@@ -1024,6 +1028,13 @@ class Governor:
             error=error,
             extra={
                 "watermarks": self._watermark_algorithms(edit=request.is_edit),
+                # An edit starts from the input's latents, not the marked noise: pixel mark only.
+                "latent_mark": families.latent_mark_facts(
+                    self.pipe, self.latent_watermark and not request.is_edit
+                ),
+                "sampler": families.sampler_facts(
+                    self.pipe, request.params.steps, request.params.guidance_scale
+                ),
                 "content_credentials": {
                     "format": self.output_format,
                     "manifest": self._manifest_mode(),

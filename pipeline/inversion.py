@@ -5,13 +5,16 @@ mean) and the deterministic sampler is run backwards, with an empty prompt and n
 the same number of steps, giving an estimate of the initial noise that
 `guard.watermark.latent.detect_latent` reads.
 
-- UNet families (SD 1.x/2.x, SDXL): DDIM run backwards (`ddim_invert_latents`).
+- Latent UNet families (SD 1.x/2.x, SDXL, Kandinsky 2.2's decoder): DDIM run backwards
+  (`ddim_invert_latents`); Kandinsky's decoder is conditioned on the prior's zero image embedding
+  (its "empty prompt") and encodes images with its MoVQ.
 - Flow-matching families (SD3, Flux): the Euler ODE x_{i+1} = x_i + (s_{i+1} - s_i) v(x_i, s_i)
   run backwards with the model's velocity (`flow_invert_latents`), over the same sigma schedule
   the pipeline samples with (SD3's static shift, Flux's resolution-dependent shift). Flux works on
   packed 2x2 patches; the recovered noise is unpacked, like every family's.
 A sampler that cannot be inverted deterministically (flow matching with `stochastic_sampling`)
-gives `InversionUnavailable` with the reason.
+gives `InversionUnavailable` with the reason, as does DeepFloyd IF (pixel-space cascade: no latent
+mark, `families.LATENT_MARK_UNAVAILABLE`).
 
 With the embedded tiny models the VAE is untrained (not an autoencoder), so recovery is only
 meaningful at the latent level: `latent_roundtrip` samples to final latents and inverts them
@@ -30,7 +33,15 @@ import torch
 
 from genguard.guard.errors import BadInputError, ImageInputError
 from genguard.guard.watermark.latent import LatentDetection, detect_latent, embed_latent
-from genguard.pipeline.families import Family, call_kwargs, detect_family, latent_shape, noise_from_gaussian
+from genguard.pipeline.families import (
+    Family,
+    call_kwargs,
+    detect_family,
+    latent_mark_unavailable,
+    latent_shape,
+    noise_from_gaussian,
+    sample,
+)
 
 STOCHASTIC_SAMPLING = "stochastic flow-matching sampling cannot be inverted"
 
@@ -87,8 +98,10 @@ def ddim_invert_latents(
     to the exact inverse of the sampler's step at one more model call each.
     """
     family = detect_family(pipe)
-    if not family.uses_unet:
-        raise BadInputError(f"pipe: DDIM inversion needs a UNet family (sd, sdxl), found {family.value}")
+    if not family.ddim_invertible:
+        raise BadInputError(
+            f"pipe: DDIM inversion needs a UNet family in latent space (sd, sdxl, kandinsky), found {family.value}"
+        )
     if num_inference_steps <= 0:
         raise BadInputError(f"num_inference_steps: expected a positive number, found {num_inference_steps}")
     from diffusers import DDIMScheduler
@@ -133,7 +146,8 @@ def _predict_noise(
 ) -> torch.Tensor:
     timestep = torch.tensor(t, device=pipe.device)
     output: torch.Tensor = pipe.unet(x.to(pipe.unet.dtype), timestep, return_dict=False, **condition)[0]
-    output = output.to(torch.float64)
+    # A UNet with a learned variance (Kandinsky's decoder) predicts it in extra channels after the noise.
+    output = output[:, : x.shape[1]].to(torch.float64)
     if prediction_type == "v_prediction":
         # v = sqrt(a) eps - sqrt(1 - a) x0 and x = sqrt(a) x0 + sqrt(1 - a) eps give eps = sqrt(a) v + sqrt(1 - a) x
         eps: torch.Tensor = alpha_t**0.5 * output + (1.0 - alpha_t) ** 0.5 * x
@@ -146,6 +160,10 @@ def _empty_condition(
 ) -> dict[str, Any]:
     """The UNet's conditioning for `prompt` (empty by default: the generation prompt is not needed)."""
     device = pipe.device
+    if family is Family.KANDINSKY:
+        # The decoder sees no text: its unconditional input is the prior's embedding of a black image.
+        zero_embeds = pipe.prior_pipe.get_zero_embed(batch_size=batch, device=device)
+        return {"encoder_hidden_states": None, "added_cond_kwargs": {"image_embeds": zero_embeds}}
     if family is Family.SD:
         prompt_embeds, _ = pipe.encode_prompt(prompt, device, 1, False)
         return {"encoder_hidden_states": prompt_embeds.repeat(batch, 1, 1)}
@@ -210,8 +228,12 @@ def flow_invert_latents(
 def invert_latents(
     pipe: Any, latents: torch.Tensor, num_inference_steps: int, refine_iterations: int = 0
 ) -> torch.Tensor:
-    """The family's inversion: DDIM for SD and SDXL, the flow-matching Euler ODE for SD3 and Flux."""
-    if detect_family(pipe).uses_unet:
+    """The family's inversion: DDIM for SD, SDXL and Kandinsky, the flow-matching Euler ODE for SD3 and Flux."""
+    family = detect_family(pipe)
+    reason = latent_mark_unavailable(family)
+    if reason is not None:
+        raise BadInputError(f"pipe: {family.value} cannot be inverted: {reason}")
+    if family.ddim_invertible:
         return ddim_invert_latents(pipe, latents, num_inference_steps, refine_iterations=refine_iterations)
     return flow_invert_latents(pipe, latents, num_inference_steps, refine_iterations=refine_iterations)
 
@@ -348,6 +370,11 @@ def encode_images(pipe: Any, images: npt.NDArray[np.uint8] | torch.Tensor) -> to
         raise ImageInputError(
             f"images: expected height and width multiples of {factor}, found {tuple(pixels.shape)}"
         )
+    movq = getattr(pipe, "movq", None)
+    if movq is not None:  # Kandinsky: the decoder's latents are the MoVQ's, unscaled
+        with torch.no_grad():
+            encoded: torch.Tensor = movq.encode((pixels * 2.0 - 1.0).to(device=pipe.device, dtype=movq.dtype)).latents
+        return encoded
     vae = pipe.vae
     with torch.no_grad():
         moments = vae.encode((pixels * 2.0 - 1.0).to(device=pipe.device, dtype=vae.dtype)).latent_dist
@@ -412,7 +439,7 @@ def latent_roundtrip(
     unavailable = _why_not_invertible(pipe, family)
     if unavailable is not None:
         return unavailable
-    if family.uses_unet:
+    if family.ddim_invertible:
         from diffusers import DDIMScheduler
 
         expected_scheduler: type[Any] = DDIMScheduler
@@ -437,7 +464,7 @@ def latent_roundtrip(
         num_images=1,
         output_type="latent",
     )
-    final_latents = pipe(**kwargs).images
+    final_latents = sample(family, pipe, kwargs)
     if family is Family.FLUX:
         final_latents = unpack_flux_latents(final_latents, latent_shape(pipe, height, width))
     recovered = invert_latents(pipe, final_latents, steps, refine_iterations=refine_iterations)
@@ -457,7 +484,10 @@ def unpack_flux_latents(packed: torch.Tensor, shape: tuple[int, int, int]) -> to
 
 
 def _why_not_invertible(pipe: Any, family: Family) -> InversionUnavailable | None:
-    if family.uses_unet:
+    reason = latent_mark_unavailable(family)
+    if reason is not None:
+        return InversionUnavailable(family, reason)
+    if family.ddim_invertible:
         return None
     if _flow_scheduler(pipe).config.get("stochastic_sampling", False):
         return InversionUnavailable(family, STOCHASTIC_SAMPLING)
