@@ -31,6 +31,7 @@ from genguard.pipeline.service import (
     routes_audit,
     routes_generations,
     routes_health,
+    routes_matches,
     routes_openai,
     routes_verify,
 )
@@ -209,4 +210,5 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
 
     for module in (routes_health, routes_generations, routes_openai, routes_verify, routes_audit):
         app.include_router(module.router(ctx))
+    app.include_router(routes_matches.router(ctx))
     return app
