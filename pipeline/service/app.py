@@ -38,6 +38,7 @@ from genguard.pipeline.service import (
 from genguard.pipeline.service.context import ServiceConfig, ServiceContext, TokenBuckets
 from genguard.pipeline.service.errors import ApiError
 from genguard.pipeline.service.jobs import JobRunner
+from genguard.pipeline.service.telemetry import Telemetry
 
 REQUEST_ID = contextvars.ContextVar[str | None]("genguard_request_id", default=None)
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -94,15 +95,25 @@ def error_response(error: ApiError, request_id: str | None = None) -> JSONRespon
     return JSONResponse({"error": body}, status_code=error.status, headers=error.headers)
 
 
-def open_context(config: ServiceConfig) -> ServiceContext:
-    """Open the audit store and the service's tables (migrating them to head) and build the workers."""
+def open_context(config: ServiceConfig, telemetry: Telemetry | None = None) -> ServiceContext:
+    """Open the audit store and the service's tables (migrating them to head) and build the workers.
+    `telemetry` None: exported as the environment says (`Telemetry.from_env`)."""
+    telemetry = telemetry if telemetry is not None else Telemetry.from_env()
     audit = AuditStore.open(config.db_url)
     try:
         store = ServiceStore.open(config.db_url)
     except BaseException:
         audit.close()
         raise
-    runner = JobRunner(store, audit, config.files_dir, config.worker, workers=config.workers)
+    runner = JobRunner(
+        store,
+        audit,
+        config.files_dir,
+        config.worker,
+        workers=config.workers,
+        grace_s=config.shutdown_grace_s,
+        telemetry=telemetry,
+    )
     return ServiceContext(
         config=config,
         store=store,
@@ -110,6 +121,7 @@ def open_context(config: ServiceConfig) -> ServiceContext:
         runner=runner,
         verify_limits=TokenBuckets(config.verify_burst, config.verify_per_second),
         verify_slots=threading.BoundedSemaphore(config.verify_concurrency),
+        telemetry=telemetry,
     )
 
 
@@ -132,6 +144,7 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
             ctx.runner.stop()
             ctx.store.close()
             ctx.audit.close()
+            ctx.telemetry.shutdown()
             log.info("service stopped")
 
     app = FastAPI(
@@ -150,12 +163,24 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
         request.state.request_id = request_id  # for the handler of unhandled errors, which runs outside
         started = time.monotonic()
         status = 500
+        span_cm = ctx.telemetry.span(
+            f"HTTP {request.method}",
+            **{"http.request.method": request.method, "genguard.request_id": request_id},
+        )
+        span = span_cm.__enter__()
         try:
             response = await call_next(request)
             status = response.status_code
             response.headers["X-Request-ID"] = request_id
             return response
         finally:
+            if span is not None:
+                route = request.scope.get("route")
+                template = getattr(route, "path", None) or request.url.path
+                span.update_name(f"HTTP {request.method} {template}")
+                span.set_attribute("http.route", template)
+                span.set_attribute("http.response.status_code", status)
+            span_cm.__exit__(None, None, None)
             log.info(
                 "request",
                 extra={

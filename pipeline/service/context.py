@@ -11,6 +11,7 @@ from pathlib import Path
 from genguard.audit.service_store import ServiceStore
 from genguard.audit.store import AuditStore
 from genguard.pipeline.service.jobs import JobRunner, WorkerSettings
+from genguard.pipeline.service.telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,8 @@ class ServiceConfig:
         is read in full), `max_upload_pixels` (refused from the header, before decoding), the public verify's
         token bucket per client address (`verify_burst` requests, refilled at `verify_per_second`), at most
     `verify_concurrency` verifications at once over all addresses (one costs about a CPU-second at 512 px),
-        `max_wait_s` (the longest `?wait=` and the OpenAI endpoint's wait for its images)."""
+        `max_wait_s` (the longest `?wait=` and the OpenAI endpoint's wait for its images), `shutdown_grace_s`
+    (how long a stop lets running jobs finish)."""
 
     db_url: str | None = None
     files_dir: Path = Path("genguard-service-files")
@@ -31,6 +33,7 @@ class ServiceConfig:
     verify_per_second: float = 1.0
     verify_concurrency: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     max_wait_s: float = 120.0
+    shutdown_grace_s: float = 30.0
 
 
 class TokenBuckets:
@@ -67,3 +70,4 @@ class ServiceContext:
     runner: JobRunner
     verify_limits: TokenBuckets
     verify_slots: threading.BoundedSemaphore
+    telemetry: Telemetry = field(default_factory=Telemetry.disabled)

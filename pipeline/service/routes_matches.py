@@ -208,6 +208,7 @@ class Resolver:
             report = verify_image(data, store=self.ctx.audit, name="upload")
         except ImageInputError as exc:
             raise ApiError(400, "invalid_image", str(exc), param="image") from None
+        self.ctx.telemetry.verdict(report.verdict.value)
         matches: list[SoftBindingMatch] = []
         mark = report.watermark
         if alg in (None, *WATERMARK_ALGS) and mark is not None and mark.marked and mark.mark_id is not None:

@@ -202,6 +202,7 @@ def router(ctx: ServiceContext) -> APIRouter:
             raise ApiError(400, "invalid_image", str(exc), param="image") from None
         finally:
             ctx.verify_slots.release()
+        ctx.telemetry.verdict(report.verdict.value)
         return public_view(report)
 
     return api
