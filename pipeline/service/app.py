@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genguard.audit.service_store import ServiceStore
 from genguard.audit.store import AuditStore
@@ -209,6 +210,16 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
             shown = "" if isinstance(found, dict) else f", found {found!r}"[:120]
             problems.append(f"{where}: {error.get('msg', 'invalid')}{shown}")
         return error_response(ApiError(400, "invalid_request", "; ".join(problems), param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # the framework's own refusals (no such route, wrong method, a malformed multipart form) in the
+        # service's error shape
+        return error_response(
+            ApiError(
+                exc.status_code, f"http_{exc.status_code}", str(exc.detail), headers=dict(exc.headers or {})
+            )
+        )
 
     @app.exception_handler(AuditUnavailableError)
     async def unavailable(request: Request, exc: AuditUnavailableError) -> JSONResponse:

@@ -1,7 +1,8 @@
 """The C2PA Soft Binding Resolution API for our marks: from a soft binding (or an image) to its manifest.
 
 Shaped like the C2PA Soft Binding Resolution API (its OpenAPI document, version 1.0.0):
-`GET|POST /v1/matches/byBinding`, `POST /v1/matches/byContent`, `GET /v1/manifests/{manifestId}` and
+`GET /v1/matches/byBinding` (the spec's POST variant, for values too long for a URL, is not needed: ours
+are 8 bytes), `POST /v1/matches/byContent`, `GET /v1/manifests/{manifestId}` and
 `GET /v1/services/supportedAlgorithms`. Public like `/v1/verify`: no key, and the same token bucket per
 client address (a lookup takes one token, as a verification does).
 
@@ -9,8 +10,8 @@ Algorithms, by the names our manifests write in their `c2pa.soft-binding` assert
 (`C2PA_SOFT_BINDING_NAMES`), plus the perceptual hash the audit store keeps for every image:
 
 - a watermark (`org.genguard.watermark.pixel.v3`, `org.genguard.watermark.latent.gaussianshading.v1`):
-  `value` is the mark id, base64 of its 8 bytes big-endian, or the text the manifest's soft-binding block
-  holds (`0x` + 16 hex digits), plain or base64-encoded. An exact match scores 100.
+  `value` is the mark id: base64 (standard or URL-safe, padding optional) of its 8 bytes big-endian, or the
+  text the manifest's soft-binding block holds (`0x` + 16 hex digits). An exact match scores 100.
 - the perceptual hash (`org.genguard.phash.dct64.v1`, a name of ours: the list has no entry for it): `value`
   is the 64-bit hash, base64 of its 8 bytes big-endian (or `0x` + 16 hex digits). Images within
   `RADIUS` bits match, scored by the share of the 64 bits that agree.
@@ -30,7 +31,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from genguard.audit.reader import StoredImage
@@ -45,8 +46,12 @@ from genguard.pipeline.service.schemas import ErrorResponse
 
 WATERMARK_ALGS = tuple(sorted(C2PA_SOFT_BINDING_NAMES.values()))
 PHASH_ALG = "org.genguard.phash.dct64.v1"
+ALGS = (*WATERMARK_ALGS, PHASH_ALG)
 MANIFEST_ID_PREFIX = "urn:genguard:mark:"
 _MARK_TEXT = re.compile(r"0[xX][0-9a-fA-F]{16}")
+# both forms of a 64-bit value, as the schema announces them (a value that fits is always understood)
+VALUE_PATTERN = r"^(0[xX][0-9a-fA-F]{16}|[A-Za-z0-9+/]{11}=?|[A-Za-z0-9_-]{11}=?)$"
+MANIFEST_ID_PATTERN = r"^urn:genguard:mark:0[xX][0-9a-fA-F]{16}$"
 _MANIFEST_ID = re.compile(re.escape(MANIFEST_ID_PREFIX) + r"(0[xX][0-9a-fA-F]{16})")
 _RELEASED = ("released", "approved")
 _MAX_RESULTS = 100
@@ -59,13 +64,6 @@ class SoftBindingMatch(BaseModel):
 
 class SoftBindingQueryResult(BaseModel):
     matches: list[SoftBindingMatch]
-
-
-class SoftBindingQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    alg: str = Field(min_length=1, max_length=200)
-    value: str = Field(min_length=1, max_length=200)
 
 
 class SoftBindingAlg(BaseModel):
@@ -94,13 +92,12 @@ def parse_manifest_id(value: str) -> int:
 
 
 def binding_value(alg: str, value: str) -> int:
-    """The 64-bit value a query names: base64 of 8 bytes big-endian, or `0x` + 16 hex digits (plain or,
-    for a watermark, base64 of that text as a manifest's soft-binding block holds it)."""
+    """The 64-bit value a query names: base64 of 8 bytes big-endian, or `0x` + 16 hex digits."""
     text = value.strip()
     if _MARK_TEXT.fullmatch(text):
         return int(text, 16)
+    url_safe = "-" in text or "_" in text
     try:
-        url_safe = "-" in text or "_" in text
         raw = base64.b64decode(
             text + "=" * (-len(text) % 4), altchars=b"-_" if url_safe else None, validate=True
         )
@@ -108,8 +105,6 @@ def binding_value(alg: str, value: str) -> int:
         raw = b""
     if len(raw) == 8:
         return int.from_bytes(raw, "big")
-    if alg in WATERMARK_ALGS and _MARK_TEXT.fullmatch(raw.decode("ascii", "replace")):
-        return int(raw, 16)
     raise ApiError(
         400,
         "invalid_value",
@@ -119,11 +114,11 @@ def binding_value(alg: str, value: str) -> int:
 
 
 def check_alg(alg: str) -> None:
-    if alg not in (*WATERMARK_ALGS, PHASH_ALG):
+    if alg not in ALGS:
         raise ApiError(
             400,
             "unsupported_algorithm",
-            f"alg: expected one of {', '.join((*WATERMARK_ALGS, PHASH_ALG))}, found {alg[:80]!r}",
+            f"alg: expected one of {', '.join(ALGS)}, found {alg[:80]!r}",
             param="alg",
         )
 
@@ -245,21 +240,20 @@ def router(ctx: ServiceContext) -> APIRouter:
     @api.get("/matches/byBinding", response_model=SoftBindingQueryResult, responses=_ERRORS)
     def query_by_binding(
         request: Request,
-        alg: str = Query(min_length=1, max_length=200, description="The soft binding algorithm's name."),
-        value: str = Query(min_length=1, max_length=200, description="The soft binding's value (base64)."),
+        alg: str = Query(
+            min_length=1,
+            max_length=200,
+            description="The soft binding algorithm's name.",
+            json_schema_extra={"enum": list(ALGS)},
+        ),
+        value: str = Query(
+            min_length=1, max_length=200, pattern=VALUE_PATTERN, description="The soft binding's value."
+        ),
         max_results: int = _MAX_RESULTS_QUERY,
     ) -> SoftBindingQueryResult:
         """The manifest ids of released images that carry this soft binding. No key needed."""
         _take_token(ctx, request, "matches")
         return resolver.by_binding(alg, value, max_results)
-
-    @api.post("/matches/byBinding", response_model=SoftBindingQueryResult, responses=_ERRORS)
-    def query_by_large_binding(
-        request: Request, query: SoftBindingQuery, max_results: int = _MAX_RESULTS_QUERY
-    ) -> SoftBindingQueryResult:
-        """As GET, with the query in a JSON body."""
-        _take_token(ctx, request, "matches")
-        return resolver.by_binding(query.alg, query.value, max_results)
 
     @api.post(
         "/matches/byContent",
@@ -285,7 +279,12 @@ def router(ctx: ServiceContext) -> APIRouter:
     )
     async def query_by_content(
         request: Request,
-        alg: str | None = Query(None, max_length=200, description="Resolve by this algorithm only."),
+        alg: str | None = Query(
+            None,
+            max_length=200,
+            description="Resolve by this algorithm only.",
+            json_schema_extra={"enum": list(ALGS)},
+        ),
         max_results: int = _MAX_RESULTS_QUERY,
     ) -> SoftBindingQueryResult:
         """The manifest ids of released images this upload carries the mark of, or looks like. The upload's
@@ -310,7 +309,9 @@ def router(ctx: ServiceContext) -> APIRouter:
     )
     def get_manifest_by_id(
         request: Request,
-        manifestId: str = Path(max_length=200, description="A match's manifestId."),
+        manifestId: str = Path(
+            max_length=200, pattern=MANIFEST_ID_PATTERN, description="A match's manifestId."
+        ),
     ) -> Response:
         """The C2PA manifest store kept when the image was released. No key needed."""
         _take_token(ctx, request, "manifests")
