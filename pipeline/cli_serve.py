@@ -46,6 +46,20 @@ def _loopback(host: str) -> bool:
     "put back in the queue; one still sampling after this is recorded failed).",
 )
 @click.option(
+    "--verify-burst",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Public verify and lookups: requests one client address may make at once (token bucket).",
+)
+@click.option(
+    "--verify-rate",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Public verify and lookups: the bucket's refill, requests per second per client address.",
+)
+@click.option(
     "--dev-keys/--no-dev-keys",
     default=True,
     show_default=True,
@@ -62,6 +76,8 @@ def serve(
     port: int,
     files_dir: Path | None,
     grace_s: float,
+    verify_burst: int,
+    verify_rate: float,
     dev_keys: bool,
 ) -> None:
     """Run the service: OpenAPI schema at /openapi.json, endpoints under /v1, JSON logs on stderr."""
@@ -86,6 +102,8 @@ def serve(
         worker=WorkerSettings(model=model, policy=policy, device=device),
         workers=workers,
         shutdown_grace_s=grace_s,
+        verify_burst=verify_burst,
+        verify_per_second=verify_rate,
     )
     ctx = open_context(config)
     if dev_keys and not ctx.store.list_tenants():

@@ -27,21 +27,18 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from genguard.audit.reader import StoredImage
-from genguard.audit.verify import RADIUS, verify_image
-from genguard.guard.errors import ImageInputError
+from genguard.audit.verify import RADIUS
 from genguard.guard.markid import format_mark_id
 from genguard.guard.provenance.content_credentials import C2PA_SOFT_BINDING_NAMES
 from genguard.pipeline.service.context import ServiceContext
 from genguard.pipeline.service.errors import ApiError
-from genguard.pipeline.service.routes_verify import check_header, upload_bytes
+from genguard.pipeline.service.routes_verify import check_header, in_slot, upload_bytes, verify_upload
 from genguard.pipeline.service.schemas import ErrorResponse
 
 WATERMARK_ALGS = tuple(sorted(C2PA_SOFT_BINDING_NAMES.values()))
@@ -151,22 +148,6 @@ def _take_token(ctx: ServiceContext, request: Request, what: str) -> None:
         )
 
 
-@contextmanager
-def _slot(ctx: ServiceContext, what: str) -> Iterator[None]:
-    if not ctx.verify_slots.acquire(blocking=False):
-        raise ApiError(
-            503,
-            "busy",
-            f"{what}: expected a free slot, found all {ctx.config.verify_concurrency} busy; retry shortly",
-            kind="server_error",
-            headers={"Retry-After": "1"},
-        )
-    try:
-        yield
-    finally:
-        ctx.verify_slots.release()
-
-
 class Resolver:
     """Soft binding → the released images' manifest ids, best first, at most `limit`."""
 
@@ -199,11 +180,7 @@ class Resolver:
     def by_content(self, data: bytes, alg: str | None, limit: int) -> SoftBindingQueryResult:
         """Read the upload as `/v1/verify` does (and record the verification as it does), then resolve
         the watermark's mark id and the perceptual hash it read (only `alg`'s, when given)."""
-        try:
-            report = verify_image(data, store=self.ctx.audit, name="upload")
-        except ImageInputError as exc:
-            raise ApiError(400, "invalid_image", str(exc), param="image") from None
-        self.ctx.telemetry.verdict(report.verdict.value)
+        report = verify_upload(self.ctx, data)
         matches: list[SoftBindingMatch] = []
         mark = report.watermark
         if alg in (None, *WATERMARK_ALGS) and mark is not None and mark.marked and mark.mark_id is not None:
@@ -294,8 +271,7 @@ def router(ctx: ServiceContext) -> APIRouter:
             check_alg(alg)
         data = await upload_bytes(request, ctx.config.max_upload_bytes)
         check_header(data, ctx.config.max_upload_pixels)
-        with _slot(ctx, "matches"):
-            return await run_in_threadpool(resolver.by_content, data, alg, max_results)
+        return await run_in_threadpool(in_slot, ctx, "matches", resolver.by_content, data, alg, max_results)
 
     @api.get(
         "/manifests/{manifestId}",
