@@ -60,6 +60,14 @@ def photos(side: int = 512) -> list[bytes]:
     return out
 
 
+def client(timeout: float = 60) -> httpx.Client:
+    """An httpx client with TCP_NODELAY, as curl and browsers set it: without it, the request's headers
+    and body go out as two writes and the second waits for the server's delayed ACK (40 ms on Linux
+    loopback), a client artefact that would dominate every upload's latency."""
+    transport = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    return httpx.Client(timeout=timeout, transport=transport)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -137,11 +145,11 @@ def run(args: Any, url: str, headers: dict[str, str], work: Path, db_url: str) -
     body = {"prompt": "a lighthouse at dusk", "n": 1, "size": size, "steps": args.steps, "seed": 1234}
 
     def job(_: int) -> dict[str, Any]:
-        with httpx.Client(timeout=600) as client:
-            accepted = client.post(f"{url}/v1/generations", json=body, headers=headers)
+        with client(600) as http:
+            accepted = http.post(f"{url}/v1/generations", json=body, headers=headers)
             accepted.raise_for_status()
             while True:
-                done: dict[str, Any] = client.get(f"{accepted.json()['url']}?wait=60", headers=headers).json()
+                done: dict[str, Any] = http.get(f"{accepted.json()['url']}?wait=60", headers=headers).json()
                 if done["status"] not in ("queued", "running"):
                     return done
 
@@ -169,10 +177,10 @@ def run(args: Any, url: str, headers: dict[str, str], work: Path, db_url: str) -
 
     # -- 3: public verify under load --------------------------------------------------------------------
     marked = []
-    with httpx.Client(timeout=60) as client:
+    with client() as http:
         for j in jobs:
             for image in j["released"]:
-                marked.append(client.get(image["url"], headers=headers).content)
+                marked.append(http.get(image["url"], headers=headers).content)
     unmarked = photos()
     bodies = [("marked", data) for data in marked] + [("photo", data) for data in unmarked]
     results: list[tuple[str, int, float]] = []
@@ -181,19 +189,23 @@ def run(args: Any, url: str, headers: dict[str, str], work: Path, db_url: str) -
 
     def client_loop(number: int) -> None:
         turn = number
-        with httpx.Client(timeout=60) as client:
+        with client() as http:
             while time.monotonic() < stop_at:
                 kind = "marked" if turn % 2 == 0 else "photo"
                 pool_ = [b for b in bodies if b[0] == kind]
                 data = pool_[turn // 2 % len(pool_)][1]
                 turn += 1
                 begun = time.perf_counter()
-                answer = client.post(f"{url}/v1/verify", files={"image": ("i.png", data, "image/png")})
+                answer = http.post(
+                    f"{url}/v1/verify",
+                    files={"image": ("i.png", data, "image/png")},
+                    headers={"X-Request-ID": f"load-{kind}-{number}-{turn}"},
+                )
                 spent = time.perf_counter() - begun
                 with lock:
                     results.append((kind, answer.status_code, spent))
 
-    with httpx.Client() as warm:
+    with client() as warm:
         for _, data in bodies[:2]:
             warm.post(f"{url}/v1/verify", files={"image": ("i.png", data, "image/png")}, timeout=60)
     began = time.perf_counter()
@@ -219,6 +231,39 @@ def run(args: Any, url: str, headers: dict[str, str], work: Path, db_url: str) -
             )
     if args.profile:
         profile_verify(url, db_url, work, bodies, args.profile)
+    server_side(work / "serve.log")
+
+
+def server_side(log: Path) -> None:
+    """From the server's own log lines (same requests): its time per request, split into the wait for a
+    verify slot, the verification (`verify_image` with its recorded event) and the rest of the service
+    (body, multipart parse, header check, thread hand-off, response, middleware, log line)."""
+    import json
+
+    rows: dict[str, list[tuple[float, float, float]]] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        entry = json.loads(line)
+        rid = str(entry.get("request_id", ""))
+        if (
+            entry.get("path") != "/v1/verify"
+            or "work_ms" not in entry
+            or not rid.startswith(("load-", "one-"))
+        ):
+            continue
+        group = "-".join(rid.split("-")[:2])
+        rows.setdefault(group, []).append((entry["duration_ms"], entry["slot_wait_ms"], entry["work_ms"]))
+    for group in sorted(rows):
+        mine = rows[group]
+        total = statistics.median(r[0] for r in mine)
+        wait = statistics.median(r[1] for r in mine)
+        work = statistics.median(r[2] for r in mine)
+        rest = statistics.median(r[0] - r[1] - r[2] for r in mine)
+        print(
+            f"server side, {group} ({len(mine)} requests, medians): {total:.1f} ms = slot wait {wait:.1f} + "
+            f"verification {work:.1f} + service rest {rest:.1f} ms ({rest / total * 100:.1f} %)"
+        )
 
 
 def _time(text: str) -> float:
@@ -242,17 +287,22 @@ def python_api_ratio(args: Any, work: Path) -> tuple[float, float]:
     params = GenerationParams(width=side, height=side, steps=args.steps, num_images=1, seed=1234)
 
     def raw() -> None:
+        """The pipeline call the Governor's sample stage makes (same keyword arguments, one thread)."""
         noise = families.initial_noise(pipe, 1, side, side, torch.Generator("cpu").manual_seed(1234))
+        kwargs = families.call_kwargs(
+            governed.governor.family,
+            prompt="a lighthouse at dusk",
+            negative_prompt="",
+            height=side,
+            width=side,
+            steps=args.steps,
+            guidance_scale=params.guidance_scale,
+            latents=noise,
+            num_images=1,
+        )
         with torch.inference_mode():
             torch.set_num_threads(1)  # as the Governor samples an embedded model on the CPU
-            pipe(
-                prompt="a lighthouse at dusk",
-                num_inference_steps=args.steps,
-                height=side,
-                width=side,
-                latents=noise,
-                output_type="np",
-            )
+            pipe(**kwargs)
 
     def gov() -> None:
         governed(GenerationRequest("a lighthouse at dusk", params=params), out_dir=work / "api-out")
@@ -283,11 +333,15 @@ def profile_verify(url: str, db_url: str, work: Path, bodies: list[tuple[str, by
 
     os.environ["GENGUARD_HOME"] = str(work / "home")  # the service's keys: the same watermark key
     latency: dict[str, list[float]] = {"marked": [], "photo": []}
-    with httpx.Client(timeout=60) as client:
+    with client() as http:
         for n in range(count):
             kind, data = bodies[n % len(bodies)]
             begun = time.perf_counter()
-            client.post(f"{url}/v1/verify", files={"image": ("i.png", data, "image/png")}).raise_for_status()
+            http.post(
+                f"{url}/v1/verify",
+                files={"image": ("i.png", data, "image/png")},
+                headers={"X-Request-ID": f"one-{kind}-{n}"},
+            ).raise_for_status()
             latency[kind].append(time.perf_counter() - begun)
 
     def parse(data: bytes) -> float:

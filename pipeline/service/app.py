@@ -191,6 +191,7 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
                     "duration_ms": round((time.monotonic() - started) * 1000, 1),
                     "client": request.client.host if request.client else None,
                     "key_id": getattr(request.state, "key_id", None),
+                    **getattr(request.state, "timings", {}),
                 },
             )
             REQUEST_ID.reset(token)

@@ -271,7 +271,9 @@ def router(ctx: ServiceContext) -> APIRouter:
             check_alg(alg)
         data = await upload_bytes(request, ctx.config.max_upload_bytes)
         check_header(data, ctx.config.max_upload_pixels)
-        return await run_in_threadpool(in_slot, ctx, "matches", resolver.by_content, data, alg, max_results)
+        return await run_in_threadpool(
+            in_slot, ctx, request, "matches", resolver.by_content, data, alg, max_results
+        )
 
     @api.get(
         "/manifests/{manifestId}",

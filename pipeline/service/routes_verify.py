@@ -10,6 +10,7 @@ records or any other image.
 from __future__ import annotations
 
 import io
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -166,10 +167,15 @@ def check_header(data: bytes, max_pixels: int) -> None:
         )
 
 
-def in_slot(ctx: ServiceContext, what: str, work: Callable[..., _T], *args: Any) -> _T:
+def in_slot(ctx: ServiceContext, request: Request, what: str, work: Callable[..., _T], *args: Any) -> _T:
     """`work(*args)` once one of the `verify_concurrency` slots is free: a request waits (in a worker
-    thread, never the event loop) up to `verify_queue_s`, then is answered 503 `busy`."""
-    if not ctx.verify_slots.acquire(timeout=ctx.config.verify_queue_s):
+    thread, never the event loop) up to `verify_queue_s`, then is answered 503 `busy`. The wait and the
+    work's time go in the request's log line (`slot_wait_ms`, `work_ms`)."""
+    began = time.perf_counter()
+    got = ctx.verify_slots.acquire(timeout=ctx.config.verify_queue_s)
+    waited = time.perf_counter() - began
+    request.state.timings = {"slot_wait_ms": round(waited * 1000, 1)}
+    if not got:
         raise ApiError(
             503,
             "busy",
@@ -182,6 +188,7 @@ def in_slot(ctx: ServiceContext, what: str, work: Callable[..., _T], *args: Any)
         return work(*args)
     finally:
         ctx.verify_slots.release()
+        request.state.timings["work_ms"] = round((time.perf_counter() - began - waited) * 1000, 1)
 
 
 def verify_upload(ctx: ServiceContext, data: bytes) -> VerificationReport:
@@ -218,7 +225,7 @@ def router(ctx: ServiceContext) -> APIRouter:
             )
         data = await upload_bytes(request, ctx.config.max_upload_bytes)
         check_header(data, ctx.config.max_upload_pixels)
-        report = await run_in_threadpool(in_slot, ctx, "verify", verify_upload, ctx, data)
+        report = await run_in_threadpool(in_slot, ctx, request, "verify", verify_upload, ctx, data)
         return public_view(report)
 
     return api
