@@ -66,6 +66,13 @@ class Serve:
     def model_loaded(self) -> bool:
         return bool(httpx.get(f"{self.url}/readyz", timeout=2).json()["model_loaded"])
 
+    def sampling(self, job_id: str) -> bool:
+        """The worker's log says the job has started sampling (a stop can no longer put it back)."""
+        return any(
+            '"job sampling"' in line and job_id in line
+            for line in self.log.read_text(errors="replace").splitlines()
+        )
+
     def terminate(self, timeout: float = 180) -> str:
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -91,7 +98,7 @@ def test_sigterm_requeues_finishes_or_fails_running_jobs(tmp_path: Path, embedde
     first.until(lambda: first.job(a, headers)["status"] == "running", "job a to be claimed")
     assert not first.model_loaded()
     log = first.terminate()
-    assert "job put back in the queue by the stop" in log
+    assert "job put back in the queue by the stop" in log and '"job sampling"' not in log
     with ServiceStore.open(db_url) as store:
         job_a, job_b = store.get_job(a), store.get_job(b)
     assert job_a is not None and job_a.status == "queued" and job_a.started_at is None
@@ -101,8 +108,7 @@ def test_sigterm_requeues_finishes_or_fails_running_jobs(tmp_path: Path, embedde
 
     # 2. SIGTERM while job a samples, with a long grace: it finishes; job b is not claimed.
     second = Serve(tmp_path, embedded_cache, db_url, grace=120)
-    second.until(second.model_loaded, "the model to load")
-    time.sleep(1.5)  # admit and plan are done; sampling takes about ten seconds
+    second.until(lambda: second.sampling(a), "job a to start sampling")  # which takes about ten seconds
     assert second.job(a, headers)["status"] == "running"
     second.terminate()
     with ServiceStore.open(db_url) as store:
@@ -112,8 +118,7 @@ def test_sigterm_requeues_finishes_or_fails_running_jobs(tmp_path: Path, embedde
 
     # 3. SIGTERM while job b samples, with a one-second grace: recorded failed, nothing released.
     third = Serve(tmp_path, embedded_cache, db_url, grace=1)
-    third.until(third.model_loaded, "the model to load")
-    time.sleep(1.5)
+    third.until(lambda: third.sampling(b), "job b to start sampling")
     assert third.job(b, headers)["status"] == "running"
     log = third.terminate()
     assert "job cut by the stop recorded failed" in log

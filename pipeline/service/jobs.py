@@ -210,7 +210,11 @@ class JobRunner:
                 actor=f"apikey:{job.key_id}",
             )
             outcome = run_stages(
-                pipe.governor, request, self.files_dir / job.tenant_id, self.telemetry, self._checkpoint
+                pipe.governor,
+                request,
+                self.files_dir / job.tenant_id,
+                self.telemetry,
+                lambda stage: self._checkpoint(stage, job.id),
             )
             status, generation_id = "done", outcome.generation_id
             result = summarise(outcome, pipe.sidecar)
@@ -247,11 +251,14 @@ class JobRunner:
             },
         )
 
-    def _checkpoint(self, stage: str) -> None:
+    def _checkpoint(self, stage: str, job_id: str) -> None:
         """Between stages: a stopping worker puts back a job not yet sampling; past the grace period,
         a job that sampled is cut (recorded failed, nothing committed)."""
-        if stage == "sample" and self._stop.is_set():
-            raise Requeue
+        if stage == "sample":
+            if self._stop.is_set():
+                raise Requeue
+            # from here a stop can no longer put the job back: it finishes or is recorded failed
+            log.info("job sampling", extra={"job_id": job_id})
         if self._cut.is_set():
             raise ShutdownCut(_CUT.format(self.grace_s))
 
