@@ -343,6 +343,17 @@ class ServiceStore:
             if not _finish(conn, job_id, status, generation_id, result, error):
                 raise NotFoundError(f"job id: expected an existing job, found {job_id!r}")
 
+    def requeue_job(self, job_id: str) -> bool:
+        """Put a `running` job back to `queued` (a stopping worker's job that had not started sampling,
+        so nothing of it is recorded); False when it was not running."""
+        with self._writing() as conn:
+            moved = conn.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == "running")
+                .values(status="queued", started_at=None)
+            )
+        return bool(moved.rowcount == 1)
+
     def recover_jobs(self) -> int:
         """Mark jobs left `running` by a stopped service failed; returns how many."""
         with self._writing() as conn:

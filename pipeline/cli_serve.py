@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -36,6 +37,29 @@ def _loopback(host: str) -> bool:
     help="Where released files are kept (default: service-files under $GENGUARD_HOME).",
 )
 @click.option(
+    "--grace",
+    "grace_s",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="On SIGTERM/SIGINT: seconds a running job has to finish (one that has not started sampling is "
+    "put back in the queue; one still sampling after this is recorded failed).",
+)
+@click.option(
+    "--verify-burst",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Public verify and lookups: requests one client address may make at once (token bucket).",
+)
+@click.option(
+    "--verify-rate",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Public verify and lookups: the bucket's refill, requests per second per client address.",
+)
+@click.option(
     "--dev-keys/--no-dev-keys",
     default=True,
     show_default=True,
@@ -51,6 +75,9 @@ def serve(
     host: str,
     port: int,
     files_dir: Path | None,
+    grace_s: float,
+    verify_burst: int,
+    verify_rate: float,
     dev_keys: bool,
 ) -> None:
     """Run the service: OpenAPI schema at /openapi.json, endpoints under /v1, JSON logs on stderr."""
@@ -74,6 +101,9 @@ def serve(
         files_dir=files_dir if files_dir is not None else genguard_home() / "service-files",
         worker=WorkerSettings(model=model, policy=policy, device=device),
         workers=workers,
+        shutdown_grace_s=grace_s,
+        verify_burst=verify_burst,
+        verify_per_second=verify_rate,
     )
     ctx = open_context(config)
     if dev_keys and not ctx.store.list_tenants():
@@ -89,4 +119,20 @@ def serve(
                 err=True,
             )
     app = create_app(config, ctx)
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            ctx.runner.drain()  # stop claiming now: the server's own drain of connections comes first
+            super().handle_exit(sig, frame)
+
+    server = Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=max(1, round(grace_s)),  # open ?wait= requests end within the grace
+        )
+    )
+    server.run()

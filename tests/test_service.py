@@ -464,13 +464,19 @@ def test_verify_is_rate_limited_per_address(tmp_path: Path, embedded_cache: Path
         thread.join(30)
 
 
-def test_verify_runs_at_most_its_slots_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("queue_s", [0.0, 60.0])
+def test_verify_runs_at_most_its_slots_at_once(tmp_path: Path, queue_s: float) -> None:
+    """No wait for a slot: beyond it, 503 busy. A wait: the requests queue for the one slot and all pass."""
     from concurrent.futures import ThreadPoolExecutor
 
     from skimage import data as skdata
 
     config = ServiceConfig(
-        db_url=f"sqlite:///{tmp_path / 'a.sqlite3'}", files_dir=tmp_path, workers=0, verify_concurrency=1
+        db_url=f"sqlite:///{tmp_path / 'a.sqlite3'}",
+        files_dir=tmp_path,
+        workers=0,
+        verify_concurrency=1,
+        verify_queue_s=queue_s,
     )
     png = io.BytesIO()
     Image.fromarray(skdata.astronaut()).save(png, format="PNG")  # type: ignore[no-untyped-call]  # ~1 CPU-s
@@ -488,6 +494,9 @@ def test_verify_runs_at_most_its_slots_at_once(tmp_path: Path) -> None:
         uv.should_exit = True
         thread.join(30)
     codes = sorted(answer.status_code for answer in answers)
+    if queue_s:
+        assert codes == [200] * 4, codes
+        return
     assert codes[0] == 200 and codes[-1] == 503, codes
     busy = next(answer for answer in answers if answer.status_code == 503)
     assert busy.json()["error"]["code"] == "busy" and busy.headers["retry-after"] == "1"

@@ -280,6 +280,35 @@ TABLE = [
         fixed("/v1/verify"),
         lambda s, who: {"content": small_png(), "headers_extra": {"content-type": "image/png"}},
     ),
+    Endpoint(
+        "GET",
+        "/v1/matches/byBinding",
+        OPEN,
+        200,
+        200,
+        lambda s, who: "/v1/matches/byBinding?alg=org.genguard.watermark.pixel.v3"
+        f"&value={s.released['released'][0]['mark_id']}",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/matches/byContent",
+        OPEN,
+        200,
+        200,
+        fixed("/v1/matches/byContent"),
+        lambda s, who: {"content": small_png(), "headers_extra": {"content-type": "image/png"}},
+    ),
+    Endpoint(
+        "GET",
+        "/v1/manifests/{manifestId}",
+        OPEN,
+        200,
+        200,
+        lambda s, who: f"/v1/manifests/urn:genguard:mark:{s.released['released'][0]['mark_id']}",
+    ),
+    Endpoint(
+        "GET", "/v1/services/supportedAlgorithms", OPEN, 200, 200, fixed("/v1/services/supportedAlgorithms")
+    ),
     Endpoint("GET", "/v1/me", ANY_ROLE, 200, 200, fixed("/v1/me")),
     Endpoint(
         "POST",

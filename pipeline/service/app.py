@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genguard.audit.service_store import ServiceStore
 from genguard.audit.store import AuditStore
@@ -31,6 +32,7 @@ from genguard.pipeline.service import (
     routes_audit,
     routes_generations,
     routes_health,
+    routes_matches,
     routes_openai,
     routes_proofs,
     routes_reports,
@@ -40,6 +42,7 @@ from genguard.pipeline.service import (
 from genguard.pipeline.service.context import ServiceConfig, ServiceContext, TokenBuckets
 from genguard.pipeline.service.errors import ApiError
 from genguard.pipeline.service.jobs import JobRunner
+from genguard.pipeline.service.telemetry import Telemetry
 
 REQUEST_ID = contextvars.ContextVar[str | None]("genguard_request_id", default=None)
 _SANE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -96,15 +99,25 @@ def error_response(error: ApiError, request_id: str | None = None) -> JSONRespon
     return JSONResponse({"error": body}, status_code=error.status, headers=error.headers)
 
 
-def open_context(config: ServiceConfig) -> ServiceContext:
-    """Open the audit store and the service's tables (migrating them to head) and build the workers."""
+def open_context(config: ServiceConfig, telemetry: Telemetry | None = None) -> ServiceContext:
+    """Open the audit store and the service's tables (migrating them to head) and build the workers.
+    `telemetry` None: exported as the environment says (`Telemetry.from_env`)."""
+    telemetry = telemetry if telemetry is not None else Telemetry.from_env()
     audit = AuditStore.open(config.db_url)
     try:
         store = ServiceStore.open(config.db_url)
     except BaseException:
         audit.close()
         raise
-    runner = JobRunner(store, audit, config.files_dir, config.worker, workers=config.workers)
+    runner = JobRunner(
+        store,
+        audit,
+        config.files_dir,
+        config.worker,
+        workers=config.workers,
+        grace_s=config.shutdown_grace_s,
+        telemetry=telemetry,
+    )
     return ServiceContext(
         config=config,
         store=store,
@@ -112,6 +125,7 @@ def open_context(config: ServiceConfig) -> ServiceContext:
         runner=runner,
         verify_limits=TokenBuckets(config.verify_burst, config.verify_per_second),
         verify_slots=threading.BoundedSemaphore(config.verify_concurrency),
+        telemetry=telemetry,
     )
 
 
@@ -134,6 +148,7 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
             ctx.runner.stop()
             ctx.store.close()
             ctx.audit.close()
+            ctx.telemetry.shutdown()
             log.info("service stopped")
 
     app = FastAPI(
@@ -152,12 +167,24 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
         request.state.request_id = request_id  # for the handler of unhandled errors, which runs outside
         started = time.monotonic()
         status = 500
+        span_cm = ctx.telemetry.span(
+            f"HTTP {request.method}",
+            **{"http.request.method": request.method, "genguard.request_id": request_id},
+        )
+        span = span_cm.__enter__()
         try:
             response = await call_next(request)
             status = response.status_code
             response.headers["X-Request-ID"] = request_id
             return response
         finally:
+            if span is not None:
+                route = request.scope.get("route")
+                template = getattr(route, "path", None) or request.url.path
+                span.update_name(f"HTTP {request.method} {template}")
+                span.set_attribute("http.route", template)
+                span.set_attribute("http.response.status_code", status)
+            span_cm.__exit__(None, None, None)
             log.info(
                 "request",
                 extra={
@@ -167,6 +194,7 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
                     "duration_ms": round((time.monotonic() - started) * 1000, 1),
                     "client": request.client.host if request.client else None,
                     "key_id": getattr(request.state, "key_id", None),
+                    **getattr(request.state, "timings", {}),
                 },
             )
             REQUEST_ID.reset(token)
@@ -186,6 +214,16 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
             shown = "" if isinstance(found, dict) else f", found {found!r}"[:120]
             problems.append(f"{where}: {error.get('msg', 'invalid')}{shown}")
         return error_response(ApiError(400, "invalid_request", "; ".join(problems), param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # the framework's own refusals (no such route, wrong method, a malformed multipart form) in the
+        # service's error shape
+        return error_response(
+            ApiError(
+                exc.status_code, f"http_{exc.status_code}", str(exc.detail), headers=dict(exc.headers or {})
+            )
+        )
 
     @app.exception_handler(AuditUnavailableError)
     async def unavailable(request: Request, exc: AuditUnavailableError) -> JSONResponse:
@@ -212,6 +250,6 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
 
     for module in (routes_health, routes_generations, routes_openai, routes_verify, routes_audit):
         app.include_router(module.router(ctx))
-    for module in (routes_review, routes_reports, routes_proofs):  # review, reports, checkpoints and proofs
+    for module in (routes_review, routes_reports, routes_proofs, routes_matches):
         app.include_router(module.router(ctx))
     return app

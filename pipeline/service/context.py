@@ -11,6 +11,7 @@ from pathlib import Path
 from genguard.audit.service_store import ServiceStore
 from genguard.audit.store import AuditStore
 from genguard.pipeline.service.jobs import JobRunner, WorkerSettings
+from genguard.pipeline.service.telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -18,8 +19,10 @@ class ServiceConfig:
     """`genguard serve`'s settings. Limits: `max_upload_bytes` (a verify upload's body, refused before it
         is read in full), `max_upload_pixels` (refused from the header, before decoding), the public verify's
         token bucket per client address (`verify_burst` requests, refilled at `verify_per_second`), at most
-    `verify_concurrency` verifications at once over all addresses (one costs about a CPU-second at 512 px),
-        `max_wait_s` (the longest `?wait=` and the OpenAI endpoint's wait for its images)."""
+    `verify_concurrency` verifications at once over all addresses (a request waits up to `verify_queue_s`
+    for a slot, then is answered 503),
+        `max_wait_s` (the longest `?wait=` and the OpenAI endpoint's wait for its images), `shutdown_grace_s`
+    (how long a stop lets running jobs finish)."""
 
     db_url: str | None = None
     files_dir: Path = Path("genguard-service-files")
@@ -30,7 +33,9 @@ class ServiceConfig:
     verify_burst: int = 10
     verify_per_second: float = 1.0
     verify_concurrency: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    verify_queue_s: float = 10.0
     max_wait_s: float = 120.0
+    shutdown_grace_s: float = 30.0
 
 
 class TokenBuckets:
@@ -67,3 +72,4 @@ class ServiceContext:
     runner: JobRunner
     verify_limits: TokenBuckets
     verify_slots: threading.BoundedSemaphore
+    telemetry: Telemetry = field(default_factory=Telemetry.disabled)

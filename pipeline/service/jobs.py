@@ -5,6 +5,10 @@ never loads torch) and keeps it; a job asking for another output format (png, jp
 once. A job's generation is recorded by the pipeline as always ("<tenant>/apikey:<key id>" as
 its actor); the job row then says how it ended and what was released. Files are written under
 `files_dir/<tenant id>/`. A job that raises is recorded `failed` with the error, and the worker goes on.
+
+Graceful stop (`drain()`, then `stop()`): the workers stop claiming at once; a job that has not started
+sampling goes back to `queued`; a running one has `grace_s` seconds to finish, and one still sampling then
+is recorded `failed` (as a restart's recovery records a job the stop cut).
 """
 
 from __future__ import annotations
@@ -21,9 +25,12 @@ from genguard.audit.store import AuditStore
 from genguard.guard.errors import BlockedError, GenguardError
 from genguard.guard.markid import format_mark_id
 from genguard.guard.types import GenerationParams, GenerationRequest, PromptDecision
+from genguard.pipeline.service.stages import Requeue, ShutdownCut, run_stages
+from genguard.pipeline.service.telemetry import Telemetry
 
 log = logging.getLogger("genguard.service.jobs")
 POLL_S = 0.5
+_CUT = "interrupted: the service stopped while this job sampled (its grace period of {:g} s passed); submit it again"
 
 
 @dataclass(frozen=True)
@@ -55,9 +62,18 @@ class JobRunner:
         files_dir: Path,
         settings: WorkerSettings,
         workers: int = 1,
+        *,
+        grace_s: float = 30.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if workers < 0:
             raise ValueError(f"workers: expected 0 or more, found {workers}")
+        if grace_s < 0:
+            raise ValueError(f"grace_s: expected 0 or more seconds, found {grace_s}")
+        self.grace_s = grace_s
+        self.telemetry = telemetry if telemetry is not None else Telemetry.disabled()
+        self._cut = threading.Event()
+        self._current: dict[str, str] = {}  # worker thread name -> the job it runs
         self.store = store
         self.audit = audit
         self.files_dir = files_dir
@@ -78,11 +94,30 @@ class JobRunner:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def drain(self) -> None:
+        """Stop claiming jobs (at SIGTERM, before the server's own shutdown); running jobs go on."""
         self._stop.set()
         self.notify()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Drain, give running jobs `timeout` seconds (None: `grace_s`) to finish, then record the ones
+        still sampling failed (a worker that gets past its sampling then records its generation failed
+        and commits nothing)."""
+        self.drain()
+        grace = self.grace_s if timeout is None else timeout
+        deadline = time.monotonic() + grace
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if not any(thread.is_alive() for thread in self._threads):
+            return
+        self._cut.set()
+        for job_id in list(self._current.values()):
+            try:
+                self.store.finish_job(job_id, "failed", error=_CUT.format(grace))
+            except GenguardError as exc:
+                log.error("job cut by the stop but not recorded", extra={"job_id": job_id, "error": str(exc)})
+                continue
+            log.warning("job cut by the stop recorded failed", extra={"job_id": job_id, "grace_s": grace})
 
     def alive(self) -> int:
         return sum(thread.is_alive() for thread in self._threads)
@@ -117,7 +152,12 @@ class JobRunner:
                 with self._wake:
                     self._wake.wait(POLL_S)
                 continue
-            self._run(job, pipelines)
+            self._current[threading.current_thread().name] = job.id
+            try:
+                with self.telemetry.span("genguard.job", **{"genguard.job.id": job.id}):
+                    self._run(job, pipelines)
+            finally:
+                self._current.pop(threading.current_thread().name, None)
             with self._finished:
                 self._finished.notify_all()
 
@@ -175,18 +215,32 @@ class JobRunner:
                 ),
                 actor=self._actor(job),
             )
-            outcome = pipe(request, out_dir=self.files_dir / job.tenant_id)
+            outcome = run_stages(
+                pipe.governor,
+                request,
+                self.files_dir / job.tenant_id,
+                self.telemetry,
+                lambda stage: self._checkpoint(stage, job.id),
+            )
             status, generation_id = "done", outcome.generation_id
             result = summarise(outcome, pipe.sidecar)
+        except Requeue:
+            if self.store.requeue_job(job.id):
+                log.info("job put back in the queue by the stop", extra={"job_id": job.id})
+            return
         except BlockedError as exc:
             status, generation_id, error = "blocked", exc.generation_id, str(exc)
             result = {"decision": decision_summary(exc.decision), "generation_status": "blocked"}
+        except ShutdownCut as exc:
+            error = str(exc)
         except InvalidRequestError as exc:
             status, generation_id, error = "invalid", exc.generation_id, str(exc)
         except (NotStartedError, ReleaseFailedError) as exc:
             generation_id, error = exc.generation_id, str(exc)
         except Exception as exc:  # noqa: BLE001  (recorded failed; the worker goes on with the next job)
             error = f"{type(exc).__name__}: {exc}"
+        if result is not None and isinstance(result.get("decision"), dict):
+            self.telemetry.decision(result["decision"]["action"], result["decision"]["categories"])
         try:
             self.store.finish_job(job.id, status, generation_id=generation_id, result=result, error=error)
         except GenguardError as exc:
@@ -202,6 +256,17 @@ class JobRunner:
                 "duration_ms": round((time.monotonic() - started) * 1000),
             },
         )
+
+    def _checkpoint(self, stage: str, job_id: str) -> None:
+        """Between stages: a stopping worker puts back a job not yet sampling; past the grace period,
+        a job that sampled is cut (recorded failed, nothing committed)."""
+        if stage == "sample":
+            if self._stop.is_set():
+                raise Requeue
+            # from here a stop can no longer put the job back: it finishes or is recorded failed
+            log.info("job sampling", extra={"job_id": job_id})
+        if self._cut.is_set():
+            raise ShutdownCut(_CUT.format(self.grace_s))
 
 
 def summarise(outcome: Any, sidecar: bool) -> dict[str, Any]:

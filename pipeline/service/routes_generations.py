@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
@@ -116,7 +116,9 @@ def router(ctx: ServiceContext) -> APIRouter:
         job_id: str,
         request: Request,
         principal: Principal = generator,
-        wait: Annotated[float, Query(ge=0, description="Wait up to this many seconds for the end.")] = 0,
+        wait: float = Query(  # the bound is this service's, so the schema states it
+            0, ge=0, le=ctx.config.max_wait_s, description="Wait up to this many seconds for the end."
+        ),
     ) -> GenerationJob:
         """The job: its status, the policy's decision, released images (with file URLs) and withheld ones."""
         if wait > ctx.config.max_wait_s:

@@ -20,14 +20,24 @@ from genguard.pipeline.service.auth import Principal, requires
 from genguard.pipeline.service.context import ServiceContext
 from genguard.pipeline.service.errors import ApiError
 from genguard.pipeline.service.routes_generations import ERRORS, GENERATOR, file_url
-from genguard.pipeline.service.schemas import OpenAIImage, OpenAIImagesRequest, OpenAIImagesResponse
+from genguard.pipeline.service.schemas import (
+    ErrorResponse,
+    OpenAIImage,
+    OpenAIImagesRequest,
+    OpenAIImagesResponse,
+)
 
 
 def router(ctx: ServiceContext) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["openai"], responses=ERRORS)
     generator = Depends(requires(ctx.store, *GENERATOR))
 
-    @api.post("/images/generations", response_model=OpenAIImagesResponse, response_model_exclude_none=True)
+    @api.post(
+        "/images/generations",
+        response_model=OpenAIImagesResponse,
+        response_model_exclude_none=True,
+        responses={504: {"model": ErrorResponse}},
+    )
     def images_generations(
         body: OpenAIImagesRequest, request: Request, principal: Principal = generator
     ) -> OpenAIImagesResponse:

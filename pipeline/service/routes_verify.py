@@ -10,8 +10,10 @@ records or any other image.
 from __future__ import annotations
 
 import io
+import time
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from PIL import Image, UnidentifiedImageError
@@ -29,6 +31,7 @@ from genguard.pipeline.service.schemas import (
     PublicWatermark,
 )
 
+_T = TypeVar("_T")
 _OURS = {
     Verdict.VERIFIED_ORIGINAL,
     Verdict.OURS_ORIGINAL,
@@ -164,6 +167,40 @@ def check_header(data: bytes, max_pixels: int) -> None:
         )
 
 
+def in_slot(ctx: ServiceContext, request: Request, what: str, work: Callable[..., _T], *args: Any) -> _T:
+    """`work(*args)` once one of the `verify_concurrency` slots is free: a request waits (in a worker
+    thread, never the event loop) up to `verify_queue_s`, then is answered 503 `busy`. The wait and the
+    work's time go in the request's log line (`slot_wait_ms`, `work_ms`)."""
+    began = time.perf_counter()
+    got = ctx.verify_slots.acquire(timeout=ctx.config.verify_queue_s)
+    waited = time.perf_counter() - began
+    request.state.timings = {"slot_wait_ms": round(waited * 1000, 1)}
+    if not got:
+        raise ApiError(
+            503,
+            "busy",
+            f"{what}: expected a free slot within {ctx.config.verify_queue_s} s, found all "
+            f"{ctx.config.verify_concurrency} busy; retry shortly",
+            kind="server_error",
+            headers={"Retry-After": "1"},
+        )
+    try:
+        return work(*args)
+    finally:
+        ctx.verify_slots.release()
+        request.state.timings["work_ms"] = round((time.perf_counter() - began - waited) * 1000, 1)
+
+
+def verify_upload(ctx: ServiceContext, data: bytes) -> VerificationReport:
+    """The recorded verification of an upload (its verdict counted), or 400 naming the image."""
+    try:
+        report = verify_image(data, store=ctx.audit, name="upload")
+    except ImageInputError as exc:
+        raise ApiError(400, "invalid_image", str(exc), param="image") from None
+    ctx.telemetry.verdict(report.verdict.value)
+    return report
+
+
 def router(ctx: ServiceContext) -> APIRouter:
     api = APIRouter(prefix="/v1", tags=["public"])
 
@@ -188,20 +225,7 @@ def router(ctx: ServiceContext) -> APIRouter:
             )
         data = await upload_bytes(request, ctx.config.max_upload_bytes)
         check_header(data, ctx.config.max_upload_pixels)
-        if not ctx.verify_slots.acquire(blocking=False):
-            raise ApiError(
-                503,
-                "busy",
-                f"verify: expected a free slot, found all {ctx.config.verify_concurrency} busy; retry shortly",
-                kind="server_error",
-                headers={"Retry-After": "1"},
-            )
-        try:
-            report = await run_in_threadpool(verify_image, data, store=ctx.audit, name="upload")
-        except ImageInputError as exc:
-            raise ApiError(400, "invalid_image", str(exc), param="image") from None
-        finally:
-            ctx.verify_slots.release()
+        report = await run_in_threadpool(in_slot, ctx, request, "verify", verify_upload, ctx, data)
         return public_view(report)
 
     return api

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 OutputFormat = Literal["png", "jpeg", "webp"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _a_number(value: Any) -> Any:
+    """`false` is not a seed and "10" is not a step count (JSON Schema's integer still admits 10.0)."""
+    if isinstance(value, bool | str):
+        raise ValueError(f"expected a number, found {type(value).__name__}")  # noqa: TRY004  (pydantic wants it)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_a_number)]
+Float = Annotated[float, BeforeValidator(_a_number)]
 
 
 class ErrorBody(BaseModel):
@@ -35,15 +46,16 @@ class GenerationCreate(_Strict):
 
     prompt: str = Field(min_length=1, max_length=4000)
     negative_prompt: str = Field(default="", max_length=4000)
-    n: int = Field(default=1, ge=1, le=64, description="Images to generate.")
+    n: Int = Field(default=1, ge=1, le=64, description="Images to generate.")
     size: str | None = Field(
         default=None,
         pattern=r"^[0-9]{1,5}x[0-9]{1,5}$",
         description="WIDTHxHEIGHT (default: 256x256 for the embedded models, else the model's own).",
     )
-    steps: int = Field(default=10, ge=1, le=1000)
-    guidance: float = Field(default=7.0, ge=0.0, le=50.0)
-    seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    steps: Int = Field(default=10, ge=1, le=1000)
+    guidance: Float = Field(default=7.0, ge=0.0, le=50.0)
+    # the bounds before the validator: after it, the schema would read "ge"/"le", not JSON Schema's words
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(_a_number)] | None = None
     output_format: OutputFormat = "png"
 
 
@@ -115,7 +127,7 @@ class OpenAIImagesRequest(_Strict):
 
     prompt: str = Field(min_length=1, max_length=4000)
     model: str | None = None
-    n: int = Field(default=1, ge=1, le=10)
+    n: Int = Field(default=1, ge=1, le=10)
     size: str | None = Field(default=None, pattern=r"^[0-9]{1,5}x[0-9]{1,5}$")
     response_format: Literal["url", "b64_json"] = "url"
     output_format: OutputFormat | None = None
