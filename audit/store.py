@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any, Self, cast
 
 from sqlalchemy import Row, func, select
@@ -191,6 +192,88 @@ def _verdict_json(verdict: ImageVerdict) -> dict[str, Any]:
     }
 
 
+# The write path's two largest documents, written directly in canonical form: the general encoder
+# proves its output by parsing it back, which cost more than building the rows. Same bytes as
+# `_json_text(_decision_json(...))` (tests compare them on varied values); any value outside the
+# expected shape (a subclass, a non-finite float, a lone surrogate) takes the general path, which names it.
+
+
+def _optional_string_json(value: Any) -> str:
+    return "null" if value is None else chain.string_json(value)
+
+
+def _decision_text(decision: PromptDecision, where: str) -> str:
+    s, n = chain.string_json, chain.number_json
+    try:
+        text = "".join(
+            (
+                '{"categories":[',
+                ",".join(
+                    f'{{"action":{s(str(c.action))},"category":{s(c.category)},"score":{n(c.score)}}}'
+                    for c in decision.categories
+                ),
+                '],"heightened_categories":[',
+                ",".join(s(c) for c in decision.heightened_categories),
+                '],"negative_prompt_additions":[',
+                ",".join(s(a) for a in decision.negative_prompt_additions),
+                '],"rules":[',
+                ",".join(
+                    f'{{"category":{s(r.category)},"layer":{s(r.layer)},"rule":{s(r.rule)},"score":{n(r.score)}}}'
+                    for r in decision.rules
+                ),
+                "]}",
+            )
+        )
+        if text.isascii() or _encodes(text):
+            return text
+    except (TypeError, AttributeError, BadInputError):
+        pass
+    return _json_text(_decision_json(decision), where)
+
+
+def _verdict_text(verdict: ImageVerdict, where: str) -> str:
+    s, n, o = chain.string_json, chain.number_json, _optional_string_json
+    try:
+        checks = []
+        for c in verdict.checks:
+            if type(c.ran) is not bool:
+                raise TypeError("ran")
+            checks.append(
+                f'{{"classifier":{s(c.classifier)},"model_id":{o(c.model_id)},'
+                f'"ran":{"true" if c.ran else "false"},"reason":{o(c.reason)}}}'
+            )
+        text = "".join(
+            (
+                '{"action":',
+                s(str(verdict.action)),
+                ',"checks":[',
+                ",".join(checks),
+                '],"flagged":[',
+                ",".join(f"[{s(category)},{n(threshold)}]" for category, threshold in verdict.flagged),
+                '],"scores":[',
+                ",".join(
+                    f'{{"category":{s(x.category)},"classifier":{s(x.classifier)},'
+                    f'"model_id":{s(x.model_id)},"score":{n(x.score)}}}'
+                    for x in verdict.scores
+                ),
+                "]}",
+            )
+        )
+        if text.isascii() or _encodes(text):
+            return text
+    except (TypeError, ValueError, AttributeError, BadInputError):
+        pass
+    return _json_text(_verdict_json(verdict), where)
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _generation_row(record: GenerationRecord, created_at: str, key: bytes) -> dict[str, Any]:
     where = f"generation {record.generation_id!r}"
     if (
@@ -229,7 +312,6 @@ def _generation_row(record: GenerationRecord, created_at: str, key: bytes) -> di
         _check_text(getattr(record, name), f"{where}: {name}")
     _check_text(record.error, f"{where}: error", optional=True)
     decision = record.decision
-    decision_json = _decision_json(decision)
     row: dict[str, Any] = {
         "id": record.generation_id,
         "created_at": created_at,
@@ -244,7 +326,7 @@ def _generation_row(record: GenerationRecord, created_at: str, key: bytes) -> di
         "policy_name": decision.policy.name,
         "policy_version": decision.policy.version,
         "policy_digest": decision.policy.digest,
-        "decision_json": _json_text(decision_json, f"{where}.decision"),
+        "decision_json": _decision_text(decision, f"{where}.decision"),
         "error": record.error,
         "extra_json": _json_text(record.extra, f"{where}.extra"),
     }
@@ -299,7 +381,7 @@ def _image_row(generation_id: str, image: ImageRecord) -> dict[str, Any]:
         "path": image.path,
         "mark_id": None if image.mark_id is None else check_int64(image.mark_id, f"{where}: mark_id"),
         "verdict_action": ImageAction(image.verdict.action).value,
-        "verdict_json": _json_text(_verdict_json(image.verdict), f"{where}.verdict"),
+        "verdict_json": _verdict_text(image.verdict, f"{where}.verdict"),
         "manifest": image.manifest,
         "latent_nonce": nonce,
     }
@@ -326,14 +408,83 @@ def _row_payload(row: _RowMap, fields: Sequence[str]) -> dict[str, Any]:
     return payload
 
 
+class _PayloadWriter:
+    """`flat_object_json(_row_payload(row, fields))` for rows of the expected column types, with the key
+    order and key text worked out once: every record and every verified entry builds these payloads.
+    A value of any other type (a tampered or foreign row) takes the general path, which gives the
+    same bytes or names the fault (tests compare both paths)."""
+
+    def __init__(self, fields: Sequence[str]) -> None:
+        self._fields = tuple(fields)
+        items: list[tuple[str, str, str]] = []  # (payload key, source column, kind)
+        for name in fields:
+            if name.endswith("_json"):
+                items.append((name.removesuffix("_json"), name, "json"))
+            elif name in ("latent_nonce", "manifest"):
+                kinds = ("nonce",) if name == "latent_nonce" else ("length", "sha256")
+                items += [(name if kind == "nonce" else f"{name}_{kind}", name, kind) for kind in kinds]
+            else:
+                items.append((name, name, "plain"))
+        assert all(key.isascii() for key, _, _ in items)  # ASCII keys: code point order is UTF-16 order
+        items.sort()
+        self._items = tuple(
+            (("," if position else "{") + f'"{key}":', source, kind)
+            for position, (key, source, kind) in enumerate(items)
+        )
+
+    def __call__(self, row: _RowMap) -> bytes:
+        out: list[str] = []
+        append = out.append
+        for prefix, source, kind in self._items:
+            value = row[source]
+            append(prefix)
+            if value is None and kind != "json":
+                append("null")
+                continue
+            if kind == "plain":
+                if type(value) is str:
+                    append(encode_basestring(value))
+                elif type(value) is int:
+                    append(int.__repr__(value))
+                else:
+                    return self._general(row)
+            elif kind == "json":
+                if type(value) is not str:
+                    return self._general(row)
+                append(value)
+            elif type(value) is not bytes and type(value) is not memoryview:
+                return self._general(row)
+            elif kind == "nonce":
+                append(f'"{bytes(value).hex()}"')
+            elif kind == "length":
+                append(str(len(bytes(value))))
+            else:
+                append(f'"{hashlib.sha256(value).hexdigest()}"')
+        append("}")
+        text = "".join(out)
+        if not text.isascii():
+            try:
+                return text.encode("utf-8")
+            except UnicodeEncodeError:
+                return self._general(row)  # a lone surrogate: the general path names where
+        return text.encode("ascii")
+
+    def _general(self, row: _RowMap) -> bytes:
+        return chain.flat_object_json(_row_payload(row, self._fields))
+
+
+_generation_payload = _PayloadWriter(_GENERATION_FIELDS)
+_image_payload = _PayloadWriter(_IMAGE_FIELDS)
+
+
 def generation_payload(row: _RowMap) -> bytes:
     """Canonical payload of a generation row (what its "generation.*" entry hashes)."""
-    return chain.flat_object_json(_row_payload(row, _GENERATION_FIELDS))
+    return _generation_payload(row)
 
 
 def image_payload(row: _RowMap) -> bytes:
     """Canonical payload of an image row (what its "image.recorded" entry hashes)."""
-    return chain.flat_object_json(_row_payload(row, _IMAGE_FIELDS))
+    return _image_payload(row)
 
 
 # ------------------------------------------------------------------------------------------ store
