@@ -37,7 +37,12 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from genguard.audit import chain, db, log_key
-from genguard.audit.checkpoint import AutoCheckpoints, latest_checkpoint, write_auto_checkpoint
+from genguard.audit.checkpoint import (
+    AutoCheckpoints,
+    latest_checkpoint,
+    pin_log_signing,
+    write_auto_checkpoint,
+)
 from genguard.audit.models import AuditMeta, ChainHead, Generation, Image, LogEntry, LogSignature
 from genguard.audit.reader import (
     AuditReader,
@@ -648,6 +653,7 @@ class AuditStore:
         self._auto_state: tuple[int, float] | None = None  # last checkpoint's tree size, its time (epoch s)
         self._auto_lock = threading.Lock()
         self._local = threading.local()  # per thread: the head after this thread's last append
+        self._pinned = False  # the log key and signing start pinned beside the automatic checkpoints
 
     @classmethod
     def open(
@@ -727,6 +733,11 @@ class AuditStore:
             raise
         auto = AutoCheckpoints.from_env() if auto_checkpoints is True else auto_checkpoints or None
         return cls(engine, bytes(key), read_only, log_signer=log_signer, auto_checkpoints=auto)
+
+    @property
+    def auto_checkpoints(self) -> AutoCheckpoints | None:
+        """When and where this store writes checkpoints by itself (None: it does not)."""
+        return self._auto
 
     @property
     def read_only(self) -> bool:
@@ -850,6 +861,8 @@ class AuditStore:
                 f"{what}: not recorded, audit database {self.url} is unavailable for writing (opened read-only)"
             )
         self._signer()  # before the transaction: a missing or bad key fails here, closed, holding no lock
+        if self._auto is not None and not self._pinned:
+            self._pin(self._auto)
         for attempt in range(_BUSY_RETRIES + 1):
             try:
                 with db.write_transaction(self._engine) as conn:
@@ -866,6 +879,39 @@ class AuditStore:
                 raise db.unavailable(self._engine.url, exc) from exc
         if self._auto is not None and not getattr(self._local, "checkpointing", False):
             self._maybe_checkpoint(self._auto, getattr(self._local, "head", 0))
+
+    def _pin(self, policy: AutoCheckpoints) -> None:
+        """Pin the log key and the signing start beside the checkpoints before this store's first write
+        (genguard.audit.checkpoint.pin_log_signing). A failure is logged and retried at the next write:
+        the record itself does not depend on it."""
+        try:
+            pin_log_signing(policy.folder_for(self.log_id()), self.log_public_key, self.log_signed_from())
+            self._pinned = True
+        except (GenguardError, OSError, SQLAlchemyError) as exc:
+            _LOG.warning("audit log signing pins not written: %s", exc)
+
+    def log_signed_from(self) -> int:
+        """The first entry that must carry a log signature, as the database records it (1 for a log
+        signed from its start; the head + 1 at migration for a log written before signing)."""
+        with self._reading() as conn:
+            return _signed_from(
+                conn.execute(
+                    select(AuditMeta.value).where(AuditMeta.key == "log_signed_from")
+                ).scalar_one_or_none()
+            )
+
+    def checkpoint_if_due(self) -> None:
+        """Write an automatic checkpoint now if one is due: what a long-running process calls when the log
+        may be idle (`CheckpointTimer`), since writes alone evaluate the time trigger only when they
+        happen. Does nothing when automatic checkpoints are off or the store is read-only."""
+        if self._auto is None or self._read_only:
+            return
+        try:
+            head = self.reader().head().seq
+        except GenguardError as exc:
+            _LOG.warning("automatic audit checkpoint not checked: %s", exc)
+            return
+        self._maybe_checkpoint(self._auto, head)
 
     def _maybe_checkpoint(self, policy: AutoCheckpoints, head: int) -> None:
         """Write an automatic checkpoint when `policy` says one is due (after the commit: a failure here
@@ -937,21 +983,25 @@ class AuditStore:
         with self._reading(snapshot=True) as conn:
             return _verify(conn, None)
 
-    def verify_log(self, public_key: bytes | None = None) -> ChainVerification:
+    def verify_log(
+        self, public_key: bytes | None = None, *, pinned_signed_from: int | None = None
+    ) -> ChainVerification:
         """`verify_chain`, plus the log signatures: every entry from `signed_from` (the first seq written
         with signing; earlier ones are verified under the old rules, chain only) up to the head must be
         covered by a batch signature that verifies under the trusted log key.
 
         `public_key`: the trusted raw Ed25519 log key; default: the local log key's public half
         (genguard.audit.log_key). With none and signed entries to check, the result fails closed (ok
-        False, no entry named). Names the first unsigned or wrongly signed entry otherwise."""
+        False, no entry named). Names the first unsigned or wrongly signed entry otherwise.
+        `pinned_signed_from`: the signing start pinned outside the database
+        (genguard.audit.checkpoint.pinned_signed_from); a database that records another fails."""
         trusted = public_key if public_key is not None else log_key.local_public_key()
         with self._reading(snapshot=True) as conn:
             raw = conn.execute(
                 select(AuditMeta.value).where(AuditMeta.key == "log_signed_from")
             ).scalar_one_or_none()
             signed_from = _signed_from(raw)
-            return _verify(conn, _SignatureCheck(self._log_id, signed_from, trusted))
+            return _verify(conn, _SignatureCheck(self._log_id, signed_from, trusted, pinned_signed_from))
 
     # -------------------------------------------------------------- checkpoints (genguard.audit.checkpoint)
 
@@ -1036,6 +1086,7 @@ class _SignatureCheck:
     log_id: str
     signed_from: int
     public_key: bytes | None
+    pinned_signed_from: int | None = None
     next_first: int = 0
     batches: int = 0
 
@@ -1083,6 +1134,15 @@ def _verify(conn: Connection, signatures: _SignatureCheck | None) -> ChainVerifi
         if signatures.public_key is not None:
             extra["log_key_id"] = log_key.key_id(signatures.public_key)
     try:
+        pinned = signatures.pinned_signed_from if signatures is not None else None
+        if signatures is not None and pinned is not None and pinned != signatures.signed_from:
+            low, high = sorted((pinned, signatures.signed_from))
+            raise _Fault(
+                low,
+                f"the database says log signing starts at entry {signatures.signed_from}, the pin outside "
+                f"it says entry {pinned}: the signing start was moved (entries {low}..{high - 1} would be "
+                "read under the wrong rules)",
+            )
         if signatures is not None and signatures.public_key is None and head.seq >= signatures.signed_from:
             raise _Fault(
                 None,

@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from genguard.audit.checkpoint import CheckpointTimer
 from genguard.audit.service_store import ServiceStore
 from genguard.audit.store import AuditStore
 from genguard.guard.errors import AuditUnavailableError, GenguardError, NotFoundError
@@ -121,6 +122,7 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.runner.start()
+        checkpoints = CheckpointTimer(ctx.audit).start()  # the time trigger, also while the log is idle
         log.info(
             "service started",
             extra={"model": config.worker.model, "workers": config.workers, "database": ctx.audit.url},
@@ -129,6 +131,7 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
             yield
         finally:
             ctx.runner.stop()
+            checkpoints.stop()
             ctx.store.close()
             ctx.audit.close()
             log.info("service stopped")
