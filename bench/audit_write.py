@@ -73,7 +73,7 @@ IMAGES_PER_RECORD = 4
 MANIFEST = os.urandom(6 * 1024)
 
 
-def build_record(number: int, worker: int = 0) -> GenerationRecord:
+def build_record(number: int, worker: int = 0, manifest: bytes | None = MANIFEST) -> GenerationRecord:
     """A realistic completed record: decision over 10 categories, 2 rule hits, 4 scored images."""
     prompt = (
         f"a detailed oil painting of a lighthouse on a cliff at dusk, storm clouds, waves, variant {number}"
@@ -114,7 +114,7 @@ def build_record(number: int, worker: int = 0) -> GenerationRecord:
                 status="released",
                 path=f"/srv/genguard/out/{worker}/{number}_{index}.png",
                 mark_id=int.from_bytes(digest[8:16], "big"),
-                manifest=MANIFEST,
+                manifest=manifest,
             )
         )
     return GenerationRecord(

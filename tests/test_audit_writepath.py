@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +15,7 @@ from genguard.audit import chain
 from genguard.audit.store import (
     _GENERATION_FIELDS,
     _IMAGE_FIELDS,
+    AuditStore,
     _decision_json,
     _decision_text,
     _json_text,
@@ -33,6 +37,9 @@ from genguard.guard.types import (
     PromptDecision,
     RuleHit,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_audit_store import make_record
 
 POLICY = PolicyRef("default", "1.0.0", "ab" * 32)
 # floats whose canonical text differs from repr (1.0, exponents), ints, non-ASCII and escapes
@@ -165,3 +172,38 @@ def test_generation_payload_is_the_general_payload(row: dict[str, Any]) -> None:
 def test_a_lone_surrogate_in_a_row_is_named() -> None:
     with pytest.raises(BadInputError, match=r"payload\.path.*surrogate"):
         image_payload(_image_row(path="\udfff"))
+
+
+def _rehash(db: Path, seq: int, payload: str) -> None:
+    """Rewrite entry `seq`'s payload and its hash consistently (the attacker who can rehash)."""
+    with sqlite3.connect(db) as raw:
+        kind, when, gid, prev = raw.execute(
+            "SELECT event_type, recorded_at, generation_id, prev_hash FROM audit_log WHERE seq = ?", (seq,)
+        ).fetchone()
+        document = chain.event_json(seq, kind, when, gid, payload.encode())
+        digest = chain.entry_hash(bytes.fromhex(prev), document).hex()
+        raw.execute(
+            "UPDATE audit_log SET payload_json = ?, entry_hash = ? WHERE seq = ?", (payload, digest, seq)
+        )
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda p: "{ " + p[1:], "entry 2: payload is not in canonical form"),
+        (lambda p: p.replace('"index":0,', '"index":1,'), "entry 2: the row of image 1 of generation 'gen-000001' was changed"),
+        (lambda p: p.replace('"index":0,', '"index":7,'), "entry 2: image 7 of generation 'gen-000001' has no row (deleted?)"),
+        (lambda p: p[:-1], "entry 2: payload is not JSON"),
+    ],
+)  # fmt: skip
+def test_verify_names_a_rehashed_domain_payload(
+    sqlite_url: str, tmp_path: Path, edit: Any, reason: str
+) -> None:
+    with AuditStore.open(sqlite_url, auto_checkpoints=False) as store:
+        store.record_generation(make_record(1, images=2))  # entries 1..3
+        db = tmp_path / "audit.sqlite3"
+        with sqlite3.connect(db) as raw:
+            (payload,) = raw.execute("SELECT payload_json FROM audit_log WHERE seq = 2").fetchone()
+        _rehash(db, 2, edit(payload))
+        report = store.verify_chain()
+        assert not report.ok and report.first_bad_seq == 2 and report.reason == reason
