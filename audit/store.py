@@ -921,11 +921,12 @@ class AuditStore:
             try:
                 if self._auto_state is None:
                     latest = latest_checkpoint(policy.folder_for(self.log_id()))
-                    self._auto_state = (
-                        (latest[0].tree_size, latest[0].timestamp.timestamp())
-                        if latest is not None
-                        else (0, time.time())
-                    )
+                    if latest is not None:
+                        self._auto_state = (latest[0].tree_size, latest[0].timestamp.timestamp())
+                    else:  # none yet: the period runs from the log's first entry, not from this process's start
+                        first = self.reader().entry(1)
+                        began = first.recorded_at.timestamp() if first is not None else time.time()
+                        self._auto_state = (0, began)
                 size, made = self._auto_state
                 if not policy.due(size, made, head, time.time()):
                     return

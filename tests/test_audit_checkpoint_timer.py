@@ -6,8 +6,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from genguard.audit.checkpoint import AutoCheckpoints, CheckpointTimer, latest_checkpoint
 from genguard.audit.store import AuditStore
+from genguard.pipeline.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_audit_store import make_record
@@ -55,3 +58,22 @@ def test_the_timer_does_nothing_without_automatic_checkpoints(sqlite_url: str) -
         timer.stop()
         store.checkpoint_if_due()
         assert store.reader().head().seq == 2  # no checkpoint event
+
+
+def test_cron_audit_checkpoint_writes_the_due_automatic_checkpoint(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A CLI-only deployment: no long-running process; `genguard audit checkpoint` from cron is a write,
+    # so it evaluates the time trigger too.
+    monkeypatch.setenv("GENGUARD_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("GENGUARD_CHECKPOINT_SECONDS", "0.3")
+    with AuditStore.open(sqlite_url) as store:
+        store.record_generation(make_record(1, images=2))  # entries 1..3
+        policy = store.auto_checkpoints
+        assert policy is not None and _latest_size(policy, store) is None
+    time.sleep(0.35)
+    with pytest.raises(SystemExit) as exited:
+        main(["audit", "checkpoint", "--db", sqlite_url])
+    assert not exited.value.code, capsys.readouterr().err
+    with AuditStore.open(sqlite_url) as store:
+        assert _latest_size(policy, store) == 4  # entries 1..3 and the command's own checkpoint event
