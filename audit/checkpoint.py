@@ -364,12 +364,15 @@ _CHECKPOINT_FILE = re.compile(r"checkpoint-([0-9]{12})\.txt")
 class AutoCheckpoints:
     """When the store writes checkpoints by itself, and where (a folder outside the database).
 
-    After a committed write, a checkpoint is due when `every_entries` entries were appended since the
-    last one, or when `every_seconds` have passed and anything was appended (checked at writes: an idle
-    log writes none). Each goes to ``<base>/<log id>/checkpoint-<tree size, 12 digits>.txt``, signed with
-    the checkpoint key; ``log-key.pem`` beside them pins the log's public key for verifiers. Truncating
-    the log's tail then removes at most the entries since the last checkpoint unnoticed; keep the
-    folder where the database's writers cannot rewrite it (another disk, a write-once bucket mount)."""
+    A checkpoint is due when `every_entries` entries were appended since the last one, or when
+    `every_seconds` have passed since it (before the first: since the log's first entry) and anything was
+    appended. Checked after each committed write, and while the log is idle by
+    `AuditStore.checkpoint_if_due` (which `CheckpointTimer` calls in long-running processes). Each goes to
+    ``<base>/<log id>/checkpoint-<tree size, 12 digits>.txt``, signed with the checkpoint key;
+    ``log-key.pem`` and ``log-signed-from`` beside them pin the log's public key and its first signed
+    entry for verifiers (`pin_log_signing`). Truncating the log's tail then removes at most the entries
+    since the last checkpoint unnoticed; keep the folder where the database's writers cannot rewrite it
+    (another disk, a write-once bucket mount)."""
 
     base: Path
     every_entries: int = DEFAULT_EVERY_ENTRIES
