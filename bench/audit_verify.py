@@ -32,20 +32,22 @@ from genguard.audit import AuditStore
 from genguard.audit.log_key import public_key_pem
 
 
-def build(url: str, entries: int, batch: int) -> tuple[float, int]:
-    """Write records until the log holds at least `entries` entries; returns (seconds, entries)."""
+def build(url: str, entries: int, batch: int) -> tuple[float, int, int]:
+    """Write records until the log holds at least `entries` entries; returns (seconds, entries, entries
+    written now)."""
     per_record = 1 + IMAGES_PER_RECORD
     records = -(-entries // per_record)
     started = time.perf_counter()
     with AuditStore.open(url, auto_checkpoints=False) as store:
-        done = store.reader().head().seq // per_record
+        before = store.reader().head().seq
+        done = before // per_record
         for first in range(done, records, batch):
             group = [build_record(i, manifest=None) for i in range(first, min(first + batch, records))]
             store.record_generations(group)
             if (first // batch) % 20 == 0:
                 print(f"  built {first + len(group)} of {records} records", file=sys.stderr, flush=True)
         head = store.reader().head().seq
-    return time.perf_counter() - started, head
+    return time.perf_counter() - started, head, head - before
 
 
 def main() -> None:
@@ -64,7 +66,7 @@ def main() -> None:
         os.environ["GENGUARD_HOME"] = str(home)
         path = args.keep if args.keep is not None else Path(folder) / "audit.sqlite3"
         url = f"sqlite:///{path}"
-        build_s, head = build(url, args.entries, args.batch)
+        build_s, head, written = build(url, args.entries, args.batch)
         with AuditStore.open(url, auto_checkpoints=False) as store:
             pem = Path(folder) / "log-key.pem"
             pem.write_text(public_key_pem(store.log_public_key))
@@ -80,10 +82,10 @@ def main() -> None:
         print(done.stdout.strip())
         if done.returncode != 0:
             raise SystemExit(f"audit verify failed ({done.returncode}): {done.stderr.strip()}")
+        built = f"built in {build_s:.0f} s ({head / build_s:.0f} entries/s)" if written else "reused"
         print(
             f"log: {head} entries ({head // (1 + IMAGES_PER_RECORD)} records, {args.batch} per transaction), "
-            f"{size / 2**20:.0f} MiB; built in {build_s:.0f} s ({head / build_s:.0f} entries/s, "
-            "0 if reused)"
+            f"{size / 2**20:.0f} MiB; {built}"
         )
         print(
             f"genguard audit verify: {wall:.1f} s wall ({head / wall:.0f} entries/s, "
