@@ -87,6 +87,25 @@ def _fast_float(value: float) -> str:
     return format_float(value)
 
 
+def number_json(value: Any) -> str:
+    """The canonical text of a plain int or float (not bool, not a subclass); TypeError for anything
+    else, BadInputError for NaN and infinities. For writers of fixed-shape documents."""
+    kind = type(value)
+    if kind is float:
+        return _fast_float(value)
+    if kind is int:
+        return int.__repr__(value)
+    raise TypeError(kind.__name__)
+
+
+def string_json(value: Any) -> str:
+    """The canonical text of a plain str (lone surrogates are caught when the text is encoded);
+    TypeError for anything else. For writers of fixed-shape documents."""
+    if type(value) is not str:
+        raise TypeError(type(value).__name__)
+    return encode_basestring(value)
+
+
 def _encode(value: Any, out: list[str]) -> None:
     """Append the canonical text of `value` to `out`; raises TypeError/ValueError/BadInputError when it
     is not JSON (canonical_json then finds where, on the slow path)."""

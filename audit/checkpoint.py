@@ -50,6 +50,7 @@ import hashlib
 import json
 import os
 import re
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -403,6 +404,7 @@ CHECKPOINT_SECONDS_ENV = "GENGUARD_CHECKPOINT_SECONDS"
 DEFAULT_EVERY_ENTRIES = 10_000
 DEFAULT_EVERY_SECONDS = 600.0
 LOG_KEY_PIN = "log-key.pem"
+SIGNED_FROM_PIN = "log-signed-from"
 _CHECKPOINT_FILE = re.compile(r"checkpoint-([0-9]{12})\.txt")
 
 
@@ -410,12 +412,15 @@ _CHECKPOINT_FILE = re.compile(r"checkpoint-([0-9]{12})\.txt")
 class AutoCheckpoints:
     """When the store writes checkpoints by itself, and where (a folder outside the database).
 
-    After a committed write, a checkpoint is due when `every_entries` entries were appended since the
-    last one, or when `every_seconds` have passed and anything was appended (checked at writes: an idle
-    log writes none). Each goes to ``<base>/<log id>/checkpoint-<tree size, 12 digits>.txt``, signed with
-    the checkpoint key; ``log-key.pem`` beside them pins the log's public key for verifiers. Truncating
-    the log's tail then removes at most the entries since the last checkpoint unnoticed; keep the
-    folder where the database's writers cannot rewrite it (another disk, a write-once bucket mount)."""
+    A checkpoint is due when `every_entries` entries were appended since the last one, or when
+    `every_seconds` have passed since it (before the first: since the log's first entry) and anything was
+    appended. Checked after each committed write, and while the log is idle by
+    `AuditStore.checkpoint_if_due` (which `CheckpointTimer` calls in long-running processes). Each goes to
+    ``<base>/<log id>/checkpoint-<tree size, 12 digits>.txt``, signed with the checkpoint key;
+    ``log-key.pem`` and ``log-signed-from`` beside them pin the log's public key and its first signed
+    entry for verifiers (`pin_log_signing`). Truncating the log's tail then removes at most the entries
+    since the last checkpoint unnoticed; keep the folder where the database's writers cannot rewrite it
+    (another disk, a write-once bucket mount)."""
 
     base: Path
     every_entries: int = DEFAULT_EVERY_ENTRIES
@@ -461,6 +466,37 @@ class AutoCheckpoints:
         return fresh >= self.every_entries or (fresh > 1 and now - last_time >= self.every_seconds)
 
 
+class CheckpointTimer:
+    """Evaluates the time trigger while the log is idle: a daemon thread that calls
+    `store.checkpoint_if_due()` every `interval` seconds (default: a tenth of the policy's period,
+    1 to 60 s) until `stop()`. Writes evaluate both triggers when they happen; a log that goes quiet
+    right after a write would otherwise keep its last entries out of every checkpoint until the next
+    write. For long-running processes (`genguard serve` runs one); a CLI-only deployment gets a
+    checkpoint on each write that finds one due, or from `genguard audit checkpoint` run by cron."""
+
+    def __init__(self, store: AuditStore, interval: float | None = None) -> None:
+        policy = store.auto_checkpoints
+        period = policy.every_seconds if policy is not None else DEFAULT_EVERY_SECONDS
+        self.interval = interval if interval is not None else min(max(period / 10, 1.0), 60.0)
+        self._store = store
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="genguard-checkpoint-timer", daemon=True)
+
+    def start(self) -> CheckpointTimer:
+        if self._store.auto_checkpoints is not None and not self._store.read_only:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval):
+            self._store.checkpoint_if_due()  # logs its own failures: the timer keeps running
+
+
 def latest_checkpoint(folder: Path) -> tuple[Checkpoint, Path] | None:
     """The checkpoint with the largest tree size in `folder` (None when there is none)."""
     try:
@@ -477,18 +513,9 @@ def write_auto_checkpoint(store: AuditStore, policy: AutoCheckpoints) -> Checkpo
     """Sign the log as it is now (without re-verifying it: the writer's own log, and verification
     checks the chain and the batch signatures against it) and write it, and the log key pin, to the
     policy's folder. An existing file of the same size (another writer's) is kept."""
-    from genguard.audit import log_key
-    from genguard.guard.config import private_dir
 
     folder = policy.folder_for(store.log_id())
-    private_dir(folder)
-    pin = folder / LOG_KEY_PIN
-    if not pin.exists():
-        try:
-            with pin.open("x", encoding="ascii") as handle:
-                handle.write(log_key.public_key_pem(store.log_public_key))
-        except FileExistsError:
-            pass
+    pin_log_signing(folder, store.log_public_key, store.log_signed_from())
     checkpoint = create_checkpoint(store, verify_first=False)
     try:
         with (folder / f"checkpoint-{checkpoint.tree_size:012d}.txt").open("x", encoding="utf-8") as handle:
@@ -496,6 +523,45 @@ def write_auto_checkpoint(store: AuditStore, policy: AutoCheckpoints) -> Checkpo
     except FileExistsError:
         pass
     return checkpoint
+
+
+def pin_log_signing(folder: Path, public_key: bytes, signed_from: int) -> None:
+    """Pin, beside the checkpoints, the log's public key and the first entry that must be signed.
+
+    Written once (an existing pin is never replaced, whoever wrote it first), when signing starts: the
+    store's first write, or the first automatic checkpoint of a log that predates the pins. Outside the
+    database, so that moving `log_signed_from` there (to pass later entries off as old and unsigned)
+    no longer matches the pin (`pinned_signed_from`, checked by `audit verify`)."""
+    from genguard.audit import log_key
+    from genguard.guard.config import private_dir
+
+    private_dir(folder)
+    for name, text in (
+        (LOG_KEY_PIN, log_key.public_key_pem(public_key)),
+        (SIGNED_FROM_PIN, f"{int(signed_from)}\n"),
+    ):
+        path = folder / name
+        if path.exists():
+            continue
+        try:
+            with path.open("x", encoding="ascii") as handle:
+                handle.write(text)
+        except FileExistsError:
+            pass  # another writer pinned it first
+
+
+def pinned_signed_from(folder: Path) -> int | None:
+    """The first signed entry pinned beside the checkpoints in `folder`, or None when not pinned."""
+    path = folder / SIGNED_FROM_PIN
+    if not path.exists():
+        return None
+    data = _read(path, "log signing start pin")
+    text = data.decode("ascii", "replace").strip()
+    if not _DECIMAL.fullmatch(text) or int(text) < 1:
+        raise BadInputError(
+            f"log signing start pin {path}: expected a positive decimal entry number, found {text[:40]!r}"
+        )
+    return int(text)
 
 
 def pinned_log_key(folder: Path) -> bytes | None:

@@ -13,7 +13,9 @@ Cutting the tail back to an earlier batch's end is caught by the checkpoints (ge
 automatic checkpoints in a folder outside the database bound that window).
 
 Verifiers need only the public key (Ed25519: a signature scheme, not a MAC): `--log-public-key PEM`, or
-the public half of the local key, or the ``log-key.pem`` pinned beside the automatic checkpoints.
+the public half of the local key, or the ``log-key.pem`` pinned beside the automatic checkpoints. The first
+entry that must be signed (earlier ones predate signing) is pinned there too, in ``log-signed-from``:
+the database's own record of it could otherwise be moved to pass later entries off as old and unsigned.
 
 The key is separate from the checkpoint key (keys/checkpoint.ed25519): the log key must be online on
 every writer, while the checkpoint key may be an organisation's key held elsewhere

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any, Self, cast
 
 from sqlalchemy import Row, func, select
@@ -36,7 +37,12 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from genguard.audit import chain, db, log_key
-from genguard.audit.checkpoint import AutoCheckpoints, latest_checkpoint, write_auto_checkpoint
+from genguard.audit.checkpoint import (
+    AutoCheckpoints,
+    latest_checkpoint,
+    pin_log_signing,
+    write_auto_checkpoint,
+)
 from genguard.audit.models import AuditMeta, ChainHead, Generation, Image, LogEntry, LogSignature
 from genguard.audit.reader import (
     AuditReader,
@@ -75,6 +81,7 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _BUSY_RETRIES = 5
 _LOG = logging.getLogger("genguard.audit")
 _VERIFY_CHUNK = 1000
+_IMAGE_INDEX = re.compile(rb',"index":(0|[1-9][0-9]{0,18}),')
 _RowMap = Mapping[Any, Any]  # a row as a mapping (SQLAlchemy RowMapping, or the dict about to be inserted)
 _INT64_MIN, _UINT64_END = -(1 << 63), 1 << 64
 
@@ -191,6 +198,88 @@ def _verdict_json(verdict: ImageVerdict) -> dict[str, Any]:
     }
 
 
+# The write path's two largest documents, written directly in canonical form: the general encoder
+# proves its output by parsing it back, which cost more than building the rows. Same bytes as
+# `_json_text(_decision_json(...))` (tests compare them on varied values); any value outside the
+# expected shape (a subclass, a non-finite float, a lone surrogate) takes the general path, which names it.
+
+
+def _optional_string_json(value: Any) -> str:
+    return "null" if value is None else chain.string_json(value)
+
+
+def _decision_text(decision: PromptDecision, where: str) -> str:
+    s, n = chain.string_json, chain.number_json
+    try:
+        text = "".join(
+            (
+                '{"categories":[',
+                ",".join(
+                    f'{{"action":{s(str(c.action))},"category":{s(c.category)},"score":{n(c.score)}}}'
+                    for c in decision.categories
+                ),
+                '],"heightened_categories":[',
+                ",".join(s(c) for c in decision.heightened_categories),
+                '],"negative_prompt_additions":[',
+                ",".join(s(a) for a in decision.negative_prompt_additions),
+                '],"rules":[',
+                ",".join(
+                    f'{{"category":{s(r.category)},"layer":{s(r.layer)},"rule":{s(r.rule)},"score":{n(r.score)}}}'
+                    for r in decision.rules
+                ),
+                "]}",
+            )
+        )
+        if text.isascii() or _encodes(text):
+            return text
+    except (TypeError, AttributeError, BadInputError):
+        pass
+    return _json_text(_decision_json(decision), where)
+
+
+def _verdict_text(verdict: ImageVerdict, where: str) -> str:
+    s, n, o = chain.string_json, chain.number_json, _optional_string_json
+    try:
+        checks = []
+        for c in verdict.checks:
+            if type(c.ran) is not bool:
+                raise TypeError("ran")
+            checks.append(
+                f'{{"classifier":{s(c.classifier)},"model_id":{o(c.model_id)},'
+                f'"ran":{"true" if c.ran else "false"},"reason":{o(c.reason)}}}'
+            )
+        text = "".join(
+            (
+                '{"action":',
+                s(str(verdict.action)),
+                ',"checks":[',
+                ",".join(checks),
+                '],"flagged":[',
+                ",".join(f"[{s(category)},{n(threshold)}]" for category, threshold in verdict.flagged),
+                '],"scores":[',
+                ",".join(
+                    f'{{"category":{s(x.category)},"classifier":{s(x.classifier)},'
+                    f'"model_id":{s(x.model_id)},"score":{n(x.score)}}}'
+                    for x in verdict.scores
+                ),
+                "]}",
+            )
+        )
+        if text.isascii() or _encodes(text):
+            return text
+    except (TypeError, ValueError, AttributeError, BadInputError):
+        pass
+    return _json_text(_verdict_json(verdict), where)
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _generation_row(record: GenerationRecord, created_at: str, key: bytes) -> dict[str, Any]:
     where = f"generation {record.generation_id!r}"
     if (
@@ -229,7 +318,6 @@ def _generation_row(record: GenerationRecord, created_at: str, key: bytes) -> di
         _check_text(getattr(record, name), f"{where}: {name}")
     _check_text(record.error, f"{where}: error", optional=True)
     decision = record.decision
-    decision_json = _decision_json(decision)
     row: dict[str, Any] = {
         "id": record.generation_id,
         "created_at": created_at,
@@ -244,7 +332,7 @@ def _generation_row(record: GenerationRecord, created_at: str, key: bytes) -> di
         "policy_name": decision.policy.name,
         "policy_version": decision.policy.version,
         "policy_digest": decision.policy.digest,
-        "decision_json": _json_text(decision_json, f"{where}.decision"),
+        "decision_json": _decision_text(decision, f"{where}.decision"),
         "error": record.error,
         "extra_json": _json_text(record.extra, f"{where}.extra"),
     }
@@ -299,7 +387,7 @@ def _image_row(generation_id: str, image: ImageRecord) -> dict[str, Any]:
         "path": image.path,
         "mark_id": None if image.mark_id is None else check_int64(image.mark_id, f"{where}: mark_id"),
         "verdict_action": ImageAction(image.verdict.action).value,
-        "verdict_json": _json_text(_verdict_json(image.verdict), f"{where}.verdict"),
+        "verdict_json": _verdict_text(image.verdict, f"{where}.verdict"),
         "manifest": image.manifest,
         "latent_nonce": nonce,
     }
@@ -326,14 +414,83 @@ def _row_payload(row: _RowMap, fields: Sequence[str]) -> dict[str, Any]:
     return payload
 
 
+class _PayloadWriter:
+    """`flat_object_json(_row_payload(row, fields))` for rows of the expected column types, with the key
+    order and key text worked out once: every record and every verified entry builds these payloads.
+    A value of any other type (a tampered or foreign row) takes the general path, which gives the
+    same bytes or names the fault (tests compare both paths)."""
+
+    def __init__(self, fields: Sequence[str]) -> None:
+        self._fields = tuple(fields)
+        items: list[tuple[str, str, str]] = []  # (payload key, source column, kind)
+        for name in fields:
+            if name.endswith("_json"):
+                items.append((name.removesuffix("_json"), name, "json"))
+            elif name in ("latent_nonce", "manifest"):
+                kinds = ("nonce",) if name == "latent_nonce" else ("length", "sha256")
+                items += [(name if kind == "nonce" else f"{name}_{kind}", name, kind) for kind in kinds]
+            else:
+                items.append((name, name, "plain"))
+        assert all(key.isascii() for key, _, _ in items)  # ASCII keys: code point order is UTF-16 order
+        items.sort()
+        self._items = tuple(
+            (("," if position else "{") + f'"{key}":', source, kind)
+            for position, (key, source, kind) in enumerate(items)
+        )
+
+    def __call__(self, row: _RowMap) -> bytes:
+        out: list[str] = []
+        append = out.append
+        for prefix, source, kind in self._items:
+            value = row[source]
+            append(prefix)
+            if value is None and kind != "json":
+                append("null")
+                continue
+            if kind == "plain":
+                if type(value) is str:
+                    append(encode_basestring(value))
+                elif type(value) is int:
+                    append(int.__repr__(value))
+                else:
+                    return self._general(row)
+            elif kind == "json":
+                if type(value) is not str:
+                    return self._general(row)
+                append(value)
+            elif type(value) is not bytes and type(value) is not memoryview:
+                return self._general(row)
+            elif kind == "nonce":
+                append(f'"{bytes(value).hex()}"')
+            elif kind == "length":
+                append(str(len(bytes(value))))
+            else:
+                append(f'"{hashlib.sha256(value).hexdigest()}"')
+        append("}")
+        text = "".join(out)
+        if not text.isascii():
+            try:
+                return text.encode("utf-8")
+            except UnicodeEncodeError:
+                return self._general(row)  # a lone surrogate: the general path names where
+        return text.encode("ascii")
+
+    def _general(self, row: _RowMap) -> bytes:
+        return chain.flat_object_json(_row_payload(row, self._fields))
+
+
+_generation_payload = _PayloadWriter(_GENERATION_FIELDS)
+_image_payload = _PayloadWriter(_IMAGE_FIELDS)
+
+
 def generation_payload(row: _RowMap) -> bytes:
     """Canonical payload of a generation row (what its "generation.*" entry hashes)."""
-    return chain.flat_object_json(_row_payload(row, _GENERATION_FIELDS))
+    return _generation_payload(row)
 
 
 def image_payload(row: _RowMap) -> bytes:
     """Canonical payload of an image row (what its "image.recorded" entry hashes)."""
-    return chain.flat_object_json(_row_payload(row, _IMAGE_FIELDS))
+    return _image_payload(row)
 
 
 # ------------------------------------------------------------------------------------------ store
@@ -497,6 +654,7 @@ class AuditStore:
         self._auto_state: tuple[int, float] | None = None  # last checkpoint's tree size, its time (epoch s)
         self._auto_lock = threading.Lock()
         self._local = threading.local()  # per thread: the head after this thread's last append
+        self._pinned = False  # the log key and signing start pinned beside the automatic checkpoints
 
     @classmethod
     def open(
@@ -576,6 +734,11 @@ class AuditStore:
             raise
         auto = AutoCheckpoints.from_env() if auto_checkpoints is True else auto_checkpoints or None
         return cls(engine, bytes(key), read_only, log_signer=log_signer, auto_checkpoints=auto)
+
+    @property
+    def auto_checkpoints(self) -> AutoCheckpoints | None:
+        """When and where this store writes checkpoints by itself (None: it does not)."""
+        return self._auto
 
     @property
     def read_only(self) -> bool:
@@ -699,6 +862,8 @@ class AuditStore:
                 f"{what}: not recorded, audit database {self.url} is unavailable for writing (opened read-only)"
             )
         self._signer()  # before the transaction: a missing or bad key fails here, closed, holding no lock
+        if self._auto is not None and not self._pinned:
+            self._pin(self._auto)
         for attempt in range(_BUSY_RETRIES + 1):
             try:
                 with db.write_transaction(self._engine) as conn:
@@ -716,6 +881,39 @@ class AuditStore:
         if self._auto is not None and not getattr(self._local, "checkpointing", False):
             self._maybe_checkpoint(self._auto, getattr(self._local, "head", 0))
 
+    def _pin(self, policy: AutoCheckpoints) -> None:
+        """Pin the log key and the signing start beside the checkpoints before this store's first write
+        (genguard.audit.checkpoint.pin_log_signing). A failure is logged and retried at the next write:
+        the record itself does not depend on it."""
+        try:
+            pin_log_signing(policy.folder_for(self.log_id()), self.log_public_key, self.log_signed_from())
+            self._pinned = True
+        except (GenguardError, OSError, SQLAlchemyError) as exc:
+            _LOG.warning("audit log signing pins not written: %s", exc)
+
+    def log_signed_from(self) -> int:
+        """The first entry that must carry a log signature, as the database records it (1 for a log
+        signed from its start; the head + 1 at migration for a log written before signing)."""
+        with self._reading() as conn:
+            return _signed_from(
+                conn.execute(
+                    select(AuditMeta.value).where(AuditMeta.key == "log_signed_from")
+                ).scalar_one_or_none()
+            )
+
+    def checkpoint_if_due(self) -> None:
+        """Write an automatic checkpoint now if one is due: what a long-running process calls when the log
+        may be idle (`CheckpointTimer`), since writes alone evaluate the time trigger only when they
+        happen. Does nothing when automatic checkpoints are off or the store is read-only."""
+        if self._auto is None or self._read_only:
+            return
+        try:
+            head = self.reader().head().seq
+        except GenguardError as exc:
+            _LOG.warning("automatic audit checkpoint not checked: %s", exc)
+            return
+        self._maybe_checkpoint(self._auto, head)
+
     def _maybe_checkpoint(self, policy: AutoCheckpoints, head: int) -> None:
         """Write an automatic checkpoint when `policy` says one is due (after the commit: a failure here
         loses no record; it is logged, and the next write tries again)."""
@@ -723,11 +921,12 @@ class AuditStore:
             try:
                 if self._auto_state is None:
                     latest = latest_checkpoint(policy.folder_for(self.log_id()))
-                    self._auto_state = (
-                        (latest[0].tree_size, latest[0].timestamp.timestamp())
-                        if latest is not None
-                        else (0, time.time())
-                    )
+                    if latest is not None:
+                        self._auto_state = (latest[0].tree_size, latest[0].timestamp.timestamp())
+                    else:  # none yet: the period runs from the log's first entry, not from this process's start
+                        first = self.reader().entry(1)
+                        began = first.recorded_at.timestamp() if first is not None else time.time()
+                        self._auto_state = (0, began)
                 size, made = self._auto_state
                 if not policy.due(size, made, head, time.time()):
                     return
@@ -786,21 +985,25 @@ class AuditStore:
         with self._reading(snapshot=True) as conn:
             return _verify(conn, None)
 
-    def verify_log(self, public_key: bytes | None = None) -> ChainVerification:
+    def verify_log(
+        self, public_key: bytes | None = None, *, pinned_signed_from: int | None = None
+    ) -> ChainVerification:
         """`verify_chain`, plus the log signatures: every entry from `signed_from` (the first seq written
         with signing; earlier ones are verified under the old rules, chain only) up to the head must be
         covered by a batch signature that verifies under the trusted log key.
 
         `public_key`: the trusted raw Ed25519 log key; default: the local log key's public half
         (genguard.audit.log_key). With none and signed entries to check, the result fails closed (ok
-        False, no entry named). Names the first unsigned or wrongly signed entry otherwise."""
+        False, no entry named). Names the first unsigned or wrongly signed entry otherwise.
+        `pinned_signed_from`: the signing start pinned outside the database
+        (genguard.audit.checkpoint.pinned_signed_from); a database that records another fails."""
         trusted = public_key if public_key is not None else log_key.local_public_key()
         with self._reading(snapshot=True) as conn:
             raw = conn.execute(
                 select(AuditMeta.value).where(AuditMeta.key == "log_signed_from")
             ).scalar_one_or_none()
             signed_from = _signed_from(raw)
-            return _verify(conn, _SignatureCheck(self._log_id, signed_from, trusted))
+            return _verify(conn, _SignatureCheck(self._log_id, signed_from, trusted, pinned_signed_from))
 
     # -------------------------------------------------------------- checkpoints (genguard.audit.checkpoint)
 
@@ -885,6 +1088,7 @@ class _SignatureCheck:
     log_id: str
     signed_from: int
     public_key: bytes | None
+    pinned_signed_from: int | None = None
     next_first: int = 0
     batches: int = 0
 
@@ -932,6 +1136,15 @@ def _verify(conn: Connection, signatures: _SignatureCheck | None) -> ChainVerifi
         if signatures.public_key is not None:
             extra["log_key_id"] = log_key.key_id(signatures.public_key)
     try:
+        pinned = signatures.pinned_signed_from if signatures is not None else None
+        if signatures is not None and pinned is not None and pinned != signatures.signed_from:
+            low, high = sorted((pinned, signatures.signed_from))
+            raise _Fault(
+                low,
+                f"the database says log signing starts at entry {signatures.signed_from}, the pin outside "
+                f"it says entry {pinned}: the signing start was moved (entries {low}..{high - 1} would be "
+                "read under the wrong rules)",
+            )
         if signatures is not None and signatures.public_key is None and head.seq >= signatures.signed_from:
             raise _Fault(
                 None,
@@ -1077,6 +1290,22 @@ def _check_payload(
     images: Mapping[tuple[str, int], _RowMap],
 ) -> None:
     seq, gid = entry.seq, entry.generation_id
+    # A domain entry whose payload is byte for byte the payload rebuilt from its row (always canonical
+    # JSON, written by the same builders) is checked; only a mismatch needs the slow walk below to name
+    # the fault. Parsing and re-encoding every payload was most of verify's time.
+    if entry.event_type == IMAGE_EVENT:
+        found = _IMAGE_INDEX.search(payload_bytes)  # `,"index":` never occurs inside a JSON string
+        row = images.get((gid, int(found[1]))) if found is not None else None
+        if row is not None and image_payload(row) == payload_bytes:
+            return
+    elif entry.event_type in RESERVED_EVENTS:
+        row = generations.get(gid or "")
+        if (
+            row is not None
+            and GENERATION_EVENTS.get(row["status"]) == entry.event_type
+            and generation_payload(row) == payload_bytes
+        ):
+            return
     try:
         payload = json.loads(payload_bytes)
     except ValueError:

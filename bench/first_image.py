@@ -37,7 +37,11 @@ def timed(args: list[str], home: Path, cwd: Path) -> tuple[float, float, int]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "genguard.pipeline.cli", *args], env=env, cwd=cwd, capture_output=True, check=False
+        [sys.executable, "-m", "genguard.pipeline.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        check=False,
     )
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

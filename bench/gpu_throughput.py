@@ -242,6 +242,7 @@ def pack_without_semantic(name: str, work: Path) -> Path:
     import yaml
 
     from genguard import policies
+
     shipped = Path(policies.__file__).parent
     shutil.copytree(shipped / "terms", work / "terms", dirs_exist_ok=True)
     spec = yaml.safe_load((shipped / f"{name}.yaml").read_text(encoding="utf-8"))

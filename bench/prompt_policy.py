@@ -160,9 +160,7 @@ def load_sets(shared: Path | None, coco_size: int, quick: bool) -> list[PromptSe
         if not path.is_file():
             continue
         rows = [
-            r
-            for r in sets.rows(path)
-            if training.topic_split(r["topic"]) == "report" and r["prompt"].strip()
+            r for r in sets.rows(path) if training.topic_split(r["topic"]) == "report" and r["prompt"].strip()
         ]
         label = "edgy benign (report topics)" if not unsafe else "unsafe matched (report topics)"
         out.append(

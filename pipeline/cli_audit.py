@@ -91,7 +91,7 @@ def audit_verify(
 ) -> None:
     """Recompute the chained log against the stored rows, check its batch signatures and the latest
     automatic checkpoint. Exit 1 and name the first bad entry if broken."""
-    from genguard.audit.checkpoint import AutoCheckpoints, pinned_log_key
+    from genguard.audit.checkpoint import AutoCheckpoints, pinned_log_key, pinned_signed_from
     from genguard.audit.log_key import key_id, load_public_key, local_public_key
 
     if witnesses is not None and checkpoint_file is None:
@@ -118,7 +118,7 @@ def audit_verify(
         from genguard.pipeline.cli_checkpoint import verify_with_checkpoint
 
         verify_with_checkpoint(store, checkpoint_file, public_key, witnesses)
-    report = store.verify_log(trusted)
+    report = store.verify_log(trusted, pinned_signed_from=pinned_signed_from(folder))
     if not report.ok:
         where = "" if report.first_bad_seq is None else f" at entry {report.first_bad_seq}"
         click.echo(f"BROKEN{where}: {report.reason}", err=True)

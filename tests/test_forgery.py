@@ -18,9 +18,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from genguard.audit import log_key
 from genguard.audit.chain import canonical_json, entry_hash, event_json, format_time
-from genguard.audit.checkpoint import AutoCheckpoints, latest_checkpoint, verify_against_checkpoint
+from genguard.audit.checkpoint import (
+    AutoCheckpoints,
+    latest_checkpoint,
+    pinned_log_key,
+    pinned_signed_from,
+    verify_against_checkpoint,
+)
 from genguard.audit.review import review_queue, show
 from genguard.audit.store import AuditStore
+from genguard.guard.errors import BadInputError
 from genguard.guard.quarantine import QuarantineVault
 from genguard.pipeline.cli import main
 
@@ -287,3 +294,59 @@ def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
         main(args)
     out, err = capsys.readouterr()
     return int(exited.value.code or 0), out, err
+
+
+def test_moving_the_signing_start_is_refused_against_the_pin(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GENGUARD_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    with AuditStore.open(url) as store:
+        for seed in range(3):
+            store.record_generation(make_record(seed, images=2))  # entries 1..9, signed from entry 1
+        folder = AutoCheckpoints.from_env().folder_for(store.log_id())
+        assert pinned_signed_from(folder) == 1 and pinned_log_key(folder) == store.log_public_key
+        # The attack: declare every entry "old, unsigned", drop the signatures, append a forged approval.
+        head, last = _head(url)
+        forged = _approval(head + 1, last)
+        _sql(url, _INSERT, forged)
+        _sql(url, "UPDATE chain_head SET seq = :seq, entry_hash = :hash WHERE id = 1", forged)
+        _sql(url, "UPDATE audit_meta SET value = :v WHERE key = 'log_signed_from'", {"v": b"11"})
+        _sql(url, "DELETE FROM log_signatures")
+        assert store.verify_log().ok  # the database alone vouches for it: why the pin exists
+        report = store.verify_log(pinned_signed_from=pinned_signed_from(folder))
+        assert not report.ok and report.first_bad_seq == 1
+        assert "log signing starts at entry 11, the pin outside it says entry 1" in (report.reason or "")
+        assert log_key.log_key_path().exists()
+    code, _, err = _run(["audit", "verify", "--db", url], capsys)
+    assert code == 1 and "BROKEN at entry 1: the database says log signing starts at entry 11" in err
+    # the pin is never replaced by a later writer, whatever the database now says
+    with AuditStore.open(url) as store:
+        store.append_event("review.note", {"text": "after"})
+    assert pinned_signed_from(folder) == 1
+
+
+def test_a_migrated_log_pins_its_signing_start(url: str, tmp_path: Path) -> None:
+    with AuditStore.open(url, auto_checkpoints=False) as store:
+        store.record_generation(make_record(1, images=2))  # entries 1..3
+    # what migration 0004 leaves on a log written before it
+    _sql(url, "DELETE FROM log_signatures")
+    _sql(url, "UPDATE audit_meta SET value = :v WHERE key = 'log_signed_from'", {"v": b"4"})
+    policy = AutoCheckpoints(tmp_path / "checkpoints")
+    with AuditStore.open(url, auto_checkpoints=policy) as store:
+        folder = policy.folder_for(store.log_id())
+        assert pinned_signed_from(folder) is None  # nothing pinned before signing starts
+        store.record_generation(make_record(2, images=1))  # entries 4..5: signing starts
+        assert pinned_signed_from(folder) == 4
+        report = store.verify_log(pinned_signed_from=4)
+        assert report.ok and report.signed_from == 4 and report.batches_verified == 1
+        _sql(url, "UPDATE audit_meta SET value = :v WHERE key = 'log_signed_from'", {"v": b"1"})
+        report = store.verify_log(pinned_signed_from=4)
+        assert (
+            not report.ok and report.first_bad_seq == 1 and "signing start was moved" in (report.reason or "")
+        )
+
+
+def test_a_malformed_signing_start_pin_is_named(tmp_path: Path) -> None:
+    (tmp_path / "log-signed-from").write_text("ten\n")
+    with pytest.raises(BadInputError, match=r"log signing start pin .*log-signed-from: expected a positive"):
+        pinned_signed_from(tmp_path)

@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from genguard.audit.checkpoint import CheckpointTimer
 from genguard.audit.service_store import ServiceStore
 from genguard.audit.store import AuditStore
 from genguard.guard.errors import AuditUnavailableError, GenguardError, NotFoundError
@@ -138,6 +139,7 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.runner.start()
+        checkpoints = CheckpointTimer(ctx.audit).start()  # the time trigger, also while the log is idle
         log.info(
             "service started",
             extra={"model": config.worker.model, "workers": config.workers, "database": ctx.audit.url},
@@ -146,6 +148,7 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
             yield
         finally:
             ctx.runner.stop()
+            checkpoints.stop()
             ctx.store.close()
             ctx.audit.close()
             ctx.telemetry.shutdown()
