@@ -303,13 +303,22 @@ def fp_trials(trials: int, workers: int) -> None:
     chunk = 50
     jobs = [(start, min(chunk, trials - start)) for start in range(0, trials, chunk)]
     wall = time.perf_counter()
+    results = []
+
+    def progress(result: tuple[int, int, float, list[float], list[str]]) -> None:
+        results.append(result)
+        done, marked = sum(r[0] for r in results), sum(r[1] for r in results)
+        print(f"  {done} trials, {marked} read as marked, {time.perf_counter() - wall:.0f} s", flush=True)
+
     if workers > 1:
         import multiprocessing
 
         with multiprocessing.get_context("fork").Pool(workers) as pool:
-            results = pool.map(_fp_chunk, jobs, chunksize=1)
+            for result in pool.imap_unordered(_fp_chunk, jobs):
+                progress(result)
     else:
-        results = [_fp_chunk(job) for job in jobs]
+        for job in jobs:
+            progress(_fp_chunk(job))
     wall = time.perf_counter() - wall
     done = sum(r[0] for r in results)
     marked = sum(r[1] for r in results)
