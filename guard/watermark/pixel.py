@@ -36,8 +36,9 @@ How it works (DESIGN.md, "What a watermark prototype showed"):
   shift, log-log coordinates of the two axes a separate scaling of width and height; one FFT
   correlation with the band's lattice finds each. The proposals are refined on the sync peak
   (coherent, half then full resolution), and those whose peak stands out are read like the identity.
-  Not read (512 px): perspective tilts (the fold smears), the image as a cell of a larger
-  layout at half size, and downscale / JPEG 10 / upscale.
+  On images above `_SMALL_IMAGE_PIXELS` a shift is list-decoded only when its soft bits lie near the
+  code (`_AGREEMENT_GATE`): an unmarked 512 px image pays no list decode at all.
+  Not read (512 px): perspective tilts (the fold smears) and downscale / JPEG 10 / upscale.
 
 Why v2 missed some 512 px crops (motorcycle, crop 75%): the sync peak was found at the right shift
 (z 6.7), but the soft bits read there had a raw error rate of 14%, beyond the rate-1/2 code with plain
