@@ -324,7 +324,7 @@ def fp_trials(trials: int, workers: int) -> None:
     marked = sum(r[1] for r in results)
     times = [t for r in results for t in r[3]]
     print(
-        f"\n[false-positive trials] {done} unmarked trials ({len(_unmarked_sources())} photographs, long side "
+        f"\n[false-positive trials] {done} unmarked trials ({len(_unmarked_sources())} images, long side "
         f"128-768 px, tiles, crops, rotations, stretches, flips, tilts, JPEG, blur, noise, tone; a "
         f"fresh key each): {marked} read as marked; CPU {sum(times):.0f} s in all, per trial median "
         f"{1000 * np.median(times):.0f} ms, p95 {1000 * np.percentile(times, 95):.0f} ms; wall {wall:.0f} s "

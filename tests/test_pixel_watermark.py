@@ -15,8 +15,8 @@ from genguard.guard.errors import BadInputError, ImageInputError
 from genguard.guard.watermark import Watermarker, pixel
 from genguard.guard.watermark._ecc import (
     CODED_BITS,
-    conv_encode,
     codeword_agreement,
+    conv_encode,
     list_viterbi_decode,
     message_bits,
     viterbi_decode,
@@ -77,7 +77,8 @@ def test_codeword_agreement_tells_soft_bits_near_the_code_from_noise() -> None:
     near = 1.2 * symbols + rng.normal(0.0, 1.0, (50, CODED_BITS))
     agreement = codeword_agreement(np.vstack([symbols, near, noise]))
     assert agreement[0] == pytest.approx(1.0)
-    assert agreement[1:51].min() > pixel._AGREEMENT_GATE > agreement[51:].max()
+    assert agreement[1:51].min() > pixel._AGREEMENT_GATE
+    assert float(np.mean(agreement[51:] >= pixel._AGREEMENT_GATE)) < 0.05  # the decodes noise still costs
     assert 0.6 < float(np.mean(agreement[51:])) < 0.75
 
 
