@@ -15,6 +15,7 @@ from genguard.guard.errors import BadInputError, ImageInputError
 from genguard.guard.watermark import Watermarker, pixel
 from genguard.guard.watermark._ecc import (
     CODED_BITS,
+    codeword_agreement,
     conv_encode,
     list_viterbi_decode,
     message_bits,
@@ -64,6 +65,43 @@ def test_list_viterbi_finds_messages_the_plain_decoder_misses() -> None:
         plain += np.array_equal(candidates[0], message)
         listed += any(np.array_equal(row, message) for row in candidates)
     assert plain < 36 and listed >= plain + 4, (plain, listed)
+
+
+def test_codeword_agreement_tells_soft_bits_near_the_code_from_noise() -> None:
+    rng = np.random.default_rng(5)
+    message = message_bits(987654321, crc_mask=0x1234)
+    symbols = 1.0 - 2.0 * conv_encode(message)
+    noise = rng.normal(0.0, 1.0, (200, CODED_BITS))
+    # Gaussian soft bits with a 12% raw bit error rate (real reads at 512 px reach the gate at higher
+    # rates: their errors are mostly the weak soft bits) against pure noise
+    near = 1.2 * symbols + rng.normal(0.0, 1.0, (50, CODED_BITS))
+    agreement = codeword_agreement(np.vstack([symbols, near, noise]))
+    assert agreement[0] == pytest.approx(1.0)
+    assert agreement[1:51].min() > pixel._AGREEMENT_GATE
+    assert float(np.mean(agreement[51:] >= pixel._AGREEMENT_GATE)) < 0.05  # the decodes noise still costs
+    assert 0.6 < float(np.mean(agreement[51:])) < 0.75
+
+
+def test_large_unmarked_images_skip_the_list_decoder_small_ones_do_not(
+    monkeypatch: pytest.MonkeyPatch, photos: dict[str, np.ndarray], marked: dict[str, np.ndarray]
+) -> None:
+    # the early rejection: an unmarked 512 px photo's soft bits never come near the code, so none of
+    # its reads pays the list decoder; a marked one pays one; small images are decoded as before
+    decodes: list[int] = []
+    original = pixel._ecc.list_viterbi_decode
+
+    def spy(soft: np.ndarray, size: int) -> np.ndarray:
+        decodes.append(size)
+        return original(soft, size)
+
+    monkeypatch.setattr(pixel._ecc, "list_viterbi_decode", spy)
+    assert not pixel.detect(photos["coffee"], KEY).marked
+    assert decodes == []
+    assert pixel.detect(marked["coffee"], KEY).mark_id == MARK
+    assert len(decodes) == 1
+    small = cv2.resize(photos["coffee"], (256, 256), interpolation=cv2.INTER_AREA)
+    assert not pixel.detect(small, KEY).marked
+    assert len(decodes) > 1 + pixel._DECODES_PER_READ
 
 
 def _assert_quality(original: np.ndarray, marked: np.ndarray, name: str) -> None:

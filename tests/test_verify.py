@@ -366,6 +366,26 @@ def test_watermark_destroyed_near_copy_is_found_by_phash(
     assert report.record is not None and report.record.found_by == (Layer.PHASH,)
 
 
+def test_a_regenerated_copy_names_the_layer_that_linked_it(
+    store: AuditStore, ours: Org, photos: dict[str, Pixels]
+) -> None:
+    """A regeneration-style copy (bench/regeneration.py's quarter size, JPEG 30, upscale): the pixel mark
+    is gone, the perceptual hash still links it, and the report says so in words and in its JSON."""
+    data = release(store, ours, photos["chelsea"], "gen-regen", mark_id=0x9E6)
+    pixels = decode(data)
+    small = cv2.resize(pixels, (128, 128), interpolation=cv2.INTER_AREA)
+    buffer = io.BytesIO()
+    Image.fromarray(small).save(buffer, format="JPEG", quality=30)
+    regenerated = cv2.resize(decode(buffer.getvalue()), (512, 512), interpolation=cv2.INTER_CUBIC)
+    report = check(encode_image(np.asarray(regenerated, dtype=np.uint8), "png"), store, ours)
+    assert report.watermark is not None and not report.watermark.marked  # the pixel mark did not survive
+    assert report.verdict is Verdict.OURS_NEAR_COPY, report.summary
+    assert report.record is not None and report.record.found_by == (Layer.PHASH,)
+    assert report.record.image.generation_id == "gen-regen"
+    assert "found by phash" in report.summary
+    assert report.to_json()["record"]["found_by"] == ["phash"]
+
+
 def test_our_mark_without_a_record(store: AuditStore, ours: Org, photos: dict[str, Pixels]) -> None:
     report = check(encode_image(embed(photos["rocket"], 0x5EC, KEY)), store, ours)
     assert report.verdict is Verdict.OURS_NO_RECORD and report.record is None

@@ -97,6 +97,35 @@ def viterbi_decode(soft: FloatArray) -> BitArray:
     return best
 
 
+def codeword_agreement(soft: FloatArray) -> FloatArray:
+    """For each row of `soft` (shape (n, CODED_BITS)): the plain Viterbi's best path metric over the sum
+    of |soft|, in [-1, 1]: 1 when some codeword agrees in sign with every soft bit.
+
+    A cheap statistic (no list, no back-pointers, every row at once) of how close the soft bits lie to
+    the code: random soft bits (an unmarked image) reach about 0.71 (at most 0.77 in 690 reads of 256
+    and 512 px photos), a mark the list decoder reads at 512 px 0.87 or more under ordinary edits,
+    down to about 0.73 under the heaviest it still reads.
+    """
+    rows = np.atleast_2d(np.asarray(soft, dtype=np.float64))
+    if rows.shape[1:] != (CODED_BITS,):
+        raise ValueError(f"soft: expected shape (n, {CODED_BITS}), found {rows.shape}")
+    steps = CODED_BITS // _RATE
+    n = len(rows)
+    # (step, predecessor parity, row, next state): next state ns comes from 2 * (ns mod 32) + parity
+    branch = np.einsum("spr,ntr->tpns", _PRED_OUTPUTS, rows.reshape(n, steps, _RATE))
+    branch[steps - (CONSTRAINT_LENGTH - 1) :, :, :, _NEXT_BIT == 1] = -np.inf  # tail bits are zero
+    branch = np.ascontiguousarray(branch).reshape(steps, 2, n, 2, _STATES // 2)
+    metric = np.full((n, _STATES), -np.inf)
+    metric[:, 0] = 0.0
+    for step in range(steps):
+        pairs = metric.reshape(n, 1, _STATES // 2, 2)
+        metric = np.maximum(pairs[..., 0] + branch[step, 0], pairs[..., 1] + branch[step, 1]).reshape(
+            n, _STATES
+        )
+    agreement: FloatArray = metric[:, 0] / np.maximum(np.abs(rows).sum(axis=1), 1e-300)
+    return agreement
+
+
 def list_viterbi_decode(soft: FloatArray, list_size: int) -> BitArray:
     """The `list_size` most likely messages, best first, as rows (fewer when fewer paths exist).
 
