@@ -575,6 +575,30 @@ def pinned_log_key(folder: Path) -> bytes | None:
 # ------------------------------------------------------------------------------------- verifying
 
 
+
+class LogKeyMismatchError(GenguardError):
+    """The local log key is not the one pinned beside the checkpoints: which one to trust is the
+    verifier's call (pass it explicitly), never guessed."""
+
+
+def verify_log_against_pins(
+    store: AuditStore, folder: Path, log_public_key: bytes | None = None
+) -> ChainVerification:
+    """`audit verify`'s log check, the same for the CLI and the service: the chain and its batch signatures
+    under `log_public_key` when given, else the local log key, else the key pinned in `folder`; the first
+    signed entry is checked against the pin in `folder`. Raises LogKeyMismatchError when no key is given
+    and the local key differs from the pinned one."""
+    from genguard.audit.log_key import key_id, local_public_key
+
+    pinned = pinned_log_key(folder) if log_public_key is None else None
+    trusted = log_public_key if log_public_key is not None else local_public_key() or pinned
+    if pinned is not None and trusted is not None and pinned != trusted:
+        raise LogKeyMismatchError(
+            f"the local log key {key_id(trusted)[:16]} is not the key pinned in {folder} "
+            f"({key_id(pinned)[:16]})"
+        )
+    return store.verify_log(trusted, pinned_signed_from=pinned_signed_from(folder))
+
 def signature_problem(checkpoint: Checkpoint, public_key: Ed25519PublicKey | None = None) -> str | None:
     """None when `checkpoint` is signed by `public_key` (default: the local checkpoint key), else why not."""
     public_key = _trusted(public_key)

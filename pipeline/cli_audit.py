@@ -91,8 +91,8 @@ def audit_verify(
 ) -> None:
     """Recompute the chained log against the stored rows, check its batch signatures and the latest
     automatic checkpoint. Exit 1 and name the first bad entry if broken."""
-    from genguard.audit.checkpoint import AutoCheckpoints, pinned_log_key, pinned_signed_from
-    from genguard.audit.log_key import key_id, load_public_key, local_public_key
+    from genguard.audit.checkpoint import AutoCheckpoints, LogKeyMismatchError, verify_log_against_pins
+    from genguard.audit.log_key import load_public_key
 
     if witnesses is not None and checkpoint_file is None:
         raise BadInputError(
@@ -101,24 +101,16 @@ def audit_verify(
     store = open_reader(db_url, read_only)
     base = checkpoint_dir if checkpoint_dir is not None else AutoCheckpoints.from_env().base
     folder = base / store.log_id()
-    trusted = (
-        load_public_key(log_public_key)
-        if log_public_key is not None
-        else local_public_key() or pinned_log_key(folder)
-    )
-    pinned = pinned_log_key(folder) if log_public_key is None else None
-    if pinned is not None and trusted is not None and pinned != trusted:
-        click.echo(
-            f"BROKEN: the local log key {key_id(trusted)[:16]} is not the key pinned in {folder} "
-            f"({key_id(pinned)[:16]}): pass the trusted one with --log-public-key",
-            err=True,
-        )
-        sys.exit(1)
+    given = load_public_key(log_public_key) if log_public_key is not None else None
     if checkpoint_file is not None:  # first: it names a rewritten entry more precisely than a batch
         from genguard.pipeline.cli_checkpoint import verify_with_checkpoint
 
         verify_with_checkpoint(store, checkpoint_file, public_key, witnesses)
-    report = store.verify_log(trusted, pinned_signed_from=pinned_signed_from(folder))
+    try:
+        report = verify_log_against_pins(store, folder, given)
+    except LogKeyMismatchError as exc:
+        click.echo(f"BROKEN: {exc}: pass the trusted one with --log-public-key", err=True)
+        sys.exit(1)
     if not report.ok:
         where = "" if report.first_bad_seq is None else f" at entry {report.first_bad_seq}"
         click.echo(f"BROKEN{where}: {report.reason}", err=True)

@@ -55,7 +55,7 @@ ROLES = ("generator", "reviewer", "auditor", "admin")
 NASTY_PROMPT = "a harbour'); DROP TABLE generations; -- <script>alert('x')</script> & \"quotes\""
 NASTY_REASON = "ok'; DELETE FROM log_entries; -- <img src=x onerror=alert(1)> & more"
 OTHER_PROMPT = "a zebra crossing, other-tenant secret"
-QUARANTINED = 6  # images of acme's quarantined generation (the table approves and rejects some)
+QUARANTINED = 7  # images of acme's quarantined generation (the table approves and rejects some)
 
 
 class FixedScores:
@@ -569,7 +569,11 @@ def test_approve_and_reject_record_the_key_id_and_the_reason_inert(service: Serv
         "POST", f"/v1/review/{service.quarantined}/images/5/reject", "reviewer", json={"reason": ""}
     )
     assert empty.status_code == 400 and empty.json()["error"]["param"] == "reason"
-    # The table's reject carried SQL and HTML metacharacters: stored and shown exactly, as data.
+    # Rejections carry SQL and HTML metacharacters (this one, and the table's): stored and shown exactly.
+    nasty = service.call(
+        "POST", f"/v1/review/{service.quarantined}/images/6/reject", "reviewer", json={"reason": NASTY_REASON}
+    )
+    assert nasty.status_code == 200, nasty.text
     shown = service.call("GET", f"/v1/review/{service.quarantined}", "reviewer").json()
     rejected = [
         i["decision"] for i in shown["images"] if i["decision"] and i["decision"]["decision"] == "rejected"

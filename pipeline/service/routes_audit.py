@@ -64,26 +64,20 @@ def chain_status(ctx: ServiceContext) -> ChainStatus:
     """What `genguard audit verify` reports, for the service's database and configuration folder."""
     from genguard.audit.checkpoint import (
         AutoCheckpoints,
+        LogKeyMismatchError,
         latest_checkpoint,
-        pinned_log_key,
         verify_against_checkpoint,
+        verify_log_against_pins,
     )
-    from genguard.audit.log_key import key_id, local_public_key
 
     store = ctx.audit
     folder = AutoCheckpoints.from_env().folder_for(store.log_id())
-    pinned = pinned_log_key(folder)
-    trusted = local_public_key() or pinned
-    if pinned is not None and trusted is not None and pinned != trusted:
+    try:
+        report = verify_log_against_pins(store, folder)
+    except LogKeyMismatchError as exc:
         return ChainStatus(
-            ok=False,
-            entries_checked=None,
-            head_seq=None,
-            first_bad_seq=None,
-            reason=f"the local log key {key_id(trusted)[:16]} is not the key pinned beside the checkpoints "
-            f"({key_id(pinned)[:16]})",
+            ok=False, entries_checked=None, head_seq=None, first_bad_seq=None, reason=str(exc)
         )
-    report = store.verify_log(trusted)
     status = ChainStatus(
         ok=report.ok,
         entries_checked=report.entries_checked,

@@ -38,7 +38,13 @@ from genguard.guard.markid import format_mark_id
 from genguard.guard.provenance.content_credentials import C2PA_SOFT_BINDING_NAMES
 from genguard.pipeline.service.context import ServiceContext
 from genguard.pipeline.service.errors import ApiError
-from genguard.pipeline.service.routes_verify import check_header, in_slot, upload_bytes, verify_upload
+from genguard.pipeline.service.routes_verify import (
+    UPLOAD_SCHEMA,
+    check_header,
+    in_slot,
+    upload_bytes,
+    verify_upload,
+)
 from genguard.pipeline.service.schemas import ErrorResponse
 
 WATERMARK_ALGS = tuple(sorted(C2PA_SOFT_BINDING_NAMES.values()))
@@ -235,23 +241,7 @@ def router(ctx: ServiceContext) -> APIRouter:
     @api.post(
         "/matches/byContent",
         response_model=SoftBindingQueryResult,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["image"],
-                            "properties": {"image": {"type": "string", "format": "binary"}},
-                        }
-                    },
-                    "image/png": {"schema": {"type": "string", "format": "binary"}},
-                    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-                    "image/webp": {"schema": {"type": "string", "format": "binary"}},
-                },
-            }
-        },
+        openapi_extra=UPLOAD_SCHEMA,
         responses={code: {"model": ErrorResponse} for code in (400, 413, 415, 429, 503)},
     )
     async def query_by_content(

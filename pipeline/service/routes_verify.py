@@ -40,7 +40,8 @@ _OURS = {
     Verdict.OURS_NEAR_COPY,
     Verdict.OURS_NO_RECORD,
 }
-_UPLOAD_SCHEMA: dict[str, Any] = {
+# The request body of every public upload (verify, matches/byContent): multipart or a bare image.
+UPLOAD_SCHEMA: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
@@ -207,7 +208,7 @@ def router(ctx: ServiceContext) -> APIRouter:
     @api.post(
         "/verify",
         response_model=PublicVerification,
-        openapi_extra=_UPLOAD_SCHEMA,
+        openapi_extra=UPLOAD_SCHEMA,
         responses={code: {"model": ErrorResponse} for code in (400, 413, 415, 429, 503)},
     )
     async def verify(request: Request) -> PublicVerification:
