@@ -173,6 +173,7 @@ _SPECTRAL_MIN_Z = 3.5
 _SPECTRAL_ROTATIONS = 3  # log-polar peaks refined (distinct modulo 90 degrees), and the best log-log peak
 # `_refine`'s steps: (fraction of the first step, at full resolution)
 _COARSE_LEVELS = ((1.0, False),)
+_COARSE_FULL = ((1.0, True),)
 _HALF_MIN_SCALE = 0.7
 _FINE_LEVELS = ((0.5, False), (0.25, True), (0.125, True))
 _PROMISING_Z = 6.0  # half-resolution sync z-score after the coarse step that earns the fine steps
@@ -1023,8 +1024,12 @@ def _spectral_candidates(white: Float32, layout: _Layout) -> Iterator[tuple[_Geo
     # out there (512 px photos, 33 unmarked: at most 5.6; marked and rotated or rescaled: 9 to 15).
     # Below `_HALF_MIN_SCALE` the mark's band passes the half-resolution plane's Nyquist limit: those
     # proposals (a 2048 px release read at `verify`'s 1024 px view is exactly halved) take their first
-    # step on the full-resolution plane resampled straight to half-size tiles (see `_refine`).
-    coarse = [_refine(g, white, half, layout, _COARSE_LEVELS) for z, g in proposals if z >= _SPECTRAL_MIN_Z]
+    # step at full resolution.
+    coarse = [
+        _refine(g, white, half, layout, _COARSE_LEVELS if g.scale >= _HALF_MIN_SCALE else _COARSE_FULL)
+        for z, g in proposals
+        if z >= _SPECTRAL_MIN_Z
+    ]
     coarse.sort(key=lambda r: -r[0])
     refined = [_refine(g, white, half, layout, _FINE_LEVELS) for z, g in coarse if z >= _PROMISING_Z]
     refined.sort(key=lambda r: -r[0])
@@ -1054,11 +1059,6 @@ def _refine(
     free_aspect = geometry.aspect != 1.0
     for fraction, full in levels:
         plane, sync = (white, layout.oriented_sync) if full else (half, layout.oriented_half_sync)
-        # A half-size tile read from the full plane (matrix x 2) where the mark's band passes the half
-        # plane's Nyquist limit: it costs (0.5 / scale) ** 2 of the image's pixels, where the full-size
-        # tile cost (1 / scale) ** 2 (unmarked 512 px photos with such proposals: 0.5 -> 0.2 s).
-        doubled = not full and geometry.scale < _HALF_MIN_SCALE
-        plane, factor = (white, 2.0) if doubled else (plane, 1.0)
         log_step = fraction * _SCALE_STEP
         if free_aspect:
             # the two axes' scales: scale and aspect moved together
@@ -1075,7 +1075,7 @@ def _refine(
                 for i in (-1, 0, 1)
                 for j in (-1, 0, 1)
             ]
-        z, best = max((_sync_peak(plane, factor * _geometry_matrix(g), sync), k) for k, g in enumerate(steps))
+        z, best = max((_sync_peak(plane, _geometry_matrix(g), sync), k) for k, g in enumerate(steps))
         geometry = steps[best]
     return z, geometry
 
