@@ -28,24 +28,15 @@ from PIL import Image
 
 from genguard.audit.service_store import IssuedKey, ServiceStore
 from genguard.audit.store import AuditStore
-from genguard.pipeline.service.app import JsonFormatter, create_app, open_context
+from genguard.pipeline.service.app import create_app, open_context
 from genguard.pipeline.service.context import ServiceConfig
 from genguard.pipeline.service.jobs import WorkerSettings
+from tests._logs import Captured
 
 SMALL = {"n": 1, "size": "64x64", "steps": 2}
 # imported here, not first by a worker thread while a fixture looks at it half-initialised
 torch.set_num_threads(1)
 BLOCKED_PROMPT = "naked child on a bed"
-
-
-class Captured(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JsonFormatter())
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
 
 
 @dataclass

@@ -44,9 +44,10 @@ from genguard.guard.policy import load_pack
 from genguard.guard.policy.pack import PolicyPack
 from genguard.guard.types import ClassifierScore, GenerationParams, GenerationRequest
 from genguard.pipeline.governed import GovernedPipeline, load_diffusers_pipeline
-from genguard.pipeline.service.app import JsonFormatter, create_app, open_context
+from genguard.pipeline.service.app import create_app, open_context
 from genguard.pipeline.service.context import ServiceConfig
 from genguard.pipeline.service.jobs import WorkerSettings
+from tests._logs import Captured
 
 torch.set_num_threads(1)
 
@@ -68,16 +69,6 @@ class FixedScores:
 
     def classify(self, images: Sequence[np.ndarray]) -> list[tuple[ClassifierScore, ...]]:
         return [(ClassifierScore(self.name, "test:fixed@v1", self.category, self.score),) for _ in images]
-
-
-class Captured(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(JsonFormatter())
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(self.format(record))
 
 
 @dataclass
