@@ -56,12 +56,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from genguard.audit import chain
-from genguard.audit.log_key import ed25519_key_file
+from genguard.audit.log_key import ed25519_key_file, load_ed25519_public_key, read_bounded
 from genguard.audit.merkle import (
     HASH_SIZE,
     MerkleTree,
@@ -231,16 +231,7 @@ def public_key_pem(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """A trusted public key from a PEM file (as `genguard audit public-key` writes it)."""
-    data = _read(path, "public key")
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise BadInputError(
-            f"public key {path}: expected a PEM public key (BEGIN PUBLIC KEY), found {len(data)} bytes that are not"
-        ) from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise BadInputError(f"public key {path}: expected an Ed25519 key, found {type(key).__name__}")
-    return key
+    return load_ed25519_public_key(path, "public key", _MAX_FILE)
 
 
 def _trusted(public_key: Ed25519PublicKey | None) -> Ed25519PublicKey:
@@ -770,14 +761,7 @@ def _hex(text: Any, where: str) -> bytes:
 
 
 def _read(path: Path, what: str) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_FILE + 1)
-    except OSError as exc:
-        raise BadInputError(f"{what} {path}: expected a readable file, found {exc.strerror}") from None
-    if len(data) > _MAX_FILE:
-        raise BadInputError(f"{what} {path}: expected at most {_MAX_FILE} bytes, found more")
-    return data
+    return read_bounded(path, what, _MAX_FILE)
 
 
 def read_checkpoint(path: Path) -> Checkpoint:

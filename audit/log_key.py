@@ -144,7 +144,7 @@ def ed25519_key_file(path: Path, what: str, *, create: bool, missing: str) -> Ed
             write_secret_file(path, pem)
         except FileExistsError:
             pass  # another process created it between the check and the write
-    data = _read(path, what)
+    data = read_bounded(path, what)
     if len(data) == 32:
         return Ed25519PrivateKey.from_private_bytes(data)
     try:
@@ -168,17 +168,21 @@ def public_key_pem(public_key: bytes) -> str:
 
 def load_public_key(path: Path) -> bytes:
     """A trusted log public key (raw bytes) from a PEM file."""
-    data = _read(path, "log public key")
+    return raw_public_key(load_ed25519_public_key(path, "log public key"))
+
+
+def load_ed25519_public_key(path: Path, what: str, limit: int = _MAX_KEY_FILE) -> Ed25519PublicKey:
+    """An Ed25519 public key from a PEM file; errors name it as `what` and the path."""
+    data = read_bounded(path, what, limit)
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         raise BadInputError(
-            f"log public key {path}: expected a PEM public key (BEGIN PUBLIC KEY), found {len(data)} bytes "
-            "that are not"
+            f"{what} {path}: expected a PEM public key (BEGIN PUBLIC KEY), found {len(data)} bytes that are not"
         ) from None
     if not isinstance(key, Ed25519PublicKey):
-        raise BadInputError(f"log public key {path}: expected an Ed25519 key, found {type(key).__name__}")
-    return raw_public_key(key)
+        raise BadInputError(f"{what} {path}: expected an Ed25519 key, found {type(key).__name__}")
+    return key
 
 
 def local_public_key() -> bytes | None:
@@ -189,14 +193,15 @@ def local_public_key() -> bytes | None:
     return load_log_signer(create=False).public_key
 
 
-def _read(path: Path, what: str) -> bytes:
+def read_bounded(path: Path, what: str, limit: int = _MAX_KEY_FILE) -> bytes:
+    """At most `limit` bytes of a small file (keys, pins, checkpoints); errors name it as `what`."""
     try:
         with path.open("rb") as handle:
-            data = handle.read(_MAX_KEY_FILE + 1)
+            data = handle.read(limit + 1)
     except OSError as exc:
         raise BadInputError(f"{what} {path}: expected a readable file, found {exc.strerror}") from None
-    if len(data) > _MAX_KEY_FILE:
-        raise BadInputError(f"{what} {path}: expected at most {_MAX_KEY_FILE} bytes, found more")
+    if len(data) > limit:
+        raise BadInputError(f"{what} {path}: expected at most {limit} bytes, found more")
     return data
 
 
@@ -208,11 +213,13 @@ __all__ = [
     "batch_message",
     "ed25519_key_file",
     "key_id",
+    "load_ed25519_public_key",
     "load_log_signer",
     "load_public_key",
     "local_public_key",
     "log_key_path",
     "public_key_pem",
     "raw_public_key",
+    "read_bounded",
     "verify_batch",
 ]
