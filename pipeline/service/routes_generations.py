@@ -82,7 +82,7 @@ CREATE_BODY: dict[str, Any] = {
 }
 
 
-def parse_create(raw: bytes | str | None, where: tuple[str, ...] = ("body",)) -> GenerationCreate:
+def parse_create(raw: bytes | str | None) -> GenerationCreate:
     """The request's JSON as a GenerationCreate; a problem is answered as FastAPI answers a bad body."""
     if raw is None:
         raise ApiError(
@@ -94,7 +94,7 @@ def parse_create(raw: bytes | str | None, where: tuple[str, ...] = ("body",)) ->
     try:
         return GenerationCreate.model_validate_json(raw)
     except ValidationError as exc:
-        errors = [{**error, "loc": (*where, *error.get("loc", ()))} for error in exc.errors()]
+        errors = [{**error, "loc": ("body", *error.get("loc", ()))} for error in exc.errors()]
         raise RequestValidationError(errors) from None
 
 
@@ -232,7 +232,7 @@ def router(ctx: ServiceContext) -> APIRouter:
                 file_limit=limit,
                 what="generation",
             )
-            body = parse_create(form.fields.get("request"), ("body", "request"))
+            body = parse_create(form.fields.get("request"))
             image, mask = form.files.get("image"), form.files.get("mask")
             if image is None:
                 refuse_edit_fields_without_image(body, mask is not None)
