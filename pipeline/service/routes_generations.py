@@ -82,8 +82,10 @@ CREATE_BODY: dict[str, Any] = {
 }
 
 
-def parse_create(raw: bytes | str | None) -> GenerationCreate:
-    """The request's JSON as a GenerationCreate; a problem is answered as FastAPI answers a bad body."""
+def parse_create(raw: bytes | str | None, part: str = "body") -> GenerationCreate:
+    """The request's JSON as a GenerationCreate; a problem is answered as FastAPI answers a bad body
+    (400 naming the field), JSON that does not parse as a 400 naming `part` (the body or the form's
+    `request` field)."""
     if raw is None:
         raise ApiError(
             400,
@@ -94,8 +96,15 @@ def parse_create(raw: bytes | str | None) -> GenerationCreate:
     try:
         return GenerationCreate.model_validate_json(raw)
     except ValidationError as exc:
-        errors = [{**error, "loc": ("body", *error.get("loc", ()))} for error in exc.errors()]
-        raise RequestValidationError(errors) from None
+        errors = exc.errors()
+        if any(not error.get("loc") for error in errors):  # the text is not a JSON object
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"{part}: expected the generation as a JSON object, found {errors[0]['msg']}",
+                param=part,
+            ) from None
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
 
 
 def refuse_edit_fields_without_image(body: GenerationCreate, has_mask: bool) -> None:
@@ -232,7 +241,7 @@ def router(ctx: ServiceContext) -> APIRouter:
                 file_limit=limit,
                 what="generation",
             )
-            body = parse_create(form.fields.get("request"))
+            body = parse_create(form.fields.get("request"), "request")
             image, mask = form.files.get("image"), form.files.get("mask")
             if image is None:
                 refuse_edit_fields_without_image(body, mask is not None)
