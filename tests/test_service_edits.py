@@ -17,11 +17,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import sqlalchemy as sa
 import torch
 from starlette.testclient import TestClient
 
 from genguard.audit.service_store import IssuedKey, ServiceStore
 from genguard.audit.store import AuditStore
+from genguard.guard.errors import ImageInputError
 from genguard.guard.imageio import encode_image
 from genguard.guard.input_image import EDIT_CATEGORY
 from genguard.guard.provenance import ManifestState, read_manifest
@@ -381,24 +383,47 @@ def test_a_queued_edit_survives_a_restart_and_its_input_never_sits_in_clear(
     restarted.audit.close()
 
 
-def test_a_sealed_input_moved_to_another_job_does_not_open(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, astronaut: bytes
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sealed_inputs_open_for_their_job_only_and_go_with_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, astronaut: bytes, backend: str, request: Any
 ) -> None:
     monkeypatch.setenv("GENGUARD_HOME", str(tmp_path))
-    with ServiceStore.open(f"sqlite:///{tmp_path / 'a.sqlite3'}") as store:
+    url = (
+        f"sqlite:///{tmp_path / 'a.sqlite3'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with ServiceStore.open(url) as store:
         store.create_tenant("t")
         key = store.issue_key("t", "generator")
-        first = store.create_job(key.info.tenant_id, key.info.id, {"prompt": "x"}, {"image": astronaut})
+        first = store.create_job(
+            key.info.tenant_id, key.info.id, {"prompt": "x"}, {"image": astronaut, "mask": BELOW_FACE}
+        )
         second = store.create_job(key.info.tenant_id, key.info.id, {"prompt": "y"}, {"image": b"other"})
-        assert store.job_inputs(first.id) == {"image": astronaut}
-    with sqlite3.connect(tmp_path / "a.sqlite3") as conn:
-        (sealed,) = conn.execute("SELECT sealed FROM job_inputs WHERE job_id = ?", (first.id,)).fetchone()
-        conn.execute("UPDATE job_inputs SET sealed = ? WHERE job_id = ?", (sealed, second.id))
-    with ServiceStore.open(f"sqlite:///{tmp_path / 'a.sqlite3'}") as store:
-        with pytest.raises(Exception, match=f"job input {second.id}/image"):
+        assert store.job_inputs(first.id) == {"image": astronaut, "mask": BELOW_FACE}
+        with engine.begin() as conn:
+            rows = conn.execute(sa.text("SELECT job_id, part, sealed, sha256 FROM job_inputs")).all()
+            assert len(rows) == 3 and not any(astronaut[1000:1064] in bytes(row.sealed) for row in rows)
+            (sealed,) = [row.sealed for row in rows if row.job_id == first.id and row.part == "image"]
+            # a sealed part moved onto another job, or onto the other part, does not open
+            conn.execute(
+                sa.text("UPDATE job_inputs SET sealed = :s WHERE job_id = :j"), {"s": sealed, "j": second.id}
+            )
+            conn.execute(
+                sa.text("UPDATE job_inputs SET sealed = :s WHERE job_id = :j AND part = 'mask'"),
+                {"s": sealed, "j": first.id},
+            )
+        with pytest.raises(ImageInputError, match=f"job input {second.id}/image"):
             store.job_inputs(second.id)
+        with pytest.raises(ImageInputError, match=f"job input {first.id}/mask"):
+            store.job_inputs(first.id)
         store.finish_job(first.id, "failed", error="test")
-        assert store.job_inputs(first.id) == {}
+        assert store.recover_jobs() == 0 and store.claim_next_job() is not None  # the second job runs
+        assert store.recover_jobs() == 1  # a restart finds it running: failed, its input goes too
+        with engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM job_inputs")).scalar() == 0
+    engine.dispose()
 
 
 # -- few-step samplers -----------------------------------------------------------------------------
