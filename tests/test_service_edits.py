@@ -49,6 +49,7 @@ class Server:
     db_url: str
     key: IssuedKey
     other: IssuedKey
+    ctx: Any
 
     def headers(self, who: str = "generator") -> dict[str, str]:
         key = self.key if who == "generator" else self.other
@@ -114,7 +115,7 @@ def server(home: Path, embedded_cache: Path) -> Iterator[Server]:
         logging.getLogger("genguard.service").addHandler(logs)
         uv, thread, url = serve_in_thread(create_app(settings, ctx))
         try:
-            yield Server(url, home, str(settings.db_url), key, other)
+            yield Server(url, home, str(settings.db_url), key, other, ctx)
         finally:
             uv.should_exit = True
             thread.join(60)
@@ -331,6 +332,23 @@ def test_a_body_over_the_limit_is_refused_by_its_content_length(server: Server, 
     assert answer.status_code == 413 and "Content-Length" in answer.json()["error"]["message"]
 
 
+def test_a_streamed_body_over_the_limit_is_refused_while_it_streams(server: Server) -> None:
+    """No Content-Length (chunked): refused once the limit is passed, not after the whole body is in."""
+
+    def body() -> Iterator[bytes]:
+        yield b'--b\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        for _ in range(8):  # 8 MiB offered; the limit is about 2 MiB
+            yield b"\0" * (1024 * 1024)
+
+    answer = httpx.post(
+        f"{server.url}/v1/generations",
+        content=body(),
+        headers={**server.headers(), "content-type": "multipart/form-data; boundary=b"},
+        timeout=60,
+    )
+    assert answer.status_code == 413 and answer.json()["error"]["message"].endswith("found more")
+
+
 # -- a queued edit survives a restart, sealed; its input is gone once it has run ---------------------
 
 
@@ -441,6 +459,21 @@ def test_scheduler_lcm_is_recorded_in_the_generation(server: Server) -> None:
     assert sampler["scheduler"] == "LCMScheduler" and sampler["steps"] == 2
 
 
+def test_an_edit_with_the_turbo_sampler_and_one_pipeline_per_sampler(
+    server: Server, photos: dict[str, np.ndarray]
+) -> None:
+    coffee = encode_image(photos["coffee"], "png")  # no face: nothing to consent to
+    request = {"prompt": "a cup", "steps": 2, "guidance": 0.0, "scheduler": "turbo", "size": "128x128"}
+    job = finished(server, submit(server, request, coffee))
+    assert job["status"] == "done" and job["released"] and job["scheduler"] == "turbo", job
+    assert job["edit"]["mode"] == "img2img"
+    sampler = record_of(server, job["generation_id"]).extra["sampler"]
+    assert sampler["scheduler"] == "EulerAncestralDiscreteScheduler"
+    loaded = server.ctx.runner.models_loaded
+    again = finished(server, submit(server, {**request, "seed": 5}, coffee))
+    assert again["status"] == "done" and server.ctx.runner.models_loaded == loaded
+
+
 # -- OpenAI's images/edits, with the real openai client ----------------------------------------------
 
 
@@ -490,6 +523,8 @@ def test_openai_client_edits_with_the_openai_mask_convention(
         )
     with pytest.raises(openai.BadRequestError, match="model"):
         client.images.edit(image=("c.png", coffee, "image/png"), prompt="a cup", model="dall-e-2")
+    with pytest.raises(openai.BadRequestError, match="quality"):  # an OpenAI field not served here
+        client.images.edit(image=("c.png", coffee, "image/png"), prompt="a cup", quality="high")
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{server.url}/v1", api_key="ggk.key_0.nope").images.edit(
             image=("c.png", coffee, "image/png"), prompt="a cup"

@@ -44,7 +44,6 @@ from genguard.pipeline.service.schemas import (
 )
 from genguard.pipeline.service.uploads import read_form
 
-_EDIT_FIELDS = tuple(OpenAIImagesEditRequest.model_fields)
 EDIT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -205,7 +204,7 @@ def router(ctx: ServiceContext) -> APIRouter:
             request,
             2 * limit + MAX_REQUEST_BYTES,
             files=("image", "image[]", "mask"),
-            fields=_EDIT_FIELDS,
+            fields=None,  # every field: one OpenAI has that this service does not read is refused
             file_limit=limit,
             what="edit",
         )

@@ -91,13 +91,14 @@ async def read_form(
     limit: int,
     *,
     files: tuple[str, ...],
-    fields: tuple[str, ...] = (),
+    fields: tuple[str, ...] | None = (),
     file_limit: int | None = None,
     what: str = "upload",
 ) -> UploadedForm:
     """A multipart form of at most `limit` bytes: the named file parts (each at most `file_limit`
-    bytes) and text fields. A file part sent as text, or a text field sent as a file, is a 400 naming
-    it; parts of other names are ignored."""
+    bytes) and text fields (`fields` None: every text field, for the caller to refuse the unknown
+    ones). A file part sent as text, or a named text field sent as a file, is a 400 naming it; other
+    parts are ignored."""
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise ApiError(
@@ -110,7 +111,9 @@ async def read_form(
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
-    form = await Request(request.scope, replay).form(max_files=len(files) + 2, max_fields=len(fields) + 16)
+    form = await Request(request.scope, replay).form(
+        max_files=len(files) + 2, max_fields=len(fields or ()) + 16
+    )
     try:
         got_files: dict[str, bytes] = {}
         got_fields: dict[str, str] = {}
@@ -131,7 +134,9 @@ async def read_form(
                 if file_limit is not None and len(data) > file_limit:
                     raise too_large(f"{name}: expected at most {file_limit} bytes, found {len(data)}", name)
                 got_files[name] = data
-            elif name in fields:
+            elif fields is None and isinstance(value, str):
+                got_fields[name] = value
+            elif fields is not None and name in fields:
                 if not isinstance(value, str):
                     raise ApiError(
                         400,
