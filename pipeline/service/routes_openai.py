@@ -33,14 +33,22 @@ from genguard.pipeline.service.auth import Principal, requires
 from genguard.pipeline.service.context import ServiceContext
 from genguard.pipeline.service.edit_upload import EditUpload, check_edit, openai_mask, transparent_area
 from genguard.pipeline.service.errors import ApiError
-from genguard.pipeline.service.routes_generations import ERRORS, GENERATOR, MAX_REQUEST_BYTES, file_url
+from genguard.pipeline.service.routes_generations import (
+    ERRORS,
+    GENERATOR,
+    MAX_REQUEST_BYTES,
+    file_url,
+    job_request,
+)
 from genguard.pipeline.service.routes_verify import in_slot
 from genguard.pipeline.service.schemas import (
     ErrorResponse,
+    GenerationCreate,
     OpenAIImage,
     OpenAIImagesEditRequest,
     OpenAIImagesRequest,
     OpenAIImagesResponse,
+    OutputFormat,
 )
 from genguard.pipeline.service.uploads import read_form
 
@@ -80,28 +88,16 @@ def check_model(ctx: ServiceContext, model: str | None) -> None:
 
 
 def asked(
-    prompt: str, n: int, size: str | None, output_format: str | None, edit: EditUpload | None = None
+    prompt: str,
+    n: int,
+    size: str | None,
+    output_format: OutputFormat | None,
+    edit: EditUpload | None = None,
 ) -> dict[str, Any]:
-    """The job row's request for an OpenAI call: the service's defaults for what OpenAI does not ask."""
-    width = height = 0
-    if size is not None:
-        left, _, right = size.partition("x")
-        width, height = int(left), int(right)
-    elif edit is not None:
-        width, height = max(8, edit.width - edit.width % 8), max(8, edit.height - edit.height % 8)
-    return {
-        "prompt": prompt,
-        "negative_prompt": "",
-        "n": n,
-        "width": width,
-        "height": height,
-        "steps": 10,
-        "guidance": 7.0,
-        "seed": None,
-        "output_format": output_format or "png",
-        "scheduler": None,
-        "edit": None if edit is None else edit.facts,
-    }
+    """The job row's request for an OpenAI call: genguard's own request with its defaults for what
+    OpenAI does not ask (steps, guidance, seed)."""
+    body = GenerationCreate(prompt=prompt, n=n, size=size, output_format=output_format or "png")
+    return job_request(body, edit)
 
 
 def answer(
