@@ -3,8 +3,9 @@
 Each worker thread loads its own `GovernedPipeline` on its first job (so a service that only verifies
 never loads torch) and keeps it; a job asking for another output format (png, jpeg, webp) or another
 sampler (`scheduler`: lcm, turbo) loads one more, once. An edit job's input and mask come from its
-sealed job inputs (genguard.audit.job_inputs), which the job's end deletes. A job's generation is recorded by the pipeline as always ("<tenant>/apikey:<key id>" as
-its actor); the job row then says how it ended and what was released. Files are written under
+sealed job inputs (genguard.audit.job_inputs), which the job's end deletes. A job's generation is
+recorded by the pipeline as always ("<tenant>/apikey:<key id>" as its actor); the job row then says how
+it ended and what was released. Files are written under
 `files_dir/<tenant id>/`. A job that raises is recorded `failed` with the error, and the worker goes on.
 
 Graceful stop (`drain()`, then `stop()`): the workers stop claiming at once; a job that has not started
@@ -31,6 +32,8 @@ from genguard.pipeline.service.telemetry import Telemetry
 
 log = logging.getLogger("genguard.service.jobs")
 POLL_S = 0.5
+# A worker's loaded pipelines, by (output format, scheduler).
+Pipelines = dict[tuple[str, str | None], Any]
 _CUT = "interrupted: the service stopped while this job sampled (its grace period of {:g} s passed); submit it again"
 
 
@@ -142,7 +145,7 @@ class JobRunner:
     # ---------------------------------------------------------------------------------- worker
 
     def _loop(self) -> None:
-        pipelines: dict[Any, Any] = {}
+        pipelines: Pipelines = {}
         while not self._stop.is_set():
             try:
                 job = self.store.claim_next_job()
@@ -162,7 +165,7 @@ class JobRunner:
             with self._finished:
                 self._finished.notify_all()
 
-    def _pipeline(self, pipelines: dict[Any, Any], output_format: str, scheduler: str | None = None) -> Any:
+    def _pipeline(self, pipelines: Pipelines, output_format: str, scheduler: str | None = None) -> Any:
         """This worker's pipeline for `output_format` and `scheduler`, loaded on its first job asking for
         both (the format and the sampler are fixed when a pipeline is built, so each pair asked for
         loads the model once per worker)."""
@@ -187,7 +190,7 @@ class JobRunner:
         name = next((t.name for t in self.store.list_tenants() if t.id == job.tenant_id), job.tenant_id)
         return f"{name}/apikey:{job.key_id}"
 
-    def _run(self, job: JobRecord, pipelines: dict[Any, Any]) -> None:
+    def _run(self, job: JobRecord, pipelines: Pipelines) -> None:
         from genguard.pipeline import families
         from genguard.pipeline.embedded import EMBEDDED_DEFAULT_SIZE, is_embedded
         from genguard.pipeline.outcomes import InvalidRequestError, NotStartedError, ReleaseFailedError

@@ -72,7 +72,7 @@ CREATE_BODY: dict[str, Any] = {
                         "mask": {
                             "type": "string",
                             "format": "binary",
-                            "description": "Inpainting mask, the image's size: white (grey >= 128) is repainted.",
+                            "description": "Inpainting mask, the image's size: white (>= 128) is repainted.",
                         },
                     },
                 }

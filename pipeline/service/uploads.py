@@ -202,7 +202,8 @@ def check_header(data: bytes, max_pixels: int, field: str = "image") -> ImageHea
         raise ApiError(
             413,
             "image_too_large",
-            f"{field}: expected at most {max_pixels} pixels, found {width}x{height} (refused before decoding)",
+            f"{field}: expected at most {max_pixels} pixels, found {width}x{height} "
+            "(refused before decoding)",
             param=field,
         )
     return ImageHeader(width, height, file_format)
