@@ -259,6 +259,21 @@ ANY_ROLE = frozenset(ROLES)
 OPEN = frozenset({"open"})
 GENERATE = {"json": {"prompt": "a small boat", "n": 1, "size": "64x64", "steps": 2}}
 OPENAI = {"json": {"prompt": "a small boat", "size": "64x64", "response_format": "b64_json"}}
+
+
+def _edit(s: Service, who: str) -> dict[str, Any]:
+    """An edit of a plain grey picture (no face: nothing to consent to), the multipart variant."""
+    request = json.dumps({"prompt": "a small boat", "n": 1, "size": "64x64", "steps": 2})
+    return {"files": {"request": (None, request), "image": ("in.png", small_png(), "image/png")}}
+
+
+def _openai_edit(s: Service, who: str) -> dict[str, Any]:
+    return {
+        "files": {"image": ("in.png", small_png(), "image/png")},
+        "data": {"prompt": "a small boat", "size": "64x64", "response_format": "b64_json"},
+    }
+
+
 TABLE = [
     Endpoint("GET", "/healthz", OPEN, 200, 200, fixed("/healthz")),
     Endpoint("GET", "/readyz", OPEN, 200, 200, fixed("/readyz")),
@@ -277,8 +292,10 @@ TABLE = [
         OPEN,
         200,
         200,
-        lambda s, who: "/v1/matches/byBinding?alg=org.genguard.watermark.pixel.v3"
-        f"&value={s.released['released'][0]['mark_id']}",
+        lambda s, who: (
+            "/v1/matches/byBinding?alg=org.genguard.watermark.pixel.v3"
+            f"&value={s.released['released'][0]['mark_id']}"
+        ),
     ),
     Endpoint(
         "POST",
@@ -310,6 +327,9 @@ TABLE = [
         fixed("/v1/generations"),
         lambda s, who: GENERATE,
     ),
+    Endpoint(  # the edit variant of the same operation (multipart: request, image)
+        "POST", "/v1/generations", frozenset({"generator"}), 202, 202, fixed("/v1/generations"), _edit
+    ),
     Endpoint(
         "GET",
         "/v1/generations/{job_id}",
@@ -327,6 +347,15 @@ TABLE = [
         200,
         fixed("/v1/images/generations"),
         lambda s, who: OPENAI,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/images/edits",
+        frozenset({"generator"}),
+        200,
+        200,
+        fixed("/v1/images/edits"),
+        _openai_edit,
     ),
     Endpoint("GET", "/v1/audit/chain", frozenset({"auditor", "admin"}), 200, 200, fixed("/v1/audit/chain")),
     Endpoint(

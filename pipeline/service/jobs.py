@@ -1,9 +1,11 @@
 """The job queue's in-process workers: each claims queued jobs from the database and runs them.
 
 Each worker thread loads its own `GovernedPipeline` on its first job (so a service that only verifies
-never loads torch) and keeps it; a job asking for another output format (png, jpeg, webp) loads one more,
-once. A job's generation is recorded by the pipeline as always ("<tenant>/apikey:<key id>" as
-its actor); the job row then says how it ended and what was released. Files are written under
+never loads torch) and keeps it; a job asking for another output format (png, jpeg, webp) or another
+sampler (`scheduler`: lcm, turbo) loads one more, once. An edit job's input and mask come from its
+sealed job inputs (genguard.audit.job_inputs), which the job's end deletes. A job's generation is
+recorded by the pipeline as always ("<tenant>/apikey:<key id>" as its actor); the job row then says how
+it ended and what was released. Files are written under
 `files_dir/<tenant id>/`. A job that raises is recorded `failed` with the error, and the worker goes on.
 
 Graceful stop (`drain()`, then `stop()`): the workers stop claiming at once; a job that has not started
@@ -22,7 +24,7 @@ from typing import Any
 
 from genguard.audit.service_store import JobRecord, ServiceStore
 from genguard.audit.store import AuditStore
-from genguard.guard.errors import BlockedError, GenguardError
+from genguard.guard.errors import BlockedError, GenguardError, NotFoundError
 from genguard.guard.markid import format_mark_id
 from genguard.guard.types import GenerationParams, GenerationRequest, PromptDecision
 from genguard.pipeline.service.stages import Requeue, ShutdownCut, run_stages
@@ -30,6 +32,8 @@ from genguard.pipeline.service.telemetry import Telemetry
 
 log = logging.getLogger("genguard.service.jobs")
 POLL_S = 0.5
+# A worker's loaded pipelines, by (output format, scheduler).
+Pipelines = dict[tuple[str, str | None], Any]
 _CUT = "interrupted: the service stopped while this job sampled (its grace period of {:g} s passed); submit it again"
 
 
@@ -141,7 +145,7 @@ class JobRunner:
     # ---------------------------------------------------------------------------------- worker
 
     def _loop(self) -> None:
-        pipelines: dict[str, Any] = {}
+        pipelines: Pipelines = {}
         while not self._stop.is_set():
             try:
                 job = self.store.claim_next_job()
@@ -161,21 +165,24 @@ class JobRunner:
             with self._finished:
                 self._finished.notify_all()
 
-    def _pipeline(self, pipelines: dict[str, Any], output_format: str) -> Any:
-        """This worker's pipeline for `output_format`, loaded on its first job in that format (the format
-        is fixed when a pipeline is built, so each format asked for loads the model once per worker)."""
+    def _pipeline(self, pipelines: Pipelines, output_format: str, scheduler: str | None = None) -> Any:
+        """This worker's pipeline for `output_format` and `scheduler`, loaded on its first job asking for
+        both (the format and the sampler are fixed when a pipeline is built, so each pair asked for
+        loads the model once per worker)."""
         from genguard.pipeline.governed import GovernedPipeline
 
-        if output_format not in pipelines:
-            pipelines[output_format] = GovernedPipeline.from_pretrained(
+        key = (output_format, scheduler)
+        if key not in pipelines:
+            pipelines[key] = GovernedPipeline.from_pretrained(
                 self.settings.model,
                 policy=self.settings.policy,
                 audit=self.audit,
                 device=self.settings.device,
                 output_format=output_format,
+                scheduler=scheduler,
             )
             self.models_loaded += 1
-        return pipelines[output_format]
+        return pipelines[key]
 
     def _actor(self, job: JobRecord) -> str:
         """The generation's actor, "<tenant name>/apikey:<key id>": the audit store's tenant filters
@@ -183,7 +190,7 @@ class JobRunner:
         name = next((t.name for t in self.store.list_tenants() if t.id == job.tenant_id), job.tenant_id)
         return f"{name}/apikey:{job.key_id}"
 
-    def _run(self, job: JobRecord, pipelines: dict[str, Any]) -> None:
+    def _run(self, job: JobRecord, pipelines: Pipelines) -> None:
         from genguard.pipeline import families
         from genguard.pipeline.embedded import EMBEDDED_DEFAULT_SIZE, is_embedded
         from genguard.pipeline.outcomes import InvalidRequestError, NotStartedError, ReleaseFailedError
@@ -193,7 +200,13 @@ class JobRunner:
         asked = job.request
         status, generation_id, result, error = "failed", None, None, None
         try:
-            pipe = self._pipeline(pipelines, asked.get("output_format", "png"))
+            edit = asked.get("edit")
+            inputs = self.store.job_inputs(job.id) if edit else {}
+            if edit and "image" not in inputs:
+                raise NotFoundError(
+                    f"init_image: expected job {job.id}'s sealed input, found none (removed before it ran)"
+                )
+            pipe = self._pipeline(pipelines, asked.get("output_format", "png"), asked.get("scheduler"))
             width, height = asked.get("width") or 0, asked.get("height") or 0
             if not width:
                 side = (
@@ -214,6 +227,10 @@ class JobRunner:
                     seed=asked.get("seed"),
                 ),
                 actor=self._actor(job),
+                init_image=inputs.get("image"),
+                mask=inputs.get("mask"),
+                strength=edit["strength"] if edit else None,
+                consent=edit["consent"] if edit else None,
             )
             outcome = run_stages(
                 pipe.governor,
