@@ -12,7 +12,7 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from genguard.guard.errors import BadInputError, ImageInputError
-from genguard.guard.watermark import Watermarker, pixel
+from genguard.guard.watermark import Watermarker, _ecc, pixel
 from genguard.guard.watermark._ecc import (
     CODED_BITS,
     codeword_agreement,
@@ -21,6 +21,7 @@ from genguard.guard.watermark._ecc import (
     message_bits,
     viterbi_decode,
 )
+from tests import _pixel_embed_reference
 from tests._photos import photographs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -370,6 +371,41 @@ def test_large_images_gains_are_computed_under_the_marked_images_equaliser(
         white = pixel._whiten(pixel._luminance(image))
         soft = pixel._soft_bits(pixel._equalize(np.fft.rfft2(pixel._fold(white))), layout) * symbols
         assert soft.mean() / soft.std() > 3.0, name
+
+
+@pytest.mark.parametrize("side", [256, 512, 1024])
+def test_faster_embedder_writes_the_reference_embedders_pixels(side: int) -> None:
+    # The embedder's speed-ups (reused scratch planes, vectorised SSIM prediction, vectorised encoder)
+    # must not change the mark: the same pixels as the v3 embedder kept verbatim in
+    # tests/_pixel_embed_reference.py, on colour, grey, RGBA and odd-sized images (small and large
+    # paths), up to a level where float rounding lands on the other side of .5.
+    photos = photographs(side, ("astronaut", "coffee", "camera"))
+    astronaut = photos["astronaut"]
+    cases = {
+        **photos,
+        "grey": np.ascontiguousarray(photos["camera"][..., 0]),
+        "rgba": np.dstack([astronaut, np.full(astronaut.shape[:2], 200, np.uint8)]),
+        "odd": np.ascontiguousarray(astronaut[3 : side - 20, 5 : side - 7]),
+    }
+    layout = pixel._layout(KEY)
+    for name, image in cases.items():
+        for _ in range(2):  # the second embedding reuses the first one's scratch planes
+            out = pixel.embed(image, MARK, KEY)
+            expected = _pixel_embed_reference._embed_array(image, MARK, layout)
+            difference = np.abs(out.astype(np.int16) - expected)
+            assert difference.max() <= 1 and np.mean(difference > 0) < 1e-4, (side, name)
+    assert not np.array_equal(out, image)
+
+
+def test_convolutional_encoder_follows_the_trellis() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        bits = rng.integers(0, 2, 96).astype(np.uint8)
+        state, expected = 0, []
+        for bit in [*bits.tolist(), *[0] * 6]:
+            expected += [int(symbol < 0) for symbol in _ecc._OUTPUTS[state, bit]]
+            state = int(_ecc._NEXT_STATE[state, bit])
+        assert conv_encode(bits).tolist() == expected
 
 
 def test_apply_rounds_and_saturates_like_float_arithmetic() -> None:

@@ -398,7 +398,9 @@ def _is_grey(array: UInt8) -> bool:
         return True
     rgb = array[..., :3]
     sample = rgb[::16, ::16]  # most colour images differ here: no full comparison
-    if not (np.array_equal(sample[..., 0], sample[..., 1]) and np.array_equal(sample[..., 1], sample[..., 2])):
+    if not (
+        np.array_equal(sample[..., 0], sample[..., 1]) and np.array_equal(sample[..., 1], sample[..., 2])
+    ):
         return False
     return np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
 
@@ -488,7 +490,8 @@ def _local_deviation(
     temporaries."""
     s = scratch or _Scratch(plane.shape)
     mean = _blur(plane, sigma, _MASK_FACTOR, out=s("edge_mean"))
-    square = _blur(cv2.multiply(plane, plane, dst=s("edge_work")), sigma, _MASK_FACTOR, out=out)
+    squared: Float32 = cv2.multiply(plane, plane, dst=s("edge_work"))  # type: ignore[assignment]
+    square = _blur(squared, sigma, _MASK_FACTOR, out=out)
     square -= cv2.multiply(mean, mean, dst=mean)
     return np.sqrt(np.maximum(square, np.float32(0.0), out=square), out=square)
 
@@ -711,7 +714,7 @@ def _embed_array(array: UInt8, mark_id: int, layout: _Layout) -> UInt8:
     cap = ssim_model.gain_cap(delta, _TARGET_SSIM)
     if cap != 1.0:
         delta *= np.float32(cap)
-    return _apply(array, delta, gains)
+    return _apply(array, delta, gains, scratch)
 
 
 class _SsimModel:
@@ -730,13 +733,20 @@ class _SsimModel:
         win, stride = _SSIM_WINDOW, _SSIM_STRIDE
         self._rows, self._cols = -(-(h - win + 1) // stride), -(-(w - win + 1) // stride)
         self.centres = (slice(win // 2, h - win // 2, stride), slice(win // 2, w - win // 2, stride))
-        if array.ndim == 2:
-            stats = [self._stats(array)]
-        else:
-            channel = self._scratch.array("ssim_channel", (h, w), np.uint8)
-            stats = [self._stats(np.copyto(channel, array[..., c]) or channel) for c in range(3)]
+        stats = []
+        for c in range(1 if array.ndim == 2 else 3):
+            if array.ndim == 2:
+                channel = array
+            else:
+                channel = self._scratch.array("ssim_channel", (h, w), np.uint8)
+                np.copyto(channel, array[..., c])
+            stats.append(self._stats(channel))
+        c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+        self._c1 = c1
         self._means = np.stack([mean for mean, _ in stats])  # (channel, row, column)
-        self._twice_variances = 2 * np.stack([variance for _, variance in stats])
+        twice = 2 * np.stack([variance for _, variance in stats])
+        self._numerators = twice + c2  # of the structure term, and its denominator without the change
+        self._denominators = twice + (1 / 12 + c2)
         # each channel's change per unit of the luminance change, shaped to broadcast over (channel, window)
         self._gains = np.asarray(gains, dtype=np.float64).reshape(-1, 1, 1)
 
@@ -787,27 +797,34 @@ class _SsimModel:
     def _ssim(self, d_mean: Float64 | None, d_var: Float64, gain: float) -> float:
         """Mean predicted SSIM over the windows and channels; `d_mean` None: a change of zero local mean,
         whose luminance term is exactly 1."""
-        c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
         scaled = self._gains * gain
-        twice = self._twice_variances
-        terms = (twice + c2) / (twice + scaled**2 * d_var + 1 / 12 + c2)
+        terms = self._numerators / (self._denominators + scaled**2 * d_var)
         if d_mean is not None:
-            x_mean = self._means
+            c1, x_mean = self._c1, self._means
             y_mean = x_mean + scaled * d_mean
             terms *= (2 * x_mean * y_mean + c1) / (x_mean * x_mean + y_mean * y_mean + c1)
-        return sum(float(np.mean(channel)) for channel in terms) / len(terms)
+        return float(terms.reshape(len(terms), -1).mean(axis=1).mean())
 
 
-def _apply(array: UInt8, delta: Float32, gains: Float64) -> UInt8:
+def _apply(array: UInt8, delta: Float32, gains: Float64, scratch: _Scratch | None = None) -> UInt8:
     """`array` + `delta` * `gains[c]` on each channel c, rounded and saturated to 8 bits (alpha untouched)."""
     # the pixels are integers: round(x + d) = x + round(d)
-    steps = [np.rint(delta * np.float32(gain)).astype(np.int16) for gain in gains]
+    s = scratch or _Scratch(delta.shape)
+    product = s("apply_product")
+    planes = []
+    for c, gain in enumerate(gains):
+        plane = s.array(f"apply_step_{c}", delta.shape, np.int16)
+        np.copyto(
+            plane, np.rint(np.multiply(delta, np.float32(gain), out=product), out=product), casting="unsafe"
+        )
+        planes.append(plane)
     if array.ndim == 2:
-        return cv2.add(array, steps[0], dtype=cv2.CV_8U)  # type: ignore[return-value]
+        return cv2.add(array, planes[0], dtype=cv2.CV_8U)  # type: ignore[return-value]
+    steps = cv2.merge(planes, dst=s.array("apply_steps", (*delta.shape, 3), np.int16))
     if array.shape[2] == 3:
-        return cv2.add(array, cv2.merge(steps), dtype=cv2.CV_8U)  # type: ignore[return-value]
+        return cv2.add(array, steps, dtype=cv2.CV_8U)  # type: ignore[return-value]
     out = array.copy()
-    out[..., :3] = cv2.add(array[..., :3], cv2.merge(steps), dtype=cv2.CV_8U)
+    out[..., :3] = cv2.add(array[..., :3], steps, dtype=cv2.CV_8U)
     return out
 
 
