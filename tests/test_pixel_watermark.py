@@ -83,26 +83,33 @@ def test_codeword_agreement_tells_soft_bits_near_the_code_from_noise() -> None:
     assert 0.6 < float(np.mean(agreement[51:])) < 0.75
 
 
-def test_large_unmarked_images_skip_the_list_decoder_small_ones_do_not(
+def test_unmarked_images_skip_the_list_decoder_small_ones_most_of_it(
     monkeypatch: pytest.MonkeyPatch, photos: dict[str, np.ndarray], marked: dict[str, np.ndarray]
 ) -> None:
     # the early rejection: an unmarked 512 px photo's soft bits never come near the code, so none of
-    # its reads pays the list decoder; a marked one pays one; small images are decoded as before
-    decodes: list[int] = []
+    # its reads pays the list decoder; a marked one pays one; small images are decoded only where the
+    # soft bits reach the lower small-image gate (before it: every one of about 64 shifts)
+    agreements: list[float] = []
     original = pixel._ecc.list_viterbi_decode
 
     def spy(soft: np.ndarray, size: int) -> np.ndarray:
-        decodes.append(size)
+        agreements.append(float(codeword_agreement(soft[None])[0]))
         return original(soft, size)
 
     monkeypatch.setattr(pixel._ecc, "list_viterbi_decode", spy)
     assert not pixel.detect(photos["coffee"], KEY).marked
-    assert decodes == []
+    assert agreements == []
     assert pixel.detect(marked["coffee"], KEY).mark_id == MARK
-    assert len(decodes) == 1
+    assert len(agreements) == 1
+    agreements.clear()
     small = cv2.resize(photos["coffee"], (256, 256), interpolation=cv2.INTER_AREA)
     assert not pixel.detect(small, KEY).marked
-    assert len(decodes) > 1 + pixel._DECODES_PER_READ
+    assert 0 < len(agreements) < 2 * pixel._DECODES_PER_READ
+    assert min(agreements) >= pixel._SMALL_AGREEMENT_GATE
+    agreements.clear()
+    small_marked = pixel.embed(small, MARK, KEY)
+    assert pixel.detect(attacks.noise(10 / 255)(small_marked), KEY).mark_id == MARK
+    assert min(agreements) >= pixel._SMALL_AGREEMENT_GATE
 
 
 def _assert_quality(original: np.ndarray, marked: np.ndarray, name: str) -> None:
