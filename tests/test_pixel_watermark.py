@@ -404,6 +404,18 @@ def test_faster_embedder_writes_the_reference_embedders_pixels(side: int) -> Non
     assert not np.array_equal(out, image)
 
 
+def test_embedding_from_several_threads_writes_what_one_thread_writes(photos: dict[str, np.ndarray]) -> None:
+    # the scratch planes are kept per thread: concurrent embeddings of the same size must not share them
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = list(photos.values()) * 2
+    expected = [pixel.embed(image, MARK + i, KEY) for i, image in enumerate(images)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = list(pool.map(lambda item: pixel.embed(item[1], MARK + item[0], KEY), enumerate(images)))
+    for i, (a, b) in enumerate(zip(expected, found)):
+        assert np.array_equal(a, b), i
+
+
 def test_convolutional_encoder_follows_the_trellis() -> None:
     rng = np.random.default_rng(11)
     for _ in range(20):
