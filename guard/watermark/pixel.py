@@ -475,9 +475,10 @@ class _Scratch:
 
 
 # The embedder's scratch planes, kept per thread for the last image shape up to this many pixels (about
-# 45 MB at 1024 x 1024): freed and allocated again, each embedding paid their page faults anew (1024 px:
-# about 25 ms of 100). Larger images get fresh planes each time rather than hold that much memory.
-_RETAINED_SCRATCH_PIXELS = 2**21
+# 90 MB at 1024 x 1024, 22 MB at 512 x 512): freed and allocated again, each embedding paid their page
+# faults anew (1024 px: about 25 ms of 100). Larger images get fresh planes each time rather than hold
+# that much memory.
+_RETAINED_SCRATCH_PIXELS = 2**20
 _retained = threading.local()
 
 
@@ -712,7 +713,7 @@ def _embed_array(array: UInt8, mark_id: int, layout: _Layout) -> UInt8:
     response = np.maximum(marked - host, 1e-9)
     margin = _equal_margin(host, response)
     bit_gain = np.clip((margin - host) / response, _MIN_BIT_GAIN, _MAX_BIT_GAIN)
-    delta = luma_change(bit_gain, mask, scratch("delta"))
+    delta = luma_change(bit_gain, mask, first)  # the first mark is no longer read
     if small:
         # The mask, the whitening, rounding and clipping couple the bits: correct what the guess missed,
         # measuring the 8-bit image that will actually be returned. On large images this round gained
@@ -819,7 +820,7 @@ def _apply(array: UInt8, delta: Float32, gains: Float64, scratch: _Scratch | Non
     """`array` + `delta` * `gains[c]` on each channel c, rounded and saturated to 8 bits (alpha untouched)."""
     # the pixels are integers: round(x + d) = x + round(d)
     s = scratch or _Scratch(delta.shape)
-    product = s("apply_product")
+    product = s("edge_work")  # free again once the whitenings are done
     planes = []
     for c, gain in enumerate(gains):
         plane = s.array(f"apply_step_{c}", delta.shape, np.int16)
