@@ -3,6 +3,7 @@
     python bench/watermark.py [--quick] [--sizes 512,1024,256] [--record FILE]
     python bench/watermark.py --geometry [--sizes 512] [--keys 1] [--photos china,flower,...]
     python bench/watermark.py --fp-trials 10000 [--workers 2]
+    python bench/watermark.py --speed [--sizes 256,512,1024] [--keys 3] [--photos ...]
 
 `--record FILE` also writes genguard's exact-read shares per attack, dated, for
 `genguard report compliance` (audit.compliance; default file: GENGUARD_HOME/bench/watermark-robustness.json).
@@ -13,6 +14,8 @@ thread), and unmarked trials under those edits.
 (scikit-image and scikit-learn: the bench's 11 and more), its long side drawn from 128 to 768 px (edits may stretch it up to 2x): as is,
 random tiles, crops, rotations, stretches, flips, JPEG, blur, noise, tone changes and chains of two;
 prints how many read as marked and the time they took.
+--speed: CPU time (one thread) of embedding, of detecting the marked image and of detecting the
+unmarked photograph (which pays the whole search), median and max, per size.
 
 Side by side with invisible-watermark's dwtDct and dwtDctSvd when that package is installed
 (`pip install --no-deps invisible-watermark PyWavelets`; never a genguard dependency).
@@ -213,6 +216,34 @@ def geometry(side: int, photos: dict[str, np.ndarray], keys: int) -> None:
         )
 
 
+def speed(side: int, photos: dict[str, np.ndarray], keys: int) -> None:
+    """CPU time of embed, marked detection and unmarked detection, each photo with `keys` keys."""
+    rng = np.random.default_rng(40 + side)
+    times: dict[str, list[float]] = {"embed": [], "detect marked": [], "detect unmarked": []}
+    pixel.embed(next(iter(photos.values())), 1, rng.bytes(32))  # first-call costs (layout, FFT plans)
+    misread = 0
+    for image in photos.values():
+        for _ in range(keys):
+            key, mark = rng.bytes(32), int(rng.integers(0, 2**63))
+            cpu = time.process_time()
+            out = pixel.embed(image, mark, key)
+            times["embed"].append(time.process_time() - cpu)
+            for copy, name, expected in ((out, "detect marked", mark), (image, "detect unmarked", None)):
+                cpu = time.process_time()
+                found = pixel.detect(copy, key).mark_id
+                times[name].append(time.process_time() - cpu)
+                misread += found != expected
+    figures = "; ".join(
+        f"{name} median {1000 * np.median(values):.1f} ms, max {1000 * max(values):.1f} ms"
+        for name, values in times.items()
+    )
+    print(
+        f"[speed @ {side}px] {len(photos)} photos x {keys} keys, CPU time, one thread (load average "
+        f"{os.getloadavg()[0]:.1f}): {figures}; misread {misread}",
+        flush=True,
+    )
+
+
 def false_positives_geometric(side: int, photos: dict[str, np.ndarray], keys: int) -> None:
     """Unmarked photos under edits that make the detector search hardest (rotation, stretch)."""
     rng = np.random.default_rng(98)
@@ -347,7 +378,13 @@ def main() -> None:
     parser.add_argument("--photos", default="", help="comma-separated photo names (default: all)")
     parser.add_argument("--fp-trials", type=int, default=0, help="run only this many unmarked trials")
     parser.add_argument("--workers", type=int, default=1, help="processes for --fp-trials")
+    parser.add_argument("--speed", action="store_true", help="embed and detection CPU time only")
     args = parser.parse_args()
+    if args.speed:
+        chosen_photos = tuple(args.photos.split(",")) if args.photos else None
+        for side in [int(s) for s in args.sizes.split(",")]:
+            speed(side, photographs(side, chosen_photos), args.keys)
+        return
     if args.fp_trials:
         fp_trials(args.fp_trials, args.workers)
         return

@@ -80,15 +80,25 @@ _PREDECESSORS = np.stack(
 _PRED_OUTPUTS = _OUTPUTS[_PREDECESSORS, _NEXT_BIT[:, None]]  # (next state, which predecessor, _RATE)
 
 
+# Each generator's taps by delay: the register holds the input bit at its top (delay 0) and the one
+# d steps back at bit K-1-d, so output g at step t is the parity of sum_d tap[g][d] * input[t - d].
+_TAPS = np.array(
+    [
+        [(generator >> (CONSTRAINT_LENGTH - 1 - d)) & 1 for d in range(CONSTRAINT_LENGTH)]
+        for generator in _GENERATORS
+    ],
+    dtype=np.int64,
+)
+
+
 def conv_encode(bits: BitArray) -> BitArray:
-    """Rate-1/3 encoding of `bits` followed by K-1 zero tail bits; returns 0/1 coded bits."""
-    state = 0
-    coded: list[int] = []
-    for bit in [*bits.tolist(), *([0] * (CONSTRAINT_LENGTH - 1))]:
-        symbols = _OUTPUTS[state, bit]
-        coded.extend(int(s < 0) for s in symbols)
-        state = int(_NEXT_STATE[state, bit])
-    return np.array(coded, dtype=np.uint8)
+    """Rate-1/3 encoding of `bits` followed by K-1 zero tail bits; returns 0/1 coded bits (each step's
+    `_RATE` outputs in generator order)."""
+    padded = np.concatenate(
+        [np.asarray(bits, dtype=np.int64), np.zeros(CONSTRAINT_LENGTH - 1, dtype=np.int64)]
+    )
+    outputs = [np.convolve(padded, taps)[: len(padded)] & 1 for taps in _TAPS]
+    return np.stack(outputs, axis=1).reshape(-1).astype(np.uint8)
 
 
 def viterbi_decode(soft: FloatArray) -> BitArray:
