@@ -1,9 +1,12 @@
 """The job queue's in-process workers: each claims queued jobs from the database and runs them.
 
-Each worker thread loads its own `GovernedPipeline` on its first job (so a service that only verifies
-never loads torch) and keeps it; a job asking for another output format (png, jpeg, webp) loads one more,
-once. A job's generation is recorded by the pipeline as always ("<tenant>/apikey:<key id>" as
-its actor); the job row then says how it ended and what was released. Files are written under
+Each worker thread loads the model on its first job (so a service that only verifies never loads torch)
+and keeps it; a job asking for another output format (png, jpeg, webp) loads one more, once. Each
+tenant gets its own `Governor` around that loaded model (`Governor.sharing`): its policy pack, its audit
+store, its signing identity and watermark key (genguard.pipeline.service.spaces), built on its first job
+and kept per worker until the tenant's settings change. A job's generation is recorded in its tenant's
+audit store ("<tenant>/apikey:<key id>" as its actor); the job row then says how it ended and what was
+released. Files are written under
 `files_dir/<tenant id>/`. A job that raises is recorded `failed` with the error, and the worker goes on.
 
 Graceful stop (`drain()`, then `stop()`): the workers stop claiming at once; a job that has not started
@@ -21,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from genguard.audit.service_store import JobRecord, ServiceStore
-from genguard.audit.store import AuditStore
 from genguard.guard.errors import BlockedError, GenguardError
 from genguard.guard.markid import format_mark_id
 from genguard.guard.types import GenerationParams, GenerationRequest, PromptDecision
+from genguard.pipeline.service.spaces import TenantSpaces
 from genguard.pipeline.service.stages import Requeue, ShutdownCut, run_stages
 from genguard.pipeline.service.telemetry import Telemetry
 
@@ -35,7 +38,8 @@ _CUT = "interrupted: the service stopped while this job sampled (its grace perio
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """What the workers load: the model, the policy pack and the device."""
+    """What the workers load: the model, the service's policy pack (a tenant's own pack wins) and the
+    device."""
 
     model: str = "embedded:tiny-sd"
     policy: str = "default"
@@ -58,7 +62,7 @@ class JobRunner:
     def __init__(
         self,
         store: ServiceStore,
-        audit: AuditStore,
+        spaces: TenantSpaces,
         files_dir: Path,
         settings: WorkerSettings,
         workers: int = 1,
@@ -75,7 +79,7 @@ class JobRunner:
         self._cut = threading.Event()
         self._current: dict[str, str] = {}  # worker thread name -> the job it runs
         self.store = store
-        self.audit = audit
+        self.spaces = spaces
         self.files_dir = files_dir
         self.settings = settings
         self.workers = workers
@@ -141,7 +145,7 @@ class JobRunner:
     # ---------------------------------------------------------------------------------- worker
 
     def _loop(self) -> None:
-        pipelines: dict[str, Any] = {}
+        pipelines: dict[Any, Any] = {}  # output format -> loaded Governor; (tenant..., format) -> pipeline
         while not self._stop.is_set():
             try:
                 job = self.store.claim_next_job()
@@ -161,21 +165,38 @@ class JobRunner:
             with self._finished:
                 self._finished.notify_all()
 
-    def _pipeline(self, pipelines: dict[str, Any], output_format: str) -> Any:
-        """This worker's pipeline for `output_format`, loaded on its first job in that format (the format
-        is fixed when a pipeline is built, so each format asked for loads the model once per worker)."""
+    def _pipeline(self, pipelines: dict[Any, Any], tenant_id: str, output_format: str) -> Any:
+        """This worker's pipeline for the tenant (its pack, store and keys) and `output_format`. The model
+        is loaded on the worker's first job in that format (the format is fixed when a pipeline is built,
+        so each format asked for loads the model once per worker); each tenant's pipeline shares it."""
         from genguard.pipeline.governed import GovernedPipeline
 
-        if output_format not in pipelines:
-            pipelines[output_format] = GovernedPipeline.from_pretrained(
-                self.settings.model,
-                policy=self.settings.policy,
-                audit=self.audit,
-                device=self.settings.device,
-                output_format=output_format,
+        space = self.spaces.get(tenant_id)
+        wanted = (*space.pipeline_key, output_format)
+        if wanted not in pipelines:
+            base = pipelines.get(output_format)
+            if base is None:
+                base = pipelines[output_format] = GovernedPipeline.from_pretrained(
+                    self.settings.model,
+                    policy=space.policy,
+                    audit=space.store,
+                    classifiers=[],  # the model only: each tenant's pipeline builds its pack's checks
+                    device=self.settings.device,
+                    output_format=output_format,
+                ).governor
+                self.models_loaded += 1
+            for stale in [k for k in pipelines if isinstance(k, tuple) and k[0] == tenant_id]:
+                del pipelines[stale]  # the tenant's settings changed: its old pipeline goes
+            pipelines[wanted] = GovernedPipeline.around(
+                base.sharing(
+                    policy=space.policy,
+                    audit=space.store,
+                    content_credentials=space.content_credentials(),
+                    watermark_key=space.watermark_key(),
+                    output_format=output_format,
+                )
             )
-            self.models_loaded += 1
-        return pipelines[output_format]
+        return pipelines[wanted]
 
     def _actor(self, job: JobRecord) -> str:
         """The generation's actor, "<tenant name>/apikey:<key id>": the audit store's tenant filters
@@ -183,7 +204,7 @@ class JobRunner:
         name = next((t.name for t in self.store.list_tenants() if t.id == job.tenant_id), job.tenant_id)
         return f"{name}/apikey:{job.key_id}"
 
-    def _run(self, job: JobRecord, pipelines: dict[str, Any]) -> None:
+    def _run(self, job: JobRecord, pipelines: dict[Any, Any]) -> None:
         from genguard.pipeline import families
         from genguard.pipeline.embedded import EMBEDDED_DEFAULT_SIZE, is_embedded
         from genguard.pipeline.outcomes import InvalidRequestError, NotStartedError, ReleaseFailedError
@@ -193,7 +214,7 @@ class JobRunner:
         asked = job.request
         status, generation_id, result, error = "failed", None, None, None
         try:
-            pipe = self._pipeline(pipelines, asked.get("output_format", "png"))
+            pipe = self._pipeline(pipelines, job.tenant_id, asked.get("output_format", "png"))
             width, height = asked.get("width") or 0, asked.get("height") or 0
             if not width:
                 side = (
