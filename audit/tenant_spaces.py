@@ -199,8 +199,6 @@ def read_watermark_key(path: Path) -> bytes:
     return data
 
 
-
-
 def create_tenant(
     store: ServiceStore,
     service_url: str | None,

@@ -74,9 +74,7 @@ def chain_status(space: TenantSpace) -> ChainStatus:
     try:
         report = verify_log_against_pins(store, folder, store.log_public_key)
     except LogKeyMismatchError as exc:
-        return ChainStatus(
-            ok=False, entries_checked=None, head_seq=None, first_bad_seq=None, reason=str(exc)
-        )
+        return ChainStatus(ok=False, entries_checked=None, head_seq=None, first_bad_seq=None, reason=str(exc))
     status = ChainStatus(
         ok=report.ok,
         entries_checked=report.entries_checked,
@@ -129,14 +127,18 @@ def router(ctx: ServiceContext) -> APIRouter:
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> GenerationPage:
         """Your tenant's generations, newest first, as `genguard audit list --json` prints them."""
-        rows = ctx.spaces.audit(principal.tenant_id).reader().generations(
-            limit=limit + 1,
-            status=status,
-            since=_aware(since),
-            until=_aware(until),
-            decision=decision,
-            tenant=principal.tenant,
-            offset=offset,
+        rows = (
+            ctx.spaces.audit(principal.tenant_id)
+            .reader()
+            .generations(
+                limit=limit + 1,
+                status=status,
+                since=_aware(since),
+                until=_aware(until),
+                decision=decision,
+                tenant=principal.tenant,
+                offset=offset,
+            )
         )
         return GenerationPage(
             items=[dataclass_json_for_people(row) for row in rows[:limit]],

@@ -105,7 +105,11 @@ def router(ctx: ServiceContext) -> APIRouter:
         from genguard.audit.reports import safety_report
 
         result = safety_report(
-            ctx.spaces.audit(principal.tenant_id), since=_aware(since), prompt_like=prompt_like, bucket=bucket, tenant=principal.tenant
+            ctx.spaces.audit(principal.tenant_id),
+            since=_aware(since),
+            prompt_like=prompt_like,
+            bucket=bucket,
+            tenant=principal.tenant,
         )
         if wants_html(request, format):
             return HTMLResponse(render_safety_html(result))

@@ -118,7 +118,10 @@ def router(ctx: ServiceContext) -> APIRouter:
             raise not_found("kept copy of quarantined image", found.review_id)
         request_id = getattr(request.state, "request_id", "")
         png = review.view_image(
-            ctx.spaces.audit(principal.tenant_id), found.review_id, principal.reviewer, to=f"http response (request {request_id})"
+            ctx.spaces.audit(principal.tenant_id),
+            found.review_id,
+            principal.reviewer,
+            to=f"http response (request {request_id})",
         )
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
@@ -152,7 +155,12 @@ def router(ctx: ServiceContext) -> APIRouter:
     ) -> ReviewOutcomeView:
         """Reject the image (a reason is required); its encrypted copy is deleted after the record."""
         found = item(principal, generation_id, index)
-        outcome = review.reject(ctx.spaces.audit(principal.tenant_id), found.review_id, reviewer=principal.reviewer, reason=body.reason)
+        outcome = review.reject(
+            ctx.spaces.audit(principal.tenant_id),
+            found.review_id,
+            reviewer=principal.reviewer,
+            reason=body.reason,
+        )
         return ReviewOutcomeView(review_id=found.review_id, decision=ReviewDecisionView.of(outcome.decision))
 
     return api

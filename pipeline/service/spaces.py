@@ -95,7 +95,9 @@ class TenantSpace:
 class TenantSpaces:
     """The open tenant spaces of one service, and its shared space (`shared`)."""
 
-    def __init__(self, service_url: str | None, store: ServiceStore, shared: AuditStore, default_policy: str) -> None:
+    def __init__(
+        self, service_url: str | None, store: ServiceStore, shared: AuditStore, default_policy: str
+    ) -> None:
         self.service_url = service_url
         self.store = store
         self.shared = shared
@@ -117,15 +119,17 @@ class TenantSpaces:
             if space is None:
                 place = tenant_spaces.layout(self.service_url, tenant_id)
                 tenant_spaces.prepare(place)
-                space = TenantSpace(tenant, place, tenant_spaces.open_store(place), "", _keys(place, tenant))
-                self._open[tenant_id] = space
+                space = self._settled(tenant, place, tenant_spaces.open_store(place))
                 if self._running:
                     self._timers[tenant_id] = CheckpointTimer(space.store).start()
-            if space.tenant != tenant:  # settings changed: keys and signer are read again
-                space = TenantSpace(tenant, space.layout, space.store, "", _keys(space.layout, tenant))
-                self._open[tenant_id] = space
-            space.policy = tenant.policy or self.default_policy
+            elif space.tenant != tenant:  # settings changed: pack, keys and signer are read again
+                space = self._settled(tenant, space.layout, space.store)
             return space
+
+    def _settled(self, tenant: TenantInfo, place: TenantSpaceLayout, store: AuditStore) -> TenantSpace:
+        space = TenantSpace(tenant, place, store, tenant.policy or self.default_policy, _keys(place, tenant))
+        self._open[tenant.id] = space
+        return space
 
     def audit(self, tenant_id: str) -> AuditStore:
         """The tenant's audit store."""
