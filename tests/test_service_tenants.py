@@ -261,5 +261,10 @@ def test_cli_tenants_create_show_set_policy_and_the_auditors_offline_verify(tmp_
     )
     assert verified.exit_code == 0, verified.output
     assert "ok: 1 entries" in verified.output and shown["verify"].startswith("genguard audit verify --db")
+    by_name = runner.invoke(cli, ["audit", "verify", "--tenant", "gamma", "--db", db])
+    assert by_name.exit_code == 0 and "ok: 1 entries" in by_name.output, by_name.output
+    # The service database's own chain is another log: the tenant's entry is not in it.
+    shared = runner.invoke(cli, ["audit", "verify", "--db", db])
+    assert shared.exit_code == 0 and "ok: 0 entries" in shared.output, shared.output
     listed = runner.invoke(cli, ["tenants", "list", "--db", db])
     assert "gamma" in listed.output and "signing:own" in listed.output
