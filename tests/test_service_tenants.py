@@ -37,6 +37,7 @@ from genguard.guard.provenance import read_manifest
 from genguard.pipeline.service.app import create_app, open_context
 from genguard.pipeline.service.context import ServiceConfig
 from genguard.pipeline.service.jobs import WorkerSettings
+from tests._photos import photographs
 
 torch.set_num_threads(1)
 
@@ -200,10 +201,17 @@ def test_two_tenants_each_with_its_own_chain_pack_and_keys(deployment: Deploymen
             answer = d.client.post("/v1/verify", content=data, headers={"content-type": "image/png"}).json()
             assert answer["verdict"] == verdict and answer["ours"], (t, answer)
             assert "acme" not in json.dumps(answer) and "beta" not in json.dumps(answer)
-    # Each verification is recorded in the space that holds the image.
+    # Each verification is recorded in the space that holds the image; one of an image no tenant holds
+    # (a photograph) in the service database's shared space.
+    photo = io.BytesIO()
+    Image.fromarray(next(iter(photographs(256).values()))).save(photo, format="PNG")
+    unknown = d.client.post("/v1/verify", content=photo.getvalue(), headers={"content-type": "image/png"})
+    assert unknown.json()["ours"] is False, unknown.text
     for t in ("acme", "beta"):
         with d.store(t) as store:
             assert len(store.reader().events(("verify.performed",))) == 2
+    with AuditStore.open(d.db_url, read_only=True) as shared:
+        assert len(shared.reader().events(("verify.performed",))) == 1
     # The soft-binding lookups find a mark in either tenant's space.
     for t in ("acme", "beta"):
         mark = made[t]["released"][0]["mark_id"]

@@ -185,8 +185,11 @@ class JobRunner:
                     output_format=output_format,
                 ).governor
                 self.models_loaded += 1
-            for stale in [k for k in pipelines if isinstance(k, tuple) and k[0] == tenant_id]:
-                del pipelines[stale]  # the tenant's settings changed: its old pipeline goes
+            settings = wanted[:-1]
+            for stale in [
+                k for k in pipelines if isinstance(k, tuple) and k[0] == tenant_id and k[:-1] != settings
+            ]:
+                del pipelines[stale]  # the tenant's settings changed: its old pipelines go
             pipelines[wanted] = GovernedPipeline.around(
                 base.sharing(
                     policy=space.policy,
