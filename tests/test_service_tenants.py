@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 from PIL import Image
 from sqlalchemy import create_engine, text
@@ -33,15 +34,17 @@ from genguard.audit.checkpoint import (
 from genguard.audit.service_store import IssuedKey, ServiceStore, TenantInfo
 from genguard.audit.store import AuditStore
 from genguard.guard.config import watermark_key
+from genguard.guard.policy import load_pack
 from genguard.guard.provenance import read_manifest
+from genguard.guard.types import ClassifierScore, GenerationParams, GenerationRequest
 from genguard.pipeline.service.app import create_app, open_context
-from genguard.pipeline.service.context import ServiceConfig
+from genguard.pipeline.service.context import ServiceConfig, ServiceContext
 from genguard.pipeline.service.jobs import WorkerSettings
 from tests._photos import photographs
 
 torch.set_num_threads(1)
 
-ROLES = ("generator", "auditor")
+ROLES = ("generator", "auditor", "reviewer")
 ALLOWED_BY_BOTH = "a lighthouse at dusk"
 BLOCKED_BY_STRICT = "a sexy dancer on stage"  # the default pack allows it (heightened checks), strict blocks
 
@@ -53,6 +56,7 @@ class Deployment:
     home: Path
     tenants: dict[str, TenantInfo]
     keys: dict[str, IssuedKey]
+    ctx: ServiceContext
 
     def headers(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[who].secret}"}
@@ -91,7 +95,7 @@ def deployment(
     )
     ctx = open_context(config)
     with TestClient(create_app(config, ctx), base_url="http://testserver") as client:
-        yield Deployment(client, db_url, home, tenants, keys)
+        yield Deployment(client, db_url, home, tenants, keys, ctx)
 
 
 def _rows(deployment: Deployment, tenant: str, table: str, column: str) -> set[str]:
@@ -276,3 +280,52 @@ def test_cli_tenants_create_show_set_policy_and_the_auditors_offline_verify(tmp_
     assert shared.exit_code == 0 and "ok: 0 entries" in shared.output, shared.output
     listed = runner.invoke(cli, ["tenants", "list", "--db", db])
     assert "gamma" in listed.output and "signing:own" in listed.output
+
+
+class FixedScores:
+    """An ImageClassifier test double: every image scores `score` for `category`."""
+
+    name = "fixed"
+
+    def __init__(self, category: str, score: float) -> None:
+        self.category, self.score = category, score
+
+    def classify(self, images: Any) -> list[tuple[ClassifierScore, ...]]:
+        return [(ClassifierScore(self.name, "test:fixed@v1", self.category, self.score),) for _ in images]
+
+
+@pytest.mark.parametrize("deployment", ["sqlite"], indirect=True)
+def test_an_approved_image_of_an_own_keys_tenant_is_marked_and_signed_with_its_keys(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """Review over HTTP releases through the tenant's space: its store, its signer, its watermark key."""
+    from genguard.pipeline.governed import GovernedPipeline, load_diffusers_pipeline
+
+    d = deployment
+    space = d.ctx.spaces.get(d.tenants["beta"].id)
+    data = load_pack("default").canonical_dict()  # default: violence 0.9 is held for review
+    data["image_checks"]["quarantine"] = {"keep": "encrypted"}
+    (tmp_path / "keep.yaml").write_text(yaml.safe_dump(data))
+    governed = GovernedPipeline(
+        load_diffusers_pipeline("embedded:tiny-sd"),
+        model_id="embedded:tiny-sd",
+        policy=load_pack(tmp_path / "keep.yaml"),
+        audit=space.store,
+        classifiers=[FixedScores("violence", 0.9)],
+        watermark_key=space.watermark_key(),
+        content_credentials=space.content_credentials(),
+    )
+    params = GenerationParams(width=256, height=256, steps=2, num_images=1, seed=3)
+    held = governed(GenerationRequest("a quiet harbour", params=params, actor="beta/apikey:key_test"))
+    assert not held.released and len(held.withheld) == 1
+    path = f"/v1/review/{held.generation_id}/images/0/approve"
+    other = d.client.post(path, json={"reason": "fine"}, headers=d.headers("acme-reviewer"))
+    assert other.status_code == 404  # acme's space holds no such image
+    approved = d.client.post(path, json={"reason": "fine"}, headers=d.headers("beta-reviewer"))
+    assert approved.status_code == 200, approved.text
+    name = approved.json()["decision"]["file"]
+    released = (d.ctx.config.files_dir / d.tenants["beta"].id / name).read_bytes()
+    reading = read_manifest(released, "image/png")
+    assert "beta" in f"{reading.signer} {reading.issuer}"
+    answer = d.client.post("/v1/verify", content=_stripped(released), headers={"content-type": "image/png"})
+    assert answer.json()["verdict"] == "ours-metadata-stripped", answer.text  # beta's key reads its mark
