@@ -278,6 +278,32 @@ def test_cli_tenants_create_show_set_policy_and_the_auditors_offline_verify(tmp_
     # The service database's own chain is another log: the tenant's entry is not in it.
     shared = runner.invoke(cli, ["audit", "verify", "--db", db])
     assert shared.exit_code == 0 and "ok: 0 entries" in shared.output, shared.output
+    # An organisation's own signing identity: checked by loading it; its watermark key stays the service's.
+    from genguard.guard.provenance.keys import create_development_chain
+
+    chain = create_development_chain(organisation="Org Inc")
+    (tmp_path / "org.key").write_bytes(chain.signer_key_pem)
+    (tmp_path / "org-chain.pem").write_bytes(chain.chain_pem)
+    key_only = runner.invoke(
+        cli, ["tenants", "create", "org", "--signing-key", str(tmp_path / "org.key"), "--db", db]
+    )
+    assert key_only.exit_code != 0 and "signing_chain" in str(key_only.exception)
+    wrong = runner.invoke(
+        cli,
+        ["tenants", "create", "org", "--signing-key", str(tmp_path / "org-chain.pem"), "--signing-chain",
+         str(tmp_path / "org-chain.pem"), "--db", db],
+    )  # fmt: skip
+    assert wrong.exit_code != 0
+    made_org = runner.invoke(
+        cli,
+        ["tenants", "create", "org", "--signing-key", str(tmp_path / "org.key"), "--signing-chain",
+         str(tmp_path / "org-chain.pem"), "--db", db],
+    )  # fmt: skip
+    assert made_org.exit_code == 0, made_org.output
+    org_shown = json.loads(runner.invoke(cli, ["tenants", "show", "org", "--json", "--db", db]).stdout)
+    assert org_shown["signing"] == "own" and org_shown["watermark_key"] == "service"
+    assert org_shown["signing_chain"] == str((tmp_path / "org-chain.pem").resolve())
+    assert chain.signer_key_pem.decode() not in json.dumps(org_shown)
     listed = runner.invoke(cli, ["tenants", "list", "--db", db])
     assert "gamma" in listed.output and "signing:own" in listed.output
 
