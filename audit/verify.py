@@ -371,27 +371,16 @@ def verify_image_in_spaces(
             readings[space.key] = _read_watermark(
                 evidence.loaded, space.key, evidence.manifest.watermark_algorithm, watermarker
             )
-    best: tuple[tuple[int, int, int], VerifySpace, _Lookup] | None = None
-    for index, space in enumerate(spaces):
-        watermark, _ = readings[space.key]
-        found = _Lookup.run(space.store, evidence.manifest, watermark, evidence.sha256, evidence.phash)
-        rank = (*found.strength(evidence.manifest), -index)
-        if best is None or rank > best[0]:
-            best = (rank, space, found)
-    assert best is not None
-    rank, chosen, found = best
+    lookups = [
+        _Lookup.run(space.store, evidence.manifest, readings[space.key][0], evidence.sha256, evidence.phash)
+        for space in spaces
+    ]
+    ranks = [(*found.strength(evidence.manifest), -index) for index, found in enumerate(lookups)]
+    best = max(range(len(spaces)), key=lambda index: ranks[index])
+    chosen, found = spaces[best], lookups[best]
     watermark, unread = readings[chosen.key]
-    if rank[0] == 0:  # no store holds it: a mark read with any key still says "ours"
-        chosen, found = (
-            spaces[0],
-            _Lookup.run(
-                spaces[0].store,
-                evidence.manifest,
-                readings[spaces[0].key][0],
-                evidence.sha256,
-                evidence.phash,
-            ),
-        )
+    if ranks[best][0] == 0:  # no store holds it: a mark read with any key still says "ours"
+        chosen, found = spaces[0], lookups[0]
         marked = [reading for reading in readings.values() if reading[0] is not None and reading[0].marked]
         watermark, unread = marked[0] if marked else readings[spaces[0].key]
     report = evidence.decide(watermark, found, unread)
