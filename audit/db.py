@@ -43,7 +43,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 
 from genguard.guard.errors import AuditUnavailableError, BadInputError
 
-HEAD_REVISION = "0005"  # tests check that this is the head of audit/migrations/versions
+HEAD_REVISION = "0006"  # tests check that this is the head of audit/migrations/versions
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 CONNECT_TIMEOUT_S = 5
 SQLITE_BUSY_TIMEOUT_S = 30.0

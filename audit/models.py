@@ -148,7 +148,7 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[str] = mapped_column(String(27))
-    # NULL: the service's own (migration 0005); paths, never key material
+    # NULL: the service's own (migration 0006); paths, never key material
     policy: Mapped[str | None] = mapped_column(Text, nullable=True)
     signing_key: Mapped[str | None] = mapped_column(Text, nullable=True)
     signing_chain: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -202,3 +202,19 @@ class LogSignature(Base):
     first_seq: Mapped[int] = mapped_column(BigInteger)
     key_id: Mapped[str] = mapped_column(String(64))
     signature: Mapped[str] = mapped_column(String(128))
+
+
+# ------------------------------------------------------------------- job inputs (migration 0005)
+
+
+class JobInput(Base):
+    """An edit job's input image or mask, sealed (AES-256-GCM, genguard.audit.job_inputs), kept only
+    until its job finishes. `part`: "image" or "mask"; `sha256` and `size_bytes` of the clear bytes."""
+
+    __tablename__ = "job_inputs"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    part: Mapped[str] = mapped_column(String(16), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)

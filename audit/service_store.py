@@ -1,4 +1,5 @@
-"""The service's records: tenants, API keys and generation jobs, in the service database (migrations 0003, 0005).
+"""The service's records: tenants, API keys and generation jobs, in the service database (migrations
+0003, 0005, 0006).
 
 An API key is shown once, when it is issued, and stored only as its SHA-256 (a key is 256 random bits,
 so a plain hash is enough: nothing to brute-force). A key reads ``ggk.<key id>.<secret>``; the key id is
@@ -21,6 +22,7 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -31,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from genguard.audit import db
 from genguard.audit.chain import format_time, parse_time
+from genguard.audit.job_inputs import drop_inputs, load_inputs, put_inputs
 from genguard.audit.models import ApiKey, Job, Tenant
 from genguard.guard.config import default_db_url
 from genguard.guard.errors import BadInputError, NotFoundError
@@ -312,7 +315,15 @@ class ServiceStore:
 
     # ---------------------------------------------------------------------------------- jobs
 
-    def create_job(self, tenant_id: str, key_id: str, request: dict[str, Any]) -> JobRecord:
+    def create_job(
+        self,
+        tenant_id: str,
+        key_id: str,
+        request: dict[str, Any],
+        inputs: Mapping[str, bytes] | None = None,
+    ) -> JobRecord:
+        """Queue a job. `inputs`: an edit's files ("image", "mask"), stored sealed with the job
+        (genguard.audit.job_inputs) until it finishes."""
         job_id = f"job_{secrets.token_hex(10)}"
         with self._writing() as conn:
             conn.execute(
@@ -325,6 +336,8 @@ class ServiceStore:
                     request_json=json.dumps(request, sort_keys=True),
                 )
             )
+            if inputs:
+                put_inputs(conn, job_id, inputs)
         job = self.get_job(job_id)
         assert job is not None
         return job
@@ -348,6 +361,11 @@ class ServiceStore:
                 .first()
             )
         return None if row is None else _job(row)
+
+    def job_inputs(self, job_id: str) -> dict[str, bytes]:
+        """The job's edit files, opened ("image", "mask"; empty when it holds none)."""
+        with self._reading() as conn:
+            return load_inputs(conn, job_id)
 
     def claim_next_job(self) -> JobRecord | None:
         """Mark the oldest queued job running and return it (None: nothing queued)."""
@@ -444,11 +462,12 @@ def _finish(
     error: str | None,
 ) -> bool:
     """End the job (False: no such job). Its prompts leave the row: the generation's audit record keeps
-    them as the pack says (in clear, hashed or not at all)."""
+    them as the pack says (in clear, hashed or not at all); its sealed edit files are deleted."""
     asked = conn.execute(select(Job.request_json).where(Job.id == job_id)).scalar()
     if asked is None:
         return False
     kept = {k: v for k, v in json.loads(asked).items() if k not in _PROMPT_FIELDS}
+    drop_inputs(conn, job_id)
     conn.execute(
         update(Job)
         .where(Job.id == job_id)

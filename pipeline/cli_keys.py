@@ -12,7 +12,6 @@ import os
 import click
 
 from genguard.guard.errors import BadInputError
-from genguard.guard.provenance import keys
 
 
 @click.group("keys")
@@ -29,6 +28,8 @@ def keys_group() -> None:
 )
 def keys_init(force: bool) -> None:
     """Create a development root CA and an ES256 signing certificate under $GENGUARD_HOME/keys/c2pa."""
+    from genguard.guard.provenance import keys  # c2pa loads with it: not for every CLI command
+
     created = keys.init_keys(force=force)
     click.echo(f"created development signing keys in {created.directory}")
     click.echo(f"  private key (0600)   {created.files.key}")
@@ -49,6 +50,8 @@ def keys_init(force: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def keys_show(as_json: bool) -> None:
     """Show the configured signing certificate and trust anchors, and check them."""
+    from genguard.guard.provenance import keys
+
     files = keys.configured_key_files()
     if not files.key.exists() and not os.environ.get("GENGUARD_SIGNING_KEY"):
         raise BadInputError(

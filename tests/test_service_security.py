@@ -270,6 +270,21 @@ ANY_ROLE = frozenset(ROLES)
 OPEN = frozenset({"open"})
 GENERATE = {"json": {"prompt": "a small boat", "n": 1, "size": "64x64", "steps": 2}}
 OPENAI = {"json": {"prompt": "a small boat", "size": "64x64", "response_format": "b64_json"}}
+
+
+def _edit(s: Service, who: str) -> dict[str, Any]:
+    """An edit of a plain grey picture (no face: nothing to consent to), the multipart variant."""
+    request = json.dumps({"prompt": "a small boat", "n": 1, "size": "64x64", "steps": 2})
+    return {"files": {"request": (None, request), "image": ("in.png", small_png(), "image/png")}}
+
+
+def _openai_edit(s: Service, who: str) -> dict[str, Any]:
+    return {
+        "files": {"image": ("in.png", small_png(), "image/png")},
+        "data": {"prompt": "a small boat", "size": "64x64", "response_format": "b64_json"},
+    }
+
+
 TABLE = [
     Endpoint("GET", "/healthz", OPEN, 200, 200, fixed("/healthz")),
     Endpoint("GET", "/readyz", OPEN, 200, 200, fixed("/readyz")),
@@ -323,6 +338,9 @@ TABLE = [
         fixed("/v1/generations"),
         lambda s, who: GENERATE,
     ),
+    Endpoint(  # the edit variant of the same operation (multipart: request, image)
+        "POST", "/v1/generations", frozenset({"generator"}), 202, 202, fixed("/v1/generations"), _edit
+    ),
     Endpoint(
         "GET",
         "/v1/generations/{job_id}",
@@ -340,6 +358,15 @@ TABLE = [
         200,
         fixed("/v1/images/generations"),
         lambda s, who: OPENAI,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/images/edits",
+        frozenset({"generator"}),
+        200,
+        200,
+        fixed("/v1/images/edits"),
+        _openai_edit,
     ),
     Endpoint("GET", "/v1/audit/chain", frozenset({"auditor", "admin"}), 200, 200, fixed("/v1/audit/chain")),
     Endpoint(
@@ -805,6 +832,7 @@ def test_the_read_functions_the_routes_use(service: Service) -> None:
 
 def test_keys_never_in_responses_or_logs(service: Service) -> None:
     """Runs last: every response this module saw, and every log line, are free of every key."""
+    assert service.call("GET", "/v1/review", "reviewer").status_code == 200  # also when run alone
     log_text = "\n".join(service.logs.lines)
     assert service.keys["reviewer"].info.id in log_text  # the key's id is logged...
     seen = "\n".join(service.responses)

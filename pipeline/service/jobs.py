@@ -1,10 +1,12 @@
 """The job queue's in-process workers: each claims queued jobs from the database and runs them.
 
 Each worker thread loads the model on its first job (so a service that only verifies never loads torch)
-and keeps it; a job asking for another output format (png, jpeg, webp) loads one more, once. Each
-tenant gets its own `Governor` around that loaded model (`Governor.sharing`): its policy pack, its audit
-store, its signing identity and watermark key (genguard.pipeline.service.spaces), built on its first job
-and kept per worker until the tenant's settings change. A job's generation is recorded in its tenant's
+and keeps it; a job asking for another output format (png, jpeg, webp) or another sampler (`scheduler`:
+lcm, turbo) loads one more, once. Each tenant gets its own `Governor` around that loaded model
+(`Governor.sharing`): its policy pack, its audit store, its signing identity and watermark key
+(genguard.pipeline.service.spaces), built on its first job and kept per worker until the tenant's
+settings change. An edit job's input and mask come from its sealed job inputs
+(genguard.audit.job_inputs), which the job's end deletes. A job's generation is recorded in its tenant's
 audit store ("<tenant>/apikey:<key id>" as its actor); the job row then says how it ended and what was
 released. Files are written under
 `files_dir/<tenant id>/`. A job that raises is recorded `failed` with the error, and the worker goes on.
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from genguard.audit.service_store import JobRecord, ServiceStore
-from genguard.guard.errors import BlockedError, GenguardError
+from genguard.guard.errors import BlockedError, GenguardError, NotFoundError
 from genguard.guard.markid import format_mark_id
 from genguard.guard.types import GenerationParams, GenerationRequest, PromptDecision
 from genguard.pipeline.service.spaces import TenantSpaces
@@ -33,6 +35,9 @@ from genguard.pipeline.service.telemetry import Telemetry
 
 log = logging.getLogger("genguard.service.jobs")
 POLL_S = 0.5
+# A worker's loaded pipelines, by (output format, scheduler).
+# (output format, scheduler) -> the loaded model's Governor; (tenant settings..., format, scheduler) -> pipeline
+Pipelines = dict[tuple[str | None, ...], Any]
 _CUT = "interrupted: the service stopped while this job sampled (its grace period of {:g} s passed); submit it again"
 
 
@@ -145,7 +150,7 @@ class JobRunner:
     # ---------------------------------------------------------------------------------- worker
 
     def _loop(self) -> None:
-        pipelines: dict[Any, Any] = {}  # output format -> loaded Governor; (tenant..., format) -> pipeline
+        pipelines: Pipelines = {}
         while not self._stop.is_set():
             try:
                 job = self.store.claim_next_job()
@@ -165,30 +170,33 @@ class JobRunner:
             with self._finished:
                 self._finished.notify_all()
 
-    def _pipeline(self, pipelines: dict[Any, Any], tenant_id: str, output_format: str) -> Any:
-        """This worker's pipeline for the tenant (its pack, store and keys) and `output_format`. The model
-        is loaded on the worker's first job in that format (the format is fixed when a pipeline is built,
-        so each format asked for loads the model once per worker); each tenant's pipeline shares it."""
+    def _pipeline(
+        self, pipelines: Pipelines, tenant_id: str, output_format: str, scheduler: str | None = None
+    ) -> Any:
+        """This worker's pipeline for the tenant (its pack, store and keys), `output_format` and `scheduler`.
+        The model is loaded on the worker's first job asking for both (the format and the sampler are fixed
+        when a pipeline is built, so each pair asked for loads the model once per worker); each tenant's
+        pipeline shares it."""
         from genguard.pipeline.governed import GovernedPipeline
 
         space = self.spaces.get(tenant_id)
-        wanted = (*space.pipeline_key, output_format)
+        loaded = (output_format, scheduler)
+        wanted = (*space.pipeline_key, *loaded)
         if wanted not in pipelines:
-            base = pipelines.get(output_format)
+            base = pipelines.get(loaded)
             if base is None:
-                base = pipelines[output_format] = GovernedPipeline.from_pretrained(
+                base = pipelines[loaded] = GovernedPipeline.from_pretrained(
                     self.settings.model,
                     policy=space.policy,
                     audit=space.store,
                     classifiers=[],  # the model only: each tenant's pipeline builds its pack's checks
                     device=self.settings.device,
                     output_format=output_format,
+                    scheduler=scheduler,
                 ).governor
                 self.models_loaded += 1
-            settings = wanted[:-1]
-            for stale in [
-                k for k in pipelines if isinstance(k, tuple) and k[0] == tenant_id and k[:-1] != settings
-            ]:
+            settings = space.pipeline_key
+            for stale in [k for k in pipelines if len(k) > 2 and k[0] == tenant_id and k[:-2] != settings]:
                 del pipelines[stale]  # the tenant's settings changed: its old pipelines go
             pipelines[wanted] = GovernedPipeline.around(
                 base.sharing(
@@ -207,7 +215,7 @@ class JobRunner:
         name = next((t.name for t in self.store.list_tenants() if t.id == job.tenant_id), job.tenant_id)
         return f"{name}/apikey:{job.key_id}"
 
-    def _run(self, job: JobRecord, pipelines: dict[Any, Any]) -> None:
+    def _run(self, job: JobRecord, pipelines: Pipelines) -> None:
         from genguard.pipeline import families
         from genguard.pipeline.embedded import EMBEDDED_DEFAULT_SIZE, is_embedded
         from genguard.pipeline.outcomes import InvalidRequestError, NotStartedError, ReleaseFailedError
@@ -217,7 +225,15 @@ class JobRunner:
         asked = job.request
         status, generation_id, result, error = "failed", None, None, None
         try:
-            pipe = self._pipeline(pipelines, job.tenant_id, asked.get("output_format", "png"))
+            edit = asked.get("edit")
+            inputs = self.store.job_inputs(job.id) if edit else {}
+            if edit and "image" not in inputs:
+                raise NotFoundError(
+                    f"init_image: expected job {job.id}'s sealed input, found none (removed before it ran)"
+                )
+            pipe = self._pipeline(
+                pipelines, job.tenant_id, asked.get("output_format", "png"), asked.get("scheduler")
+            )
             width, height = asked.get("width") or 0, asked.get("height") or 0
             if not width:
                 side = (
@@ -238,6 +254,10 @@ class JobRunner:
                     seed=asked.get("seed"),
                 ),
                 actor=self._actor(job),
+                init_image=inputs.get("image"),
+                mask=inputs.get("mask"),
+                strength=edit["strength"] if edit else None,
+                consent=edit["consent"] if edit else None,
             )
             outcome = run_stages(
                 pipe.governor,

@@ -1,4 +1,13 @@
-"""`POST /v1/generations`, `GET /v1/generations/{id}`, `GET /v1/files/{generation id}/{file}`, `GET /v1/me`."""
+"""`POST /v1/generations`, `GET /v1/generations/{id}`, `GET /v1/files/{generation id}/{file}`, `GET /v1/me`.
+
+`POST /v1/generations` takes a JSON body, or, for an edit, `multipart/form-data`: the same JSON as the
+`request` part with the input image as the `image` file part and an optional `mask` file part. Files
+travel as binary parts (not base64 in JSON, a third larger and decoded once more) and through the same
+bounded reader as `/v1/verify` (genguard.pipeline.service.uploads): the body is refused by its size
+before it is read in full, each image from its header before it is decoded. The edit's files are then
+checked (genguard.pipeline.service.edit_upload) and kept sealed with the queued job until a worker runs
+it (genguard.audit.job_inputs); the job's row holds their SHA-256 and sizes, never their bytes.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from genguard.audit.service_store import JobRecord
 from genguard.pipeline.service.auth import Principal, requires
 from genguard.pipeline.service.context import ServiceContext
+from genguard.pipeline.service.edit_upload import EditUpload, check_edit
 from genguard.pipeline.service.errors import ApiError, not_found
+from genguard.pipeline.service.routes_verify import in_slot
 from genguard.pipeline.service.schemas import (
     DecisionSummary,
+    EditSummary,
     ErrorResponse,
     GenerationCreate,
     GenerationJob,
@@ -24,19 +39,103 @@ from genguard.pipeline.service.schemas import (
     ReleasedImage,
     WithheldImage,
 )
+from genguard.pipeline.service.uploads import read_capped, read_form
 
 GENERATOR = ("generator",)
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 429, 500, 503)
 }
+# A JSON request: two prompts of 4000 characters each, even all escaped (\uXXXX), and the rest.
+MAX_REQUEST_BYTES = 64 * 1024
+_JSON_TYPES = ("application/json", "")
+_CREATE_SCHEMA = GenerationCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+CREATE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _CREATE_SCHEMA},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["request", "image"],
+                    "properties": {
+                        "request": {
+                            "type": "string",
+                            "contentMediaType": "application/json",
+                            "description": "The generation, as the JSON body (a GenerationCreate).",
+                        },
+                        "image": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The image to edit: PNG, JPEG or WebP.",
+                        },
+                        "mask": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "Inpainting mask, the image's size: white (>= 128) is repainted.",
+                        },
+                    },
+                }
+            },
+        },
+    }
+}
 
 
-def job_request(body: GenerationCreate) -> dict[str, Any]:
-    """The job row's request: what the worker turns into a GenerationRequest."""
+def parse_create(raw: bytes | str | None, part: str = "body") -> GenerationCreate:
+    """The request's JSON as a GenerationCreate; a problem is answered as FastAPI answers a bad body
+    (400 naming the field), JSON that does not parse as a 400 naming `part` (the body or the form's
+    `request` field)."""
+    if raw is None:
+        raise ApiError(
+            400,
+            "missing_request",
+            "request: expected a form field with the generation's JSON, found none",
+            param="request",
+        )
+    try:
+        return GenerationCreate.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        if any(not error.get("loc") for error in errors):  # the text is not a JSON object
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"{part}: expected the generation as a JSON object, found {errors[0]['msg']}",
+                param=part,
+            ) from None
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
+def refuse_edit_fields_without_image(body: GenerationCreate, has_mask: bool) -> None:
+    """`strength`, `consent` and a mask belong to edits: without an image they are a 400 naming them."""
+    if has_mask:
+        raise ApiError(
+            400,
+            "missing_image",
+            "image: expected the image to edit (a mask needs one), found none",
+            param="image",
+        )
+    for name in ("strength", "consent"):
+        if getattr(body, name) is not None:
+            raise ApiError(
+                400,
+                f"invalid_{name}",
+                f"{name}: expected only with an image to edit (multipart part 'image'), found "
+                f"{getattr(body, name)!r} on a generation from a prompt alone",
+                param=name,
+            )
+
+
+def job_request(body: GenerationCreate, edit: EditUpload | None = None) -> dict[str, Any]:
+    """The job row's request: what the worker turns into a GenerationRequest. An edit keeps its input's
+    size unless `size` says otherwise (to a multiple of 8, as the CLI's `--image`)."""
     width = height = 0
     if body.size is not None:
         left, _, right = body.size.partition("x")
         width, height = int(left), int(right)
+    elif edit is not None:
+        width, height = max(8, edit.width - edit.width % 8), max(8, edit.height - edit.height % 8)
     return {
         "prompt": body.prompt,
         "negative_prompt": body.negative_prompt,
@@ -47,11 +146,28 @@ def job_request(body: GenerationCreate) -> dict[str, Any]:
         "guidance": body.guidance,
         "seed": body.seed,
         "output_format": body.output_format,
+        "scheduler": body.scheduler,
+        "edit": None if edit is None else edit.facts,
     }
 
 
 def file_url(request: Request, generation_id: str, file: str) -> str:
     return str(request.url_for("get_file", generation_id=generation_id, file=file))
+
+
+def edit_summary(asked: dict[str, Any]) -> EditSummary | None:
+    """What the job shows of its edit: the facts its row keeps (hashes, shares), never the files."""
+    edit = asked.get("edit")
+    if not edit:
+        return None
+    return EditSummary(
+        mode=edit["mode"],
+        strength=edit["strength"],
+        mask_area_share=edit["mask_area_share"],
+        input_sha256=edit["image"]["sha256"],
+        mask_sha256=None if edit["mask"] is None else edit["mask"]["sha256"],
+        consent=edit["consent"],
+    )
 
 
 def job_view(request: Request, job: JobRecord) -> GenerationJob:
@@ -87,6 +203,8 @@ def job_view(request: Request, job: JobRecord) -> GenerationJob:
         ],
         withheld=[WithheldImage(**held) for held in result.get("withheld", [])],
         error=job.error,
+        scheduler=job.request.get("scheduler"),
+        edit=edit_summary(job.request),
     )
 
 
@@ -100,12 +218,64 @@ def router(ctx: ServiceContext) -> APIRouter:
         """The calling key's id, tenant and role."""
         return Me(key_id=principal.key_id, tenant=principal.tenant_name, role=principal.role)
 
-    @api.post("/generations", status_code=202, response_model=JobAccepted, tags=["generations"])
-    def create_generation(
-        body: GenerationCreate, request: Request, principal: Principal = generator
-    ) -> JobAccepted:
-        """Queue a governed generation; the answer names the job to poll."""
-        job = ctx.store.create_job(principal.tenant_id, principal.key_id, job_request(body))
+    @api.post(
+        "/generations",
+        status_code=202,
+        response_model=JobAccepted,
+        tags=["generations"],
+        openapi_extra=CREATE_BODY,
+        responses={code: {"model": ErrorResponse} for code in (413, 415)},
+    )
+    async def create_generation(request: Request, principal: Principal = generator) -> JobAccepted:
+        """Queue a governed generation; the answer names the job to poll. JSON for a generation from a
+        prompt; multipart/form-data (`request` JSON, `image`, optional `mask`) for an edit."""
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        edit: EditUpload | None = None
+        if content_type == "multipart/form-data":
+            limit = ctx.config.max_upload_bytes
+            form = await read_form(
+                request,
+                2 * limit + MAX_REQUEST_BYTES,
+                files=("image", "mask"),
+                fields=("request",),
+                file_limit=limit,
+                what="generation",
+            )
+            body = parse_create(form.fields.get("request"), "request")
+            image, mask = form.files.get("image"), form.files.get("mask")
+            if image is None:
+                refuse_edit_fields_without_image(body, mask is not None)
+            else:
+                edit = await run_in_threadpool(
+                    in_slot,
+                    ctx,
+                    request,
+                    "generation",
+                    lambda: check_edit(
+                        image,
+                        mask,
+                        strength=body.strength,
+                        consent=body.consent,
+                        max_pixels=ctx.config.max_upload_pixels,
+                    ),
+                )
+        elif content_type in _JSON_TYPES or content_type.endswith("+json"):
+            body = parse_create(await read_capped(request, MAX_REQUEST_BYTES, "generation", None))
+            refuse_edit_fields_without_image(body, False)
+        else:
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                f"Content-Type: expected application/json, or multipart/form-data for an edit, "
+                f"found {content_type or 'none'!r}",
+            )
+        job = await run_in_threadpool(
+            ctx.store.create_job,
+            principal.tenant_id,
+            principal.key_id,
+            job_request(body, edit),
+            None if edit is None else edit.inputs,
+        )
         ctx.runner.notify()
         return JobAccepted(
             id=job.id, status=job.status, url=str(request.url_for("get_generation", job_id=job.id))

@@ -39,14 +39,9 @@ from genguard.guard.markid import format_mark_id
 from genguard.guard.provenance.content_credentials import C2PA_SOFT_BINDING_NAMES
 from genguard.pipeline.service.context import ServiceContext
 from genguard.pipeline.service.errors import ApiError
-from genguard.pipeline.service.routes_verify import (
-    UPLOAD_SCHEMA,
-    check_header,
-    in_slot,
-    upload_bytes,
-    verify_upload,
-)
+from genguard.pipeline.service.routes_verify import in_slot, verify_upload
 from genguard.pipeline.service.schemas import ErrorResponse
+from genguard.pipeline.service.uploads import UPLOAD_SCHEMA, check_header, upload_bytes
 
 WATERMARK_ALGS = tuple(sorted(C2PA_SOFT_BINDING_NAMES.values()))
 PHASH_ALG = "org.genguard.phash.dct64.v1"

@@ -9,14 +9,11 @@ a tenant's records or any other image. Every tenant's audit space is searched.
 
 from __future__ import annotations
 
-import io
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
-from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
 
 from genguard.audit.verify import Verdict, VerificationReport, verify_image_in_spaces
@@ -30,6 +27,7 @@ from genguard.pipeline.service.schemas import (
     PublicVerification,
     PublicWatermark,
 )
+from genguard.pipeline.service.uploads import UPLOAD_SCHEMA, check_header, upload_bytes
 
 _T = TypeVar("_T")
 _OURS = {
@@ -39,24 +37,6 @@ _OURS = {
     Verdict.OURS_ALTERED,
     Verdict.OURS_NEAR_COPY,
     Verdict.OURS_NO_RECORD,
-}
-# The request body of every public upload (verify, matches/byContent): multipart or a bare image.
-UPLOAD_SCHEMA: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image"],
-                    "properties": {"image": {"type": "string", "format": "binary"}},
-                }
-            },
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-            "image/webp": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
 }
 
 
@@ -83,89 +63,6 @@ def public_view(report: VerificationReport) -> PublicVerification:
         layers_agreeing=[layer.value for layer in report.agreeing],
         conflict=report.verdict is Verdict.CONFLICT,
     )
-
-
-async def read_capped(request: Request, limit: int) -> bytes:
-    """The body, refused (413) as soon as it is known to be over `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(f"expected a body of at most {limit} bytes, found Content-Length {declared}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(f"expected a body of at most {limit} bytes, found more")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(message: str) -> ApiError:
-    return ApiError(413, "payload_too_large", f"upload: {message}", param="image")
-
-
-async def upload_bytes(request: Request, limit: int) -> bytes:
-    """The uploaded image: the `image` part of a multipart form, or the body of an image/* request."""
-    body = await read_capped(request, limit)
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("image/"):
-        return body
-    if not content_type.startswith("multipart/form-data"):
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"Content-Type: expected multipart/form-data or image/*, found {content_type or 'none'!r}",
-        )
-
-    async def replay() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    form = await Request(request.scope, replay).form(max_files=1, max_fields=4)
-    try:
-        part = form.get("image")
-        if part is None or isinstance(part, str):
-            raise ApiError(
-                400, "missing_image", "image: expected a file part named 'image', found none", param="image"
-            )
-        return await part.read()
-    finally:
-        await form.close()
-
-
-def check_header(data: bytes, max_pixels: int) -> None:
-    """Refuse what is not an image, or has too many pixels, from its header alone (no decoding)."""
-    if not data:
-        raise ApiError(
-            400, "invalid_image", "image: expected an image file, found an empty upload", param="image"
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-        except UnidentifiedImageError:
-            raise ApiError(
-                415,
-                "invalid_image",
-                "image: expected PNG, JPEG or WebP, found an unrecognised format",
-                param="image",
-            ) from None
-        except Image.DecompressionBombError:
-            raise ApiError(
-                413,
-                "image_too_large",
-                f"image: expected at most {max_pixels} pixels, found far more",
-                param="image",
-            ) from None
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise ApiError(400, "invalid_image", f"image: unreadable header ({exc})", param="image") from None
-    if width * height > max_pixels:
-        raise ApiError(
-            413,
-            "image_too_large",
-            f"image: expected at most {max_pixels} pixels, found {width}x{height} (refused before decoding)",
-            param="image",
-        )
 
 
 def in_slot(ctx: ServiceContext, request: Request, what: str, work: Callable[..., _T], *args: Any) -> _T:

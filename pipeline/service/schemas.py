@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 OutputFormat = Literal["png", "jpeg", "webp"]
+Scheduler = Literal["lcm", "turbo"]
 
 
 class _Strict(BaseModel):
@@ -42,7 +43,11 @@ class ErrorResponse(BaseModel):
 
 
 class GenerationCreate(_Strict):
-    """A generation to run: sizes, steps and images are checked against the model's bounds."""
+    """A generation to run: sizes, steps and images are checked against the model's bounds.
+
+    An edit (img2img; inpainting with a mask) is sent as `multipart/form-data`: this object as the
+    `request` part, the input as the `image` file part and the mask as the `mask` file part; `strength`
+    and `consent` belong to edits only."""
 
     prompt: str = Field(min_length=1, max_length=4000)
     negative_prompt: str = Field(default="", max_length=4000)
@@ -57,6 +62,22 @@ class GenerationCreate(_Strict):
     # the bounds before the validator: after it, the schema would read "ge"/"le", not JSON Schema's words
     seed: Annotated[int, Field(ge=0, le=2**31 - 1), BeforeValidator(_a_number)] | None = None
     output_format: OutputFormat = "png"
+    scheduler: Scheduler | None = Field(
+        default=None,
+        description="Few-step sampler for SD/SDXL models: lcm or turbo (null: the model's own).",
+    )
+    strength: Annotated[float, Field(gt=0.0, le=1.0), BeforeValidator(_a_number)] | None = Field(
+        default=None,
+        description="Edits only: how far the edit may move from the input, in (0, 1] "
+        "(default 0.75 for img2img, 1.0 for inpainting).",
+    )
+    consent: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500,
+        description="Edits only: a reference to the consent attestation for editing a picture of a "
+        "real person (recorded with the generation).",
+    )
 
 
 class JobAccepted(BaseModel):
@@ -102,6 +123,18 @@ class WithheldImage(BaseModel):
     reason: str
 
 
+class EditSummary(BaseModel):
+    """An edit's facts that the job may show: never the input image or the mask."""
+
+    edited: Literal[True] = True
+    mode: Literal["img2img", "inpaint"]
+    strength: float
+    mask_area_share: float = Field(description="The share of the image the edit may change (1.0: img2img).")
+    input_sha256: str
+    mask_sha256: str | None
+    consent: str | None
+
+
 class GenerationJob(BaseModel):
     id: str
     status: Literal["queued", "running", "done", "blocked", "invalid", "failed"]
@@ -114,6 +147,8 @@ class GenerationJob(BaseModel):
     released: list[ReleasedImage]
     withheld: list[WithheldImage]
     error: str | None
+    scheduler: Scheduler | None = None
+    edit: EditSummary | None = None
 
 
 class Me(BaseModel):
@@ -132,6 +167,21 @@ class OpenAIImagesRequest(_Strict):
     response_format: Literal["url", "b64_json"] = "url"
     output_format: OutputFormat | None = None
     user: str | None = Field(default=None, max_length=256)
+
+
+class OpenAIImagesEditRequest(_Strict):
+    """OpenAI's `POST /v1/images/edits` form fields (besides the `image` and `mask` files); `strength`
+    and `consent` are genguard's own, as on `/v1/generations`."""
+
+    prompt: str = Field(min_length=1, max_length=4000)
+    model: str | None = None
+    n: int = Field(default=1, ge=1, le=10)
+    size: str | None = Field(default=None, pattern=r"^[0-9]{1,5}x[0-9]{1,5}$")
+    response_format: Literal["url", "b64_json"] = "url"
+    output_format: OutputFormat | None = None
+    user: str | None = Field(default=None, max_length=256)
+    strength: float | None = Field(default=None, gt=0.0, le=1.0)
+    consent: str | None = Field(default=None, min_length=1, max_length=500)
 
 
 class OpenAIImage(BaseModel):

@@ -5,8 +5,8 @@ signing key and watermark key). Paths, never key material: `signing_key`, `signi
 `watermark_key` name files (relative ones are inside the tenant's folder, `<service home>/tenants/<id>/`).
 A tenant's audit chain is its own database (genguard.audit.tenant_spaces); nothing of it lives here.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-04
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
