@@ -15,6 +15,9 @@ Read-only opening (`read_only=True`, an auditor's evidence copy): SQLite is open
 write bit and that has no ``-wal`` file beside it is opened ``immutable=1`` too (no lock, no ``-shm`` file:
 it works in a read-only folder). PostgreSQL sessions get ``default_transaction_read_only``.
 
+PostgreSQL connection options: the URL's libpq ``options`` (e.g. ``-csearch_path=genguard_t_...``, how a
+tenant's audit space lives in its own schema, genguard.audit.tenant_spaces) are passed on with genguard's own.
+
 PostgreSQL lock timeout: a writer waits at most ``PG_LOCK_TIMEOUT_S`` (URL option ``?lock_timeout=S``)
 for a lock (the chain head, the migration lock), then fails closed instead of hanging.
 
@@ -40,7 +43,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 
 from genguard.guard.errors import AuditUnavailableError, BadInputError
 
-HEAD_REVISION = "0005"  # tests check that this is the head of audit/migrations/versions
+HEAD_REVISION = "0006"  # tests check that this is the head of audit/migrations/versions
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 CONNECT_TIMEOUT_S = 5
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -137,6 +140,10 @@ def create_audit_engine(url: URL, read_only: bool = False) -> Engine:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
         url, lock_timeout = _pg_lock_timeout(url)
         options = [f"-c lock_timeout={int(lock_timeout * 1000)}"]
+        asked = url.query.get("options")  # libpq's own (a tenant space's search_path): kept, not replaced
+        if isinstance(asked, str) and asked.strip():
+            options.insert(0, asked.strip())
+        url = url.difference_update_query(["options"])
         if read_only:
             options.append("-c default_transaction_read_only=on")
         connect_args["options"] = " ".join(options)

@@ -148,6 +148,11 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[str] = mapped_column(String(27))
+    # NULL: the service's own (migration 0006); paths, never key material
+    policy: Mapped[str | None] = mapped_column(Text, nullable=True)
+    signing_key: Mapped[str | None] = mapped_column(Text, nullable=True)
+    signing_chain: Mapped[str | None] = mapped_column(Text, nullable=True)
+    watermark_key: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ApiKey(Base):

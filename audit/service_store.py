@@ -1,5 +1,5 @@
-"""The service's records: tenants, API keys and generation jobs, in the audit database (migrations 0003,
-0005).
+"""The service's records: tenants, API keys and generation jobs, in the service database (migrations
+0003, 0005, 0006).
 
 An API key is shown once, when it is issued, and stored only as its SHA-256 (a key is 256 random bits,
 so a plain hash is enough: nothing to brute-force). A key reads ``ggk.<key id>.<secret>``; the key id is
@@ -41,6 +41,8 @@ from genguard.guard.errors import BadInputError, NotFoundError
 ROLES = ("generator", "reviewer", "auditor", "admin")
 KEY_PREFIX = "ggk"
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+TENANT_ID = re.compile(r"tn_[0-9a-f]{12}")
+TENANT_SETTINGS = ("policy", "signing_key", "signing_chain", "watermark_key")
 JOB_STATES = ("queued", "running", "done", "blocked", "invalid", "failed")
 FINISHED = frozenset(JOB_STATES[2:])
 _BUSY_RETRIES = 6
@@ -57,9 +59,18 @@ class KeyState(StrEnum):
 
 @dataclass(frozen=True)
 class TenantInfo:
+    """A tenant. `policy`: its pack (a shipped name or a YAML path; None: the service's). `signing_key`,
+    `signing_chain`: its C2PA signing identity's files, `watermark_key`: its watermark key's file (None:
+    the service's configured ones); relative paths are inside the tenant's folder
+    (genguard.audit.tenant_spaces). Paths only: no key material is ever stored here."""
+
     id: str
     name: str
     created_at: datetime
+    policy: str | None = None
+    signing_key: str | None = None
+    signing_chain: str | None = None
+    watermark_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -174,24 +185,51 @@ class ServiceStore:
 
     # ------------------------------------------------------------------------------ tenants
 
-    def create_tenant(self, name: str) -> TenantInfo:
+    def create_tenant(self, name: str, *, tenant_id: str | None = None, **settings: str | None) -> TenantInfo:
+        """A new tenant; `settings`: `policy`, `signing_key`, `signing_chain`, `watermark_key` (see
+        TenantInfo; None: the service's). `tenant_id`: the id to give it (default: a fresh random one;
+        genguard.audit.tenant_spaces prepares the tenant's folder under this id first)."""
         if not isinstance(name, str) or not TENANT_NAME.match(name):
             raise BadInputError(
                 f"tenant name: expected 1-64 lower-case letters, digits or '-' (not first), found {name!r}"
             )
-        tenant = TenantInfo(id=f"tn_{secrets.token_hex(6)}", name=name, created_at=_now())
+        _check_settings(settings)
+        new_id = tenant_id if tenant_id is not None else new_tenant_id()
+        if not TENANT_ID.fullmatch(new_id):
+            raise BadInputError(f"tenant id: expected 'tn_' and 12 hex digits, found {new_id!r}")
+        tenant = TenantInfo(id=new_id, name=name, created_at=_now(), **settings)
         with self._writing() as conn:
             if conn.execute(select(Tenant.id).where(Tenant.name == name)).first() is not None:
                 raise BadInputError(f"tenant name: expected a new name, found {name!r} already in use")
             conn.execute(
-                insert(Tenant).values(id=tenant.id, name=name, created_at=format_time(tenant.created_at))
+                insert(Tenant).values(
+                    id=tenant.id, name=name, created_at=format_time(tenant.created_at), **settings
+                )
             )
         return tenant
+
+    def update_tenant(self, name: str, **settings: str | None) -> TenantInfo:
+        """Change the tenant's `policy`, `signing_key`, `signing_chain` or `watermark_key` (None: the
+        service's from now on); the generations already recorded keep what they were made with."""
+        _check_settings(settings)
+        tenant = self.tenant(name)
+        if settings:
+            with self._writing() as conn:
+                conn.execute(update(Tenant).where(Tenant.id == tenant.id).values(**settings))
+        return self.tenant(name)
 
     def list_tenants(self) -> list[TenantInfo]:
         with self._reading() as conn:
             rows = conn.execute(select(Tenant).order_by(Tenant.created_at, Tenant.name)).mappings().all()
-        return [TenantInfo(id=r["id"], name=r["name"], created_at=parse_time(r["created_at"])) for r in rows]
+        return [_tenant(row) for row in rows]
+
+    def tenant_by_id(self, tenant_id: str) -> TenantInfo:
+        """The tenant with this id; raises NotFoundError."""
+        with self._reading() as conn:
+            row = conn.execute(select(Tenant).where(Tenant.id == tenant_id)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"tenant id: expected an existing tenant, found {tenant_id!r}")
+        return _tenant(row)
 
     def tenant(self, name: str) -> TenantInfo:
         """The tenant called `name`; raises NotFoundError."""
@@ -445,6 +483,31 @@ def _finish(
     return True
 
 
+def new_tenant_id() -> str:
+    return f"tn_{secrets.token_hex(6)}"
+
+
+def _check_settings(settings: dict[str, str | None]) -> None:
+    for name, value in settings.items():
+        if name not in TENANT_SETTINGS:
+            raise BadInputError(
+                f"tenant setting: expected one of {', '.join(TENANT_SETTINGS)}, found {name!r}"
+            )
+        if value is not None and (not isinstance(value, str) or not value or len(value) > 1024):
+            raise BadInputError(
+                f"{name}: expected a non-empty path or name of at most 1024 characters, found {value!r}"
+            )
+
+
+def _tenant(row: RowMapping) -> TenantInfo:
+    return TenantInfo(
+        id=row["id"],
+        name=row["name"],
+        created_at=parse_time(row["created_at"]),
+        **{name: row[name] for name in TENANT_SETTINGS},
+    )
+
+
 def _key_info(row: RowMapping) -> ApiKeyInfo:
     return ApiKeyInfo(
         id=row["id"],
@@ -478,6 +541,7 @@ __all__ = [
     "FINISHED",
     "JOB_STATES",
     "ROLES",
+    "TENANT_SETTINGS",
     "ApiKeyInfo",
     "IssuedKey",
     "JobRecord",
@@ -486,4 +550,5 @@ __all__ = [
     "ServiceStore",
     "TenantInfo",
     "hash_key",
+    "new_tenant_id",
 ]

@@ -81,7 +81,7 @@ from genguard.audit.records import RELEASE_FAILED_EVENT
 from genguard.audit.review import ReviewDecision, decisions
 from genguard.audit.store import AuditStore, GenerationDetail, StoredImage
 from genguard.guard.config import watermark_key
-from genguard.guard.errors import AuditUnavailableError, GenguardError, ImageInputError
+from genguard.guard.errors import AuditUnavailableError, BadInputError, GenguardError, ImageInputError
 from genguard.guard.imageio import LoadedImage, load_image
 from genguard.guard.markid import format_optional_mark_id
 from genguard.guard.phash import hamming, perceptual_hash
@@ -326,27 +326,70 @@ def verify_image(
     for an unreadable image, AuditUnavailableError when the database cannot be read, and
     VerificationNotRecorded when the event cannot be written.
     """
-    label = name or "<bytes>"
-    try:
-        loaded = load_image(data, working_pixels=WORKING_PIXELS)
-    except ImageInputError as exc:
-        raise ImageInputError(f"{label}: {str(exc).removeprefix('<bytes>: ')}") from None
-    width, height = loaded.file_size
-    view_width, view_height = loaded.size
-    mime_type = _MIME_TYPES.get(loaded.format or "", "application/octet-stream")
-    manifest, claim_notes = _sane_claim(
-        read_manifest(data, mime_type, trust_anchors_pem=trust_anchors_pem, sidecar=sidecar)
+    evidence = _Evidence.read(data, name, sidecar, trust_anchors_pem)
+    watermark, unread = _read_watermark(
+        evidence.loaded, key, evidence.manifest.watermark_algorithm, watermarker
     )
-    watermark, unread = _read_watermark(loaded, key, manifest.watermark_algorithm, watermarker)
-    claim_notes += unread
-    sha256 = hashlib.sha256(data).hexdigest()
-    phash = perceptual_hash(loaded.rgb)
-    if loaded.reduced:
-        working = f"read at a working resolution of {view_width}x{view_height} (watermark, perceptual hash)"
-        claim_notes += (f"{working}; the file is {width}x{height}",)
-    found = _Lookup.run(store, manifest, watermark, sha256, phash)
-    report = _decide(label, sha256, phash, (width, height), manifest, watermark, found, claim_notes)
-    if store is None or not record:
+    found = _Lookup.run(store, evidence.manifest, watermark, evidence.sha256, evidence.phash)
+    report = evidence.decide(watermark, found, unread)
+    return _recorded(store if record else None, report, evidence.label)
+
+
+@dataclass(frozen=True)
+class VerifySpace:
+    """An audit store to look an image up in, and the watermark key that store's images were marked with."""
+
+    store: AuditStore
+    key: bytes
+
+
+def verify_image_in_spaces(
+    data: bytes,
+    spaces: Sequence[VerifySpace],
+    *,
+    name: str = "",
+    sidecar: bytes | None = None,
+    trust_anchors_pem: bytes | None = None,
+    record: bool = True,
+    watermarker: Watermarker | None = None,
+) -> VerificationReport:
+    """`verify_image` over several audit stores (a service's tenant spaces), doing the expensive work once:
+    the image is decoded, hashed and its manifest read once, and the watermark read once per distinct key.
+    Each store is then looked up with the reading of its key.
+
+    The report is the one of the store that holds the image: first one where the watermark's mark id,
+    the exact bytes or the manifest's claim finds a record (the first such in `spaces` order), else the
+    one with the nearest perceptual hash; it is recorded there. When no store holds anything, the report
+    is the first store's (with the first key's reading that found a mark, if any: ours by the key, no
+    record) and the verification is recorded in the first store. Nothing of the other stores shows."""
+    if not spaces:
+        raise BadInputError("spaces: expected at least one audit store to verify against, found none")
+    evidence = _Evidence.read(data, name, sidecar, trust_anchors_pem)
+    readings: dict[bytes, tuple[WatermarkDetection | None, tuple[str, ...]]] = {}
+    for space in spaces:
+        if space.key not in readings:
+            readings[space.key] = _read_watermark(
+                evidence.loaded, space.key, evidence.manifest.watermark_algorithm, watermarker
+            )
+    lookups = [
+        _Lookup.run(space.store, evidence.manifest, readings[space.key][0], evidence.sha256, evidence.phash)
+        for space in spaces
+    ]
+    ranks = [(*found.strength(evidence.manifest), -index) for index, found in enumerate(lookups)]
+    best = max(range(len(spaces)), key=lambda index: ranks[index])
+    chosen, found = spaces[best], lookups[best]
+    watermark, unread = readings[chosen.key]
+    if ranks[best][0] == 0:  # no store holds it: a mark read with any key still says "ours"
+        chosen, found = spaces[0], lookups[0]
+        marked = [reading for reading in readings.values() if reading[0] is not None and reading[0].marked]
+        watermark, unread = marked[0] if marked else readings[spaces[0].key]
+    report = evidence.decide(watermark, found, unread)
+    return _recorded(chosen.store if record else None, report, evidence.label)
+
+
+def _recorded(store: AuditStore | None, report: VerificationReport, label: str) -> VerificationReport:
+    """Append the report's "verify.performed" event to `store` (None: not recorded)."""
+    if store is None:
         return report
     try:
         seq = store.append_event(
@@ -358,6 +401,62 @@ def verify_image(
             report,
         ) from exc
     return replace(report, event_seq=seq)
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """What one image shows by itself, before any watermark key or database: read once."""
+
+    label: str
+    loaded: LoadedImage
+    manifest: ManifestReading
+    claim_notes: tuple[str, ...]
+    working_notes: tuple[str, ...]  # the working resolution, when the image was read reduced
+    sha256: str
+    phash: int
+
+    @classmethod
+    def read(
+        cls, data: bytes, name: str, sidecar: bytes | None, trust_anchors_pem: bytes | None
+    ) -> _Evidence:
+        label = name or "<bytes>"
+        try:
+            loaded = load_image(data, working_pixels=WORKING_PIXELS)
+        except ImageInputError as exc:
+            raise ImageInputError(f"{label}: {str(exc).removeprefix('<bytes>: ')}") from None
+        width, height = loaded.file_size
+        view_width, view_height = loaded.size
+        mime_type = _MIME_TYPES.get(loaded.format or "", "application/octet-stream")
+        manifest, notes = _sane_claim(
+            read_manifest(data, mime_type, trust_anchors_pem=trust_anchors_pem, sidecar=sidecar)
+        )
+        working: tuple[str, ...] = ()
+        if loaded.reduced:
+            view = f"read at a working resolution of {view_width}x{view_height} (watermark, perceptual hash)"
+            working = (f"{view}; the file is {width}x{height}",)
+        return cls(
+            label,
+            loaded,
+            manifest,
+            notes,
+            working,
+            hashlib.sha256(data).hexdigest(),
+            perceptual_hash(loaded.rgb),
+        )
+
+    def decide(
+        self, watermark: WatermarkDetection | None, found: _Lookup, unread: tuple[str, ...]
+    ) -> VerificationReport:
+        return _decide(
+            self.label,
+            self.sha256,
+            self.phash,
+            self.loaded.file_size,
+            self.manifest,
+            watermark,
+            found,
+            self.claim_notes + unread + self.working_notes,
+        )
 
 
 def verify_images(
@@ -561,6 +660,16 @@ class _Lookup:
             and image not in exact
         )
         return cls(True, exact, similar, by_mark, generations, reviews, _release_failures(store, generations))
+
+    def strength(self, manifest: ManifestReading) -> tuple[int, int]:
+        """How firmly this store holds the image: (2, 0) when the mark id, the exact bytes or the
+        manifest's claim finds a record; (1, -distance) for the nearest perceptual hash; (0, 0) nothing."""
+        claimed = manifest.state is not ManifestState.ABSENT and manifest.generation_id in self.generations
+        if self.by_mark is not None or self.exact or claimed:
+            return (2, 0)
+        if self.similar:
+            return (1, -min(distance for _, distance in self.similar))
+        return (0, 0)
 
     def approval(self, ref: ImageRef) -> ReviewDecision | None:
         decision = self.reviews.get(ref)

@@ -92,8 +92,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="genguard-service-bench-"))
     db_url = f"sqlite:///{work / 'audit.sqlite3'}"
+    from genguard.audit import tenant_spaces
+
     with ServiceStore.open(db_url) as store:
-        store.create_tenant("bench")
+        tenant = tenant_spaces.create_tenant(store, db_url, "bench")
         key = store.issue_key("bench", "generator")
     headers = {"Authorization": f"Bearer {key.secret}"}
     port = free_port()
@@ -122,7 +124,10 @@ def main() -> None:
         server.wait(120)
     with AuditStore.open(db_url, read_only=True) as audit:
         chain = audit.verify_chain()
-    print(f"audit chain after the run: ok={chain.ok}, {chain.entries_checked} entries checked")
+    print(f"shared audit chain after the run: ok={chain.ok}, {chain.entries_checked} entries checked")
+    with tenant_spaces.open_tenant_store(db_url, tenant.id, read_only=True) as audit:
+        chain = audit.verify_chain()
+    print(f"tenant audit chain after the run: ok={chain.ok}, {chain.entries_checked} entries checked")
 
 
 def run(args: Any, url: str, headers: dict[str, str], work: Path, db_url: str) -> None:
@@ -239,8 +244,8 @@ def run(args: Any, url: str, headers: dict[str, str], work: Path, db_url: str) -
 
 def server_side(log: Path) -> None:
     """From the server's own log lines (same requests): its time per request, split into the wait for a
-    verify slot, the verification (`verify_image` with its recorded event) and the rest of the service
-    (body, multipart parse, header check, thread hand-off, response, middleware, log line)."""
+    verify slot, the verification (`verify_image_in_spaces` with its recorded event) and the rest of the
+    service (body, multipart parse, header check, thread hand-off, response, middleware, log line)."""
     import json
 
     rows: dict[str, list[tuple[float, float, float]]] = {}
@@ -328,15 +333,18 @@ def python_api_ratio(args: Any, work: Path) -> tuple[float, float]:
 
 def profile_verify(url: str, db_url: str, work: Path, bodies: list[tuple[str, bytes]], count: int) -> None:
     """Where a verify request's time goes: one client against the idle server (the request's latency by
-    kind), then in this process on the same database and keys: the multipart parse and `verify_image`
-    under cProfile, grouped into its parts. What is left of the latency is HTTP, routing, the event loop
+    kind), then in this process on the same database and keys: the multipart parse and
+    `verify_image_in_spaces` over the service's spaces under cProfile, grouped into its parts. What is left of the latency is HTTP, routing, the event loop
     and the thread hand-off."""
     import asyncio
 
     from starlette.requests import Request
 
+    from genguard.audit import tenant_spaces
+    from genguard.audit.service_store import ServiceStore
     from genguard.audit.store import AuditStore
-    from genguard.audit.verify import verify_image
+    from genguard.audit.verify import VerifySpace, verify_image_in_spaces
+    from genguard.guard.config import watermark_key
 
     os.environ["GENGUARD_HOME"] = str(work / "home")  # the service's keys: the same watermark key
     latency: dict[str, list[float]] = {"marked": [], "photo": []}
@@ -380,18 +388,21 @@ def profile_verify(url: str, db_url: str, work: Path, bodies: list[tuple[str, by
         "perceptual hash": ("phash.py", "perceptual_hash"),
         "lookups": ("verify.py", "run"),
         "recorded event": ("store.py", "append_event"),
-        "verify_image (all)": ("verify.py", "verify_image"),
+        "verify_image_in_spaces (all)": ("verify.py", "verify_image_in_spaces"),
     }
-    with AuditStore.open(db_url) as audit:
+    with ServiceStore.open(db_url) as store:
+        (tenant,) = store.list_tenants()
+    with AuditStore.open(db_url) as audit, tenant_spaces.open_tenant_store(db_url, tenant.id) as own:
+        spaces = [VerifySpace(audit, watermark_key()), VerifySpace(own, watermark_key())]  # as the service
         for kind in ("marked", "photo"):
             mine = [data for k, data in bodies if k == kind]
             runs = max(1, count // 2)
             parsing = statistics.median(parse(mine[n % len(mine)]) for n in range(runs))
-            verify_image(mine[0], store=audit, name="warm")
+            verify_image_in_spaces(mine[0], spaces, name="warm")
             profiler = cProfile.Profile()
             profiler.enable()
             for n in range(runs):
-                verify_image(mine[n % len(mine)], store=audit, name="upload")
+                verify_image_in_spaces(mine[n % len(mine)], spaces, name="upload")
             profiler.disable()
             found: dict[str, float] = {}
             stats = pstats.Stats(profiler)
@@ -409,7 +420,7 @@ def profile_verify(url: str, db_url: str, work: Path, bodies: list[tuple[str, by
                     print(
                         f"  {part:20s} {found[part] * 1000:7.1f} ms  ({found[part] / total * 100:5.1f} % of the request)"
                     )
-            rest = total - parsing - found.get("verify_image (all)", 0.0)
+            rest = total - parsing - found.get("verify_image_in_spaces (all)", 0.0)
             print(
                 f"  {'HTTP, routing, rest':20s} {rest * 1000:7.1f} ms  (cProfile inflates the parts a little)"
             )

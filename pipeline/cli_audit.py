@@ -79,6 +79,11 @@ def audit_show(generation_id: str, raw: bool, db_url: str | None, read_only: boo
     help="Folder of automatic checkpoints (default: GENGUARD_CHECKPOINT_DIR, else checkpoints/ under the "
     "configuration folder); the latest one for this log is checked.",
 )  # fmt: skip
+@click.option(
+    "--tenant", default=None,
+    help="A `genguard serve` tenant's own chain: --db is then the service database; its audit database, "
+    "checkpoint folder and log public key are the tenant's (`genguard tenants show NAME`).",
+)  # fmt: skip
 @read_db_options
 def audit_verify(
     checkpoint_file: Path | None,
@@ -86,6 +91,7 @@ def audit_verify(
     witnesses: Path | None,
     log_public_key: Path | None,
     checkpoint_dir: Path | None,
+    tenant: str | None,
     db_url: str | None,
     read_only: bool,
 ) -> None:
@@ -93,6 +99,16 @@ def audit_verify(
     automatic checkpoint. Exit 1 and name the first bad entry if broken."""
     from genguard.audit.checkpoint import AutoCheckpoints, LogKeyMismatchError, verify_log_against_pins
     from genguard.audit.log_key import load_public_key
+
+    if tenant is not None:
+        from genguard.audit.service_store import ServiceStore
+        from genguard.audit.tenant_spaces import layout
+
+        with ServiceStore.open(db_url) as service:
+            space = layout(db_url, service.tenant(tenant).id)
+        db_url = space.audit_url
+        checkpoint_dir = checkpoint_dir if checkpoint_dir is not None else space.checkpoints
+        log_public_key = log_public_key if log_public_key is not None else space.log_public_key
 
     if witnesses is not None and checkpoint_file is None:
         raise BadInputError(

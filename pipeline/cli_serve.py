@@ -108,7 +108,9 @@ def serve(
     ctx = open_context(config)
     if dev_keys and not ctx.store.list_tenants():
         if _loopback(host):
-            ctx.store.create_tenant("dev")
+            from genguard.audit.tenant_spaces import create_tenant
+
+            create_tenant(ctx.store, db_url, "dev")
             for role in ("generator", "admin"):
                 issued = ctx.store.issue_key("dev", role, label="development key")
                 click.echo(f"development {role} key (shown once): {issued.secret}", err=True)

@@ -1,12 +1,15 @@
 """`genguard tenants ...` and `genguard apikeys ...`: the service's tenants and API keys.
 
 (`genguard keys` manages the C2PA signing keys; API keys are `apikeys`.) A new key is printed once and
-stored only as its hash; list shows ids, roles, expiry and revocation, never a key.
+stored only as its hash; list shows ids, roles, expiry and revocation, never a key. Each tenant has its
+own audit space (genguard.audit.tenant_spaces), its own pack when set, and its own keys when made with
+`--own-keys` or given; `tenants show` prints where its chain lives and how its auditor verifies it.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -33,26 +36,122 @@ def tenants() -> None:
 
 @tenants.command("create")
 @click.argument("name")
+@click.option(
+    "--policy",
+    default=None,
+    help="The tenant's policy pack (a shipped name or a YAML path); default: the service's --policy.",
+)
+@click.option(
+    "--own-keys",
+    is_flag=True,
+    help="A fresh watermark key and (unless --signing-key/--signing-chain) a development signing chain "
+    "for an organisation named after the tenant, in the tenant's folder; default: the service's keys.",
+)
+@click.option(
+    "--signing-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The tenant's own C2PA signing key (PEM), with --signing-chain.",
+)
+@click.option(
+    "--signing-chain",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Its certificate chain (PEM, end-entity first).",
+)
 @db_option
-def tenants_create(name: str, db_url: str | None) -> None:
-    """Create tenant NAME (lower-case letters, digits and '-')."""
+def tenants_create(
+    name: str,
+    policy: str | None,
+    own_keys: bool,
+    signing_key: Path | None,
+    signing_chain: Path | None,
+    db_url: str | None,
+) -> None:
+    """Create tenant NAME (lower-case letters, digits and '-') with its own audit space: its chain, log
+    key and checkpoints (`genguard tenants show NAME` says where)."""
+    from genguard.audit.tenant_spaces import create_tenant
+
     with _open(db_url) as store:
-        tenant = store.create_tenant(name)
+        tenant = create_tenant(
+            store,
+            db_url,
+            name,
+            policy=policy,
+            own_keys=own_keys,
+            signing_key=signing_key,
+            signing_chain=signing_chain,
+        )
     click.echo(f"tenant {tenant.name} ({tenant.id})")
+
+
+@tenants.command("set-policy")
+@click.argument("name")
+@click.argument("policy")
+@db_option
+def tenants_set_policy(name: str, policy: str, db_url: str | None) -> None:
+    """Give tenant NAME the policy pack POLICY (a shipped name or a YAML path; 'service' for the
+    service's own) from its next job on; its records keep the pack each was made under."""
+    from genguard.audit.tenant_spaces import set_policy
+
+    with _open(db_url) as store:
+        tenant = set_policy(store, name, None if policy == "service" else policy)
+    click.echo(f"tenant {tenant.name}: policy {tenant.policy or 'the service pack'}")
+
+
+def _describe(tenant: Any, db_url: str | None) -> dict[str, Any]:
+    """What `tenants show` and `tenants list --json` print: paths and names, never key material."""
+    from genguard.audit.tenant_spaces import layout
+
+    space = layout(db_url, tenant.id)
+    return {
+        "id": tenant.id,
+        "name": tenant.name,
+        "created_at": _when(tenant.created_at),
+        "policy": tenant.policy,
+        "signing": "own" if tenant.signing_key else "service",
+        "signing_chain": str(space.path(tenant.signing_chain)) if tenant.signing_chain else None,
+        "watermark_key": "own" if tenant.watermark_key else "service",
+        "folder": str(space.folder),
+        "audit_db": space.audit_url_shown,
+        "checkpoints": str(space.checkpoints),
+        "log_public_key": str(space.log_public_key),
+    }
 
 
 @tenants.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @db_option
 def tenants_list(as_json: bool, db_url: str | None) -> None:
-    """List the tenants."""
+    """List the tenants: name, id, created, policy pack and keys (own or the service's)."""
     with _open(db_url) as store:
-        found = store.list_tenants()
+        found = [_describe(t, db_url) for t in store.list_tenants()]
     if as_json:
-        print_json([{"id": t.id, "name": t.name, "created_at": _when(t.created_at)} for t in found])
+        print_json(found)
         return
-    for tenant in found:
-        click.echo(f"{tenant.name}\t{tenant.id}\t{_when(tenant.created_at)}")
+    for t in found:
+        keys = f"signing:{t['signing']},watermark:{t['watermark_key']}"
+        click.echo(f"{t['name']}\t{t['id']}\t{t['created_at']}\t{t['policy'] or '-'}\t{keys}")
+
+
+@tenants.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@db_option
+def tenants_show(name: str, as_json: bool, db_url: str | None) -> None:
+    """Show tenant NAME: its pack, its keys (own or the service's), its audit database and checkpoint
+    folder, and the command its auditor runs to verify its chain."""
+    with _open(db_url) as store:
+        info = _describe(store.tenant(name), db_url)
+    info["verify"] = (
+        f"genguard audit verify --db '{info['audit_db']}' --checkpoint-dir '{info['checkpoints']}' "
+        f"--log-public-key '{info['log_public_key']}' --read-only"
+    )
+    if as_json:
+        print_json(info)
+        return
+    for key, value in info.items():
+        click.echo(f"{key:16} {value if value is not None else '-'}")
 
 
 @click.group()

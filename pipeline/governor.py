@@ -402,6 +402,51 @@ class Governor:
         governor.acceleration = acceleration
         return governor
 
+    def sharing(
+        self,
+        *,
+        policy: str | Path | PolicyPack,
+        audit: AuditStore,
+        content_credentials: ContentCredentials | None = None,
+        watermark_key: bytes | None = None,
+        output_format: str | None = None,
+    ) -> Governor:
+        """Another Governor around this one's loaded model (no second load): its own policy pack, audit
+        store, signing identity (`content_credentials`, None: the configured one) and watermark key
+        (None: the configured one), and the checks its pack names, built as `from_pretrained` builds
+        them. `output_format` None: this one's. Both must sample from one thread at a time, as one."""
+        pack = policy if isinstance(policy, PolicyPack) else load_pack(policy)
+        bias = pack.spec.bias
+        gender_reader = build_gender_reader(
+            bias.gender_model, {value: list(prompts) for value, prompts in bias.gender_labels.items()}
+        )
+        built = load_pack_checks(
+            pack,
+            model=self.model_id,
+            real_model=not is_embedded(self.model_id),
+            pipe=self.pipe,
+            record=audit.append_event,
+        )
+        governor = Governor(
+            self.pipe,
+            model_id=self.model_id,
+            policy=pack,
+            audit=audit,
+            classifiers=built.classifiers,
+            checks=built.checks,
+            watermarker=self.watermarker,
+            latent_watermark=self.latent_watermark,
+            device=self.device,
+            watermark_key=watermark_key,
+            gender_reader=gender_reader,
+            sign=self.content_credentials is not None,
+            content_credentials=content_credentials,
+            output_format=output_format if output_format is not None else self.output_format,
+            sidecar=self.sidecar,
+        )
+        governor.acceleration = self.acceleration
+        return governor
+
     @property
     def is_demonstration_model(self) -> bool:
         """True for the embedded tiny models: untrained weights, abstract images."""
@@ -770,7 +815,10 @@ class Governor:
                 seed=job.seed,
                 images=images,
                 withheld=withheld,
-                extra={**self._extra(bias, observations, held_pngs), **self._edit_extra(job.edit, input_file)},
+                extra={
+                    **self._extra(bias, observations, held_pngs),
+                    **self._edit_extra(job.edit, input_file),
+                },
             )
             # Quarantined pixels are sealed before the commit (encrypted, they reveal nothing) and
             # removed again if anything fails, so that every kept file has its record.

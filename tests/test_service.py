@@ -28,6 +28,7 @@ from PIL import Image
 
 from genguard.audit.service_store import IssuedKey, ServiceStore
 from genguard.audit.store import AuditStore
+from genguard.audit.tenant_spaces import open_tenant_store
 from genguard.pipeline.service.app import create_app, open_context
 from genguard.pipeline.service.context import ServiceConfig
 from genguard.pipeline.service.jobs import WorkerSettings
@@ -189,9 +190,13 @@ def test_generation_job_releases_signed_marked_files_recorded_under_the_key_id(s
     assert image["mark_id"].startswith("0x") and image["manifest"]["signed"] and image["manifest"]["embedded"]
     data = httpx.get(image["url"], headers=server.headers("generator")).content
     assert hashlib.sha256(data).hexdigest() == image["sha256"]
-    with AuditStore.open(f"sqlite:///{server.db_path}", read_only=True) as audit:
+    tenant_id = server.keys["generator"].info.tenant_id
+    with open_tenant_store(f"sqlite:///{server.db_path}", tenant_id, read_only=True) as audit:
         record = audit.get_generation(job["generation_id"], with_events=False)
     assert record is not None and record.actor == f"acme/apikey:{server.keys['generator'].info.id}"
+    # Recorded in the tenant's own audit space, not in the service database's audit tables.
+    with AuditStore.open(f"sqlite:///{server.db_path}", read_only=True) as shared:
+        assert shared.get_generation(job["generation_id"], with_events=False) is None
     # The finished job's row keeps no prompt (the audit record keeps it as the pack says).
     with ServiceStore.open(f"sqlite:///{server.db_path}") as store:
         row = store.get_job(job["id"])
@@ -264,6 +269,7 @@ def test_failed_job_is_recorded_failed(tmp_path: Path) -> None:
         ctx.runner.stop()
     assert done is not None and done.status == "failed" and "tiny-nonexistent" in (done.error or "")
     assert ctx.runner.alive() == 0
+    ctx.spaces.close()
     ctx.store.close()
     ctx.audit.close()
 
@@ -359,15 +365,16 @@ def test_endpoint_by_role(server: Server, method: str, path: str, body: Any) -> 
 def test_auditor_checks_the_chain(server: Server) -> None:
     chain = httpx.get(f"{server.url}/v1/audit/chain", headers=server.headers("admin"), timeout=60).json()
     assert chain["ok"] and chain["entries_checked"] >= 1 and chain["first_bad_seq"] is None
-    # The log is one chain for every tenant: an auditor learns whether it verifies, not its sizes.
-    chain = httpx.get(f"{server.url}/v1/audit/chain", headers=server.headers("auditor"), timeout=60).json()
-    assert chain["ok"] and chain["entries_checked"] is None and chain["head_seq"] is None
+    # The chain is the tenant's own: its auditor gets the same report.
+    audited = httpx.get(f"{server.url}/v1/audit/chain", headers=server.headers("auditor"), timeout=60).json()
+    assert audited["ok"] and audited["entries_checked"] >= 1 and audited["log_key_id"] == chain["log_key_id"]
 
 
 def test_keys_never_in_database_logs_or_responses(server: Server) -> None:
     me = httpx.get(f"{server.url}/v1/me", headers=server.headers("generator")).json()
     assert me == {"key_id": server.keys["generator"].info.id, "tenant": "acme", "role": "generator"}
     files = [server.db_path, *server.db_path.parent.glob(server.db_path.name + "-*")]
+    files += list((server.db_path.parent / "tenants").rglob("audit.sqlite3*"))  # each tenant's audit space
     stored = b"".join(path.read_bytes() for path in files if path.exists())
     log_text = "\n".join(server.logs.lines)
     assert server.keys["generator"].info.id in log_text  # the id is logged...

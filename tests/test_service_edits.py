@@ -22,7 +22,7 @@ import torch
 from starlette.testclient import TestClient
 
 from genguard.audit.service_store import IssuedKey, ServiceStore
-from genguard.audit.store import AuditStore
+from genguard.audit.tenant_spaces import open_tenant_store
 from genguard.guard.errors import ImageInputError
 from genguard.guard.imageio import encode_image
 from genguard.guard.input_image import EDIT_CATEGORY
@@ -140,7 +140,8 @@ def finished(server: Server, accepted: httpx.Response) -> dict[str, Any]:
 
 
 def record_of(server: Server, generation_id: str) -> Any:
-    with AuditStore.open(server.db_url, read_only=True) as audit:
+    """The generation's record, in the generator's tenant's own audit space."""
+    with open_tenant_store(server.db_url, server.key.info.tenant_id, read_only=True) as audit:
         detail = audit.get_generation(generation_id, with_events=False)
     assert detail is not None
     return detail
@@ -395,8 +396,11 @@ def test_a_queued_edit_survives_a_restart_and_its_input_never_sits_in_clear(
     assert job.result is not None and len(job.result["released"]) == 1
     assert restarted.store.job_inputs(job_id) == {}
     assert count_job_inputs(tmp_path / "audit.sqlite3") == 0
-    detail = restarted.audit.get_generation(job.generation_id or "", with_events=False)
+    detail = restarted.spaces.audit(key.info.tenant_id).get_generation(
+        job.generation_id or "", with_events=False
+    )
     assert detail is not None and detail.extra["edit"]["consent"] == "attestation-7"
+    restarted.spaces.close()
     restarted.store.close()
     restarted.audit.close()
 

@@ -1,9 +1,10 @@
 """Review, audit, reports, checkpoints and proofs over HTTP, and the service's security table.
 
-One app for the module (FastAPI's TestClient, a real SQLite audit database, the embedded tiny model in
-one worker). Two tenants: `acme` and `other`, each with a key of every role. Quarantined images are
-made by the real governed pipeline with a classifier that scores every image violent (the default
-pack quarantines violence >= 0.7), under actors "<tenant>/<user>" as the service records its own.
+One app for the module (FastAPI's TestClient, a real SQLite service database, the embedded tiny model in
+one worker). Two tenants: `acme` and `other`, each with a key of every role and its own audit space.
+Quarantined images are made by the real governed pipeline, in each tenant's own audit store, with a
+classifier that scores every image violent (the default pack quarantines violence >= 0.7), under actors
+"<tenant>/<user>" as the service records its own.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from genguard.audit.checkpoint import (
-    AutoCheckpoints,
     Checkpoint,
     check_inclusion_proof,
     latest_checkpoint,
@@ -81,8 +81,10 @@ class Service:
     other_quarantined: str  # other's
     released: dict[str, Any]  # acme's job, released through the service's worker
     other_released: dict[str, Any]
-    checkpoint_file: Path
-    audit: AuditStore
+    checkpoint_file: Path  # acme's latest checkpoint
+    other_checkpoint_file: Path
+    audit: AuditStore  # acme's audit space
+    other_audit: AuditStore
     db_url: str
     files_dir: Path
     acme_entry: int  # the log entry recording acme's quarantined generation
@@ -172,8 +174,10 @@ def service(home: Path, embedded_cache: Path) -> Iterator[Service]:
 
         pipe = load_diffusers_pipeline("embedded:tiny-sd")
         policy = quarantining_pack(home)
-        quarantined = quarantine(ctx.audit, pipe, policy, NASTY_PROMPT, "acme/alice", QUARANTINED)
-        other_quarantined = quarantine(ctx.audit, pipe, policy, OTHER_PROMPT, "other/bob", 1)
+        acme = ctx.spaces.audit(keys["admin"].info.tenant_id)
+        other = ctx.spaces.audit(keys["other-admin"].info.tenant_id)
+        quarantined = quarantine(acme, pipe, policy, NASTY_PROMPT, "acme/alice", QUARANTINED)
+        other_quarantined = quarantine(other, pipe, policy, OTHER_PROMPT, "other/bob", 1)
 
         logs = Captured()
         logging.getLogger("genguard.service").addHandler(logs)
@@ -195,9 +199,14 @@ def service(home: Path, embedded_cache: Path) -> Iterator[Service]:
                     ).json()
                     assert released[who]["status"] == "done", released[who]
                 time.sleep(max(0.0, (expiry - datetime.now(UTC)).total_seconds() + 0.1))
-                checkpoint = write_auto_checkpoint(ctx.audit, AutoCheckpoints.from_env())
-                found = latest_checkpoint(AutoCheckpoints.from_env().folder_for(ctx.audit.log_id()))
-                assert found is not None and found[0].tree_size == checkpoint.tree_size
+                written = {}
+                for space in (acme, other):
+                    policy_of = space.auto_checkpoints
+                    assert policy_of is not None and home / "tenants" in policy_of.base.parents
+                    checkpoint = write_auto_checkpoint(space, policy_of)
+                    found = latest_checkpoint(policy_of.folder_for(space.log_id()))
+                    assert found is not None and found[0].tree_size == checkpoint.tree_size
+                    written[space.log_id()] = found[1]
                 yield Service(
                     client=client,
                     url="http://testserver",
@@ -207,12 +216,14 @@ def service(home: Path, embedded_cache: Path) -> Iterator[Service]:
                     other_quarantined=other_quarantined,
                     released=released["generator"],
                     other_released=released["other-generator"],
-                    checkpoint_file=found[1],
-                    audit=ctx.audit,
+                    checkpoint_file=written[acme.log_id()],
+                    other_checkpoint_file=written[other.log_id()],
+                    audit=acme,
+                    other_audit=other,
                     db_url=str(config.db_url),
                     files_dir=config.files_dir,
-                    acme_entry=entry_of(ctx.audit, quarantined),
-                    other_entry=entry_of(ctx.audit, other_quarantined),
+                    acme_entry=entry_of(acme, quarantined),
+                    other_entry=entry_of(other, other_quarantined),
                 )
         finally:
             logging.getLogger("genguard.service").removeHandler(logs)
@@ -413,19 +424,20 @@ TABLE = [
     Endpoint(
         "GET", "/v1/reports/safety", frozenset({"auditor", "admin"}), 200, 200, fixed("/v1/reports/safety")
     ),
-    Endpoint("GET", "/v1/checkpoint", frozenset({"admin"}), 200, 200, fixed("/v1/checkpoint")),
+    # Each tenant's own chain: its auditor's and admin's; another tenant's key gets its own chain's.
+    Endpoint("GET", "/v1/checkpoint", frozenset({"auditor", "admin"}), 200, 200, fixed("/v1/checkpoint")),
     Endpoint(
         "GET",
         "/v1/proofs/inclusion",
-        frozenset({"admin"}),
+        frozenset({"auditor", "admin"}),
         200,
-        404,
+        200,
         lambda s, who: f"/v1/proofs/inclusion?seq={s.acme_entry}",
     ),
     Endpoint(
         "GET",
         "/v1/proofs/consistency",
-        frozenset({"admin"}),
+        frozenset({"auditor", "admin"}),
         200,
         200,
         fixed("/v1/proofs/consistency?first=1"),
@@ -486,7 +498,6 @@ def test_another_tenants_ids_answer_exactly_as_missing_ones(service: Service) ->
         (f"/v1/audit/generations/{service.quarantined}", "/v1/audit/generations/nope", "other-auditor"),
         (f"/v1/review/{service.quarantined}", "/v1/review/nope", "other-reviewer"),
         (f"/v1/review/{service.quarantined}/images/0", "/v1/review/nope/images/0", "other-reviewer"),
-        (f"/v1/proofs/inclusion?seq={service.acme_entry}", "/v1/proofs/inclusion?seq=999999", "other-admin"),
     ):
         theirs = service.call("GET", path, role).json()["error"]
         absent = service.call("GET", missing, role).json()["error"]
@@ -524,9 +535,10 @@ def test_another_tenant_never_reads_counts_or_infers(service: Service) -> None:
     assert ours["requests"] == 1 and ours["images"] == QUARANTINED
     queue = service.call("GET", "/v1/review", "other-reviewer").json()
     assert [item["generation_id"] for item in queue["items"]] == [service.other_quarantined]
-    # The chain's sizes describe every tenant's entries: an auditor learns only whether it verifies.
+    # Each chain is the tenant's own: its sizes are its own entries only.
     chain = service.call("GET", "/v1/audit/chain", "other-auditor").json()
-    assert chain["ok"] is True and chain["entries_checked"] is None and chain["head_seq"] is None
+    assert chain["ok"] is True and chain["head_seq"] == service.other_audit.reader().head().seq
+    assert chain["log_key_id"] != service.call("GET", "/v1/audit/chain", "auditor").json()["log_key_id"]
 
 
 def test_generator_keys_of_another_tenant_get_no_file_or_job(service: Service) -> None:
@@ -660,7 +672,10 @@ def test_audit_show_is_the_cli_record_with_the_prompt_inert(service: Service) ->
     from genguard.pipeline.cli import cli
 
     answer = service.call("GET", f"/v1/audit/generations/{service.quarantined}", "auditor").json()
-    shown = CliRunner().invoke(cli, ["audit", "show", service.quarantined, "--db", service.db_url])
+    from genguard.audit.tenant_spaces import layout
+
+    acme_db = layout(service.db_url, service.keys["admin"].info.tenant_id).audit_url  # acme's audit space
+    shown = CliRunner().invoke(cli, ["audit", "show", service.quarantined, "--db", acme_db])
     assert shown.exit_code == 0, shown.output
     record = json.loads(shown.stdout)
     for key in ("generation_id", "actor", "status", "prompt", "decision", "params", "policy", "images"):
@@ -692,7 +707,9 @@ def test_reports_json_and_html_are_the_clis_for_the_tenant(service: Service) -> 
     for key in ("requests", "images", "by_category", "by_policy", "trend", "bucket"):
         assert body[key] == expected_report[key], key
     whole = safety_report(audit, bucket="week").to_json()
-    assert whole["requests"] > body["requests"]  # the other tenant's are not counted
+    assert whole["requests"] == body["requests"]  # the tenant's space holds its generations only
+    theirs = safety_report(service.other_audit, bucket="week", tenant="other").to_json()
+    assert theirs["requests"] >= 1 and "harbour" not in json.dumps(theirs)
     html = service.call("GET", "/v1/reports/bias", "auditor", headers={"accept": "text/html,*/*;q=0.8"})
     assert html.headers["content-type"].startswith("text/html") and "<table" in html.text
     assert "<script>" not in html.text and "&lt;script&gt;" in html.text  # the prompt, escaped
@@ -732,7 +749,10 @@ def test_inclusion_and_consistency_proofs_verify_offline(service: Service) -> No
         service.call("GET", f"/v1/proofs/inclusion?seq={service.acme_entry}", "admin").content
     )
     assert now.checkpoint is None and check_inclusion_proof(now, now.root_hash).ok
-    assert service.call("GET", f"/v1/proofs/inclusion?seq={service.other_entry}", "admin").status_code == 404
+    by_auditor = service.call("GET", f"/v1/proofs/inclusion?seq={service.acme_entry}", "auditor")
+    assert (
+        by_auditor.status_code == 200 and parse_inclusion_proof(by_auditor.content).root_hash == now.root_hash
+    )
 
     consistency = service.call("GET", f"/v1/proofs/consistency?first={note.tree_size}", "admin").json()
     first_root = base64.b64decode(consistency["first_root"])
@@ -755,6 +775,30 @@ def test_inclusion_and_consistency_proofs_verify_offline(service: Service) -> No
     assert beyond.status_code == 404
 
 
+def test_each_tenants_checkpoint_and_proofs_are_of_its_own_chain(service: Service) -> None:
+    """A tenant's auditor gets its own chain's checkpoint and proofs, never another tenant's."""
+    from genguard.audit.checkpoint import log_origin
+
+    ours = service.call("GET", "/v1/checkpoint", "auditor")
+    theirs = service.call("GET", "/v1/checkpoint", "other-auditor")
+    assert ours.content == service.checkpoint_file.read_bytes()
+    assert theirs.content == service.other_checkpoint_file.read_bytes() != ours.content
+    acme_note, other_note = parse_checkpoint(ours.content), parse_checkpoint(theirs.content)
+    assert (
+        acme_note.origin == log_origin(service.audit) != other_note.origin == log_origin(service.other_audit)
+    )
+    # The same position asked by the other tenant's auditor: an entry of its own chain, in its own tree.
+    answer = service.call("GET", f"/v1/proofs/inclusion?seq={service.acme_entry}", "other-auditor")
+    proof = parse_inclusion_proof(answer.content)
+    assert proof.origin == other_note.origin and proof.tree_size == service.other_audit.reader().head().seq
+    assert check_inclusion_proof(proof, proof.root_hash).ok
+    assert service.quarantined not in answer.text and "harbour" not in answer.text
+    mine = service.other_audit.reader().entry(service.acme_entry)
+    assert mine is not None and proof.entry.entry_hash == mine.entry_hash
+    sizes = service.call("GET", "/v1/proofs/consistency?first=1", "other-auditor").json()
+    assert sizes["origin"] == other_note.origin and sizes["second"] == proof.tree_size
+
+
 def test_the_read_functions_the_routes_use(service: Service) -> None:
     """The audit functions the routes call, directly: tenant scoping, proof bounds."""
     from genguard.audit.checkpoint import prove_consistency, prove_inclusion
@@ -766,8 +810,10 @@ def test_the_read_functions_the_routes_use(service: Service) -> None:
     with pytest.raises(BadInputError, match="tenant"):
         in_tenant("a/b", "a/b")
     reader = service.audit.reader()
-    assert {q.generation_id for q in reader.quarantined_images(tenant="other")} == {service.other_quarantined}
-    assert service.quarantined not in {g.generation_id for g in reader.generations(100, tenant="other")}
+    theirs = service.other_audit.reader()
+    assert {q.generation_id for q in theirs.quarantined_images(tenant="other")} == {service.other_quarantined}
+    assert not reader.quarantined_images(tenant="other")  # acme's space holds none of other's
+    assert service.quarantined not in {g.generation_id for g in theirs.generations(100)}
     size = reader.head().seq
     with pytest.raises(NotFoundError, match="tree_size"):
         prove_inclusion(service.audit, 1, tree_size=size + 1)

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from genguard.audit.service_store import ServiceStore
-from genguard.audit.store import AuditStore
+from genguard.audit.tenant_spaces import open_tenant_store
 
 LONG = {"prompt": "a lighthouse on a cliff", "n": 1, "size": "256x256", "steps": 100}  # ~10 s of sampling
 
@@ -103,7 +103,7 @@ def test_sigterm_requeues_finishes_or_fails_running_jobs(tmp_path: Path, embedde
         job_a, job_b = store.get_job(a), store.get_job(b)
     assert job_a is not None and job_a.status == "queued" and job_a.started_at is None
     assert job_b is not None and job_b.status == "queued"
-    with AuditStore.open(db_url, read_only=True) as audit:
+    with open_tenant_store(db_url, key.info.tenant_id, read_only=True) as audit:
         assert audit.reader().count_generations() == 0  # nothing of it was recorded
 
     # 2. SIGTERM while job a samples, with a long grace: it finishes; job b is not claimed.
@@ -125,6 +125,6 @@ def test_sigterm_requeues_finishes_or_fails_running_jobs(tmp_path: Path, embedde
     with ServiceStore.open(db_url) as store:
         job_b = store.get_job(b)
     assert job_b is not None and job_b.status == "failed" and "grace period of 1 s" in (job_b.error or "")
-    with AuditStore.open(db_url, read_only=True) as audit:
-        assert audit.reader().count_generations() == 1  # job a's alone
+    with open_tenant_store(db_url, key.info.tenant_id, read_only=True) as audit:
+        assert audit.reader().count_generations() == 1  # job a's alone, in the tenant's audit space
         assert audit.verify_chain().ok

@@ -276,8 +276,11 @@ def create_development_chain(
     )
 
 
-def init_keys(directory: Path | None = None, *, force: bool = False) -> CreatedKeys:
-    """Create a development root CA and signing certificate in `directory` (default: the key folder).
+def init_keys(
+    directory: Path | None = None, *, force: bool = False, organisation: str | None = None
+) -> CreatedKeys:
+    """Create a development root CA and signing certificate in `directory` (default: the key folder),
+    for `organisation` (default: "genguard development"; a service tenant's keys carry its name).
 
     Refuses to replace existing keys unless `force`. The files are written in a private temporary
     folder first and moved into place, so a crash never leaves half a key set.
@@ -289,7 +292,11 @@ def init_keys(directory: Path | None = None, *, force: bool = False) -> CreatedK
         raise BadInputError(
             f"{target / existing[0]}: already exists; expected no keys there (pass --force to replace them)"
         )
-    chain = create_development_chain()
+    chain = (
+        create_development_chain(organisation=organisation)
+        if organisation is not None
+        else create_development_chain()
+    )
     config.private_dir(target.parent)  # keys/: 0700
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:

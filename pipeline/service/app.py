@@ -43,6 +43,7 @@ from genguard.pipeline.service import (
 from genguard.pipeline.service.context import ServiceConfig, ServiceContext, TokenBuckets
 from genguard.pipeline.service.errors import ApiError
 from genguard.pipeline.service.jobs import JobRunner
+from genguard.pipeline.service.spaces import TenantSpaces
 from genguard.pipeline.service.telemetry import Telemetry
 
 REQUEST_ID = contextvars.ContextVar[str | None]("genguard_request_id", default=None)
@@ -101,7 +102,8 @@ def error_response(error: ApiError, request_id: str | None = None) -> JSONRespon
 
 
 def open_context(config: ServiceConfig, telemetry: Telemetry | None = None) -> ServiceContext:
-    """Open the audit store and the service's tables (migrating them to head) and build the workers.
+    """Open the service database (its tables and its own audit store, migrated to head), the tenant
+    spaces (each opened on first use) and build the workers.
     `telemetry` None: exported as the environment says (`Telemetry.from_env`)."""
     telemetry = telemetry if telemetry is not None else Telemetry.from_env()
     audit = AuditStore.open(config.db_url)
@@ -110,9 +112,10 @@ def open_context(config: ServiceConfig, telemetry: Telemetry | None = None) -> S
     except BaseException:
         audit.close()
         raise
+    spaces = TenantSpaces(config.db_url, store, audit, config.worker.policy)
     runner = JobRunner(
         store,
-        audit,
+        spaces,
         config.files_dir,
         config.worker,
         workers=config.workers,
@@ -123,6 +126,7 @@ def open_context(config: ServiceConfig, telemetry: Telemetry | None = None) -> S
         config=config,
         store=store,
         audit=audit,
+        spaces=spaces,
         runner=runner,
         verify_limits=TokenBuckets(config.verify_burst, config.verify_per_second),
         verify_slots=threading.BoundedSemaphore(config.verify_concurrency),
@@ -140,6 +144,7 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.runner.start()
         checkpoints = CheckpointTimer(ctx.audit).start()  # the time trigger, also while the log is idle
+        ctx.spaces.start()  # and one for each tenant's log
         log.info(
             "service started",
             extra={"model": config.worker.model, "workers": config.workers, "database": ctx.audit.url},
@@ -149,6 +154,7 @@ def create_app(config: ServiceConfig, context: ServiceContext | None = None) -> 
         finally:
             ctx.runner.stop()
             checkpoints.stop()
+            ctx.spaces.close()
             ctx.store.close()
             ctx.audit.close()
             ctx.telemetry.shutdown()

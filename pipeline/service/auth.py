@@ -1,8 +1,9 @@
 """API keys and roles: `Authorization: Bearer <key>` on every /v1 endpoint but the public verify.
 
 Roles: `generator` (generations, their files, the OpenAI images API), `reviewer` (the review queue),
-`auditor` (the tenant's records and reports), `admin` (tenants and keys, today through `genguard tenants` /
-`genguard apikeys`; review, records, reports, checkpoints and proofs). Every valid key may ask `GET /v1/me`.
+`auditor` (the tenant's records, reports, and its own chain's checkpoints and proofs), `admin` (tenants and
+keys, today through `genguard tenants` / `genguard apikeys`; review, records, reports, checkpoints and
+proofs). Every valid key may ask `GET /v1/me`.
 401: no key, an unknown, revoked or expired key; 403: a valid key whose role may not call the endpoint.
 The key's id (never the key) is what the request's logs and the generation's record carry.
 """

@@ -11,6 +11,7 @@ from pathlib import Path
 from genguard.audit.service_store import ServiceStore
 from genguard.audit.store import AuditStore
 from genguard.pipeline.service.jobs import JobRunner, WorkerSettings
+from genguard.pipeline.service.spaces import TenantSpaces
 from genguard.pipeline.service.telemetry import Telemetry
 
 
@@ -66,9 +67,14 @@ class TokenBuckets:
 
 @dataclass
 class ServiceContext:
+    """`store`: the control plane (tenants, keys, jobs). `spaces`: each tenant's audit store, pack and
+    keys, the only way to a tenant's records. `audit`: the service database's own audit store, the shared
+    space (records from before tenant spaces; public verifications that match no tenant)."""
+
     config: ServiceConfig
     store: ServiceStore
     audit: AuditStore
+    spaces: TenantSpaces
     runner: JobRunner
     verify_limits: TokenBuckets
     verify_slots: threading.BoundedSemaphore

@@ -1,11 +1,14 @@
 """The job queue's in-process workers: each claims queued jobs from the database and runs them.
 
-Each worker thread loads its own `GovernedPipeline` on its first job (so a service that only verifies
-never loads torch) and keeps it; a job asking for another output format (png, jpeg, webp) or another
-sampler (`scheduler`: lcm, turbo) loads one more, once. An edit job's input and mask come from its
-sealed job inputs (genguard.audit.job_inputs), which the job's end deletes. A job's generation is
-recorded by the pipeline as always ("<tenant>/apikey:<key id>" as its actor); the job row then says how
-it ended and what was released. Files are written under
+Each worker thread loads the model on its first job (so a service that only verifies never loads torch)
+and keeps it; a job asking for another output format (png, jpeg, webp) or another sampler (`scheduler`:
+lcm, turbo) loads one more, once. Each tenant gets its own `Governor` around that loaded model
+(`Governor.sharing`): its policy pack, its audit store, its signing identity and watermark key
+(genguard.pipeline.service.spaces), built on its first job and kept per worker until the tenant's
+settings change. An edit job's input and mask come from its sealed job inputs
+(genguard.audit.job_inputs), which the job's end deletes. A job's generation is recorded in its tenant's
+audit store ("<tenant>/apikey:<key id>" as its actor); the job row then says how it ended and what was
+released. Files are written under
 `files_dir/<tenant id>/`. A job that raises is recorded `failed` with the error, and the worker goes on.
 
 Graceful stop (`drain()`, then `stop()`): the workers stop claiming at once; a job that has not started
@@ -23,23 +26,25 @@ from pathlib import Path
 from typing import Any
 
 from genguard.audit.service_store import JobRecord, ServiceStore
-from genguard.audit.store import AuditStore
 from genguard.guard.errors import BlockedError, GenguardError, NotFoundError
 from genguard.guard.markid import format_mark_id
 from genguard.guard.types import GenerationParams, GenerationRequest, PromptDecision
+from genguard.pipeline.service.spaces import TenantSpaces
 from genguard.pipeline.service.stages import Requeue, ShutdownCut, run_stages
 from genguard.pipeline.service.telemetry import Telemetry
 
 log = logging.getLogger("genguard.service.jobs")
 POLL_S = 0.5
 # A worker's loaded pipelines, by (output format, scheduler).
-Pipelines = dict[tuple[str, str | None], Any]
+# (output format, scheduler) -> the loaded model's Governor; (tenant settings..., format, scheduler) -> pipeline
+Pipelines = dict[tuple[str | None, ...], Any]
 _CUT = "interrupted: the service stopped while this job sampled (its grace period of {:g} s passed); submit it again"
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """What the workers load: the model, the policy pack and the device."""
+    """What the workers load: the model, the service's policy pack (a tenant's own pack wins) and the
+    device."""
 
     model: str = "embedded:tiny-sd"
     policy: str = "default"
@@ -62,7 +67,7 @@ class JobRunner:
     def __init__(
         self,
         store: ServiceStore,
-        audit: AuditStore,
+        spaces: TenantSpaces,
         files_dir: Path,
         settings: WorkerSettings,
         workers: int = 1,
@@ -79,7 +84,7 @@ class JobRunner:
         self._cut = threading.Event()
         self._current: dict[str, str] = {}  # worker thread name -> the job it runs
         self.store = store
-        self.audit = audit
+        self.spaces = spaces
         self.files_dir = files_dir
         self.settings = settings
         self.workers = workers
@@ -165,24 +170,44 @@ class JobRunner:
             with self._finished:
                 self._finished.notify_all()
 
-    def _pipeline(self, pipelines: Pipelines, output_format: str, scheduler: str | None = None) -> Any:
-        """This worker's pipeline for `output_format` and `scheduler`, loaded on its first job asking for
-        both (the format and the sampler are fixed when a pipeline is built, so each pair asked for
-        loads the model once per worker)."""
+    def _pipeline(
+        self, pipelines: Pipelines, tenant_id: str, output_format: str, scheduler: str | None = None
+    ) -> Any:
+        """This worker's pipeline for the tenant (its pack, store and keys), `output_format` and `scheduler`.
+        The model is loaded on the worker's first job asking for both (the format and the sampler are fixed
+        when a pipeline is built, so each pair asked for loads the model once per worker); each tenant's
+        pipeline shares it."""
         from genguard.pipeline.governed import GovernedPipeline
 
-        key = (output_format, scheduler)
-        if key not in pipelines:
-            pipelines[key] = GovernedPipeline.from_pretrained(
-                self.settings.model,
-                policy=self.settings.policy,
-                audit=self.audit,
-                device=self.settings.device,
-                output_format=output_format,
-                scheduler=scheduler,
+        space = self.spaces.get(tenant_id)
+        loaded = (output_format, scheduler)
+        wanted = (*space.pipeline_key, *loaded)
+        if wanted not in pipelines:
+            base = pipelines.get(loaded)
+            if base is None:
+                base = pipelines[loaded] = GovernedPipeline.from_pretrained(
+                    self.settings.model,
+                    policy=space.policy,
+                    audit=space.store,
+                    classifiers=[],  # the model only: each tenant's pipeline builds its pack's checks
+                    device=self.settings.device,
+                    output_format=output_format,
+                    scheduler=scheduler,
+                ).governor
+                self.models_loaded += 1
+            settings = space.pipeline_key
+            for stale in [k for k in pipelines if len(k) > 2 and k[0] == tenant_id and k[:-2] != settings]:
+                del pipelines[stale]  # the tenant's settings changed: its old pipelines go
+            pipelines[wanted] = GovernedPipeline.around(
+                base.sharing(
+                    policy=space.policy,
+                    audit=space.store,
+                    content_credentials=space.content_credentials(),
+                    watermark_key=space.watermark_key(),
+                    output_format=output_format,
+                )
             )
-            self.models_loaded += 1
-        return pipelines[key]
+        return pipelines[wanted]
 
     def _actor(self, job: JobRecord) -> str:
         """The generation's actor, "<tenant name>/apikey:<key id>": the audit store's tenant filters
@@ -206,7 +231,9 @@ class JobRunner:
                 raise NotFoundError(
                     f"init_image: expected job {job.id}'s sealed input, found none (removed before it ran)"
                 )
-            pipe = self._pipeline(pipelines, asked.get("output_format", "png"), asked.get("scheduler"))
+            pipe = self._pipeline(
+                pipelines, job.tenant_id, asked.get("output_format", "png"), asked.get("scheduler")
+            )
             width, height = asked.get("width") or 0, asked.get("height") or 0
             if not width:
                 side = (

@@ -1,13 +1,13 @@
 """The audit log over HTTP: the chain's verification and the tenant's generations (`genguard audit`).
 
-`GET /v1/audit/chain` (auditor, admin) checks what `genguard audit verify` checks: the hash chain
-against the stored rows, the batch signatures under the trusted log key, and the latest automatic
-checkpoint. The log is one chain for every tenant, so its sizes and the entry at fault tell how much the
-other tenants wrote: an admin gets the whole report, an auditor only whether the shared log verifies.
+`GET /v1/audit/chain` (auditor, admin) checks what `genguard audit verify` checks, on the key's tenant's
+own audit space: the hash chain against the stored rows, the batch signatures under the tenant's log
+key, and the latest automatic checkpoint in the tenant's folder. The chain holds only the tenant's
+entries, so its sizes and the entry at fault say nothing of other tenants: both roles get the report.
 
 `GET /v1/audit/generations` (filters and pages of `genguard audit list`) and
 `GET /v1/audit/generations/{id}` (the record as `genguard audit show` gives it) read only the key's
-tenant's generations (actors "<tenant>/..."); another tenant's id answers 404 as an unknown one does.
+tenant's generations, from its own audit space; another tenant's id answers 404 as an unknown one does.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from genguard.pipeline.service.context import ServiceContext
 from genguard.pipeline.service.errors import not_found
 from genguard.pipeline.service.schemas import ErrorResponse
 from genguard.pipeline.service.schemas_audit import GenerationPage
+from genguard.pipeline.service.spaces import TenantSpace
 
 AUDITORS = ("auditor", "admin")
 MAX_PAGE = 100
-_HIDDEN = "the shared audit log does not verify; an admin key sees where and why"
 
 
 class CheckpointStatus(BaseModel):
@@ -46,8 +46,7 @@ class CheckpointStatus(BaseModel):
 
 
 class ChainStatus(BaseModel):
-    """`ok` covers the chain, the log signatures and the latest checkpoint. The counts, the entry at fault,
-    the reason and the checkpoint are null for an auditor (they describe every tenant's entries)."""
+    """The tenant's chain: `ok` covers the chain, the log signatures and the latest checkpoint."""
 
     ok: bool
     entries_checked: int | None
@@ -60,24 +59,22 @@ class ChainStatus(BaseModel):
     checkpoint: CheckpointStatus | None = None
 
 
-def chain_status(ctx: ServiceContext) -> ChainStatus:
-    """What `genguard audit verify` reports, for the service's database and configuration folder."""
+def chain_status(space: TenantSpace) -> ChainStatus:
+    """What `genguard audit verify` reports for the tenant's audit space: its database, its log key, its
+    checkpoint folder."""
     from genguard.audit.checkpoint import (
-        AutoCheckpoints,
         LogKeyMismatchError,
         latest_checkpoint,
         verify_against_checkpoint,
         verify_log_against_pins,
     )
 
-    store = ctx.audit
-    folder = AutoCheckpoints.from_env().folder_for(store.log_id())
+    store = space.store
+    folder = space.layout.checkpoints / store.log_id()
     try:
-        report = verify_log_against_pins(store, folder)
+        report = verify_log_against_pins(store, folder, store.log_public_key)
     except LogKeyMismatchError as exc:
-        return ChainStatus(
-            ok=False, entries_checked=None, head_seq=None, first_bad_seq=None, reason=str(exc)
-        )
+        return ChainStatus(ok=False, entries_checked=None, head_seq=None, first_bad_seq=None, reason=str(exc))
     status = ChainStatus(
         ok=report.ok,
         entries_checked=report.entries_checked,
@@ -117,16 +114,7 @@ def router(ctx: ServiceContext) -> APIRouter:
     def chain(principal: Principal = auditor) -> ChainStatus:
         """Verify the audit log as `genguard audit verify` does: the chain, its batch signatures and the
         latest automatic checkpoint; intact, or the first entry that does not match and why."""
-        status = chain_status(ctx)
-        if principal.role == "admin":
-            return status
-        return ChainStatus(
-            ok=status.ok,
-            entries_checked=None,
-            head_seq=None,
-            first_bad_seq=None,
-            reason=None if status.ok else _HIDDEN,
-        )
+        return chain_status(ctx.spaces.get(principal.tenant_id))
 
     @api.get("/generations", response_model=GenerationPage)
     def generations(
@@ -139,14 +127,18 @@ def router(ctx: ServiceContext) -> APIRouter:
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> GenerationPage:
         """Your tenant's generations, newest first, as `genguard audit list --json` prints them."""
-        rows = ctx.audit.reader().generations(
-            limit=limit + 1,
-            status=status,
-            since=_aware(since),
-            until=_aware(until),
-            decision=decision,
-            tenant=principal.tenant,
-            offset=offset,
+        rows = (
+            ctx.spaces.audit(principal.tenant_id)
+            .reader()
+            .generations(
+                limit=limit + 1,
+                status=status,
+                since=_aware(since),
+                until=_aware(until),
+                decision=decision,
+                tenant=principal.tenant,
+                offset=offset,
+            )
         )
         return GenerationPage(
             items=[dataclass_json_for_people(row) for row in rows[:limit]],
@@ -164,7 +156,7 @@ def router(ctx: ServiceContext) -> APIRouter:
         ] = False,
     ) -> Any:
         """Everything recorded for one of your tenant's generations, as `genguard audit show` prints it."""
-        detail = ctx.audit.reader().generation(generation_id)
+        detail = ctx.spaces.audit(principal.tenant_id).reader().generation(generation_id)
         if detail is None or not in_tenant(detail.actor, principal.tenant):
             raise not_found("generation", generation_id)
         return dataclass_json_for_people(detail, raw)

@@ -18,7 +18,8 @@ Algorithms, by the names our manifests write in their `c2pa.soft-binding` assert
 
 A manifest's id is `urn:genguard:mark:<mark id>`: the mark id is 63 random bits per image, so an id is known
 only to whoever holds the image, its manifest or its mark. Only released images with a signed manifest are
-ever answered; the manifest bytes served are the manifest store the audit store kept when the image was
+ever answered, from whichever audit space holds them (the shared one and each tenant's); the manifest
+bytes served are the manifest store the audit store kept when the image was
 released (the same bytes whether it was embedded in the file or written next to it as a sidecar).
 """
 
@@ -155,14 +156,26 @@ class Resolver:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
+    def _released(self, mark_id: int) -> StoredImage | None:
+        """The released, signed image with this mark id, in whichever audit space holds it."""
+        for store in self.ctx.spaces.stores():
+            image = store.reader().image_by_mark_id(mark_id)
+            if image is not None and _public(image):
+                return image
+        return None
+
     def by_mark(self, mark_id: int) -> list[SoftBindingMatch]:
-        image = self.ctx.audit.reader().image_by_mark_id(mark_id)
-        if image is None or not _public(image):
+        if self._released(mark_id) is None:
             return []
         return [SoftBindingMatch(manifestId=manifest_id(mark_id), similarityScore=100)]
 
     def by_phash(self, phash: int, limit: int) -> list[SoftBindingMatch]:
-        found = self.ctx.audit.reader().similar_images(phash, max_distance=RADIUS, limit=_MAX_RESULTS)
+        found = [
+            item
+            for store in self.ctx.spaces.stores()
+            for item in store.reader().similar_images(phash, max_distance=RADIUS, limit=_MAX_RESULTS)
+        ]
+        found.sort(key=lambda item: item.distance)  # stable: the shared space first on ties
         matches = [
             SoftBindingMatch(
                 manifestId=manifest_id(item.image.mark_id), similarityScore=_score(item.distance)
@@ -196,8 +209,8 @@ class Resolver:
         return SoftBindingQueryResult(matches=ranked[:limit])
 
     def manifest(self, mark_id: int) -> bytes:
-        image = self.ctx.audit.reader().image_by_mark_id(mark_id)
-        if image is None or not _public(image) or image.manifest is None:
+        image = self._released(mark_id)
+        if image is None or image.manifest is None:
             raise ApiError(
                 404,
                 "not_found",

@@ -2,11 +2,9 @@
 
 The same functions as `genguard audit checkpoint` / `audit prove` (`genguard.audit.checkpoint`).
 
-Admin keys only: the audit log is one chain for every tenant, so a checkpoint's tree size, its growth
-between two checkpoints and a proof's sibling hashes describe the other tenants' entries too (how many,
-when). Until each tenant has its own chain, these belong to whoever runs the deployment, not to a
-tenant's auditor. An inclusion proof is further given only for an entry about one of the key's tenant's
-generations (or about none, such as a checkpoint's own entry); another's answers 404 as a missing one.
+For the key's tenant's own chain (its audit space: genguard.audit.tenant_spaces), to its auditor and
+admin keys: a tenant's checkpoints and proofs describe only its own entries. The checkpoint is the
+latest automatic one in the tenant's folder, signed with the service's checkpoint key.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ from genguard.pipeline.service.errors import ApiError, not_found
 from genguard.pipeline.service.schemas import ErrorResponse
 from genguard.pipeline.service.schemas_audit import ConsistencyProofView, InclusionProofView
 
-LOG_OPERATORS = ("admin",)
+LOG_READERS = ("auditor", "admin")
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 500, 503)
 }
@@ -36,13 +34,12 @@ def _b64(data: bytes) -> str:
 
 
 def router(ctx: ServiceContext) -> APIRouter:
-    from genguard.audit.checkpoint import AutoCheckpoints
-
     api = APIRouter(prefix="/v1", tags=["checkpoints"], responses=ERRORS)
-    operator = Depends(requires(ctx.store, *LOG_OPERATORS))
+    operator = Depends(requires(ctx.store, *LOG_READERS))
 
-    def folder() -> Any:
-        return AutoCheckpoints.from_env().folder_for(ctx.audit.log_id())
+    def folder(principal: Principal) -> Any:
+        space = ctx.spaces.get(principal.tenant_id)
+        return space.layout.checkpoints / space.store.log_id()
 
     @api.get(
         "/checkpoint",
@@ -54,7 +51,7 @@ def router(ctx: ServiceContext) -> APIRouter:
         lines), byte for byte as written to the checkpoints folder."""
         from genguard.audit.checkpoint import latest_checkpoint
 
-        latest = latest_checkpoint(folder())
+        latest = latest_checkpoint(folder(principal))
         if latest is None:
             raise ApiError(
                 404, "no_checkpoint", "checkpoint: expected a signed checkpoint of this log, found none yet"
@@ -77,7 +74,8 @@ def router(ctx: ServiceContext) -> APIRouter:
 
         from genguard.audit.checkpoint import prove_inclusion, read_checkpoint
 
-        reader = ctx.audit.reader()
+        store = ctx.spaces.audit(principal.tenant_id)
+        reader = store.reader()
         entry = reader.entry(seq)
         head = reader.head().seq
         if entry is None or seq > head:
@@ -88,13 +86,13 @@ def router(ctx: ServiceContext) -> APIRouter:
                 raise not_found("log entry", str(seq))
         signed = None
         if tree_size is not None:
-            candidate = folder() / f"checkpoint-{tree_size:012d}.txt"
+            candidate = folder(principal) / f"checkpoint-{tree_size:012d}.txt"
             signed = read_checkpoint(candidate) if candidate.exists() else None
         try:
             proof = (
-                prove_inclusion(ctx.audit, seq, signed)
+                prove_inclusion(store, seq, signed)
                 if signed is not None
-                else prove_inclusion(ctx.audit, seq, tree_size=tree_size)
+                else prove_inclusion(store, seq, tree_size=tree_size)
             )
         except NotFoundError as exc:
             raise ApiError(404, "not_found", str(exc), param="tree_size") from None
@@ -112,7 +110,7 @@ def router(ctx: ServiceContext) -> APIRouter:
         `second`; checked with `genguard.audit.merkle.verify_consistency`."""
         from genguard.audit.checkpoint import prove_consistency
 
-        proof = prove_consistency(ctx.audit, first, second)
+        proof = prove_consistency(ctx.spaces.audit(principal.tenant_id), first, second)
         return ConsistencyProofView(
             origin=proof.origin,
             first=proof.first,

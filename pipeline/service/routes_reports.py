@@ -1,7 +1,7 @@
 """`GET /v1/reports/bias` and `GET /v1/reports/safety`: `genguard report bias|safety` over HTTP.
 
 The same functions (`genguard.audit.reports`, `genguard.audit.report_html`) and parameters as the
-CLI, over the key's tenant's generations only. JSON by default; HTML (the CLI's self-contained page)
+CLI, over the key's tenant's audit space (its generations only). JSON by default; HTML (the CLI's self-contained page)
 with `?format=html` or an `Accept` header that prefers `text/html`.
 """
 
@@ -80,7 +80,7 @@ def router(ctx: ServiceContext) -> APIRouter:
         from genguard.audit.reports import bias_report
 
         result = bias_report(
-            ctx.audit,
+            ctx.spaces.audit(principal.tenant_id),
             since=_aware(since),
             prompt_like=prompt_like,
             group_by=group_by,
@@ -105,7 +105,11 @@ def router(ctx: ServiceContext) -> APIRouter:
         from genguard.audit.reports import safety_report
 
         result = safety_report(
-            ctx.audit, since=_aware(since), prompt_like=prompt_like, bucket=bucket, tenant=principal.tenant
+            ctx.spaces.audit(principal.tenant_id),
+            since=_aware(since),
+            prompt_like=prompt_like,
+            bucket=bucket,
+            tenant=principal.tenant,
         )
         if wants_html(request, format):
             return HTMLResponse(render_safety_html(result))

@@ -3,8 +3,9 @@
 `GET /v1/review` (the queue), `GET /v1/review/{generation}` (its quarantined images, the prompt rules
 that fired, the scores), `GET /v1/review/{generation}/images/{index}` (the decrypted image, reviewers
 only, recorded as a "review.image_exported" event), `POST .../images/{index}/approve` and `.../reject`.
-The reviewer recorded is `apikey:<key id>`. Everything is scoped to the key's tenant: another tenant's
-generation answers 404 exactly as one that does not exist.
+The reviewer recorded is `apikey:<key id>`. Everything is read from and recorded in the key's tenant's
+audit space; an approved image is marked and signed with the tenant's keys. Another tenant's generation
+answers 404 exactly as one that does not exist.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def router(ctx: ServiceContext) -> APIRouter:
         review_id = f"{generation_id}:{index}"
         review.parse_review_id(review_id)  # a malformed id is 400, whoever's it would be
         try:
-            found = review.show(ctx.audit, review_id)
+            found = review.show(ctx.spaces.audit(principal.tenant_id), review_id)
         except NotFoundError:
             found = None
         if found is None or not in_tenant(found.actor, principal.tenant):
@@ -66,7 +67,7 @@ def router(ctx: ServiceContext) -> APIRouter:
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> ReviewPage:
         """Your tenant's images waiting for review, oldest first."""
-        waiting = review.review_queue(ctx.audit, tenant=principal.tenant)
+        waiting = review.review_queue(ctx.spaces.audit(principal.tenant_id), tenant=principal.tenant)
         page = waiting[offset : offset + limit]
         more = offset + limit < len(waiting)
         return ReviewPage(
@@ -81,7 +82,7 @@ def router(ctx: ServiceContext) -> APIRouter:
         """A generation's quarantined images (decided or not), the prompt rules that fired, the output
         checks' scores and flags, and the prompt categories that held them for review."""
         review.parse_review_id(f"{generation_id}:0")
-        detail = ctx.audit.reader().generation(generation_id, with_events=False)
+        detail = ctx.spaces.audit(principal.tenant_id).reader().generation(generation_id, with_events=False)
         if detail is None or not in_tenant(detail.actor, principal.tenant):
             raise not_found("generation", generation_id)
         quarantined = [image.index for image in detail.images if image.status == "quarantined"]
@@ -117,7 +118,10 @@ def router(ctx: ServiceContext) -> APIRouter:
             raise not_found("kept copy of quarantined image", found.review_id)
         request_id = getattr(request.state, "request_id", "")
         png = review.view_image(
-            ctx.audit, found.review_id, principal.reviewer, to=f"http response (request {request_id})"
+            ctx.spaces.audit(principal.tenant_id),
+            found.review_id,
+            principal.reviewer,
+            to=f"http response (request {request_id})",
         )
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
@@ -133,12 +137,15 @@ def router(ctx: ServiceContext) -> APIRouter:
                 "not_kept",
                 f"review id {found.review_id}: expected a kept copy to release, found none (reject it instead)",
             )
+        space = ctx.spaces.get(principal.tenant_id)
         outcome = review.approve(
-            ctx.audit,
+            space.store,
             found.review_id,
             reviewer=principal.reviewer,
             reason=body.reason,
             out_dir=Path(ctx.config.files_dir) / principal.tenant_id,
+            watermark_key=space.watermark_key(),
+            content_credentials=space.content_credentials(),
         )
         return ReviewOutcomeView(review_id=found.review_id, decision=ReviewDecisionView.of(outcome.decision))
 
@@ -148,7 +155,12 @@ def router(ctx: ServiceContext) -> APIRouter:
     ) -> ReviewOutcomeView:
         """Reject the image (a reason is required); its encrypted copy is deleted after the record."""
         found = item(principal, generation_id, index)
-        outcome = review.reject(ctx.audit, found.review_id, reviewer=principal.reviewer, reason=body.reason)
+        outcome = review.reject(
+            ctx.spaces.audit(principal.tenant_id),
+            found.review_id,
+            reviewer=principal.reviewer,
+            reason=body.reason,
+        )
         return ReviewOutcomeView(review_id=found.review_id, decision=ReviewDecisionView.of(outcome.decision))
 
     return api

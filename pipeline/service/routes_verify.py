@@ -3,8 +3,8 @@
 The body is refused before it is read in full when it is over `max_upload_bytes` (by its
 Content-Length, else while it streams); the image is refused from its header, before decoding, when it
 has more than `max_upload_pixels`. The answer holds what a member of the public may see: the verdict,
-whether it was changed, when it was made and under which policy version; never the prompt, a tenant's
-records or any other image.
+whether it was changed, when it was made and under which policy version; never the prompt, the tenant,
+a tenant's records or any other image. Every tenant's audit space is searched.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from genguard.audit.verify import Verdict, VerificationReport, verify_image
+from genguard.audit.verify import Verdict, VerificationReport, verify_image_in_spaces
 from genguard.guard.errors import ImageInputError
 from genguard.pipeline.service.context import ServiceContext
 from genguard.pipeline.service.errors import ApiError
@@ -90,9 +90,17 @@ def in_slot(ctx: ServiceContext, request: Request, what: str, work: Callable[...
 
 
 def verify_upload(ctx: ServiceContext, data: bytes) -> VerificationReport:
-    """The recorded verification of an upload (its verdict counted), or 400 naming the image."""
+    """The recorded verification of an upload (its verdict counted), or 400 naming the image. Every audit
+    space is searched (the shared one and each tenant's: `TenantSpaces.verify_spaces`), the image read
+    once and its watermark once per distinct key; the verification is recorded in the space that holds
+    the image, else in the shared one."""
     try:
-        report = verify_image(data, store=ctx.audit, name="upload")
+        report = verify_image_in_spaces(
+            data,
+            ctx.spaces.verify_spaces(),
+            name="upload",
+            trust_anchors_pem=ctx.spaces.trust_anchors_pem(),
+        )
     except ImageInputError as exc:
         raise ApiError(400, "invalid_image", str(exc), param="image") from None
     ctx.telemetry.verdict(report.verdict.value)
