@@ -32,6 +32,7 @@ from genguard.audit.tenant_spaces import open_tenant_store
 from genguard.pipeline.service.app import create_app, open_context
 from genguard.pipeline.service.context import ServiceConfig
 from genguard.pipeline.service.jobs import WorkerSettings
+from tests._home import module_home
 from tests._logs import Captured
 
 SMALL = {"n": 1, "size": "64x64", "steps": 2}
@@ -69,18 +70,7 @@ def serve_in_thread(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
     return server, thread, f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("service-home")
-
-
-@pytest.fixture(autouse=True)
-def genguard_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """One configuration folder for the module: the server's signing and watermark keys stay the same."""
-    monkeypatch.setenv("GENGUARD_HOME", str(home))
-    monkeypatch.delenv("GENGUARD_DB", raising=False)
-    monkeypatch.delenv("GENGUARD_WATERMARK_KEY", raising=False)
-    return home
+home, genguard_home = module_home("service-home")
 
 
 @pytest.fixture(scope="module")

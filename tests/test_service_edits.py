@@ -30,6 +30,7 @@ from genguard.guard.provenance import ManifestState, read_manifest
 from genguard.pipeline.service.app import create_app, open_context
 from genguard.pipeline.service.context import ServiceConfig
 from genguard.pipeline.service.jobs import WorkerSettings
+from tests._home import module_home
 from tests._logs import Captured
 from tests._photos import photographs
 from tests.test_service import png_header_only, serve_in_thread
@@ -75,18 +76,7 @@ def mask_png(rows: slice, side: int = SIDE) -> bytes:
 BELOW_FACE = mask_png(slice(200, SIDE))  # the astronaut's face is at about (88, 33, 49, 49)
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("edits-home")
-
-
-@pytest.fixture(autouse=True)
-def genguard_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """One configuration folder for the module: signing, watermark and quarantine keys stay the same."""
-    monkeypatch.setenv("GENGUARD_HOME", str(home))
-    monkeypatch.delenv("GENGUARD_DB", raising=False)
-    monkeypatch.delenv("GENGUARD_WATERMARK_KEY", raising=False)
-    return home
+home, genguard_home = module_home("edits-home")
 
 
 def config(home: Path, workers: int = 1) -> ServiceConfig:

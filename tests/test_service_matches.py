@@ -22,6 +22,7 @@ from genguard.guard.types import GenerationParams, GenerationRequest
 from genguard.pipeline.service.app import create_app
 from genguard.pipeline.service.context import ServiceConfig
 from genguard.pipeline.service.routes_matches import PHASH_ALG, WATERMARK_ALGS
+from tests._home import module_home
 
 torch.set_num_threads(1)
 PIXEL = "org.genguard.watermark.pixel.v3"
@@ -38,18 +39,7 @@ class Released:
     generation_id: str
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("matches-home")
-
-
-@pytest.fixture(autouse=True)
-def genguard_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """One configuration folder for the module: the watermark key that marked the image reads it."""
-    monkeypatch.setenv("GENGUARD_HOME", str(home))
-    monkeypatch.delenv("GENGUARD_DB", raising=False)
-    monkeypatch.delenv("GENGUARD_WATERMARK_KEY", raising=False)
-    return home
+home, genguard_home = module_home("matches-home")
 
 
 @pytest.fixture(scope="module")

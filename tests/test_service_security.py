@@ -47,6 +47,7 @@ from genguard.pipeline.governed import GovernedPipeline, load_diffusers_pipeline
 from genguard.pipeline.service.app import create_app, open_context
 from genguard.pipeline.service.context import ServiceConfig
 from genguard.pipeline.service.jobs import WorkerSettings
+from tests._home import module_home
 from tests._logs import Captured
 
 torch.set_num_threads(1)
@@ -105,18 +106,7 @@ class Service:
         return answer
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("security-home")
-
-
-@pytest.fixture(autouse=True)
-def genguard_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """One configuration folder for the module: signing, watermark, quarantine and checkpoint keys."""
-    monkeypatch.setenv("GENGUARD_HOME", str(home))
-    for name in ("GENGUARD_DB", "GENGUARD_WATERMARK_KEY", "GENGUARD_CHECKPOINT_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    return home
+home, genguard_home = module_home("security-home")
 
 
 def quarantining_pack(folder: Path) -> PolicyPack:
