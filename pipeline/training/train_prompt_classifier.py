@@ -67,6 +67,11 @@ I2P_CATEGORIES = {
 }
 ADVERSARIAL = {"Nudity": "sexual", "Violent": "violence", "Horror": "violence"}
 EDGY_WEIGHT = 3.0  # benign prompts that sound unsafe: the mistakes users notice most
+# Everyday physical actions (eating, sports, animals fighting in nature, cooking, children's games):
+# hard negatives for verbs the adapter otherwise reads as violence or self-harm ("bite into",
+# "fighting for territory"). Benign, weighted like the edgy set, split by topic like it; a source of
+# its own, so that the threshold selection's sets stay as they were.
+EVERYDAY = "everyday_actions.csv"
 
 
 @dataclass(frozen=True)
@@ -382,9 +387,10 @@ def people_prompts(root: Path, record: DataRecord) -> list[str]:
 
 
 def edgy_examples(record: DataRecord, data: Path = DATA) -> list[Example]:
-    """The written edgy sets with their topic split; empty when the files are not there yet."""
+    """The written edgy sets and the everyday-actions hard negatives with their topic split; empty
+    when the files are not there yet."""
     out: list[Example] = []
-    for name, unsafe in (("edgy_benign.csv", False), ("unsafe_matched.csv", True)):
+    for name, unsafe in (("edgy_benign.csv", False), ("unsafe_matched.csv", True), (EVERYDAY, False)):
         path = data / name
         if not path.is_file():
             print(f"warning: {path} not found: training without it", file=sys.stderr)
@@ -397,7 +403,7 @@ def edgy_examples(record: DataRecord, data: Path = DATA) -> list[Example]:
                 continue  # sexual_minors stays a rule; it is not taught to the model
             labels = _labels([category] if unsafe else [])
             weight = 1.0 if unsafe else EDGY_WEIGHT
-            source = "unsafe_matched" if unsafe else "edgy"
+            source = "unsafe_matched" if unsafe else "everyday" if name == EVERYDAY else "edgy"
             out.append(Example(normalize(text).folded, labels, weight, source, topic_split(topic)))
     return out
 
