@@ -37,6 +37,10 @@ def canonical_data(spec: PackSpec) -> dict[str, Any]:
             section = section.get(parent) if section is not None else None
         if section is not None and section.get(name) is None:
             section.pop(name, None)
+    for category in data["categories"].values():
+        for rule in [*category["rules"], *category["cooccurrence"]]:
+            if rule.get("language") is None:
+                rule.pop("language", None)  # English, as every rule was before the setting existed
     return data
 
 

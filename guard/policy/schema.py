@@ -46,16 +46,25 @@ class Thresholds(_Spec):
     image: Unit
 
 
+LanguageCode = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")]
+
+
 class TermRule(_Spec):
     """Terms matched on word boundaries. A hit names `id`, never the matched text.
 
-    With `inflect`, the last word of each term also matches its regular plural and verb forms.
+    `language` (ISO 639 code; None: English) sets how the terms match (guard/policy/scanners.py):
+    English terms with `inflect` also match the regular plural and verb forms of their last word;
+    Chinese and Japanese terms ("zh", "ja") match anywhere in the text, without word boundaries;
+    Arabic terms ("ar") also match with the article and the attached prepositions and conjunctions
+    (ال, و, ف, ب, ل, ك). In any language a term ending in "*" matches every word that starts with
+    its last word ("nackt*": nackte, nackten, Nacktheit); `inflect` applies to English only.
     """
 
     id: RuleId
     terms: Annotated[list[Term], Field(min_length=1)]
     score: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     inflect: bool = True
+    language: LanguageCode | None = None
 
 
 class CooccurrenceRule(_Spec):
@@ -65,6 +74,7 @@ class CooccurrenceRule(_Spec):
     all_of: Annotated[dict[Identifier, Annotated[list[Term], Field(min_length=1)]], Field(min_length=2)]
     score: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     inflect: bool = True
+    language: LanguageCode | None = None  # as for TermRule
 
 
 class CategorySpec(_Spec):
@@ -201,9 +211,6 @@ ModelFileName = Annotated[
         pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$", max_length=200
     ),
 ]
-
-
-LanguageCode = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")]
 
 
 class SemanticSpec(_Spec):
