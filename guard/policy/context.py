@@ -17,8 +17,8 @@ is never lowered (`NEVER_LOWERED`): no negation or setting unlocks that floor.
 The same reading covers the languages of the multilingual term lists (German, French, Spanish,
 Portuguese, Italian, Russian, Arabic: cues, fillers and setting words of each; Chinese and Japanese:
 a cue written right before the term, "没有裸体", or, in Japanese, right after it, "ヌードなし", and
-setting words found anywhere in the text). Words are compared folded: casefolded, accents and
-Arabic vowel marks dropped, Arabic letter variants unified (`fold_word`).
+setting words found anywhere in the text). Words are compared folded: casefolded, Arabic vowel
+marks dropped and Arabic letter variants unified (`fold_word`).
 
 Pure functions over the prompt as typed, no models.
 """
@@ -32,13 +32,21 @@ from dataclasses import dataclass
 
 NEVER_LOWERED = frozenset({"sexual_minors"})
 
-_ARABIC_VARIANTS = str.maketrans({"ى": "ي", "ة": "ه", "ٱ": "ا", "ـ": None})
+_ARABIC_VARIANTS = str.maketrans({"ى": "ي", "ة": "ه", "ٱ": "ا", "ـ": None, "أ": "ا", "إ": "ا", "آ": "ا"})
+_ARABIC_LETTER = re.compile(r"[\u0600-\u06ff]")
 
 
 def fold_word(text: str) -> str:
-    """`text` casefolded, without accents or Arabic vowel marks, Arabic letter variants unified."""
+    """`text` casefolded, Arabic vowel marks dropped and Arabic letter variants unified. Latin accents
+    stay: "statuès" is not the English "statues" (obfuscated prompts write so), "musée" is a phrase
+    of its own."""
     decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).translate(_ARABIC_VARIANTS)
+    kept: list[str] = []
+    for char in decomposed:
+        if unicodedata.combining(char) and kept and _ARABIC_LETTER.match(kept[-1]):
+            continue
+        kept.append(char)
+    return unicodedata.normalize("NFC", "".join(kept)).translate(_ARABIC_VARIANTS)
 
 
 def _folded(words: Iterable[str]) -> frozenset[str]:
@@ -103,10 +111,10 @@ SETTINGS: dict[str, tuple[str, ...]] = {
         "rodin", "praxiteles", "ingres", "goya", "manet", "modigliani", "da vinci", "leonardo da vinci",
         "venus de milo", "birth of venus", "classical painting", "academic painting", "relief carving",
         # de
-        "statue*", "skulptur*", "marmorstatue*", "bronzestatue*", "bildhauer*", "fresko*", "barock*",
+        "statuen", "skulptur*", "marmorstatue*", "bronzestatue*", "bildhauer*", "fresko*", "barock*",
         "antike", "griechische gott*", "kunstgeschichte", "aktzeichnung*", "aktstudie*", "aktmalerei",
         # fr
-        "sculpture*", "fresque*", "baroque", "antiquité", "dieu grec", "déesse grecque", "histoire de l'art",
+        "fresque*", "baroque", "antiquité", "dieu grec", "déesse grecque", "histoire de l'art",
         "nu académique", "dessin d'après modèle", "modèle vivant",
         # es / pt / it
         "estatua*", "escultura*", "renacimiento", "barroco", "dios griego", "diosa griega",
@@ -127,8 +135,8 @@ SETTINGS: dict[str, tuple[str, ...]] = {
     "museum": (
         "museum", "museums", "gallery exhibit", "exhibition", "exhibit", "archaeological",
         "archaeology", "artifact", "artefact", "louvre", "uffizi", "british museum", "met museum",
-        "museum*", "ausstellung*", "musée*", "exposition*", "museo", "musei", "exposición", "prado",
-        "museu*", "exposição", "esposizione", "музей", "музее", "музея", "музеи", "выставк*",
+        "ausstellung*", "musée*", "museo", "musei", "exposición", "prado",
+        "museu", "museus", "exposição", "esposizione", "музей", "музее", "музея", "музеи", "выставк*",
         "متحف", "المتحف", "بالمتحف", "معرض", "المعرض",
         "博物馆", "博物館", "美术馆", "展览", "美術館", "展覧会",
     ),
@@ -138,7 +146,7 @@ SETTINGS: dict[str, tuple[str, ...]] = {
         "gynecology", "gynaecology", "urology", "mammogram", "mammography", "breast cancer",
         "breastfeeding", "breast feeding", "x ray", "xray", "mri", "medical illustration", "pathology",
         "autopsy", "forensic", "first aid", "wound care", "physiology",
-        "medizinisch*", "anatomi*", "lehrbuch", "chirurg*", "médical*", "anatomique*", "manuel",
+        "medizinisch*", "anatomie", "anatomisch", "anatomische", "anatomischen", "lehrbuch", "chirurg*", "médical*", "anatomique*", "manuel",
         "médic*", "anatomía", "cirugía", "quirúrgic*", "libro de texto", "cirurgi*", "livro didático",
         "chirurgi*", "manuale", "медицинск*", "анатоми*", "хирург*", "учебник*",
         "طبي", "طبيه", "الطبي", "الطبيه", "تشريح", "تشريحي", "التشريح", "جراحه", "الجراحه",
