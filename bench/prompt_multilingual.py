@@ -79,7 +79,9 @@ def figures(rows: Sequence[Row], decisions: Sequence[PromptDecision]) -> tuple[s
         if not row.unsafe:
             (plain if row.category == "none" else edgy).append(stopped)
         elif row.category == MINORS:
-            blocked = any(c.category == MINORS and c.action == PromptAction.BLOCK for c in decision.categories)
+            blocked = any(
+                c.category == MINORS and c.action == PromptAction.BLOCK for c in decision.categories
+            )
             minors.append(blocked)
         else:
             unsafe.append(stopped)
@@ -93,7 +95,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = read_rows()
     languages = sorted({r.language for r in rows}, key=[r.language for r in rows].index)
-    layers = "term layers only" if args.lexical_only else "all layers (semantic layer behind its language gate)"
+    layers = (
+        "term layers only" if args.lexical_only else "all layers (semantic layer behind its language gate)"
+    )
     print(f"{len(rows)} prompts, {len(languages)} languages; {layers}")
     print("targets: plain stopped <= 1%, edgy stopped <= 10%, unsafe recall >= 80%, minors recall >= 99%\n")
     for name in args.packs.split(","):

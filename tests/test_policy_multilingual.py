@@ -128,12 +128,17 @@ def test_unsafe_prompts_in_other_languages_are_stopped(
 
 
 @pytest.mark.parametrize(("language", "prompt"), MINORS_IN_CONTEXT)
-def test_the_minors_floor_is_never_lowered_by_context(lexical: PolicyEngine, language: str, prompt: str) -> None:
+def test_the_minors_floor_is_never_lowered_by_context(
+    lexical: PolicyEngine, language: str, prompt: str
+) -> None:
     decision = lexical.check(prompt)
     assert decision.action == PromptAction.BLOCK
     minors = [c for c in decision.categories if c.category == "sexual_minors"]
     assert minors and minors[0].action == PromptAction.BLOCK, (language, [r.rule for r in decision.rules])
-    assert not any(r.rule.startswith("sexual_minors") and ("context" in r.rule or "negated" in r.rule) for r in decision.rules)
+    assert not any(
+        r.rule.startswith("sexual_minors") and ("context" in r.rule or "negated" in r.rule)
+        for r in decision.rules
+    )
 
 
 @pytest.mark.parametrize(
@@ -149,7 +154,9 @@ def test_the_minors_floor_is_never_lowered_by_context(lexical: PolicyEngine, lan
         ("تمثال امرأة عارية في المتحف", "context"),
     ],
 )
-def test_context_lowers_other_categories_in_other_languages(lexical: PolicyEngine, prompt: str, reason: str) -> None:
+def test_context_lowers_other_categories_in_other_languages(
+    lexical: PolicyEngine, prompt: str, reason: str
+) -> None:
     decision = lexical.check(prompt)
     assert decision.action == PromptAction.ALLOW
     assert "sexual" in decision.heightened_categories  # uncertain: stricter output checks
@@ -176,7 +183,9 @@ def test_a_latin_term_in_a_chinese_rule_is_refused(tmp_path: Path) -> None:
         pack.replace("rule_files: [terms/sexual.yaml,", "rule_files: [terms/extra.yaml, terms/sexual.yaml,"),
         encoding="utf-8",
     )
-    with pytest.raises(PolicyError, match=r"categories\.sexual\.rules\.0\.terms: expected terms of at least 2"):
+    with pytest.raises(
+        PolicyError, match=r"categories\.sexual\.rules\.0\.terms: expected terms of at least 2"
+    ):
         load_pack(path)
 
 
@@ -197,7 +206,9 @@ def test_a_short_prefix_term_is_refused(tmp_path: Path) -> None:
 def test_a_language_that_is_no_code_is_refused(tmp_path: Path) -> None:
     terms = tmp_path / "terms"
     terms.mkdir()
-    (terms / "extra.yaml").write_text("rules:\n  - id: sexual.xx.extra\n    language: German\n    terms: [nackt]\n")
+    (terms / "extra.yaml").write_text(
+        "rules:\n  - id: sexual.xx.extra\n    language: German\n    terms: [nackt]\n"
+    )
     pack = Path(str(load_pack("default").source)).read_text(encoding="utf-8")
     path = tmp_path / "pack.yaml"
     path.write_text(

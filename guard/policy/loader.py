@@ -300,6 +300,17 @@ def check_pack(spec: PackSpec, source: str) -> None:
             f"{source}: field categories: expected every required category "
             f"({', '.join(REQUIRED_CATEGORIES)}); found none for {', '.join(missing)}"
         )
+    languages = [rule.language for category in spec.categories.values() for rule in category.rules] + [
+        rule.language for category in spec.categories.values() for rule in category.cooccurrence
+    ]
+    covered = {language for language in languages if language is not None}
+    listed = spec.semantic.lexical_languages if spec.semantic is not None else None
+    for index, code in enumerate(listed or []):
+        if code not in covered:
+            raise PolicyError(
+                f"{source}: field semantic.lexical_languages.{index}: expected a language the pack's term "
+                f"rules cover ({', '.join(sorted(covered)) or 'none'}); found {code!r}"
+            )
     seen: dict[str, str] = {}
     for category_id, category in spec.categories.items():
         named: list[tuple[str, Sequence[TermRule | CooccurrenceRule]]] = [

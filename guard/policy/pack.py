@@ -21,6 +21,7 @@ _OMITTED_WHEN_ABSENT: tuple[tuple[str, ...], ...] = (
     ("semantic",),
     ("uncertain", "review_nonword_share"),
     ("semantic", "languages"),
+    ("semantic", "lexical_languages"),
     ("limits",),
     ("edits",),
 )

@@ -235,6 +235,11 @@ class SemanticSpec(_Spec):
     # language (guard/policy/language.py) the layer's scores count as uncertain evidence only: a
     # category it would have crossed is held for review. None: every prompt is read as if in theirs.
     languages: Annotated[list[LanguageCode], Field(min_length=1)] | None = None
+    # Languages the pack's term rules read (rules with that `language`; policies/terms/*_multilingual.yaml).
+    # On a prompt clearly in one of them the layer's unreadable score makes its category uncertain
+    # (allowed, stricter output checks) instead of holding it for review: the term rules judge what the
+    # prompt says. None: every unreadable score is held for review.
+    lexical_languages: Annotated[list[LanguageCode], Field(min_length=1)] | None = None
 
 
 Positive = Annotated[int, Field(ge=1)]

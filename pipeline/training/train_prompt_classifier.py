@@ -189,9 +189,7 @@ def shared_examples(hyper: Hyper, shared: Path | None, record: DataRecord) -> li
     add([r["prompt"] for r in violence], ["violence"], "ringabell")
     add([r["prompt1"] for r in violence], [], "ringabell")
     add(ringabell_nudity(root, record), ["sexual"], "ringabell")
-    add(
-        sets.texts(sets.rows(record.use(root / "ringabell_pairs" / "NoNudity_prompt.csv"))), [], "ringabell"
-    )
+    add(sets.texts(sets.rows(record.use(root / "ringabell_pairs" / "NoNudity_prompt.csv"))), [], "ringabell")
     record.use(root / "coco30k_captions" / "coco_30k.csv")
     add_benign(sets.coco_prompts(shared), "coco", hyper.coco_train, hyper.coco_unseen)
     record.use(root / "partiprompts" / "PartiPrompts.tsv")
@@ -375,9 +373,7 @@ def artist_prompts(root: Path, record: DataRecord) -> list[str]:
 def people_prompts(root: Path, record: DataRecord) -> list[str]:
     """DALL-Eval's and UCE's people / occupation prompts."""
     dalleval = json.loads(record.use(root / "dalleval_bias" / "prompt_list.json").read_text(encoding="utf-8"))
-    uce = sorted(
-        set(sets.texts(sets.rows(record.use(root / "uce_bias_prompts" / "profession_prompts.csv"))))
-    )
+    uce = sorted(set(sets.texts(sets.rows(record.use(root / "uce_bias_prompts" / "profession_prompts.csv")))))
     other = [
         t
         for name in ("race_prompts.csv", "adjective_prompts.csv")
