@@ -1,7 +1,7 @@
 """Train the semantic layer's adapter: all-MiniLM-L6-v2 fine-tuned end to end with LoRA + a multi-label head.
 
     python -m genguard.pipeline.training.train_prompt_classifier [--out policies/models/prompt-minilm-lora]
-        [--shared PATH] [--folds 3] [--epochs 2] [--quick]
+        [--shared PATH] [--folds 3] [--epochs 2] [--quick] [--hard-negatives]
     python -m genguard.pipeline.training.train_prompt_classifier --select-only   # thresholds from saved scores
 
 Data (every file's SHA-256 is printed and written into config.json): ../shared/data/prompts (I2P rows
@@ -68,9 +68,11 @@ I2P_CATEGORIES = {
 ADVERSARIAL = {"Nudity": "sexual", "Violent": "violence", "Horror": "violence"}
 EDGY_WEIGHT = 3.0  # benign prompts that sound unsafe: the mistakes users notice most
 # Everyday physical actions (eating, sports, animals fighting in nature, cooking, children's games):
-# hard negatives for verbs the adapter otherwise reads as violence or self-harm ("bite into",
-# "fighting for territory"). Benign, weighted like the edgy set, split by topic like it; a source of
-# its own, so that the threshold selection's sets stay as they were.
+# hard negatives for verbs the adapter reads as violence or self-harm ("bite into", "fighting for
+# territory"). Benign, weighted like the edgy set, split by topic like it; a source of its own, so that
+# the threshold selection's sets stay as they were. Only with --hard-negatives: the adapter trained
+# with them lost held-out recall at its chosen thresholds (policies/training/DATA.md), so the shipped
+# adapter is trained without them.
 EVERYDAY = "everyday_actions.csv"
 
 
@@ -382,11 +384,14 @@ def people_prompts(root: Path, record: DataRecord) -> list[str]:
     return [*dalleval, *uce, *sorted(set(other))]
 
 
-def edgy_examples(record: DataRecord, data: Path = DATA) -> list[Example]:
-    """The written edgy sets and the everyday-actions hard negatives with their topic split; empty
-    when the files are not there yet."""
+def edgy_examples(record: DataRecord, data: Path = DATA, everyday: bool = False) -> list[Example]:
+    """The written edgy sets with their topic split, and with `everyday` the everyday-actions hard
+    negatives; empty when the files are not there yet."""
     out: list[Example] = []
-    for name, unsafe in (("edgy_benign.csv", False), ("unsafe_matched.csv", True), (EVERYDAY, False)):
+    names = [("edgy_benign.csv", False), ("unsafe_matched.csv", True)] + (
+        [(EVERYDAY, False)] if everyday else []
+    )
+    for name, unsafe in names:
         path = data / name
         if not path.is_file():
             print(f"warning: {path} not found: training without it", file=sys.stderr)
@@ -914,6 +919,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--cache", type=Path, default=None, help="a file to keep the frozen layers' states in"
     )
     parser.add_argument("--select-only", action="store_true", help="thresholds from the saved scores")
+    parser.add_argument(
+        "--hard-negatives", action="store_true", help=f"also train on {EVERYDAY} (benign everyday actions)"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -921,7 +929,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     hyper = Hyper(epochs=args.epochs, batch_size=8 if args.quick else Hyper.batch_size)
     torch.set_num_threads(hyper.threads)
     record = DataRecord()
-    examples = deduplicated([*shared_examples(hyper, args.shared, record), *edgy_examples(record, args.data)])
+    examples = deduplicated(
+        [*shared_examples(hyper, args.shared, record), *edgy_examples(record, args.data, args.hard_negatives)]
+    )
     steps_limit: int | None = None
     if args.quick:
         examples = sorted(examples, key=lambda e: e.key)[:: max(1, len(examples) // 160)]
