@@ -43,7 +43,7 @@ from genguard.guard.policy.scanners import default_scanners
 from genguard.guard.policy.semantic import LAYER, SemanticScanner, semantic_scanners
 from genguard.guard.types import PromptAction, RuleHit
 from genguard.pipeline.training import prompt_sets as sets
-from genguard.policies.training import train_prompt_classifier as training
+from genguard.pipeline.training import train_prompt_classifier as training
 
 STOPS = (PromptAction.REVIEW, PromptAction.BLOCK)
 

@@ -1,5 +1,6 @@
 """The semantic layer's language gate: prompts clearly in a language the encoder does not read are held
-for review on its score, never blocked on it; English prompts, names and all, are untouched."""
+for review on its score, never blocked on it (only heightened, in a language the pack's term rules
+read); English prompts, names and all, are untouched."""
 
 from __future__ import annotations
 
@@ -73,19 +74,44 @@ def test_english_short_and_listed_languages_are_not_foreign(default_engine: Poli
 
 
 def test_the_gate_turns_the_semantic_layers_blocks_into_reviews(
-    tmp_path: Path, default_pack: PolicyPack, default_engine: PolicyEngine
+    tmp_path: Path, default_pack: PolicyPack
 ) -> None:
     # Without the gate the English-only layer blocks a cat on a chair, in German and in Russian.
     ungated = PolicyEngine(pack_with_semantic(tmp_path, default_pack, languages=None))
+    # A pack whose term rules read no other language holds such a prompt for review.
+    gated = PolicyEngine(pack_with_semantic(tmp_path, default_pack, lexical_languages=None))
     for prompt, code in ((GERMAN_CAT, "de"), (RUSSIAN_CAT, "ru")):
         assert ungated.check(prompt).action == PromptAction.BLOCK
-        decision = default_engine.check(prompt)
+        decision = gated.check(prompt)
         assert decision.action == PromptAction.REVIEW, decision
         gate_rules = [r for r in decision.rules if r.layer == LANGUAGE_LAYER]
         assert gate_rules and all(r.rule.endswith(f".{LANGUAGE_LAYER}.{code}.review") for r in gate_rules)
         held = {r.category for r in gate_rules}
         assert held <= set(decision.heightened_categories)  # the output checks still look harder
         assert not [r for r in decision.rules if r.layer == "token_soup"]  # soup measures English only
+
+
+def test_in_a_language_the_term_rules_read_the_layers_score_is_uncertain(
+    tmp_path: Path, default_pack: PolicyPack, default_engine: PolicyEngine
+) -> None:
+    """The default pack's term rules read German and Russian (`semantic.lexical_languages`): they judged
+    the cat harmless, so the layer's score on it only heightens the output checks."""
+    assert default_pack.spec.semantic is not None and default_pack.spec.semantic.lexical_languages
+    for prompt, code in ((GERMAN_CAT, "de"), (RUSSIAN_CAT, "ru"), ("奶奶在厨房里包饺子", "zh")):
+        decision = default_engine.check(prompt)
+        assert decision.action == PromptAction.ALLOW, decision
+        gate_rules = [r for r in decision.rules if r.layer == LANGUAGE_LAYER]
+        assert gate_rules and all(r.rule.endswith(f".{LANGUAGE_LAYER}.{code}.uncertain") for r in gate_rules)
+        assert {r.category for r in gate_rules} <= set(decision.heightened_categories)
+    # Polish has no term rules in the pack: held for review as before.
+    decision = default_engine.check("czarny kot śpi na drewnianym krześle przy oknie, fotografia")
+    assert decision.action in (PromptAction.REVIEW, PromptAction.ALLOW)
+    assert not [r for r in decision.rules if r.rule.endswith(".uncertain")]
+    # A language the pack's rules do not read is refused in the setting, naming the field.
+    with pytest.raises(
+        PolicyError, match=r"semantic\.lexical_languages\.0: expected a language the pack's term"
+    ):
+        pack_with_semantic(tmp_path, default_pack, lexical_languages=["pl"])
 
 
 def test_the_gate_leaves_other_layers_and_english_alone(default_engine: PolicyEngine) -> None:

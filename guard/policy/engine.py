@@ -68,6 +68,9 @@ class PolicyEngine:
         self._vocabulary = next((s.vocabulary for s in self.scanners if isinstance(s, HasVocabulary)), None)
         semantic = pack.spec.semantic
         self._languages = tuple(semantic.languages) if semantic is not None and semantic.languages else None
+        self._lexical_languages = (
+            frozenset(semantic.lexical_languages or ()) if semantic is not None else frozenset()
+        )
         if self._languages is not None:
             check_available()
 
@@ -168,7 +171,13 @@ class PolicyEngine:
         for cid in held:
             kept.setdefault(RuleHit(cid, TOKEN_SOUP_LAYER, f"{cid}.{TOKEN_SOUP_LAYER}.review", held[cid]))
         language = foreign() if unreadable else None  # only a foreign prompt leaves a category unreadable
-        if language is not None:
+        if language is not None and language.code in self._lexical_languages:
+            # The pack's term rules read this language and judged the prompt: the layer's score only
+            # makes its category uncertain (stricter output checks).
+            for cid in self._stopping(unreadable - crossed):
+                rule = f"{cid}.{LANGUAGE_LAYER}.{language.code}.uncertain"
+                kept.setdefault(RuleHit(cid, LANGUAGE_LAYER, rule, language.probability))
+        elif language is not None:
             # Held for a person who reads the language, never blocked on the layer's score alone.
             for cid in self._stopping(unreadable - crossed):
                 held[cid] = language.probability

@@ -8,7 +8,8 @@ blocked on a score the layer cannot stand behind.
 
 A prompt is called foreign only on clear signs, since calling an English prompt foreign turns its
 blocks into reviews:
-- mostly letters of another script (Cyrillic, Greek, Arabic, CJK, ...): foreign, whatever else;
+- mostly letters of another script (Cyrillic, Greek, Arabic, CJK, ...), at least `MIN_SCRIPT_LETTERS`
+  of them: foreign, whatever else;
 - in Latin script: at least `MIN_WORDS` words, the language identifier (py3langid, a naive Bayes model
   over byte n-grams, BSD) names another language with probability at least `MIN_PROBABILITY` and
   gives each of the listed languages less than `MAX_LISTED_PROBABILITY`, and fewer than
@@ -34,6 +35,9 @@ from typing import Any
 from genguard.guard.errors import PolicyError
 
 MIN_LETTERS = 10  # fewer letters than this is too little text to tell a language by
+# ... in Latin script; in another script the script itself tells, and a Chinese or Japanese prompt
+# says in 5 characters ("奶奶包饺子") what English says in 20 letters.
+MIN_SCRIPT_LETTERS = 4
 MIN_WORDS = 3
 MIN_PROBABILITY = 0.5
 # ... and every language of `languages` less likely than this: an English prompt whose words are
@@ -64,12 +68,13 @@ def foreign_language(
     vocabulary holds them); None skips the vocabulary condition.
     """
     letters = _LETTER.findall(text)
-    if len(letters) < MIN_LETTERS:
+    other_script = sum(_is_latin(letter) for letter in letters) * 2 < len(letters)
+    if len(letters) < (MIN_SCRIPT_LETTERS if other_script else MIN_LETTERS):
         return None
     probabilities = _identify(text)
     code = max(probabilities, key=probabilities.__getitem__)
     probability = probabilities[code]
-    if sum(_is_latin(letter) for letter in letters) * 2 < len(letters):
+    if other_script:
         # Another script: the identifier may hesitate between its languages (Russian or
         # Bulgarian), not about whether it is one of the Latin-script `languages`.
         return None if code in languages else Language(code, 1.0)

@@ -30,6 +30,12 @@ from genguard import policies
 from genguard.guard.errors import PolicyError
 from genguard.guard.policy.normalize import term_key
 from genguard.guard.policy.pack import PolicyPack
+from genguard.guard.policy.scanners import (
+    MIN_PREFIX_LETTERS,
+    PREFIX_MARK,
+    SUBSTRING_LANGUAGES,
+    is_prefix_term,
+)
 from genguard.guard.policy.schema import (
     REQUIRED_CATEGORIES,
     CooccurrenceRule,
@@ -294,6 +300,17 @@ def check_pack(spec: PackSpec, source: str) -> None:
             f"{source}: field categories: expected every required category "
             f"({', '.join(REQUIRED_CATEGORIES)}); found none for {', '.join(missing)}"
         )
+    languages = [rule.language for category in spec.categories.values() for rule in category.rules] + [
+        rule.language for category in spec.categories.values() for rule in category.cooccurrence
+    ]
+    covered = {language for language in languages if language is not None}
+    listed = spec.semantic.lexical_languages if spec.semantic is not None else None
+    for index, code in enumerate(listed or []):
+        if code not in covered:
+            raise PolicyError(
+                f"{source}: field semantic.lexical_languages.{index}: expected a language the pack's term "
+                f"rules cover ({', '.join(sorted(covered)) or 'none'}); found {code!r}"
+            )
     seen: dict[str, str] = {}
     for category_id, category in spec.categories.items():
         named: list[tuple[str, Sequence[TermRule | CooccurrenceRule]]] = [
@@ -316,3 +333,29 @@ def check_pack(spec: PackSpec, source: str) -> None:
                         f"{source}: field categories.{category_id}.rules.{index}.terms: expected terms "
                         f"with at least one letter or digit; found {term!r}"
                     )
+        term_lists = [
+            (f"rules.{index}.terms", rule.language, rule.terms) for index, rule in enumerate(category.rules)
+        ] + [
+            (f"cooccurrence.{index}.all_of.{group}", rule.language, terms)
+            for index, rule in enumerate(category.cooccurrence)
+            for group, terms in rule.all_of.items()
+        ]
+        for where, language, terms in term_lists:
+            for term in terms:
+                _check_term_length(term, language, f"{source}: field categories.{category_id}.{where}")
+
+
+def _check_term_length(term: str, language: str | None, field: str) -> None:
+    """A prefix term ("nackt*") or a term matched anywhere (Chinese, Japanese) must be long enough
+    not to match ordinary words by chance."""
+    words = term_key(term.rstrip().rstrip(PREFIX_MARK)).split()
+    if is_prefix_term(term) and (not words or len(words[-1]) < MIN_PREFIX_LETTERS):
+        raise PolicyError(
+            f"{field}: expected a prefix term (ending in {PREFIX_MARK!r}) whose last word has at least "
+            f"{MIN_PREFIX_LETTERS} letters before it; found {term!r}"
+        )
+    if language in SUBSTRING_LANGUAGES and (len("".join(words)) < 2 or term.isascii()):
+        raise PolicyError(
+            f"{field}: expected terms of at least 2 characters, not all ASCII, for language {language!r} "
+            f"(matched anywhere in the text, so a Latin term would match inside English words); found {term!r}"
+        )

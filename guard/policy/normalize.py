@@ -1,7 +1,7 @@
 """Normalisation of prompts against obfuscation, producing the views that matching runs over.
 
 A prompt is first folded character by character (NFKC, accents stripped, casefold, homoglyphs to
-Latin, zero-width characters dropped), keeping for each folded character the index of the original
+Latin, zero-width characters dropped, Arabic letter variants and vowel marks unified), keeping for each folded character the index of the original
 character it came from so that matches can be mapped back (the rewrite needs that). Then several
 views of the folded text are built, each a sequence of tokens written as " tok tok tok " so that
 a term written as " term " can only match on word boundaries:
@@ -117,6 +117,18 @@ _CONFUSABLES: dict[str, str] = {
     "þ": "th",
 }
 
+# Arabic letters written in several ways (after NFKD has dropped the vowel marks and the hamza over
+# or under alef): alef maksura as ya, ta marbuta as ha, wasla alef as alef, the tatweel (a stretch
+# of the line, no letter) dropped; Arabic-Indic and Persian digits as ASCII digits.
+_ARABIC_FOLDS: dict[str, str] = {
+    "ى": "ي",
+    "ة": "ه",
+    "ٱ": "ا",
+    "ـ": "",
+    **{chr(0x0660 + d): str(d) for d in range(10)},
+    **{chr(0x06F0 + d): str(d) for d in range(10)},
+}
+
 # Leetspeak characters decoded inside words that also contain letters.
 _LEET = {
     "0": "o",
@@ -194,7 +206,8 @@ def _fold_char(char: str) -> str:
         if unicodedata.combining(piece):
             continue
         for folded in piece.casefold():
-            out.append(_CONFUSABLES.get(folded, folded))
+            latin = _CONFUSABLES.get(folded, folded)
+            out.append(_ARABIC_FOLDS.get(latin, latin))
     # NFKD may have split a compatibility character into several letters; recompose what is left.
     return unicodedata.normalize("NFC", "".join(out))
 

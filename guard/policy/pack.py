@@ -21,6 +21,7 @@ _OMITTED_WHEN_ABSENT: tuple[tuple[str, ...], ...] = (
     ("semantic",),
     ("uncertain", "review_nonword_share"),
     ("semantic", "languages"),
+    ("semantic", "lexical_languages"),
     ("limits",),
     ("edits",),
 )
@@ -37,6 +38,10 @@ def canonical_data(spec: PackSpec) -> dict[str, Any]:
             section = section.get(parent) if section is not None else None
         if section is not None and section.get(name) is None:
             section.pop(name, None)
+    for category in data["categories"].values():
+        for rule in [*category["rules"], *category["cooccurrence"]]:
+            if rule.get("language") is None:
+                rule.pop("language", None)  # English, as every rule was before the setting existed
     return data
 
 

@@ -2,12 +2,18 @@
 
 Both term layers match thousands of terms in one pass per view with an Aho-Corasick automaton
 (pyahocorasick). Views and terms are written " tok tok " so a term only matches whole words:
-" ass " is not inside " class ", " rapist " is not inside " therapist ".
+" ass " is not inside " class ", " rapist " is not inside " therapist ". Three kinds of key:
+- whole words, " tok tok ": English and the other languages written with spaces;
+- a prefix of the last word, " tok to" (a term ending in "*"): the inflections of German, Romance
+  and Russian words ("nackt*" matches nackte, nackten, Nacktheit);
+- anywhere, "toktok" (a rule with `language` zh or ja): Chinese and Japanese are written without
+  spaces, so a prompt's run of characters is one token and a term is a piece of it.
+Arabic terms also match with the clitics Arabic writes attached to the next word (`ARABIC_PREFIXES`).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -15,7 +21,7 @@ from typing import Generic, Protocol, TypeVar
 import ahocorasick
 
 from genguard.guard.policy.context import lowering_reason, negated_spans, read_context
-from genguard.guard.policy.normalize import NormalizedPrompt, squeeze, term_key
+from genguard.guard.policy.normalize import NormalizedPrompt, PromptView, squeeze, term_key
 from genguard.guard.policy.pack import PolicyPack
 from genguard.guard.types import RuleHit
 
@@ -57,15 +63,41 @@ def inflections(word: str) -> set[str]:
     return forms
 
 
-def term_forms(term: str, inflect: bool) -> set[str]:
-    """Every key a term matches as: the folded term, inflections of its last word, joined words."""
-    words = term_key(term).split()
-    lasts = inflections(words[-1]) if inflect else {words[-1]}
-    forms = {" " + " ".join([*words[:-1], last]) + " " for last in lasts}
+# Languages written without spaces between words: their terms match anywhere in the text.
+SUBSTRING_LANGUAGES = frozenset({"zh", "ja"})
+# Arabic writes the article, the conjunctions wa / fa and the prepositions bi / li / ka attached to the
+# word that follows ("والعنف": and the violence); li + al is written "لل". Added to a term's first word.
+ARABIC_PREFIXES: tuple[str, ...] = (
+    "", "و", "ف", "ب", "ل", "ك", "وب", "ول", "فب", "فل", "وك",
+    "ال", "وال", "فال", "بال", "كال", "لل", "وبال", "ولل", "فلل", "وكال",
+)  # fmt: skip
+_ARABIC_ARTICLE = "ال"
+PREFIX_MARK = "*"
+MIN_PREFIX_LETTERS = 3
+
+
+def is_prefix_term(term: str) -> bool:
+    """A term ending in "*": its last word matches every word starting with it."""
+    return term.rstrip().endswith(PREFIX_MARK)
+
+
+def term_forms(term: str, inflect: bool, language: str | None = None) -> set[str]:
+    """Every key a term matches as (module docstring): the folded term; for English with `inflect`,
+    inflections of its last word; joined words; for Arabic, its first word with the clitics."""
+    words = term_key(term.rstrip().rstrip(PREFIX_MARK)).split()
+    if language in SUBSTRING_LANGUAGES:
+        return {" ".join(words)}
+    prefix = is_prefix_term(term)
+    english = language in (None, "en")
+    lasts = inflections(words[-1]) if inflect and english and not prefix else {words[-1]}
+    end = "" if prefix else " "
+    phrases = [[*words[:-1], last] for last in lasts]
+    if language == "ar":
+        bare = [p[0].removeprefix(_ARABIC_ARTICLE) if len(p[0]) > 3 else p[0] for p in phrases]
+        phrases = [[clitic + first, *p[1:]] for p, first in zip(phrases, bare) for clitic in ARABIC_PREFIXES]
+    forms = {" " + " ".join(p) + end for p in phrases}
     if len(words) > 1:
-        forms |= {
-            " " + "".join(f.split()) + " " for f in list(forms) if len("".join(f.split())) >= _MIN_JOINED
-        }
+        forms |= {" " + "".join(p) + end for p in phrases if len("".join(p)) >= _MIN_JOINED}
     return forms
 
 
@@ -78,11 +110,11 @@ class TermMatch(Generic[Payload]):
 class TermIndex(Generic[Payload]):
     """Terms -> payloads, matched over every view of a prompt in one automaton pass per view."""
 
-    def __init__(self, entries: Iterable[tuple[str, bool, Payload]]) -> None:
+    def __init__(self, entries: Iterable[tuple[str, bool, str | None, Payload]]) -> None:
         exact: dict[str, list[Payload]] = {}
         squeezed: dict[str, list[Payload]] = {}
-        for term, inflect, payload in entries:
-            for form in term_forms(term, inflect):
+        for term, inflect, language, payload in entries:
+            for form in term_forms(term, inflect, language):
                 exact.setdefault(form, []).append(payload)
                 squeezed.setdefault(squeeze(form), []).append(payload)
         self._exact = _automaton(exact)
@@ -95,11 +127,29 @@ class TermIndex(Generic[Payload]):
             if automaton is None:
                 continue
             for end, (key, payloads) in automaton.iter(view.text):
-                first = bisect_left(view.token_starts, end - len(key) + 2)
-                last = first + key.count(" ") - 2
-                span = (view.spans[first][0], view.spans[last][1])
+                start = end - len(key) + 1
+                if key.startswith(" "):  # whole words or a prefix: from a token start
+                    first = bisect_left(view.token_starts, start + 1)
+                    span = (view.spans[first][0], view.spans[first + key.strip().count(" ")][1])
+                else:
+                    span = _inside_tokens(view, start, end + 1)
                 for payload in payloads:
                     yield TermMatch(payload, span)
+
+
+def _inside_tokens(view: PromptView, start: int, end: int) -> tuple[int, int]:
+    """The range of the original prompt that `view.text[start:end]` (a match inside tokens) came
+    from: exact when it lies in one token whose characters map one to one onto the original (as
+    Chinese and Japanese characters do), else the whole tokens it touches."""
+    first = bisect_right(view.token_starts, start) - 1
+    last = bisect_right(view.token_starts, end - 1) - 1
+    token_start = view.token_starts[first]
+    token_length = view.text.index(" ", token_start) - token_start
+    original = view.spans[first]
+    if first == last and original[1] - original[0] == token_length:
+        offset = original[0] - token_start
+        return (start + offset, end + offset)
+    return (original[0], view.spans[last][1])
 
 
 def _automaton(table: dict[str, list[Payload]]) -> ahocorasick.Automaton | None:
@@ -129,7 +179,7 @@ class LexicalScanner:
         self._pack = pack
         wanted = set(pack.category_ids if categories is None else categories)
         self._index: TermIndex[_RuleRef] = TermIndex(
-            (term, rule.inflect, _RuleRef(category_id, rule.id, rule.score))
+            (term, rule.inflect, rule.language, _RuleRef(category_id, rule.id, rule.score))
             for category_id, category in pack.spec.categories.items()
             if category.enabled and category_id in wanted
             for rule in category.rules
@@ -183,7 +233,7 @@ class CooccurrenceScanner:
 
     def __init__(self, pack: PolicyPack) -> None:
         self._rules: list[tuple[str, str, float, frozenset[str]]] = []
-        entries: list[tuple[str, bool, _GroupRef]] = []
+        entries: list[tuple[str, bool, str | None, _GroupRef]] = []
         for category_id, category in pack.spec.categories.items():
             if not category.enabled:
                 continue
@@ -191,7 +241,9 @@ class CooccurrenceScanner:
                 index = len(self._rules)
                 self._rules.append((category_id, rule.id, rule.score, frozenset(rule.all_of)))
                 for group, terms in rule.all_of.items():
-                    entries.extend((term, rule.inflect, _GroupRef(index, group)) for term in terms)
+                    entries.extend(
+                        (term, rule.inflect, rule.language, _GroupRef(index, group)) for term in terms
+                    )
         self._index: TermIndex[_GroupRef] = TermIndex(entries)
 
     def scan(self, prompt: NormalizedPrompt) -> list[RuleHit]:

@@ -46,16 +46,25 @@ class Thresholds(_Spec):
     image: Unit
 
 
+LanguageCode = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")]
+
+
 class TermRule(_Spec):
     """Terms matched on word boundaries. A hit names `id`, never the matched text.
 
-    With `inflect`, the last word of each term also matches its regular plural and verb forms.
+    `language` (ISO 639 code; None: English) sets how the terms match (guard/policy/scanners.py):
+    English terms with `inflect` also match the regular plural and verb forms of their last word;
+    Chinese and Japanese terms ("zh", "ja") match anywhere in the text, without word boundaries;
+    Arabic terms ("ar") also match with the article and the attached prepositions and conjunctions
+    (ال, و, ف, ب, ل, ك). In any language a term ending in "*" matches every word that starts with
+    its last word ("nackt*": nackte, nackten, Nacktheit); `inflect` applies to English only.
     """
 
     id: RuleId
     terms: Annotated[list[Term], Field(min_length=1)]
     score: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     inflect: bool = True
+    language: LanguageCode | None = None
 
 
 class CooccurrenceRule(_Spec):
@@ -65,6 +74,7 @@ class CooccurrenceRule(_Spec):
     all_of: Annotated[dict[Identifier, Annotated[list[Term], Field(min_length=1)]], Field(min_length=2)]
     score: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     inflect: bool = True
+    language: LanguageCode | None = None  # as for TermRule
 
 
 class CategorySpec(_Spec):
@@ -203,9 +213,6 @@ ModelFileName = Annotated[
 ]
 
 
-LanguageCode = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}$")]
-
-
 class SemanticSpec(_Spec):
     """The semantic layer: a sentence-embedding encoder compared with exemplar prompts per category.
 
@@ -228,6 +235,11 @@ class SemanticSpec(_Spec):
     # language (guard/policy/language.py) the layer's scores count as uncertain evidence only: a
     # category it would have crossed is held for review. None: every prompt is read as if in theirs.
     languages: Annotated[list[LanguageCode], Field(min_length=1)] | None = None
+    # Languages the pack's term rules read (rules with that `language`; policies/terms/*_multilingual.yaml).
+    # On a prompt clearly in one of them the layer's unreadable score makes its category uncertain
+    # (allowed, stricter output checks) instead of holding it for review: the term rules judge what the
+    # prompt says. None: every unreadable score is held for review.
+    lexical_languages: Annotated[list[LanguageCode], Field(min_length=1)] | None = None
 
 
 Positive = Annotated[int, Field(ge=1)]

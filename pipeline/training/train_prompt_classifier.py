@@ -1,7 +1,7 @@
 """Train the semantic layer's adapter: all-MiniLM-L6-v2 fine-tuned end to end with LoRA + a multi-label head.
 
     python -m genguard.pipeline.training.train_prompt_classifier [--out policies/models/prompt-minilm-lora]
-        [--shared PATH] [--folds 3] [--epochs 2] [--quick]
+        [--shared PATH] [--folds 3] [--epochs 2] [--quick] [--hard-negatives]
     python -m genguard.pipeline.training.train_prompt_classifier --select-only   # thresholds from saved scores
 
 Data (every file's SHA-256 is printed and written into config.json): ../shared/data/prompts (I2P rows
@@ -67,6 +67,13 @@ I2P_CATEGORIES = {
 }
 ADVERSARIAL = {"Nudity": "sexual", "Violent": "violence", "Horror": "violence"}
 EDGY_WEIGHT = 3.0  # benign prompts that sound unsafe: the mistakes users notice most
+# Everyday physical actions (eating, sports, animals fighting in nature, cooking, children's games):
+# hard negatives for verbs the adapter reads as violence or self-harm ("bite into", "fighting for
+# territory"). Benign, weighted like the edgy set, split by topic like it; a source of its own, so that
+# the threshold selection's sets stay as they were. Only with --hard-negatives: the adapter trained
+# with them lost held-out recall at its chosen thresholds (policies/training/DATA.md), so the shipped
+# adapter is trained without them.
+EVERYDAY = "everyday_actions.csv"
 
 
 @dataclass(frozen=True)
@@ -184,9 +191,7 @@ def shared_examples(hyper: Hyper, shared: Path | None, record: DataRecord) -> li
     add([r["prompt"] for r in violence], ["violence"], "ringabell")
     add([r["prompt1"] for r in violence], [], "ringabell")
     add(ringabell_nudity(root, record), ["sexual"], "ringabell")
-    add(
-        sets.texts(sets.rows(record.use(root / "ringabell_pairs" / "NoNudity_prompt.csv"))), [], "ringabell"
-    )
+    add(sets.texts(sets.rows(record.use(root / "ringabell_pairs" / "NoNudity_prompt.csv"))), [], "ringabell")
     record.use(root / "coco30k_captions" / "coco_30k.csv")
     add_benign(sets.coco_prompts(shared), "coco", hyper.coco_train, hyper.coco_unseen)
     record.use(root / "partiprompts" / "PartiPrompts.tsv")
@@ -370,9 +375,7 @@ def artist_prompts(root: Path, record: DataRecord) -> list[str]:
 def people_prompts(root: Path, record: DataRecord) -> list[str]:
     """DALL-Eval's and UCE's people / occupation prompts."""
     dalleval = json.loads(record.use(root / "dalleval_bias" / "prompt_list.json").read_text(encoding="utf-8"))
-    uce = sorted(
-        set(sets.texts(sets.rows(record.use(root / "uce_bias_prompts" / "profession_prompts.csv"))))
-    )
+    uce = sorted(set(sets.texts(sets.rows(record.use(root / "uce_bias_prompts" / "profession_prompts.csv")))))
     other = [
         t
         for name in ("race_prompts.csv", "adjective_prompts.csv")
@@ -381,10 +384,14 @@ def people_prompts(root: Path, record: DataRecord) -> list[str]:
     return [*dalleval, *uce, *sorted(set(other))]
 
 
-def edgy_examples(record: DataRecord, data: Path = DATA) -> list[Example]:
-    """The written edgy sets with their topic split; empty when the files are not there yet."""
+def edgy_examples(record: DataRecord, data: Path = DATA, everyday: bool = False) -> list[Example]:
+    """The written edgy sets with their topic split, and with `everyday` the everyday-actions hard
+    negatives; empty when the files are not there yet."""
     out: list[Example] = []
-    for name, unsafe in (("edgy_benign.csv", False), ("unsafe_matched.csv", True)):
+    names = [("edgy_benign.csv", False), ("unsafe_matched.csv", True)] + (
+        [(EVERYDAY, False)] if everyday else []
+    )
+    for name, unsafe in names:
         path = data / name
         if not path.is_file():
             print(f"warning: {path} not found: training without it", file=sys.stderr)
@@ -397,7 +404,7 @@ def edgy_examples(record: DataRecord, data: Path = DATA) -> list[Example]:
                 continue  # sexual_minors stays a rule; it is not taught to the model
             labels = _labels([category] if unsafe else [])
             weight = 1.0 if unsafe else EDGY_WEIGHT
-            source = "unsafe_matched" if unsafe else "edgy"
+            source = "unsafe_matched" if unsafe else "everyday" if name == EVERYDAY else "edgy"
             out.append(Example(normalize(text).folded, labels, weight, source, topic_split(topic)))
     return out
 
@@ -912,6 +919,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--cache", type=Path, default=None, help="a file to keep the frozen layers' states in"
     )
     parser.add_argument("--select-only", action="store_true", help="thresholds from the saved scores")
+    parser.add_argument(
+        "--hard-negatives", action="store_true", help=f"also train on {EVERYDAY} (benign everyday actions)"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -919,7 +929,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     hyper = Hyper(epochs=args.epochs, batch_size=8 if args.quick else Hyper.batch_size)
     torch.set_num_threads(hyper.threads)
     record = DataRecord()
-    examples = deduplicated([*shared_examples(hyper, args.shared, record), *edgy_examples(record, args.data)])
+    examples = deduplicated(
+        [*shared_examples(hyper, args.shared, record), *edgy_examples(record, args.data, args.hard_negatives)]
+    )
     steps_limit: int | None = None
     if args.quick:
         examples = sorted(examples, key=lambda e: e.key)[:: max(1, len(examples) // 160)]
