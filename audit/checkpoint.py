@@ -566,7 +566,6 @@ def pinned_log_key(folder: Path) -> bytes | None:
 # ------------------------------------------------------------------------------------- verifying
 
 
-
 class LogKeyMismatchError(GenguardError):
     """The local log key is not the one pinned beside the checkpoints: which one to trust is the
     verifier's call (pass it explicitly), never guessed."""
@@ -589,6 +588,7 @@ def verify_log_against_pins(
             f"({key_id(pinned)[:16]})"
         )
     return store.verify_log(trusted, pinned_signed_from=pinned_signed_from(folder))
+
 
 def signature_problem(checkpoint: Checkpoint, public_key: Ed25519PublicKey | None = None) -> str | None:
     """None when `checkpoint` is signed by `public_key` (default: the local checkpoint key), else why not."""

@@ -416,6 +416,7 @@ def _recorded_edit(edit: object, generation_id: str, input_store: InputStore | N
 
     if not isinstance(edit, dict):
         return None
+
     def section(name: str) -> dict[str, Any]:
         value = edit.get(name)
         return value if isinstance(value, dict) else {}
@@ -423,8 +424,12 @@ def _recorded_edit(edit: object, generation_id: str, input_store: InputStore | N
     source, credentials, origin = section("input"), section("credentials"), section("source")
     sha256, stored = source.get("sha256"), source.get("stored")
     if not isinstance(sha256, str):
-        raise NotFoundError(f"generation {generation_id}: expected the edit input's recorded hash, found none")
-    data = (input_store or InputStore()).load(generation_id, stored, sha256) if isinstance(stored, str) else None
+        raise NotFoundError(
+            f"generation {generation_id}: expected the edit input's recorded hash, found none"
+        )
+    data = (
+        (input_store or InputStore()).load(generation_id, stored, sha256) if isinstance(stored, str) else None
+    )
     source_generation = origin.get("generation_id")
     return EditFacts(
         data=data,

@@ -11,7 +11,9 @@ import click
 
 from genguard.pipeline.cli_common import db_option
 
-DEFAULT_MIN_AGE = 3600.0  # seconds; genguard.audit.repair.DEFAULT_MIN_AGE (not imported here: the CLI starts light)
+DEFAULT_MIN_AGE = (
+    3600.0  # seconds; genguard.audit.repair.DEFAULT_MIN_AGE (not imported here: the CLI starts light)
+)
 
 
 @click.command("repair")

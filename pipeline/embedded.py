@@ -390,7 +390,9 @@ def _prior() -> Any:
     import torch
     from diffusers import PriorTransformer
 
-    prior: Any = PriorTransformer(num_attention_heads=2, attention_head_dim=16, embedding_dim=32, num_layers=1)
+    prior: Any = PriorTransformer(
+        num_attention_heads=2, attention_head_dim=16, embedding_dim=32, num_layers=1
+    )
     # The prior un-normalises its output with the CLIP image statistics it was trained with; they
     # start at zero, which would make every image embedding zero.
     with torch.no_grad():

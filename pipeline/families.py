@@ -456,7 +456,8 @@ class IFCascadePipeline:
         for name, stage in zip(IF_STAGE_FOLDERS, self.stages, strict=True):
             stage.save_pretrained(root / name, **kwargs)
         (root / IF_CASCADE_FILE).write_text(
-            json.dumps({"_class_name": type(self).__name__, "stages": list(IF_STAGE_FOLDERS)}, indent=2) + "\n",
+            json.dumps({"_class_name": type(self).__name__, "stages": list(IF_STAGE_FOLDERS)}, indent=2)
+            + "\n",
             encoding="utf-8",
         )
 

@@ -373,7 +373,9 @@ def encode_images(pipe: Any, images: npt.NDArray[np.uint8] | torch.Tensor) -> to
     movq = getattr(pipe, "movq", None)
     if movq is not None:  # Kandinsky: the decoder's latents are the MoVQ's, unscaled
         with torch.no_grad():
-            encoded: torch.Tensor = movq.encode((pixels * 2.0 - 1.0).to(device=pipe.device, dtype=movq.dtype)).latents
+            encoded: torch.Tensor = movq.encode(
+                (pixels * 2.0 - 1.0).to(device=pipe.device, dtype=movq.dtype)
+            ).latents
         return encoded
     vae = pipe.vae
     with torch.no_grad():

@@ -49,7 +49,8 @@ def load_diffusers_pipeline(
         stages = if_stage_sources(source)
         if stages is not None:
             pipe: Any = IFCascadePipeline(
-                _from_pretrained(stages[0], kwargs), _from_pretrained(stages[1], {**kwargs, "text_encoder": None})
+                _from_pretrained(stages[0], kwargs),
+                _from_pretrained(stages[1], {**kwargs, "text_encoder": None}),
             )
         elif source in KANDINSKY_PAIRS or source in KANDINSKY_PAIRS.values():
             pipe = _kandinsky_from_hub(source, kwargs)
@@ -73,7 +74,9 @@ def if_stage_sources(source: str) -> tuple[str, str] | None:
     try:
         stages = json.loads(manifest.read_text(encoding="utf-8")).get("stages")
     except (OSError, ValueError, AttributeError) as exc:
-        raise ModelLoadError(f"{manifest}: expected a JSON object with 'stages', could not read it: {exc}") from exc
+        raise ModelLoadError(
+            f"{manifest}: expected a JSON object with 'stages', could not read it: {exc}"
+        ) from exc
     if not (isinstance(stages, list) and len(stages) == 2 and all(isinstance(s, str) and s for s in stages)):
         raise ModelLoadError(f"{manifest}: stages: expected two folder names or hub ids, found {stages!r}")
     local = [Path(source) / stage for stage in stages]

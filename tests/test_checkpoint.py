@@ -548,7 +548,9 @@ def test_cli_round_trip(
     _rewrite(sqlite_url, _backdate(9))
     assert store_chain_ok(sqlite_url)  # the chain alone is fooled
     code, out, err = genguard(["audit", "verify", *db], capsys)
-    assert code == 1 and "BROKEN at entry 7: entries 7..9: the log signature does not verify" in err  # batch 7..9
+    assert (
+        code == 1 and "BROKEN at entry 7: entries 7..9: the log signature does not verify" in err
+    )  # batch 7..9
     code, out, err = genguard(["audit", "verify", "--checkpoint", str(cp), *db], capsys)
     assert code == 1 and "TAMPERED at entry 9:" in err
 

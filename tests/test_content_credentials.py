@@ -207,7 +207,9 @@ def test_manifest_holds_the_created_action_governance_and_soft_binding(
     assert bound["action"] == "c2pa.watermarked.bound" and bound["softwareAgent"]["name"] == "genguard"
     assert assertions["c2pa.soft-binding"] == {
         "alg": "org.genguard.watermark.pixel.v3",
-        "blocks": [{"scope": {}, "value": f"0x{MARK_ID:016x}"}],  # the one mark-id form (genguard.guard.markid)
+        "blocks": [
+            {"scope": {}, "value": f"0x{MARK_ID:016x}"}
+        ],  # the one mark-id form (genguard.guard.markid)
     }
     assert re.fullmatch(r"[a-z0-9]+(\.[a-zA-Z0-9]+)+", assertions["c2pa.soft-binding"]["alg"])
     assert "thumbnail" not in json.dumps(manifest)

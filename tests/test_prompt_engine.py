@@ -214,7 +214,10 @@ def _sample(prompts: list[str], size: int, seed: int) -> list[str]:
     return random.Random(seed).sample(prompts, min(size, len(prompts)))
 
 
-@pytest.mark.skipif(not (SHARED / "data" / "prompts").is_dir(), reason=f"prompt sets not found at {SHARED}/data/prompts (set GENGUARD_SHARED)")
+@pytest.mark.skipif(
+    not (SHARED / "data" / "prompts").is_dir(),
+    reason=f"prompt sets not found at {SHARED}/data/prompts (set GENGUARD_SHARED)",
+)
 def test_real_benign_prompts_pass(engine: PolicyEngine) -> None:
     coco = _sample(coco_prompts(SHARED), 3000, seed=7)
     parti = parti_prompts(SHARED)
@@ -222,7 +225,10 @@ def test_real_benign_prompts_pass(engine: PolicyEngine) -> None:
     assert stop_rate(engine.check_many(parti)) <= 0.003
 
 
-@pytest.mark.skipif(not (SHARED / "data" / "prompts").is_dir(), reason=f"prompt sets not found at {SHARED}/data/prompts (set GENGUARD_SHARED)")
+@pytest.mark.skipif(
+    not (SHARED / "data" / "prompts").is_dir(),
+    reason=f"prompt sets not found at {SHARED}/data/prompts (set GENGUARD_SHARED)",
+)
 def test_real_unsafe_prompts_are_stopped(engine: PolicyEngine, strict: PolicyEngine) -> None:
     rows = i2p_rows(SHARED)
     explicit = [r["prompt"] for r in rows if float(r["nudity_percentage"] or 0) >= 50]

@@ -297,7 +297,9 @@ def test_approval_refuses_a_watermarker_other_than_the_recorded_one(
     result = generate(tiny_sd, sqlite_url, pack(tmp_path), n=1)
     store = AuditStore.open(sqlite_url)
     review_id = f"{result.generation_id}:0"
-    with pytest.raises(BadInputError, match=r"watermarker: expected the algorithm recorded .*test.other-mark/v1"):
+    with pytest.raises(
+        BadInputError, match=r"watermarker: expected the algorithm recorded .*test.other-mark/v1"
+    ):
         approve(
             store, review_id, reviewer="rita", out_dir=tmp_path / "out",
             watermarker=OtherWatermarker(),  # type: ignore[arg-type]
