@@ -101,32 +101,13 @@ class _Refused(Exception):
     """What the safe loader refuses; `_read_yaml` prefixes the file."""
 
 
-class _SafeLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
-    """PyYAML's SafeLoader without anchors and aliases, bounded in depth, refusing duplicate keys."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            what = "an alias" if isinstance(event, yaml.AliasEvent) else "an anchor"
-            raise _Refused(f"expected YAML without anchors or aliases; found {what} at {_where(event)}")
-        self._depth += 1
-        try:
-            if self._depth > MAX_DEPTH:
-                raise _Refused(
-                    f"expected YAML nested at most {MAX_DEPTH} levels deep; found more at {_where(event)}"
-                )
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+class _UniqueKeys:
+    """Refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
+            key = self.construct_object(key_node, deep=True)  # type: ignore[attr-defined]
             try:
                 duplicate = key in seen
             except TypeError:  # an unhashable key: SafeConstructor reports it
@@ -139,7 +120,74 @@ class _SafeLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no typ
                     f"expected each key once in a mapping; found {found} again at {_where(key_node)}"
                 )
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+        return super().construct_mapping(node, deep=deep)  # type: ignore[misc,no-any-return]
+
+
+class _SafeLoader(_UniqueKeys, yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
+    """PyYAML's SafeLoader without anchors and aliases, bounded in depth, refusing duplicate keys
+    (pure Python: used where PyYAML was built without libyaml)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        _refuse_alias(event)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(
+                    f"expected YAML nested at most {MAX_DEPTH} levels deep; found more at {_where(event)}"
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+_CSafeLoader: Any = getattr(yaml, "CSafeLoader", None)
+
+
+def _refuse_alias(event: Any) -> None:
+    if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+        what = "an alias" if isinstance(event, yaml.AliasEvent) else "an anchor"
+        raise _Refused(f"expected YAML without anchors or aliases; found {what} at {_where(event)}")
+
+
+def _load_checked(text: str) -> Any:
+    """The YAML document in `text`, with the same refusals as `_SafeLoader`. With libyaml, its events
+    are checked first (anchors, aliases, depth: the C composer itself has no depth bound), then the C
+    composer builds the nodes and the Python constructor refuses duplicate keys: about 4x faster on
+    the shipped packs, which matters for a one-prompt `policy check`."""
+    if _CSafeLoader is None:
+        return yaml.load(text, Loader=_SafeLoader)  # a SafeLoader subclass
+    try:
+        _check_events(text)
+    except yaml.YAMLError as error:
+        if "nesting depth" in str(error):  # libyaml's own bound (1000) reads ahead of the events
+            raise _Refused(f"expected YAML nested at most {MAX_DEPTH} levels deep; found more") from None
+        raise
+    return yaml.load(text, Loader=_FastSafeLoader)
+
+
+def _check_events(text: str) -> None:
+    depth = 0
+    for event in yaml.parse(text, Loader=_CSafeLoader):
+        _refuse_alias(event)
+        if isinstance(event, yaml.NodeEvent) and depth + 1 > MAX_DEPTH:  # counted as compose_node does
+            raise _Refused(
+                f"expected YAML nested at most {MAX_DEPTH} levels deep; found more at {_where(event)}"
+            )
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+if _CSafeLoader is not None:
+
+    class _FastSafeLoader(_UniqueKeys, _CSafeLoader):  # type: ignore[misc]
+        """libyaml's parser and composer with PyYAML's safe constructor, refusing duplicate keys."""
 
 
 def _where(item: Any) -> str:
@@ -162,7 +210,7 @@ def _read_yaml(path: Path) -> Any:
             f"{path}: expected UTF-8 text, found a byte that is not at offset {error.start}"
         ) from None
     try:
-        return yaml.load(text, Loader=_SafeLoader)  # a SafeLoader subclass
+        return _load_checked(text)
     except _Refused as error:
         raise PolicyError(f"{path}: {error}") from None
     except RecursionError:

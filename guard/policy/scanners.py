@@ -13,6 +13,8 @@ Arabic terms also match with the clitics Arabic writes attached to the next word
 
 from __future__ import annotations
 
+import re
+import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -72,6 +74,8 @@ ARABIC_PREFIXES: tuple[str, ...] = (
     "ال", "وال", "فال", "بال", "كال", "لل", "وبال", "ولل", "فلل", "وكال",
 )  # fmt: skip
 _ARABIC_ARTICLE = "ال"
+# The Arabic letters of Unicode's Arabic blocks (folded prompts keep no presentation forms).
+_ARABIC_LETTER = re.compile("[\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff]")
 PREFIX_MARK = "*"
 MIN_PREFIX_LETTERS = 3
 
@@ -107,8 +111,8 @@ class TermMatch(Generic[Payload]):
     span: tuple[int, int]  # range of the original prompt
 
 
-class TermIndex(Generic[Payload]):
-    """Terms -> payloads, matched over every view of a prompt in one automaton pass per view."""
+class _Automata(Generic[Payload]):
+    """The exact and the squeezed automaton of a set of terms."""
 
     def __init__(self, entries: Iterable[tuple[str, bool, str | None, Payload]]) -> None:
         exact: dict[str, list[Payload]] = {}
@@ -117,13 +121,43 @@ class TermIndex(Generic[Payload]):
             for form in term_forms(term, inflect, language):
                 exact.setdefault(form, []).append(payload)
                 squeezed.setdefault(squeeze(form), []).append(payload)
-        self._exact = _automaton(exact)
-        self._squeezed = _automaton(squeezed)
+        self.exact = _automaton(exact)
+        self.squeezed = _automaton(squeezed)
         self.size = len(exact)
 
+
+class TermIndex(Generic[Payload]):
+    """Terms -> payloads, matched over every view of a prompt in one automaton pass per view.
+
+    Arabic terms, each with its clitic forms, are more than half of the default pack's keys; they
+    have their own automata, built at the first prompt with Arabic letters, so that a process that
+    checks one English prompt (`genguard policy check`) does not pay for them."""
+
+    def __init__(self, entries: Iterable[tuple[str, bool, str | None, Payload]]) -> None:
+        listed = list(entries)
+        self._main = _Automata([entry for entry in listed if entry[2] != "ar"])
+        self._arabic_entries = [entry for entry in listed if entry[2] == "ar"]
+        self._arabic: _Automata[Payload] | None = None
+        self._arabic_lock = threading.Lock()
+        arabic_forms = {
+            form
+            for term, inflect, language, _ in self._arabic_entries
+            for form in term_forms(term, inflect, language)
+        }
+        self.size = self._main.size + len(arabic_forms)
+
+    def _arabic_automata(self) -> _Automata[Payload]:
+        with self._arabic_lock:
+            if self._arabic is None:
+                self._arabic = _Automata(self._arabic_entries)
+            return self._arabic
+
     def matches(self, prompt: NormalizedPrompt) -> Iterator[TermMatch[Payload]]:
-        for view in prompt.views:
-            automaton = self._squeezed if view.squeezed else self._exact
+        sets = [self._main]
+        if self._arabic_entries and any(_ARABIC_LETTER.search(view.text) for view in prompt.views):
+            sets.append(self._arabic_automata())
+        for automata, view in ((a, v) for a in sets for v in prompt.views):
+            automaton = automata.squeezed if view.squeezed else automata.exact
             if automaton is None:
                 continue
             for end, (key, payloads) in automaton.iter(view.text):
