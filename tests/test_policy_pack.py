@@ -263,3 +263,49 @@ def test_to_yaml_round_trips(tmp_path: Path, default_pack: PolicyPack) -> None:
     path = tmp_path / "shown.yaml"
     path.write_text(default_pack.to_yaml(), encoding="utf-8")
     assert load_pack(path).digest == default_pack.digest
+
+
+# ---------------------------------------------------------------------- the two YAML readers
+
+
+@pytest.mark.parametrize(
+    ("text", "refusal"),
+    [
+        ("a: &x 1\nb: *x\n", "without anchors or aliases; found an anchor at line 1, column 4"),
+        ("a: [1]\nb: 2\na: 3\n", "each key once in a mapping; found 'a' again at line 3, column 1"),
+        ("a:" + " [" * 40 + " 1" + " ]" * 40 + "\n", "nested at most 32 levels deep"),
+        ("a:" + " [" * 2000 + " 1" + " ]" * 2000 + "\n", "nested at most 32 levels deep"),
+    ],
+)
+@pytest.mark.parametrize("libyaml", [True, False])
+def test_both_yaml_readers_refuse_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, refusal: str, libyaml: bool
+) -> None:
+    """Packs are read by libyaml when PyYAML has it, else by the pure-Python reader: same refusals."""
+    from genguard.guard.policy import loader
+
+    if not libyaml:
+        monkeypatch.setattr(loader, "_CSafeLoader", None)
+    elif loader._CSafeLoader is None:
+        pytest.fail("PyYAML without libyaml: the fast reader is not tested")
+    path = tmp_path / "pack.yaml"
+    path.write_text(text)
+    with pytest.raises(
+        PolicyError, match=rf"pack\.yaml: expected (YAML |each key)?.*{refusal.split(';')[0][-20:]}"
+    ):
+        load_pack(path)
+    try:
+        load_pack(path)
+    except PolicyError as error:
+        assert refusal in str(error)
+
+
+def test_both_yaml_readers_read_the_shipped_files_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genguard import policies
+    from genguard.guard.policy import loader
+
+    files = sorted(policies.PACK_DIR.rglob("*.yaml"))
+    assert len(files) > 10
+    fast = [loader._read_yaml(path) for path in files]
+    monkeypatch.setattr(loader, "_CSafeLoader", None)
+    assert [loader._read_yaml(path) for path in files] == fast
