@@ -290,14 +290,9 @@ def test_both_yaml_readers_refuse_alike(
         pytest.fail("PyYAML without libyaml: the fast reader is not tested")
     path = tmp_path / "pack.yaml"
     path.write_text(text)
-    with pytest.raises(
-        PolicyError, match=rf"pack\.yaml: expected (YAML |each key)?.*{refusal.split(';')[0][-20:]}"
-    ):
+    with pytest.raises(PolicyError) as refused:
         load_pack(path)
-    try:
-        load_pack(path)
-    except PolicyError as error:
-        assert refusal in str(error)
+    assert str(refused.value).startswith(f"{path}: expected") and refusal in str(refused.value)
 
 
 def test_both_yaml_readers_read_the_shipped_files_alike(monkeypatch: pytest.MonkeyPatch) -> None:
