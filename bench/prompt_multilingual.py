@@ -49,24 +49,6 @@ def read_rows(path: Path = PROMPTS) -> list[Row]:
     ]
 
 
-def english_terms_only(pack: PolicyPack) -> PolicyPack:
-    """`pack` as it was before the multilingual term files: without the rules that carry a language,
-    and with every unreadable semantic score held for review (no `semantic.lexical_languages`)."""
-    semantic = pack.spec.semantic
-    if semantic is not None:
-        semantic = semantic.model_copy(update={"lexical_languages": None})
-    categories = {
-        cid: category.model_copy(
-            update={
-                "rules": [r for r in category.rules if r.language is None],
-                "cooccurrence": [r for r in category.cooccurrence if r.language is None],
-            }
-        )
-        for cid, category in pack.spec.categories.items()
-    }
-    return PolicyPack.from_spec(pack.spec.model_copy(update={"categories": categories, "semantic": semantic}))
-
-
 def engine(pack: PolicyPack, lexical_only: bool) -> PolicyEngine:
     return PolicyEngine(pack, scanners=default_scanners(pack) if lexical_only else None)
 
@@ -107,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in args.packs.split(","):
         pack = load_pack(name)
         shipped = engine(pack, args.lexical_only).check_many([r.prompt for r in rows])
-        before = engine(english_terms_only(pack), args.lexical_only).check_many([r.prompt for r in rows])
+        before = engine(sets.english_terms_only(pack), args.lexical_only).check_many([r.prompt for r in rows])
         print(f"pack {pack.name} {pack.ref.version}: shipped | without the multilingual terms")
         print("| language | plain stopped | edgy stopped | unsafe recall | minors recall |")
         print("|---|---|---|---|---|")

@@ -18,6 +18,7 @@ from genguard.guard.policy.pack import canonical_data
 from genguard.guard.policy.scanners import default_scanners, term_forms
 from genguard.guard.types import PromptAction, PromptDecision
 from genguard.pipeline.training import train_prompt_classifier as training
+from genguard.pipeline.training.prompt_sets import english_terms_only
 
 STOPPED = (PromptAction.REVIEW, PromptAction.BLOCK)
 BENCH_SET = Path(__file__).resolve().parents[1] / "bench" / "multilingual_prompts.tsv"
@@ -31,19 +32,6 @@ def pack() -> PolicyPack:
 @pytest.fixture(scope="module")
 def lexical(pack: PolicyPack) -> PolicyEngine:
     return PolicyEngine(pack, scanners=default_scanners(pack))
-
-
-def english_terms_only(pack: PolicyPack) -> PolicyPack:
-    categories = {
-        cid: category.model_copy(
-            update={
-                "rules": [r for r in category.rules if r.language is None],
-                "cooccurrence": [r for r in category.cooccurrence if r.language is None],
-            }
-        )
-        for cid, category in pack.spec.categories.items()
-    }
-    return PolicyPack.from_spec(pack.spec.model_copy(update={"categories": categories}))
 
 
 def stopped_by(decision: PromptDecision) -> set[str]:
@@ -189,31 +177,30 @@ def test_a_latin_term_in_a_chinese_rule_is_refused(tmp_path: Path) -> None:
         load_pack(path)
 
 
-def test_a_short_prefix_term_is_refused(tmp_path: Path) -> None:
-    terms = tmp_path / "terms"
-    terms.mkdir()
-    (terms / "extra.yaml").write_text("rules:\n  - id: sexual.fr.extra\n    language: fr\n    terms: [nu*]\n")
+def default_pack_with_terms(folder: Path, terms_yaml: str) -> Path:
+    """A copy of the default pack in `folder` whose sexual category also reads `terms_yaml`."""
+    (folder / "terms").mkdir()
+    (folder / "terms" / "extra.yaml").write_text(terms_yaml)
     pack = Path(str(load_pack("default").source)).read_text(encoding="utf-8")
-    path = tmp_path / "pack.yaml"
+    path = folder / "pack.yaml"
     path.write_text(
         pack.replace("rule_files: [terms/sexual.yaml,", "rule_files: [terms/extra.yaml, terms/sexual.yaml,"),
         encoding="utf-8",
+    )
+    return path
+
+
+def test_a_short_prefix_term_is_refused(tmp_path: Path) -> None:
+    path = default_pack_with_terms(
+        tmp_path, "rules:\n  - id: sexual.fr.extra\n    language: fr\n    terms: [nu*]\n"
     )
     with pytest.raises(PolicyError, match=r"expected a prefix term .* found 'nu\*'"):
         load_pack(path)
 
 
 def test_a_language_that_is_no_code_is_refused(tmp_path: Path) -> None:
-    terms = tmp_path / "terms"
-    terms.mkdir()
-    (terms / "extra.yaml").write_text(
-        "rules:\n  - id: sexual.xx.extra\n    language: German\n    terms: [nackt]\n"
-    )
-    pack = Path(str(load_pack("default").source)).read_text(encoding="utf-8")
-    path = tmp_path / "pack.yaml"
-    path.write_text(
-        pack.replace("rule_files: [terms/sexual.yaml,", "rule_files: [terms/extra.yaml, terms/sexual.yaml,"),
-        encoding="utf-8",
+    path = default_pack_with_terms(
+        tmp_path, "rules:\n  - id: sexual.xx.extra\n    language: German\n    terms: [nackt]\n"
     )
     with pytest.raises(PolicyError, match=r"rules\.0\.language: expected String should match pattern"):
         load_pack(path)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from genguard.guard.policy import PolicyPack
 from genguard.guard.types import PromptAction, PromptDecision
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,3 +74,21 @@ def adversarial_prompts(kind: str, shared: Path | None = None) -> list[str]:
 
 def stop_rate(decisions: Sequence[PromptDecision]) -> float:
     return sum(d.action in STOPS for d in decisions) / max(len(decisions), 1)
+
+
+def english_terms_only(pack: PolicyPack) -> PolicyPack:
+    """`pack` as it was before the multilingual term files: without the rules that carry a language,
+    and with every unreadable semantic score held for review (no `semantic.lexical_languages`)."""
+    semantic = pack.spec.semantic
+    if semantic is not None:
+        semantic = semantic.model_copy(update={"lexical_languages": None})
+    categories = {
+        cid: category.model_copy(
+            update={
+                "rules": [r for r in category.rules if r.language is None],
+                "cooccurrence": [r for r in category.cooccurrence if r.language is None],
+            }
+        )
+        for cid, category in pack.spec.categories.items()
+    }
+    return PolicyPack.from_spec(pack.spec.model_copy(update={"categories": categories, "semantic": semantic}))
