@@ -169,17 +169,11 @@ class OpenAIImagesRequest(_Strict):
     user: str | None = Field(default=None, max_length=256)
 
 
-class OpenAIImagesEditRequest(_Strict):
+class OpenAIImagesEditRequest(OpenAIImagesRequest):
     """OpenAI's `POST /v1/images/edits` form fields (besides the `image` and `mask` files); `strength`
     and `consent` are genguard's own, as on `/v1/generations`."""
 
-    prompt: str = Field(min_length=1, max_length=4000)
-    model: str | None = None
-    n: int = Field(default=1, ge=1, le=10)
-    size: str | None = Field(default=None, pattern=r"^[0-9]{1,5}x[0-9]{1,5}$")
-    response_format: Literal["url", "b64_json"] = "url"
-    output_format: OutputFormat | None = None
-    user: str | None = Field(default=None, max_length=256)
+    n: int = Field(default=1, ge=1, le=10)  # a form field: "2" is a number here
     strength: float | None = Field(default=None, gt=0.0, le=1.0)
     consent: str | None = Field(default=None, min_length=1, max_length=500)
 
