@@ -39,7 +39,7 @@ from genguard.pipeline.service.schemas import (
     ReleasedImage,
     WithheldImage,
 )
-from genguard.pipeline.service.uploads import read_capped, read_form
+from genguard.pipeline.service.uploads import file_part, form_body, read_capped, read_form
 
 GENERATOR = ("generator",)
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -49,37 +49,19 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 MAX_REQUEST_BYTES = 64 * 1024
 _JSON_TYPES = ("application/json", "")
 _CREATE_SCHEMA = GenerationCreate.model_json_schema(ref_template="#/components/schemas/{model}")
-CREATE_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": _CREATE_SCHEMA},
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["request", "image"],
-                    "properties": {
-                        "request": {
-                            "type": "string",
-                            "contentMediaType": "application/json",
-                            "description": "The generation, as the JSON body (a GenerationCreate).",
-                        },
-                        "image": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "The image to edit: PNG, JPEG or WebP.",
-                        },
-                        "mask": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "Inpainting mask, the image's size: white (>= 128) is repainted.",
-                        },
-                    },
-                }
-            },
+CREATE_BODY: dict[str, Any] = form_body(
+    ["request", "image"],
+    {
+        "request": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "The generation, as the JSON body (a GenerationCreate).",
         },
-    }
-}
+        "image": file_part("The image to edit: PNG, JPEG or WebP."),
+        "mask": file_part("Inpainting mask, the image's size: white (>= 128) is repainted."),
+    },
+    {"application/json": {"schema": _CREATE_SCHEMA}},
+)
 
 
 def parse_create(raw: bytes | str | None, part: str = "body") -> GenerationCreate:

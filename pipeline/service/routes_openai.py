@@ -50,30 +50,16 @@ from genguard.pipeline.service.schemas import (
     OpenAIImagesResponse,
     OutputFormat,
 )
-from genguard.pipeline.service.uploads import read_form
+from genguard.pipeline.service.uploads import file_part, form_body, read_form
 
-EDIT_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image", "prompt"],
-                    "properties": {
-                        "image": {"type": "string", "format": "binary", "description": "PNG, JPEG or WebP."},
-                        "mask": {
-                            "type": "string",
-                            "format": "binary",
-                            "description": "PNG, the image's size: fully transparent pixels are edited.",
-                        },
-                        **OpenAIImagesEditRequest.model_json_schema()["properties"],
-                    },
-                }
-            }
-        },
-    }
-}
+EDIT_BODY: dict[str, Any] = form_body(
+    ["image", "prompt"],
+    {
+        "image": file_part("PNG, JPEG or WebP."),
+        "mask": file_part("PNG, the image's size: fully transparent pixels are edited."),
+        **OpenAIImagesEditRequest.model_json_schema()["properties"],
+    },
+)
 
 
 def check_model(ctx: ServiceContext, model: str | None) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,24 +20,30 @@ from PIL import Image, UnidentifiedImageError
 
 from genguard.pipeline.service.errors import ApiError
 
+
+def file_part(description: str | None = None) -> dict[str, Any]:
+    """The OpenAPI schema of a multipart part that is a file."""
+    part: dict[str, Any] = {"type": "string", "format": "binary"}
+    if description is not None:
+        part["description"] = description
+    return part
+
+
+def form_body(
+    required: Sequence[str], properties: dict[str, Any], other: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An operation's `openapi_extra` for a multipart/form-data body with these parts (`other`: the
+    body's other media types, by content type)."""
+    form = {"schema": {"type": "object", "required": list(required), "properties": properties}}
+    return {"requestBody": {"required": True, "content": {**(other or {}), "multipart/form-data": form}}}
+
+
 # The request body of every public upload (verify, matches/byContent): multipart or a bare image.
-UPLOAD_SCHEMA: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image"],
-                    "properties": {"image": {"type": "string", "format": "binary"}},
-                }
-            },
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-            "image/webp": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
+UPLOAD_SCHEMA: dict[str, Any] = form_body(
+    ["image"],
+    {"image": file_part()},
+    {media: {"schema": file_part()} for media in ("image/png", "image/jpeg", "image/webp")},
+)
 # The image formats an upload may be (those Pillow decodes and c2pa reads), by Pillow's format name.
 IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 
