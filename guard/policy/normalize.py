@@ -356,7 +356,10 @@ def normalize(prompt: str) -> NormalizedPrompt:
     return NormalizedPrompt(prompt, folded, tuple(views))
 
 
+@lru_cache(maxsize=1 << 16)
 def term_key(term: str) -> str:
-    """The form a pack term is matched in: folded plain tokens written as " tok tok "."""
+    """The form a pack term is matched in: folded plain tokens written as " tok tok ".
+
+    Cached: loading a pack checks its terms, then each lexical scanner keys the same terms again."""
     folded, _ = fold(term)
     return " " + " ".join(t for t, _, _ in _tokens(folded)) + " "
