@@ -1,7 +1,7 @@
 """Pixel watermark bench: quality, robustness per attack, false positives and speed, on real photographs.
 
     python bench/watermark.py [--quick] [--sizes 512,1024,256] [--record FILE]
-    python bench/watermark.py --geometry [--sizes 512] [--keys 1] [--photos china,flower,...]
+    python bench/watermark.py --geometry [--sizes 512] [--keys 1] [--photos china,flower,...] [--pipeline-images 2]
     python bench/watermark.py --fp-trials 10000 [--workers 2]
     python bench/watermark.py --speed [--sizes 256,512,1024] [--keys 3] [--photos ...]
 
@@ -379,6 +379,12 @@ def main() -> None:
     parser.add_argument("--fp-trials", type=int, default=0, help="run only this many unmarked trials")
     parser.add_argument("--workers", type=int, default=1, help="processes for --fp-trials")
     parser.add_argument("--speed", action="store_true", help="embed and detection CPU time only")
+    parser.add_argument(
+        "--pipeline-images",
+        type=int,
+        default=0,
+        help="--geometry: also this many images of each embedded tiny pipeline (tiny-sd, tiny-sdxl)",
+    )
     args = parser.parse_args()
     if args.speed:
         chosen_photos = tuple(args.photos.split(",")) if args.photos else None
@@ -393,6 +399,10 @@ def main() -> None:
     if args.geometry:
         for side in [int(s) for s in args.sizes.split(",")]:
             photos = photographs(side, chosen)
+            if args.pipeline_images:
+                from pipeline_images import pipeline_images
+
+                photos.update(pipeline_images(side, per_model=args.pipeline_images))
             geometry(side, photos, args.keys)
             false_positives_geometric(side, photos, args.fp_keys)
         return

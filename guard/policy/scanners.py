@@ -112,18 +112,34 @@ class TermMatch(Generic[Payload]):
 
 
 class _Automata(Generic[Payload]):
-    """The exact and the squeezed automaton of a set of terms."""
+    """The exact and the squeezed automaton of a set of terms.
+
+    The squeezed one is built at the first squeezed view (a prompt with a letter repeated three times
+    or more, rare), so that building a scanner costs one automaton, not two."""
 
     def __init__(self, entries: Iterable[tuple[str, bool, str | None, Payload]]) -> None:
         exact: dict[str, list[Payload]] = {}
-        squeezed: dict[str, list[Payload]] = {}
+        self._forms: list[tuple[str, Payload]] = []  # in term order: the squeezed payloads keep it
         for term, inflect, language, payload in entries:
             for form in term_forms(term, inflect, language):
                 exact.setdefault(form, []).append(payload)
-                squeezed.setdefault(squeeze(form), []).append(payload)
+                self._forms.append((form, payload))
         self.exact = _automaton(exact)
-        self.squeezed = _automaton(squeezed)
+        self._squeezed: ahocorasick.Automaton | None = None
+        self._squeezed_built = False
+        self._lock = threading.Lock()
         self.size = len(exact)
+
+    @property
+    def squeezed(self) -> ahocorasick.Automaton | None:
+        with self._lock:
+            if not self._squeezed_built:
+                table: dict[str, list[Payload]] = {}
+                for form, payload in self._forms:
+                    table.setdefault(squeeze(form), []).append(payload)
+                self._squeezed = _automaton(table)
+                self._squeezed_built = True
+            return self._squeezed
 
 
 class TermIndex(Generic[Payload]):
