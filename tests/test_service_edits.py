@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 import torch
+import yaml
 from starlette.testclient import TestClient
 
 from genguard.audit.service_store import IssuedKey, ServiceStore
@@ -26,6 +27,7 @@ from genguard.audit.tenant_spaces import open_tenant_store
 from genguard.guard.errors import ImageInputError
 from genguard.guard.imageio import encode_image
 from genguard.guard.input_image import EDIT_CATEGORY
+from genguard.guard.policy import load_pack
 from genguard.guard.provenance import ManifestState, read_manifest
 from genguard.pipeline.service.app import create_app, open_context
 from genguard.pipeline.service.context import ServiceConfig
@@ -297,6 +299,62 @@ def test_bad_edit_uploads_are_4xx_naming_the_field_and_queue_nothing(
     assert error["param"] == param and error["message"].startswith(param), error
     with sqlite3.connect(db_file) as conn:
         assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == jobs_before
+
+
+@pytest.mark.parametrize("route", ["generations", "openai"])
+def test_an_edit_over_the_tenants_pack_limits_is_413_when_submitted(
+    server: Server, astronaut: bytes, tmp_path: Path, route: str
+) -> None:
+    """The tenant's pack bounds its edit inputs more tightly than the service (256x256 astronaut, pack
+    limit 200x200 pixels): refused when submitted, naming the file and the pack's field; nothing queued.
+    A changed pack file is read again: one that no longer loads is a 500 that does not show its path;
+    at the default limits the same upload is accepted."""
+    data = load_pack("default").canonical_dict()
+    data["name"] = "tight_edits"
+    data["edits"] = {**data.get("edits", {}), "max_input_pixels": 200 * 200}
+    pack = tmp_path / f"tight-{route}.yaml"
+    pack.write_text(yaml.safe_dump(data))
+    tenant = server.ctx.store.create_tenant(f"tight-{route}", policy=str(pack))
+    key = server.ctx.store.issue_key(tenant.name, "generator")
+    headers = {"Authorization": f"Bearer {key.secret}"}
+
+    def post() -> httpx.Response:
+        if route == "openai":
+            files = {"image": ("in.png", astronaut, "image/png")}
+            form = {"prompt": PROMPT, "consent": "ref-1"}
+            return httpx.post(
+                f"{server.url}/v1/images/edits", files=files, data=form, headers=headers, timeout=60
+            )
+        files_ = {
+            "request": (None, json.dumps({"prompt": PROMPT, **STEPS}), "application/json"),
+            "image": ("in.png", astronaut, "image/png"),
+        }
+        return httpx.post(f"{server.url}/v1/generations", files=files_, headers=headers, timeout=60)
+
+    db_file = server.home / "audit.sqlite3"
+    with sqlite3.connect(db_file) as conn:
+        jobs_before = conn.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    answer = post()
+    assert answer.status_code == 413, answer.text
+    error = answer.json()["error"]
+    assert error["param"] == "image"
+    assert error["message"] == (
+        "image: expected at most 40000 pixels (policy pack 'tight_edits': edits.max_input_pixels), "
+        f"found {SIDE}x{SIDE} = {SIDE * SIDE}"
+    )
+    assert str(tmp_path) not in answer.text  # the pack's path on the server is not shown
+    with sqlite3.connect(db_file) as conn:
+        assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == jobs_before
+    pack.write_text("name: [unclosed\n")  # a pack that no longer loads: the service's fault, not the client's
+    broken = post()
+    assert broken.status_code == 500 and broken.json()["error"]["code"] == "policy_unavailable", broken.text
+    assert str(tmp_path) not in broken.text
+    del data["edits"]["max_input_pixels"]
+    pack.write_text(yaml.safe_dump(data))
+    accepted = post()  # queued and governed (the OpenAI route answers with the job's outcome)
+    assert accepted.status_code not in (413, 500), accepted.text
+    with sqlite3.connect(db_file) as conn:
+        assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == jobs_before + 1
 
 
 def test_edit_parameters_without_an_image_and_other_bodies_are_refused(server: Server) -> None:

@@ -1,11 +1,11 @@
 """Policy packs and the prompt checks (normalisation; lexical, co-occurrence and model layers).
 
-Public surface: `load_pack`, `list_shipped_packs`, `PolicyPack`, `PolicyEngine`, `PromptScanner`,
+Public surface: `load_pack`, `pack_file`, `list_shipped_packs`, `PolicyPack`, `PolicyEngine`, `PromptScanner`,
 `TextClassifierScanner` (the model layer), `SemanticScanner` (the semantic layer), `normalize` / `NormalizedPrompt`. Everything else is internal.
 """
 
 from genguard.guard.policy.engine import PolicyEngine
-from genguard.guard.policy.loader import list_shipped_packs, load_pack
+from genguard.guard.policy.loader import list_shipped_packs, load_pack, pack_file
 from genguard.guard.policy.model_layer import TextClassifierScanner
 from genguard.guard.policy.normalize import NormalizedPrompt, PromptView, normalize
 from genguard.guard.policy.pack import PolicyPack
@@ -25,4 +25,5 @@ __all__ = [
     "list_shipped_packs",
     "load_pack",
     "normalize",
+    "pack_file",
 ]

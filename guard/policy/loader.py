@@ -61,7 +61,7 @@ def load_pack(name_or_path: str | Path, *, rule_roots: Sequence[str | Path] = ()
 
     `rule_roots`: folders outside the pack's own from which its `rule_files` may also be read (added to
     those in $GENGUARD_POLICY_RULE_ROOTS)."""
-    path = _resolve(name_or_path)
+    path = pack_file(name_or_path)
     raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise PolicyError(f"{path}: expected a mapping at the top level, found {_kind(raw)}")
@@ -74,7 +74,8 @@ def load_pack(name_or_path: str | Path, *, rule_roots: Sequence[str | Path] = ()
     return PolicyPack.from_spec(spec, source=path)
 
 
-def _resolve(name_or_path: str | Path) -> Path:
+def pack_file(name_or_path: str | Path) -> Path:
+    """The file of a shipped pack's name, or the given path; PolicyError when there is none."""
     if isinstance(name_or_path, Path) or "/" in name_or_path or name_or_path.endswith(_PACK_SUFFIXES):
         path = Path(name_or_path).expanduser()
         if not path.is_file():

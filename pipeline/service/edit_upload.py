@@ -10,12 +10,20 @@ is the worker's, through the same governed path as the CLI's `--image/--mask`.
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genguard.guard.errors import BadInputError, ImageInputError
 from genguard.pipeline.service.errors import ApiError
 from genguard.pipeline.service.uploads import IMAGE_FORMATS, ImageHeader, check_header
+
+log = logging.getLogger("genguard.service")
+
+if TYPE_CHECKING:
+    from genguard.guard.policy.schema import EditsSpec
+    from genguard.pipeline.service.context import ServiceContext
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,53 @@ def check_edit(
         facts["mask_area_share"] = round(float(repaint.mean()), 6)
         inputs["mask"] = mask
     return EditUpload(inputs, facts, header.width, header.height)
+
+
+def checked_edit(ctx: ServiceContext, tenant_id: str, check: Callable[[], EditUpload]) -> EditUpload:
+    """`check()` (the service's checks of an edit's files), then the tenant's pack's own bounds."""
+    from genguard.guard.errors import PolicyError
+
+    upload = check()
+    try:
+        pack_name, limits = ctx.spaces.get(tenant_id).edit_limits()
+    except PolicyError as exc:
+        # The tenant's configuration, not the request, is at fault; its file path stays in the log.
+        log.error("tenant policy pack unreadable", extra={"tenant_id": tenant_id, "error": str(exc)})
+        raise ApiError(
+            500,
+            "policy_unavailable",
+            "edit: expected the tenant's policy pack to load, found it unreadable; an admin can set a "
+            "valid one (genguard tenants set-policy)",
+            kind="server_error",
+        ) from None
+    _check_pack_limits(upload, pack_name, limits)
+    return upload
+
+
+def _check_pack_limits(upload: EditUpload, pack_name: str, limits: EditsSpec) -> None:
+    """The tenant's pack's own bounds on an edit's files (`edits.max_input_bytes`, `max_input_pixels`),
+    which may be tighter than the service's upload limits: 413 naming the file and the pack's field."""
+    for name in ("image", "mask"):
+        facts = upload.facts[name]
+        if facts is None:
+            continue
+        if facts["size_bytes"] > limits.max_input_bytes:
+            raise ApiError(
+                413,
+                "image_too_large",
+                f"{name}: expected at most {limits.max_input_bytes} bytes (policy pack {pack_name!r}: "
+                f"edits.max_input_bytes), found {facts['size_bytes']}",
+                param=name,
+            )
+        pixels = facts["width"] * facts["height"]
+        if pixels > limits.max_input_pixels:
+            raise ApiError(
+                413,
+                "image_too_large",
+                f"{name}: expected at most {limits.max_input_pixels} pixels (policy pack {pack_name!r}: "
+                f"edits.max_input_pixels), found {facts['width']}x{facts['height']} = {pixels}",
+                param=name,
+            )
 
 
 def openai_mask(mask: bytes, max_pixels: int) -> bytes:
@@ -153,4 +208,4 @@ def _file_facts(data: bytes, header: ImageHeader) -> dict[str, Any]:
     }
 
 
-__all__ = ["EditUpload", "check_edit", "openai_mask", "transparent_area"]
+__all__ = ["EditUpload", "check_edit", "checked_edit", "openai_mask", "transparent_area"]

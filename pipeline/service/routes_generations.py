@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from genguard.audit.service_store import JobRecord
 from genguard.pipeline.service.auth import Principal, requires
 from genguard.pipeline.service.context import ServiceContext
-from genguard.pipeline.service.edit_upload import EditUpload, check_edit
+from genguard.pipeline.service.edit_upload import EditUpload, check_edit, checked_edit
 from genguard.pipeline.service.errors import ApiError, not_found
 from genguard.pipeline.service.routes_verify import in_slot
 from genguard.pipeline.service.schemas import (
@@ -233,12 +233,16 @@ def router(ctx: ServiceContext) -> APIRouter:
                     ctx,
                     request,
                     "generation",
-                    lambda: check_edit(
-                        image,
-                        mask,
-                        strength=body.strength,
-                        consent=body.consent,
-                        max_pixels=ctx.config.max_upload_pixels,
+                    lambda: checked_edit(
+                        ctx,
+                        principal.tenant_id,
+                        lambda: check_edit(
+                            image,
+                            mask,
+                            strength=body.strength,
+                            consent=body.consent,
+                            max_pixels=ctx.config.max_upload_pixels,
+                        ),
                     ),
                 )
         elif content_type in _JSON_TYPES or content_type.endswith("+json"):

@@ -31,7 +31,13 @@ from starlette.concurrency import run_in_threadpool
 from genguard.audit.service_store import JobRecord
 from genguard.pipeline.service.auth import Principal, requires
 from genguard.pipeline.service.context import ServiceContext
-from genguard.pipeline.service.edit_upload import EditUpload, check_edit, openai_mask, transparent_area
+from genguard.pipeline.service.edit_upload import (
+    EditUpload,
+    check_edit,
+    checked_edit,
+    openai_mask,
+    transparent_area,
+)
 from genguard.pipeline.service.errors import ApiError
 from genguard.pipeline.service.routes_generations import (
     ERRORS,
@@ -210,7 +216,9 @@ def router(ctx: ServiceContext) -> APIRouter:
                 mask = transparent_area(image, pixels)
             return check_edit(image, mask, strength=body.strength, consent=body.consent, max_pixels=pixels)
 
-        edit = await run_in_threadpool(in_slot, ctx, request, "edit", checked)
+        edit = await run_in_threadpool(
+            in_slot, ctx, request, "edit", checked_edit, ctx, principal.tenant_id, checked
+        )
         job = await run_in_threadpool(
             ctx.store.create_job,
             principal.tenant_id,

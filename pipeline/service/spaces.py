@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genguard.audit import tenant_spaces
 from genguard.audit.checkpoint import CheckpointTimer
@@ -22,6 +23,9 @@ from genguard.audit.store import AuditStore
 from genguard.audit.tenant_spaces import TenantSpaceLayout
 from genguard.audit.verify import VerifySpace
 from genguard.guard.config import watermark_key
+
+if TYPE_CHECKING:
+    from genguard.guard.policy.schema import EditsSpec
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,15 @@ class TenantSpace:
     _credentials: Any = field(default=None, repr=False)
     _watermark: bytes | None = field(default=None, repr=False)
     _anchor: bytes | None = field(default=None, repr=False)
+
+    def edit_limits(self) -> tuple[str, EditsSpec]:
+        """The tenant's pack's name and its `edits:` section, read again when the pack's file changes:
+        a route checks an edit's files against them when the job is submitted."""
+        from genguard.guard.policy import pack_file
+
+        path = pack_file(self.policy)
+        stat = path.stat()
+        return _pack_edits(str(path), stat.st_mtime_ns, stat.st_size)
 
     @property
     def pipeline_key(self) -> tuple[str, str, str, str, str]:
@@ -189,3 +202,12 @@ def _keys(place: TenantSpaceLayout, tenant: TenantInfo) -> TenantKeys:
 
 
 __all__ = ["TenantKeys", "TenantSpace", "TenantSpaces"]
+
+
+@lru_cache(maxsize=32)
+def _pack_edits(path: str, mtime_ns: int, size: int) -> tuple[str, EditsSpec]:
+    """(name, edits section) of the pack file at `path` as it was at (`mtime_ns`, `size`)."""
+    from genguard.guard.policy import load_pack
+
+    pack = load_pack(path)
+    return pack.name, pack.edits
