@@ -824,11 +824,12 @@ def _embed_transfers() -> tuple[Float64, Float64, Float64]:
     """Over a tile's rfft2 grid: what the plain whitening's local-mean removal (1 - a Gaussian of
     `_WHITEN_MEAN_SIGMA`), the edge whitening's (1 - the guided filter's two box filters, where the
     photo is flat) and the host blur (a Gaussian of `_HOST_BLUR_SIGMA`) pass of each frequency."""
-    ky = np.fft.fftfreq(TILE)[:, None]
-    kx = np.fft.rfftfreq(TILE)[None, :]
+    ky = np.asarray(np.fft.fftfreq(TILE)[:, None], dtype=np.float64)
+    kx = np.asarray(np.fft.rfftfreq(TILE)[None, :], dtype=np.float64)
 
     def gaussian(sigma: float) -> Float64:
-        return np.exp(-2.0 * math.pi**2 * sigma**2 * (ky**2 + kx**2))  # type: ignore[no-any-return]
+        transfer: Float64 = np.exp(-2.0 * math.pi**2 * sigma**2 * (ky**2 + kx**2))
+        return transfer
 
     side = 2 * _EDGE_RADIUS + 1
 
@@ -837,7 +838,8 @@ def _embed_transfers() -> tuple[Float64, Float64, Float64]:
         numerator = np.sin(math.pi * side * k)
         denominator = side * np.sin(math.pi * k)
         safe = np.where(denominator == 0.0, 1.0, denominator)
-        return np.where(k == 0.0, 1.0, numerator / safe)  # type: ignore[no-any-return]
+        transfer: Float64 = np.where(k == 0.0, 1.0, numerator / safe)
+        return transfer
 
     return 1.0 - gaussian(_WHITEN_MEAN_SIGMA), 1.0 - (box(ky) * box(kx)) ** 2, gaussian(_HOST_BLUR_SIGMA)
 
@@ -878,19 +880,17 @@ def _whiten_edges_with_gain(luma: Float32, scratch: _Scratch, out: Float32, gain
 
 def _normalise_with_gain(detail: Float32, scratch: _Scratch, gain: Float32) -> Float32:
     """`_normalise(detail)` (in place, the same steps), and into `gain` its derivative with the local
-    deviation held: weight / deviation where the whitened value is not clipped, 0 where it is."""
+    deviation held, weight / deviation. The clip is left out: it takes few pixels, and zeroing their gain
+    changed no soft-bit SNR of the marks (512 px, 11 photos x 2 keys, 7 attacks, to 0.01)."""
     squared: Float32 = cv2.multiply(detail, detail, dst=scratch("normalise"))  # type: ignore[assignment]
     deviation = np.sqrt(_blur(squared, _WHITEN_DEV_SIGMA, _WHITEN_DEV_FACTOR, out=squared), out=squared)
     deviation += np.float32(_WHITEN_FLOOR)
     white = np.divide(detail, deviation, out=detail)
     np.clip(white, -_WHITEN_CLIP, _WHITEN_CLIP, out=white)
-    clipped = scratch.array("clipped", white.shape, np.bool_)
-    np.greater_equal(np.abs(white, out=gain), np.float32(_WHITEN_CLIP), out=clipped)
     weight = np.divide(np.float32(_WHITEN_FLOOR), deviation, out=gain)
     weight **= _WEIGHT_POWER
     white *= weight
     np.divide(weight, deviation, out=gain)
-    gain[clipped] = 0.0
     return white
 
 
