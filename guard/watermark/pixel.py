@@ -15,7 +15,9 @@ How it works (DESIGN.md, "What a watermark prototype showed"):
   of the detector's two whitenings, see below, of the image as is and blurred: gains that hold only for
   the sharp image are lost to blur; on images larger than about 362 x 362, where the folded mark is
   much of what the detector's equaliser measures, the photo is read under the marked image's
-  equaliser weights). The pixels' change has a fixed RMS (PSNR about 42.3 dB). The mask
+  equaliser weights, and what the mark adds is the whitenings' linear response to it, computed in the
+  tile, not a whitening of a marked copy: `_linear_agreement`). The pixels' change has a fixed RMS
+  (PSNR about 42.3 dB). The mask
   is local activity ** p: flat regions carry the mark best for the detector but cost the most SSIM, so
   each image gets the flattest mask (smallest p of `_MASK_POWERS`) whose SSIM, predicted in closed form
   from local statistics (`_SsimModel`), stays at `_TARGET_SSIM`; where even the steepest does not, the
@@ -745,6 +747,12 @@ def _embed_array(array: UInt8, mark_id: int, layout: _EmbedLayout | _Layout) -> 
         host = agreement(luma)
         response = marked - host
     else:
+        # On large images the folded mark is much of the fold's power, so the detector's equaliser weights
+        # are the marked image's: the photo is read under them. Read under its own, the difference with the
+        # marked reading is mostly the change of weights, not the mark's response (soft-bit SNR of the
+        # plain reading, mean of 5 photos, unattacked / JPEG 50 / crop 75%: 1024 px 1.3 / 1.3 / 1.2 -> 9.5
+        # / 6.9 / 3.9, 512 px 2.3 / 2.0 / 1.4 -> 3.7 / 2.6 / 1.6). The mark's reading is the whitenings'
+        # linear response: two whitenings, not four.
         host, response = _linear_agreement(luma, mask, tile_spectrum(uniform), luma_rms, layout, scratch)
         host *= symbols
         response *= symbols
@@ -792,6 +800,13 @@ def _linear_agreement(
     fold is the filtered tile times the fold of gain x mask: no image-size plane of the mark is formed
     or whitened. Each reading is equalised by the noise power of the photo's fold plus the mark's, as
     the detector's equaliser sees the marked image.
+
+    Against the readings of a whitened first marked image (the small images' way, twice the
+    whitenings), 11 photographs x 2 keys, soft-bit SNR of the final marks at the known alignment, mean
+    of the plain / edge reading: 512 px unattacked 5.15 / 4.50 -> 5.17 / 4.76, JPEG 50 2.71 / 2.99 ->
+    2.71 / 3.09, blur 2 3.47 / 3.30 -> 3.41 / 3.28, crop 75% 2.18 / 2.86 -> 2.19 / 2.94; 1024 px
+    unattacked 10.3 / 8.1 -> 10.1 / 8.0, JPEG 50 6.4 / 6.0 -> 6.2 / 6.0, blur 2 9.5 / 7.6 -> 9.0 / 7.4.
+    Without the 1 - box(slope) factor of the edge reading's gain, 512 px unattacked fell to 3.98 / 4.69.
     """
     h, w = luma.shape
     pattern = np.fft.irfft2(spectrum, s=(TILE, TILE))
