@@ -497,6 +497,13 @@ class _Scratch:
     def __init__(self, shape: tuple[int, int]) -> None:
         self.shape = shape
         self._planes: dict[str, npt.NDArray[Any]] = {}
+        self._half: _Scratch | None = None
+
+    def half(self) -> _Scratch:
+        """The planes of every other row and column of this shape (for readings at half resolution)."""
+        if self._half is None:
+            self._half = _Scratch(((self.shape[0] + 1) // 2, (self.shape[1] + 1) // 2))
+        return self._half
 
     def __call__(self, name: str, channels: int = 1) -> Float32:
         shape = self.shape if channels == 1 else (*self.shape, channels)
@@ -787,58 +794,90 @@ def _linear_agreement(
     layout: _EmbedLayout | _Layout,
     scratch: _Scratch,
 ) -> tuple[Float64, Float64]:
-    """The host-aware gains' readings on large images, from two whitenings instead of four: (host,
-    response), each per coded bit, unsigned: what the detector reads of the photo (`luma`) and what a
-    mark of tile `spectrum` under `mask`, scaled to `luma_rms`, adds to it, both the sum of the
-    readings of the image as is and blurred by `_HOST_BLUR_SIGMA` (see `_embed_array`'s `agreement`).
+    """The host-aware gains' readings on large images, from two whitenings instead of four, one of them
+    at half resolution: (host, response), each per coded bit, unsigned: what the detector reads of the
+    photo (`luma`) and what a mark of tile `spectrum` under `mask`, scaled to `luma_rms`, adds to it,
+    both the sum of the readings of the image as is and blurred by `_HOST_BLUR_SIGMA` (see
+    `_embed_array`'s `agreement`).
 
-    The host is read exactly. The mark's reading is the whitenings' linear response at the photo:
-    with the local deviations held, each whitening is a high-pass filter (the local mean, or the guided
-    filter's prediction, removed) followed by a per-pixel gain (`_whiten_with_gain`,
+    The host is read as the detector reads it. The mark's reading is the whitenings' linear response at
+    the photo: with the local deviations held, each whitening is a high-pass filter (the local mean, or
+    the guided filter's prediction, removed) followed by a per-pixel gain (`_whiten_with_gain`,
     `_whiten_edges_with_gain`). Taking the mask and those gains as locally constant next to the
     filters, the whitened mark is the tile's filtered pattern times the gains times the mask, and its
     fold is the filtered tile times the fold of gain x mask: no image-size plane of the mark is formed
     or whitened. Each reading is equalised by the noise power of the photo's fold plus the mark's, as
     the detector's equaliser sees the marked image.
 
+    The blurred image has almost nothing above a quarter cycle per pixel (the blur passes 0.7% there),
+    so it is read from its even rows and columns, whitened with half the widths (a 3-pixel box for the
+    guided filter's 5), folded into a half tile; the band's coefficients (below 21 cycles per tile) and
+    the equaliser's windows around them (within 28) lie below the half tile's 32.
+
     Against the readings of a whitened first marked image (the small images' way, twice the
     whitenings), 11 photographs x 2 keys, soft-bit SNR of the final marks at the known alignment, mean
-    of the plain / edge reading: 512 px unattacked 5.15 / 4.50 -> 5.17 / 4.76, JPEG 50 2.71 / 2.99 ->
-    2.71 / 3.09, blur 2 3.47 / 3.30 -> 3.41 / 3.28, crop 75% 2.18 / 2.86 -> 2.19 / 2.94; 1024 px
-    unattacked 10.3 / 8.1 -> 10.1 / 8.0, JPEG 50 6.4 / 6.0 -> 6.2 / 6.0, blur 2 9.5 / 7.6 -> 9.0 / 7.4.
-    Without the 1 - box(slope) factor of the edge reading's gain, 512 px unattacked fell to 3.98 / 4.69.
+    of the plain / edge reading: 512 px unattacked 5.15 / 4.50 -> 5.18 / 4.86, JPEG 50 2.71 / 2.99 ->
+    2.71 / 3.14, blur 2 3.47 / 3.30 -> 3.35 / 3.28, crop 75% 2.18 / 2.86 -> 2.19 / 2.97; 1024 px
+    unattacked 10.3 / 8.1 -> 9.8 / 8.0, JPEG 50 6.4 / 6.0 -> 6.1 / 6.0, blur 2 9.5 / 7.6 -> 8.7 / 7.5
+    (the blurred image read at full resolution: 512 px blur 2 3.41 / 3.28, 1024 px unattacked 10.1 /
+    8.0). Without the 1 - box(slope) factor of the edge reading's gain, 512 px unattacked fell to
+    3.98 / 4.69.
     """
     h, w = luma.shape
     pattern = np.fft.irfft2(spectrum, s=(TILE, TILE))
     square = np.multiply(mask, mask, out=scratch("host_white"))
     scale = luma_rms / math.sqrt(max(float((pattern**2 * _fold(square)).sum()) / (h * w), 1e-18))
-    mean_pass, edge_pass, blur_pass = _embed_transfers()
+    half = scratch.half()
     blurred: Float32 = cv2.GaussianBlur(luma, (0, 0), _HOST_BLUR_SIGMA, dst=scratch("host_blurred"))  # type: ignore[assignment]
+    blurred_half, mask_half = half("host_blurred"), half("mask")
+    np.copyto(blurred_half, blurred[::2, ::2])
+    np.copyto(mask_half, mask[::2, ::2])
     host = np.zeros(_ecc.CODED_BITS)
     response = np.zeros(_ecc.CODED_BITS)
-    for plane, through in ((luma, 1.0), (blurred, blur_pass)):
-        mean_gain, edge_gain = scratch("mean_gain"), scratch("edge_gain")
-        white = _whiten_with_gain(plane, scratch, scratch("host_white"), mean_gain)
-        white += _whiten_edges_with_gain(plane, scratch, scratch("both_edges"), edge_gain)
-        host_fold = np.fft.rfft2(_fold(white))
-        mark_tile = np.fft.irfft2(spectrum * (scale * mean_pass * through), s=(TILE, TILE)) * _fold(
-            np.multiply(mean_gain, mask, out=mean_gain)
-        )
-        mark_tile += np.fft.irfft2(spectrum * (scale * edge_pass * through), s=(TILE, TILE)) * _fold(
-            np.multiply(edge_gain, mask, out=edge_gain)
-        )
-        mark_fold = np.fft.rfft2(mark_tile)
+    blur_pass = _embed_transfers(1)[2]
+    for plane, plane_mask, planes, resolution, through in (
+        (luma, mask, scratch, 1, 1.0),
+        (blurred_half, mask_half, half, 2, blur_pass),
+    ):
+        mean_pass, edge_pass, _ = _embed_transfers(resolution)
+        mean_pass, edge_pass = mean_pass * through, edge_pass * through
+        tile = TILE // resolution
+        mean_gain, edge_gain = planes("mean_gain"), planes("edge_gain")
+        white = _whiten_with_gain(plane, planes, planes("host_white"), mean_gain, resolution)
+        white += _whiten_edges_with_gain(plane, planes, planes("both_edges"), edge_gain, resolution)
+        host_fold = _on_tile_grid(np.fft.rfft2(_fold(white, tile)), resolution)
+        mark_tile = np.fft.irfft2(spectrum * (scale * mean_pass), s=(TILE, TILE))[
+            ::resolution, ::resolution
+        ] * _fold(np.multiply(mean_gain, plane_mask, out=mean_gain), tile)
+        mark_tile += np.fft.irfft2(spectrum * (scale * edge_pass), s=(TILE, TILE))[
+            ::resolution, ::resolution
+        ] * _fold(np.multiply(edge_gain, plane_mask, out=edge_gain), tile)
+        mark_fold = _on_tile_grid(np.fft.rfft2(mark_tile), resolution)
         noise = _noise_power(host_fold + mark_fold)
         host += _embed_soft_bits(host_fold / noise, layout)
         response += _embed_soft_bits(mark_fold / noise, layout)
     return host, response
 
 
-@lru_cache(maxsize=1)
-def _embed_transfers() -> tuple[Float64, Float64, Float64]:
+def _on_tile_grid(spectrum: npt.NDArray[np.complex128], resolution: int) -> npt.NDArray[np.complex128]:
+    """The rfft2 of a fold read at 1 / `resolution` of the image's resolution on a full tile's grid (the
+    same cycles per tile; the higher ones 0), scaled by the pixels each sample stands for."""
+    if resolution == 1:
+        return spectrum
+    side = TILE // resolution // 2
+    grid = np.zeros((TILE, TILE // 2 + 1), dtype=np.complex128)
+    grid[:side, : side + 1] = spectrum[:side, : side + 1]
+    grid[-side:, : side + 1] = spectrum[-side:, : side + 1]
+    grid *= resolution**2
+    return grid
+
+
+@lru_cache(maxsize=2)
+def _embed_transfers(resolution: int = 1) -> tuple[Float64, Float64, Float64]:
     """Over a tile's rfft2 grid: what the plain whitening's local-mean removal (1 - a Gaussian of
     `_WHITEN_MEAN_SIGMA`), the edge whitening's (1 - the guided filter's two box filters, where the
-    photo is flat) and the host blur (a Gaussian of `_HOST_BLUR_SIGMA`) pass of each frequency."""
+    photo is flat) and the host blur (a Gaussian of `_HOST_BLUR_SIGMA`) pass of each frequency, the
+    whitenings as `_whiten_with_gain` and `_whiten_edges_with_gain` do them at 1 / `resolution`."""
     ky = np.asarray(np.fft.fftfreq(TILE)[:, None], dtype=np.float64)
     kx = np.asarray(np.fft.rfftfreq(TILE)[None, :], dtype=np.float64)
 
@@ -846,12 +885,13 @@ def _embed_transfers() -> tuple[Float64, Float64, Float64]:
         transfer: Float64 = np.exp(-2.0 * math.pi**2 * sigma**2 * (ky**2 + kx**2))
         return transfer
 
-    side = 2 * _EDGE_RADIUS + 1
+    side = 2 * _edge_radius(resolution) + 1
 
     def box(k: Float64) -> Float64:
-        # the mean of `side` samples: a Dirichlet kernel, 1 at k = 0
-        numerator = np.sin(math.pi * side * k)
-        denominator = side * np.sin(math.pi * k)
+        # the mean of `side` samples `resolution` pixels apart: a Dirichlet kernel, 1 at k = 0
+        phase = math.pi * resolution * k
+        numerator = np.sin(side * phase)
+        denominator = side * np.sin(phase)
         safe = np.where(denominator == 0.0, 1.0, denominator)
         transfer: Float64 = np.where(k == 0.0, 1.0, numerator / safe)
         return transfer
@@ -859,18 +899,30 @@ def _embed_transfers() -> tuple[Float64, Float64, Float64]:
     return 1.0 - gaussian(_WHITEN_MEAN_SIGMA), 1.0 - (box(ky) * box(kx)) ** 2, gaussian(_HOST_BLUR_SIGMA)
 
 
-def _whiten_with_gain(luma: Float32, scratch: _Scratch, out: Float32, gain: Float32) -> Float32:
+def _edge_radius(resolution: int) -> int:
+    """The guided filter's radius at 1 / `resolution` of the image's resolution (the nearest odd box)."""
+    return max(1, _EDGE_RADIUS // resolution)
+
+
+def _whiten_with_gain(
+    luma: Float32, scratch: _Scratch, out: Float32, gain: Float32, resolution: int = 1
+) -> Float32:
     """`_whiten(luma)` into `out`, and into `gain` the per-pixel factor that, with the local deviation
-    held, turns a small change of the residual into a change of the whitened plane."""
-    mean = _blur(luma, _WHITEN_MEAN_SIGMA, _WHITEN_MEAN_FACTOR, out=out)
-    return _normalise_with_gain(np.subtract(luma, mean, out=mean), scratch, gain)
+    held, turns a small change of the residual into a change of the whitened plane. With `resolution`
+    2, the same for a plane of every other row and column: the widths halved."""
+    mean = _blur(luma, _WHITEN_MEAN_SIGMA / resolution, _WHITEN_MEAN_FACTOR // resolution, out=out)
+    return _normalise_with_gain(np.subtract(luma, mean, out=mean), scratch, gain, resolution)
 
 
-def _whiten_edges_with_gain(luma: Float32, scratch: _Scratch, out: Float32, gain: Float32) -> Float32:
+def _whiten_edges_with_gain(
+    luma: Float32, scratch: _Scratch, out: Float32, gain: Float32, resolution: int = 1
+) -> Float32:
     """`_whiten_edges(luma)` into `out` (the same steps), and into `gain` the per-pixel factor of its
     response to a small change: `_normalise_with_gain`'s times 1 - box(slope), what the guided filter's
-    prediction leaves of a change where its slope is held."""
-    size = (2 * _EDGE_RADIUS + 1, 2 * _EDGE_RADIUS + 1)
+    prediction leaves of a change where its slope is held. With `resolution` 2, the same for a plane
+    of every other row and column (see `_edge_radius`)."""
+    radius = _edge_radius(resolution)
+    size = (2 * radius + 1, 2 * radius + 1)
     s = scratch
 
     def box(plane: Float32, out: Float32 | None) -> Float32:
@@ -888,17 +940,19 @@ def _whiten_edges_with_gain(luma: Float32, scratch: _Scratch, out: Float32, gain
     passed = np.subtract(np.float32(1.0), predicted, out=s("edge_pass"))
     predicted *= luma
     predicted += box(offset, work)
-    white = _normalise_with_gain(np.subtract(luma, predicted, out=predicted), s, gain)
+    white = _normalise_with_gain(np.subtract(luma, predicted, out=predicted), s, gain, resolution)
     gain *= passed
     return white
 
 
-def _normalise_with_gain(detail: Float32, scratch: _Scratch, gain: Float32) -> Float32:
-    """`_normalise(detail)` (in place, the same steps), and into `gain` its derivative with the local
-    deviation held, weight / deviation. The clip is left out: it takes few pixels, and zeroing their gain
-    changed no soft-bit SNR of the marks (512 px, 11 photos x 2 keys, 7 attacks, to 0.01)."""
+def _normalise_with_gain(detail: Float32, scratch: _Scratch, gain: Float32, resolution: int = 1) -> Float32:
+    """`_normalise(detail)` (in place, the same steps; the deviation's width divided by `resolution`),
+    and into `gain` its derivative with the local deviation held, weight / deviation. The clip is left
+    out: it takes few pixels, and zeroing their gain changed no soft-bit SNR of the marks (512 px, 11
+    photos x 2 keys, 7 attacks, to 0.01)."""
     squared: Float32 = cv2.multiply(detail, detail, dst=scratch("normalise"))  # type: ignore[assignment]
-    deviation = np.sqrt(_blur(squared, _WHITEN_DEV_SIGMA, _WHITEN_DEV_FACTOR, out=squared), out=squared)
+    sigma, factor = _WHITEN_DEV_SIGMA / resolution, _WHITEN_DEV_FACTOR // resolution
+    deviation = np.sqrt(_blur(squared, sigma, factor, out=squared), out=squared)
     deviation += np.float32(_WHITEN_FLOOR)
     white = np.divide(detail, deviation, out=detail)
     np.clip(white, -_WHITEN_CLIP, _WHITEN_CLIP, out=white)
