@@ -800,7 +800,8 @@ def _linear_agreement(
     both the sum of the readings of the image as is and blurred by `_HOST_BLUR_SIGMA` (see
     `_embed_array`'s `agreement`).
 
-    The host is read as the detector reads it. The mark's reading is the whitenings' linear response at
+    The photo as is is read as the detector reads it, the blurred one at half resolution (below). The
+    mark's reading is the whitenings' linear response at
     the photo: with the local deviations held, each whitening is a high-pass filter (the local mean, or
     the guided filter's prediction, removed) followed by a per-pixel gain (`_whiten_with_gain`,
     `_whiten_edges_with_gain`). Taking the mask and those gains as locally constant next to the
@@ -900,7 +901,8 @@ def _embed_transfers(resolution: int = 1) -> tuple[Float64, Float64, Float64]:
 
 
 def _edge_radius(resolution: int) -> int:
-    """The guided filter's radius at 1 / `resolution` of the image's resolution (the nearest odd box)."""
+    """The guided filter's radius at 1 / `resolution` of the image's resolution: at half resolution a
+    3-pixel box (6 pixels of the image) for the image's 5, the nearest that is odd."""
     return max(1, _EDGE_RADIUS // resolution)
 
 
