@@ -1,5 +1,7 @@
-"""The pixel watermark's embedder as it was before its speed-ups (genguard.pixel.v3), kept verbatim
-as the reference that the faster embedder must match to within float rounding (tests/test_pixel_watermark.py)."""
+"""The pixel watermark's embedder as it was before its speed-ups (genguard.pixel.v3), kept verbatim as
+the reference for tests/test_pixel_watermark.py: the embedder must write its pixels (to within float
+rounding) on images of up to `_SMALL_IMAGE_PIXELS`, and on larger ones, where its host-aware gains are
+computed from the whitenings' linear response instead, gains close to its gains."""
 
 from __future__ import annotations
 
