@@ -293,21 +293,11 @@ def _band_positions() -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
 
 @lru_cache(maxsize=16)
 def _layout(key: bytes) -> _Layout:
-    rows, cols = _band_positions()
-    n_dims = 2 * len(rows)
-    seed = int.from_bytes(hkdf_sha256(key, f"{ALGORITHM}/layout".encode(), 32), "big")
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(n_dims)
-    per_bit = int((n_dims * (1 - _SYNC_FRACTION)) // _ecc.CODED_BITS)
-    n_bit_dims = per_bit * _ecc.CODED_BITS
-    bit_dims = order[:n_bit_dims].reshape(per_bit, _ecc.CODED_BITS).T.copy()
-    sync_dims = order[n_bit_dims:]
-    sync_gain = math.sqrt(_SYNC_ENERGY / (1 - _SYNC_ENERGY) * n_bit_dims / len(sync_dims))
-    sync_chips = sync_gain * rng.choice([-1.0, 1.0], size=len(sync_dims))
-    bit_chips = rng.choice([-1.0, 1.0], size=bit_dims.shape)
-    crc_mask = int.from_bytes(hkdf_sha256(key, f"{ALGORITHM}/crc".encode(), 4), "big")
-    dims = np.zeros(n_dims)
-    dims[sync_dims] = sync_chips
+    """The embedding layout of `key` (`_embed_layout`) and the detector's correlation templates."""
+    base = _embed_layout(key)
+    rows, cols = base.rows, base.cols
+    dims = np.zeros(2 * len(rows))
+    dims[base.sync_dims] = base.sync_chips
     sync_fft = _dims_to_spectrum(dims, rows, cols)
     quarter = TILE // 4
     half_sync_fft = np.concatenate([sync_fft[:quarter, : quarter + 1], sync_fft[-quarter:, : quarter + 1]])
@@ -318,8 +308,8 @@ def _layout(key: bytes) -> _Layout:
     band_ky = np.asarray(np.fft.fftfreq(TILE)[rows], dtype=np.float64)
     band_kx = np.asarray(np.fft.rfftfreq(TILE)[cols], dtype=np.float64)
     return _Layout(
-        rows, cols, sync_dims, sync_chips, bit_dims, bit_chips, sync_fft, half_sync_fft, crc_mask,
-        oriented, oriented_half, band_ky, band_kx,
+        rows, cols, base.sync_dims, base.sync_chips, base.bit_dims, base.bit_chips, sync_fft, half_sync_fft,
+        base.crc_mask, oriented, oriented_half, band_ky, band_kx,
     )  # fmt: skip
 
 
@@ -340,8 +330,8 @@ class _EmbedLayout:
 
 @lru_cache(maxsize=16)
 def _embed_layout(key: bytes) -> _EmbedLayout:
-    """`_layout(key)`'s dimensions and chips, drawn the same way (tests/test_pixel_watermark.py checks
-    that they are equal)."""
+    """The band's positions, and the dimensions and chips of the sync pattern and of each coded bit,
+    drawn from `key`; `_layout` adds the detector's templates to these."""
     rows, cols = _band_positions()
     n_dims = 2 * len(rows)
     seed = int.from_bytes(hkdf_sha256(key, f"{ALGORITHM}/layout".encode(), 32), "big")
