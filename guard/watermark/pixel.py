@@ -87,7 +87,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from genguard.guard.errors import ImageInputError
-from genguard.guard.watermark import _ecc
+from genguard.guard.watermark import _ecc, _perspective
 from genguard.guard.watermark._keys import check_key, hkdf_sha256
 from genguard.guard.watermark.base import WatermarkDetection
 
@@ -187,7 +187,16 @@ _CONFIRM_Z = 7.0  # a refined sync peak unmarked photos do not reach (512 px, 33
 # `_planes`), then each geometry candidate
 _DECODES_PER_READ = _PEAKS + 8 + 2
 _IDENTITY_PLANES = 4 + len(_DENOISE_STRENGTHS) + 1  # the last: the edge and non-local-means readings summed
-_MAX_DECODES = _DECODES_PER_READ * (_IDENTITY_PLANES + _SPECTRAL_ROTATIONS + 1)
+# Perspective tilts (`_perspective_candidates`): read from at most this many starts, those whose sync
+# peak reached `_PERSPECTIVE_MIN_Z`
+_PERSPECTIVE_READS = 2
+_PERSPECTIVE_MIN_Z = 5.5  # the whole plane's sync peak of a start
+_PERSPECTIVE_WINDOW_MIN_Z = 5.5  # the strongest window's sync peak (half resolution) of the identity
+_PERSPECTIVE_WINDOW = 256  # side of the windows whose local sync peaks correct the homography
+_PERSPECTIVE_RADIUS = 24  # how far (pixels) a window's peak is looked for around the strongest one
+_PERSPECTIVE_SHIFT_MIN_Z = 4.0  # windows whose peak there is weaker are left out of the fit
+_PERSPECTIVE_ROUNDS = 8
+_MAX_DECODES = _DECODES_PER_READ * (_IDENTITY_PLANES + _SPECTRAL_ROTATIONS + 1 + _PERSPECTIVE_READS)
 # Early rejection: on images above `_SMALL_IMAGE_PIXELS` a shift is list-decoded only when its soft
 # bits' codeword agreement (`_ecc.codeword_agreement`, the plain Viterbi's best metric over the sum of
 # |soft bits|) reaches this. Unmarked reads: 0.71 on average, at most 0.77 (690 reads, 256 and 512 px;
@@ -1101,8 +1110,10 @@ def detect(image: npt.NDArray[np.uint8] | Image.Image, key: bytes | None = None)
     decodes = 0
     best_sync = 0.0
     gate = _AGREEMENT_GATE if luma.size > _SMALL_IMAGE_PIXELS else _SMALL_AGREEMENT_GATE
-    for geometry, plane in _planes(array, luma, white, layout):
-        for reading in _read(plane, layout, gate):
+    starts: list[tuple[float, _Geometry]] = []
+    for geometry, plane in _planes(array, luma, white, layout, starts):
+        top_z: list[float] = []
+        for reading in _read(plane, layout, gate, top_z):
             decodes += 1
             best_sync = max(best_sync, reading.sync_score)
             found = _first_checked(reading.messages, layout.crc_mask)
@@ -1118,6 +1129,8 @@ def detect(image: npt.NDArray[np.uint8] | Image.Image, key: bytes | None = None)
                     quarter_turns=_ORIENTATIONS[reading.orientation][0],
                     aspect=geometry.aspect,
                 )
+        if plane is white:
+            starts.append((top_z[0], _IDENTITY))
     assert decodes <= _MAX_DECODES
     return PixelDetection(False, None, 0.0, best_sync, False, 1.0, 0.0)
 
@@ -1135,7 +1148,11 @@ _IDENTITY = _Geometry()
 
 
 def _planes(
-    array: UInt8, luma: Float32, white: Float32, layout: _Layout
+    array: UInt8,
+    luma: Float32,
+    white: Float32,
+    layout: _Layout,
+    starts: list[tuple[float, _Geometry]] | None = None,
 ) -> Iterator[tuple[_Geometry, Float32]]:
     """The planes to read, with the scale and angle each undoes, cheapest and likeliest first.
 
@@ -1178,6 +1195,10 @@ def _planes(
     summed whitenings read nothing more (10 attacks x 165 trials), so only this one is read. With it,
     non-local means no longer changes a count on the bench's photos, but on monochrome copies of them
     (no colour reading; 55 trials) it still does: crop 75% 12 -> 7, blur 2 10 -> 2 misses; it stays.
+
+    Last, perspective tilts (`_perspective_candidates`), from the geometries whose sync peak stood out
+    without reading (`starts`: the plain whitening's peak, which `detect` records, and the geometric
+    search's refined peaks).
     """
     yield _IDENTITY, white
     edges = _whiten_edges(luma)
@@ -1193,8 +1214,12 @@ def _planes(
             yield _IDENTITY, reading
             summed += reading
         yield _IDENTITY, summed
-    for geometry, matrix in _spectral_candidates(white, layout):
+    starts = [] if starts is None else starts
+    h, w = white.shape
+    half: Float32 = cv2.resize(white, (w // 2, h // 2), interpolation=cv2.INTER_AREA)  # type: ignore[assignment]
+    for geometry, matrix in _spectral_candidates(white, layout, half, starts):
         yield geometry, _undo_geometry(white, matrix)
+    yield from _perspective_candidates(white, half, layout, starts)
 
 
 def _colour_reading(array: UInt8) -> Float32 | None:
@@ -1249,7 +1274,9 @@ def _false_positive_bound(sync_score: float) -> float:
     return max(_MAX_DECODES * _LIST_SIZE * 2.0**-_ecc.CRC_BITS * sync_p, 1e-300)
 
 
-def _read(plane: Float32, layout: _Layout, gate: float = 0.0) -> Iterator[_Reading]:
+def _read(
+    plane: Float32, layout: _Layout, gate: float = 0.0, top_z: list[float] | None = None
+) -> Iterator[_Reading]:
     """Fold, find the shift and orientation by sync correlation, and decode the strongest peaks first.
 
     The fold is correlated with the sync tile in each of the eight `_ORIENTATIONS` (one equalised
@@ -1257,7 +1284,8 @@ def _read(plane: Float32, layout: _Layout, gate: float = 0.0) -> Iterator[_Readi
     the fold turned back. Then the 8 neighbours of the strongest peak: on weak photos the sync peak (an
     eighth of the mark) is often a pixel off, which costs the band's high frequencies most of their
     correlation. Readings are decoded lazily, in this order, so a clear mark costs one decode; a shift
-    whose soft bits' `_ecc.codeword_agreement` is below `gate` is not decoded at all.
+    whose soft bits' `_ecc.codeword_agreement` is below `gate` is not decoded at all. The strongest
+    peak's z-score is appended to `top_z` when given (before the first decode).
     """
     folded = _fold(plane)
     equalized = _equalize(np.fft.rfft2(folded))
@@ -1270,6 +1298,8 @@ def _read(plane: Float32, layout: _Layout, gate: float = 0.0) -> Iterator[_Readi
         (float(z), orientation, rank) for orientation, row in enumerate(z_tops) for rank, z in enumerate(row)
     ]
     candidates.sort(key=lambda c: -c[0])
+    if top_z is not None:
+        top_z.append(candidates[0][0])
     spectra: dict[int, npt.NDArray[np.complex128]] = {}
     z_maps: dict[int, Float64] = {}
 
@@ -1358,7 +1388,9 @@ def _soft_bits(spectrum: npt.NDArray[np.complex128], layout: _Layout) -> Float64
     return (dims[layout.bit_dims] * layout.bit_chips).sum(axis=1)  # type: ignore[no-any-return]
 
 
-def _spectral_candidates(white: Float32, layout: _Layout) -> Iterator[tuple[_Geometry, Float64]]:
+def _spectral_candidates(
+    white: Float32, layout: _Layout, half: Float32, starts: list[tuple[float, _Geometry]]
+) -> Iterator[tuple[_Geometry, Float64]]:
     """Geometries read from the mark's lattice in the power spectrum, confirmed on the sync peak.
 
     The whitened plane's power spectrum, divided by its local mean (the photo's smooth spectrum), is
@@ -1369,11 +1401,10 @@ def _spectral_candidates(white: Float32, layout: _Layout) -> Iterator[tuple[_Geo
     refined by the coherent sync search (`_refine`): one step at half resolution, then, where the sync
     peak stands out there (`_PROMISING_Z`), finer steps; refined geometries are yielded by their sync
     z-score, those below `_CONFIRM_Z` only the best one. Unmarked images pay the spectrum (about 5 ms
-    at 512 px) and the half-resolution steps, and read nothing more.
+    at 512 px) and the half-resolution steps, and read nothing more. Every refined geometry is added to
+    `starts` with its sync z-score (`half`: `white` at half resolution).
     """
-    h, w = white.shape
     power = _flattened_power(white)
-    half: Float32 = cv2.resize(white, (w // 2, h // 2), interpolation=cv2.INTER_AREA)  # type: ignore[assignment]
     proposals = [(z, _Geometry(scale, angle)) for z, scale, angle in _log_polar_peaks(power)]
     for z, scale_x, scale_y in _log_log_peaks(power):
         # an isotropic log-log peak is a scale the log-polar peaks may have missed (textured photos)
@@ -1398,10 +1429,95 @@ def _spectral_candidates(white: Float32, layout: _Layout) -> Iterator[tuple[_Geo
     coarse.sort(key=lambda r: -r[0])
     refined = [_refine(g, white, half, layout, _FINE_LEVELS) for z, g in coarse if z >= _PROMISING_Z]
     refined.sort(key=lambda r: -r[0])
+    starts.extend(refined)
     for rank, (sync_z, geometry) in enumerate(refined):
         if sync_z < _CONFIRM_Z and rank > 0:
             return
         yield geometry, _geometry_matrix(geometry)
+
+
+def _perspective_candidates(
+    white: Float32, half: Float32, layout: _Layout, starts: list[tuple[float, _Geometry]]
+) -> Iterator[tuple[_Geometry, Float32]]:
+    """Planes rectified by a homography, for images tilted in perspective (see `_perspective`).
+
+    Read from at most `_PERSPECTIVE_READS` starts, strongest first: the geometries already read in
+    vain (`starts`: the plain whitening's sync peak, recorded by `detect`, and the geometric search's
+    refined peaks) whose whole plane's sync peak reached `_PERSPECTIVE_MIN_Z`, and the identity where a
+    window of the half-resolution plane did (`_PERSPECTIVE_WINDOW_MIN_Z`: a tilt smears the whole
+    plane's peak, not a window's). Unmarked images pay those windows' correlations and, where the noise
+    reaches a threshold, the rest. From each start, rounds of local sync peaks
+    (`_perspective.window_shifts`: each window's peak near the strongest one tells how far the mark
+    there is off, and the homography fitted to those shifts moves it back) while the whole plane's peak
+    rises. The geometry reported is the homography's scale, angle and stretch at the centre.
+    """
+    chosen = [(z, g) for z, g in starts if z >= _PERSPECTIVE_MIN_Z]
+    windows = _window_peak(half, layout)
+    if windows >= _PERSPECTIVE_WINDOW_MIN_Z and not any(g == _IDENTITY for _, g in chosen):
+        chosen.append((windows, _IDENTITY))
+    chosen.sort(key=lambda s: -s[0])
+
+    def score(plane: Float32) -> float:
+        return float(_sync_z_maps(plane, layout.oriented_sync).max())
+
+    def correlate(plane: Float32) -> Float64:
+        return _sync_z_maps(plane, layout.oriented_sync)
+
+    for _, start in chosen[:_PERSPECTIVE_READS]:
+        homography, size = _perspective.affine_start(_geometry_matrix(start), white.shape)
+        best = (score(_perspective.rectify(white, homography, size)), homography)
+        stalled = 0
+        for _ in range(_PERSPECTIVE_ROUNDS):
+            centres, shifts, peaks = _perspective.window_shifts(
+                _perspective.rectify(white, homography, size),
+                correlate,
+                _PERSPECTIVE_WINDOW,
+                _PERSPECTIVE_RADIUS,
+                _PERSPECTIVE_SHIFT_MIN_Z,
+            )
+            moved = _perspective.corrected(
+                homography, centres, shifts, peaks - _PERSPECTIVE_SHIFT_MIN_Z + 0.5
+            )
+            if moved is None:
+                break
+            homography = moved
+            z = score(_perspective.rectify(white, homography, size))
+            stalled = 0 if z > best[0] + 0.1 else stalled + 1
+            if z > best[0]:
+                best = (z, homography)
+            if stalled == 2:
+                break
+        homography = best[1]
+        centre = np.array([size[0] / 2, size[1] / 2])
+        yield (
+            _linear_geometry(_perspective.local_linear(homography, centre)),
+            _perspective.rectify(white, homography, size),
+        )
+
+
+def _window_peak(half: Float32, layout: _Layout) -> float:
+    """The strongest sync peak of the half-resolution plane's windows (`_PERSPECTIVE_WINDOW` pixels of
+    the full plane, every half window; at most about 16 windows, further apart on large images)."""
+    side = _PERSPECTIVE_WINDOW // 2
+    h, w = half.shape
+    if h < side or w < side:
+        return 0.0
+    stride_y = max(side // 2, -(-(h - side) // 3))
+    stride_x = max(side // 2, -(-(w - side) // 3))
+    return max(
+        float(_sync_z_maps(half[top : top + side, left : left + side], layout.oriented_half_sync).max())
+        for top in range(0, h - side + 1, stride_y)
+        for left in range(0, w - side + 1, stride_x)
+    )
+
+
+def _linear_geometry(linear: Float64) -> _Geometry:
+    """Scale, angle and stretch of a 2 x 2 map (tile -> image), its shear left out."""
+    angle = math.atan2(linear[1, 0] - linear[0, 1], linear[0, 0] + linear[1, 1])
+    c, s = math.cos(angle), math.sin(angle)
+    stretched = np.array([[c, s], [-s, c]]) @ linear
+    width, height = abs(float(stretched[0, 0])), abs(float(stretched[1, 1]))
+    return _Geometry(math.sqrt(width * height), math.degrees(angle), width / max(height, 1e-9))
 
 
 def _geometry_matrix(geometry: _Geometry) -> Float64:
@@ -1615,6 +1731,16 @@ def _sync_peak(plane: Float32, matrix: Float64, sync_fft: npt.NDArray[np.complex
     corrs = np.fft.irfft2(equalized * sync_fft, s=(tile, tile)).reshape(len(sync_fft), -1)
     z = (corrs.max(axis=1) - corrs.mean(axis=1)) / (corrs.std(axis=1) + 1e-12)
     return max(0.0, float(z.max()))
+
+
+def _sync_z_maps(plane: Float32, sync_fft: npt.NDArray[np.complex128]) -> Float64:
+    """The sync correlation's z-scores of `plane` as it is, (orientation, dy, dx); `sync_fft` (the
+    stacked conjugate oriented templates) sets the tile."""
+    tile = sync_fft.shape[1]
+    equalized = _equalize(np.fft.rfft2(_fold(plane, tile)), tile)
+    corrs = np.fft.irfft2(equalized * sync_fft, s=(tile, tile)).reshape(len(sync_fft), -1)
+    z: Float64 = (corrs - corrs.mean(axis=1, keepdims=True)) / (corrs.std(axis=1, keepdims=True) + 1e-12)
+    return z.reshape(len(sync_fft), tile, tile)
 
 
 def _undo_geometry(white: Float32, matrix: Float64) -> Float32:

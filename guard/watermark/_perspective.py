@@ -1,0 +1,146 @@
+"""Perspective tilts for the pixel watermark's detector: a homography fitted to local sync peaks.
+
+A tilt (each corner of the image moved on its own) is no affine map: the tile's period changes across
+the image, the fold of the whole image smears, and no single scale, angle or stretch undoes it. A
+window of the image is smeared far less (the tilt's departure from the best affine map grows with the
+square of the distance), so where a window's sync peak stands out, the mark there is found; the other
+windows' peaks, looked for near that one, say how far the mark is off at each window's centre, and the
+homography fitted to those shifts undoes most of the tilt. Repeated on the corrected plane, every
+window's peak rises and the fit tightens (`pixel._perspective_candidates` runs the rounds and supplies
+the correlation: this module knows homographies and windows, not the mark).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+Float32 = npt.NDArray[np.float32]
+Float64 = npt.NDArray[np.float64]
+# correlate(plane) -> the sync correlation's z-scores, (orientations, tile, tile)
+Correlate = Callable[[Float32], Float64]
+
+
+def affine_start(matrix: Float64, shape: tuple[int, int]) -> tuple[Float64, tuple[int, int]]:
+    """The homography (rectified pixel -> image pixel) and canvas size of `pixel._undo_geometry`'s
+    resampling by `matrix` (tile coordinates -> image pixels) of a plane of `shape`."""
+    h, w = shape
+    corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], dtype=np.float64).T
+    mapped = np.linalg.inv(matrix) @ corners
+    low = mapped.min(axis=1)
+    size = np.ceil(mapped.max(axis=1) - low).astype(int)
+    homography = np.eye(3)
+    homography[:2, :2] = matrix
+    homography[:2, 2] = matrix @ low
+    return homography, (int(size[0]), int(size[1]))
+
+
+def rectify(plane: Float32, homography: Float64, size: tuple[int, int]) -> Float32:
+    """dst(u) = plane(homography u), on a canvas of `size` (width, height); zero outside the plane."""
+    rectified: Float32 = cv2.warpPerspective(  # type: ignore[assignment]
+        plane,
+        homography,
+        size,
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0.0,
+    )
+    return rectified
+
+
+def local_linear(homography: Float64, point: Float64) -> Float64:
+    """The 2 x 2 Jacobian of `homography` at `point` (rectified pixels)."""
+    x = homography @ np.array([point[0], point[1], 1.0])
+    mapped = x[:2] / x[2]
+    return np.asarray((homography[:2, :2] - np.outer(mapped, homography[2, :2])) / x[2], dtype=np.float64)
+
+
+def window_shifts(
+    rectified: Float32, correlate: Correlate, window: int, radius: int, min_z: float
+) -> tuple[Float64, Float64, Float64]:
+    """Where the sync peak of each window of `rectified` lies relative to the whole plane's peak.
+
+    Windows of `window` pixels every half window; each window's correlation (the whole plane's best
+    orientation) is searched within `radius` pixels of the whole plane's peak, to a sub-pixel position
+    (a parabola through the peak and its neighbours on each axis). Returns the windows' centres
+    (n x 2, x y), their shifts (n x 2, x y: the mark sits there as if the plane were moved by the
+    shift) and their peaks' z-scores, windows below `min_z` left out."""
+    h, w = rectified.shape
+    stride = window // 2
+    tops = range(0, max(h - window, 0) + 1, stride)
+    lefts = range(0, max(w - window, 0) + 1, stride)
+    maps = {
+        (top, left): correlate(rectified[top : top + window, left : left + window])
+        for top in tops
+        for left in lefts
+    }
+    # the reference: the whole plane's peak, or a window's where that stands out more (a tilt smears the
+    # whole plane's, while a window near where the estimate is right keeps its own)
+    whole = correlate(rectified)
+    reference = max([whole, *maps.values()], key=lambda z_maps: float(z_maps.max()))
+    orientation, dy, dx = np.unravel_index(int(np.argmax(reference)), reference.shape)
+    tile = whole.shape[1]
+    offsets = np.arange(-radius, radius + 1)
+    rows = (dy + offsets) % tile
+    columns = (dx + offsets) % tile
+    centres, shifts, scores = [], [], []
+    for (top, left), z_maps in maps.items():
+        z_map = z_maps[orientation]
+        near = z_map[np.ix_(rows, columns)]
+        i, j = np.unravel_index(int(np.argmax(near)), near.shape)
+        if near[i, j] < min_z:
+            continue
+        sub_y = _vertex(
+            z_map[(rows[i] - 1) % tile, columns[j]], near[i, j], z_map[(rows[i] + 1) % tile, columns[j]]
+        )
+        sub_x = _vertex(
+            z_map[rows[i], (columns[j] - 1) % tile], near[i, j], z_map[rows[i], (columns[j] + 1) % tile]
+        )
+        centres.append((left + window / 2, top + window / 2))
+        shifts.append((offsets[j] + sub_x, offsets[i] + sub_y))
+        scores.append(float(near[i, j]))
+    return (
+        np.array(centres, dtype=np.float64).reshape(-1, 2),
+        np.array(shifts, dtype=np.float64).reshape(-1, 2),
+        np.array(scores, dtype=np.float64),
+    )
+
+
+def corrected(homography: Float64, centres: Float64, shifts: Float64, weights: Float64) -> Float64 | None:
+    """`homography` composed with the map that best moves each centre by its shift (weighted least
+    squares): a homography from `_HOMOGRAPHY_POINTS` centres on, an affine map from three, else None."""
+    if len(centres) < 3:
+        return None
+    moved = centres + shifts
+    x, y = centres[:, 0], centres[:, 1]
+    u, v = moved[:, 0], moved[:, 1]
+    zero, one = np.zeros_like(x), np.ones_like(x)
+    if len(centres) >= _HOMOGRAPHY_POINTS:
+        rows = np.concatenate(
+            [
+                np.stack([x, y, one, zero, zero, zero, -u * x, -u * y], axis=1),
+                np.stack([zero, zero, zero, x, y, one, -v * x, -v * y], axis=1),
+            ]
+        )
+    else:
+        rows = np.concatenate(
+            [np.stack([x, y, one, zero, zero, zero], axis=1), np.stack([zero, zero, zero, x, y, one], axis=1)]
+        )
+    weight = np.concatenate([weights, weights])[:, None]
+    solution, *_ = np.linalg.lstsq(rows * weight, np.concatenate([u, v]) * weight[:, 0], rcond=None)
+    correction = np.eye(3)
+    correction.flat[: len(solution)] = solution
+    return np.asarray(homography @ correction, dtype=np.float64)
+
+
+# A homography (eight parameters) is fitted to the windows' shifts from this many windows on; fewer
+# (three or more) fit an affine map
+_HOMOGRAPHY_POINTS = 6
+
+
+def _vertex(left: float, centre: float, right: float) -> float:
+    curvature = left - 2 * centre + right
+    return float(0.5 * (left - right) / curvature) if curvature < 0 else 0.0
