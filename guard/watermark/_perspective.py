@@ -59,17 +59,16 @@ def local_linear(homography: Float64, point: Float64) -> Float64:
 
 
 def window_shifts(
-    rectified: Float32, correlate: Correlate, window: int, radius: int, min_z: float
+    rectified: Float32, correlate: Correlate, window: int, stride: int, radius: int, min_z: float
 ) -> tuple[Float64, Float64, Float64]:
     """Where the sync peak of each window of `rectified` lies relative to the whole plane's peak.
 
-    Windows of `window` pixels every half window; each window's correlation (the whole plane's best
+    Windows of `window` pixels every `stride`; each window's correlation (the whole plane's best
     orientation) is searched within `radius` pixels of the whole plane's peak, to a sub-pixel position
     (a parabola through the peak and its neighbours on each axis). Returns the windows' centres
     (n x 2, x y), their shifts (n x 2, x y: the mark sits there as if the plane were moved by the
     shift) and their peaks' z-scores, windows below `min_z` left out."""
     h, w = rectified.shape
-    stride = window // 2
     tops = range(0, max(h - window, 0) + 1, stride)
     lefts = range(0, max(w - window, 0) + 1, stride)
     maps = {
@@ -109,36 +108,31 @@ def window_shifts(
     )
 
 
-def corrected(homography: Float64, centres: Float64, shifts: Float64, weights: Float64) -> Float64 | None:
-    """`homography` composed with the map that best moves each centre by its shift (weighted least
-    squares): a homography from `_HOMOGRAPHY_POINTS` centres on, an affine map from three, else None."""
+def corrected(homography: Float64, centres: Float64, shifts: Float64) -> Float64 | None:
+    """`homography` composed with the map that moves the most centres by their shifts to within
+    `_FIT_TOLERANCE` pixels (RANSAC, so that windows whose peak was the photo's do not pull the fit): a
+    homography from `_HOMOGRAPHY_POINTS` centres on, an affine map from three, else None."""
     if len(centres) < 3:
         return None
-    moved = centres + shifts
-    x, y = centres[:, 0], centres[:, 1]
-    u, v = moved[:, 0], moved[:, 1]
-    zero, one = np.zeros_like(x), np.ones_like(x)
+    source = centres.astype(np.float32)
+    target = (centres + shifts).astype(np.float32)
+    correction: Float64 | None
     if len(centres) >= _HOMOGRAPHY_POINTS:
-        rows = np.concatenate(
-            [
-                np.stack([x, y, one, zero, zero, zero, -u * x, -u * y], axis=1),
-                np.stack([zero, zero, zero, x, y, one, -v * x, -v * y], axis=1),
-            ]
-        )
+        found, _ = cv2.findHomography(source, target, cv2.RANSAC, _FIT_TOLERANCE)
+        correction = None if found is None else np.asarray(found, dtype=np.float64)
     else:
-        rows = np.concatenate(
-            [np.stack([x, y, one, zero, zero, zero], axis=1), np.stack([zero, zero, zero, x, y, one], axis=1)]
-        )
-    weight = np.concatenate([weights, weights])[:, None]
-    solution, *_ = np.linalg.lstsq(rows * weight, np.concatenate([u, v]) * weight[:, 0], rcond=None)
-    correction = np.eye(3)
-    correction.flat[: len(solution)] = solution
-    return np.asarray(homography @ correction, dtype=np.float64)
+        found, _ = cv2.estimateAffine2D(source, target, method=cv2.RANSAC, ransacReprojThreshold=_FIT_TOLERANCE)
+        correction = None if found is None else np.vstack([np.asarray(found, dtype=np.float64), [0.0, 0.0, 1.0]])
+    if correction is None or not np.all(np.isfinite(correction)):
+        return None
+    result = np.asarray(homography @ correction, dtype=np.float64)
+    return result if np.all(np.isfinite(result)) and abs(result[2, 2]) > 1e-12 else None
 
 
 # A homography (eight parameters) is fitted to the windows' shifts from this many windows on; fewer
 # (three or more) fit an affine map
 _HOMOGRAPHY_POINTS = 6
+_FIT_TOLERANCE = 3.0  # pixels: a window whose shift the fit misses by more is an outlier
 
 
 def _vertex(left: float, centre: float, right: float) -> float:

@@ -192,10 +192,13 @@ _IDENTITY_PLANES = 4 + len(_DENOISE_STRENGTHS) + 1  # the last: the edge and non
 _PERSPECTIVE_READS = 2
 _PERSPECTIVE_MIN_Z = 5.5  # the whole plane's sync peak of a start
 _PERSPECTIVE_WINDOW_MIN_Z = 5.5  # the strongest window's sync peak (half resolution) of the identity
-_PERSPECTIVE_WINDOW = 256  # side of the windows whose local sync peaks correct the homography
-_PERSPECTIVE_RADIUS = 24  # how far (pixels) a window's peak is looked for around the strongest one
-_PERSPECTIVE_SHIFT_MIN_Z = 4.0  # windows whose peak there is weaker are left out of the fit
+_PERSPECTIVE_WINDOW = 128  # side of the windows whose local sync peaks correct the homography
+_PERSPECTIVE_STRIDE = 64  # their spacing
+_PERSPECTIVE_RADIUS = 16  # how far (pixels) a window's peak is looked for around the strongest one
+_PERSPECTIVE_SHIFT_MIN_Z = 3.5  # windows whose peak there is weaker are left out of the fit
 _PERSPECTIVE_ROUNDS = 8
+_PERSPECTIVE_STALLS = 3  # rounds in a row that do not raise the whole plane's peak end them
+_PERSPECTIVE_SETBACK = 2.0  # a round whose peak falls this far below the best goes back to the best
 _MAX_DECODES = _DECODES_PER_READ * (_IDENTITY_PLANES + _SPECTRAL_ROTATIONS + 1 + _PERSPECTIVE_READS)
 # Early rejection: on images above `_SMALL_IMAGE_PIXELS` a shift is list-decoded only when its soft
 # bits' codeword agreement (`_ecc.codeword_agreement`, the plain Viterbi's best metric over the sum of
@@ -1468,16 +1471,15 @@ def _perspective_candidates(
         best = (score(_perspective.rectify(white, homography, size)), homography)
         stalled = 0
         for _ in range(_PERSPECTIVE_ROUNDS):
-            centres, shifts, peaks = _perspective.window_shifts(
+            centres, shifts, _ = _perspective.window_shifts(
                 _perspective.rectify(white, homography, size),
                 correlate,
                 _PERSPECTIVE_WINDOW,
+                _PERSPECTIVE_STRIDE,
                 _PERSPECTIVE_RADIUS,
                 _PERSPECTIVE_SHIFT_MIN_Z,
             )
-            moved = _perspective.corrected(
-                homography, centres, shifts, peaks - _PERSPECTIVE_SHIFT_MIN_Z + 0.5
-            )
+            moved = _perspective.corrected(homography, centres, shifts)
             if moved is None:
                 break
             homography = moved
@@ -1485,7 +1487,9 @@ def _perspective_candidates(
             stalled = 0 if z > best[0] + 0.1 else stalled + 1
             if z > best[0]:
                 best = (z, homography)
-            if stalled == 2:
+            elif z < best[0] - _PERSPECTIVE_SETBACK:
+                homography = best[1]  # a fit pulled by the photo's peaks: on from the best one
+            if stalled == _PERSPECTIVE_STALLS:
                 break
         homography = best[1]
         centre = np.array([size[0] / 2, size[1] / 2])
