@@ -121,8 +121,12 @@ def corrected(homography: Float64, centres: Float64, shifts: Float64) -> Float64
         found, _ = cv2.findHomography(source, target, cv2.RANSAC, _FIT_TOLERANCE)
         correction = None if found is None else np.asarray(found, dtype=np.float64)
     else:
-        found, _ = cv2.estimateAffine2D(source, target, method=cv2.RANSAC, ransacReprojThreshold=_FIT_TOLERANCE)
-        correction = None if found is None else np.vstack([np.asarray(found, dtype=np.float64), [0.0, 0.0, 1.0]])
+        found, _ = cv2.estimateAffine2D(
+            source, target, method=cv2.RANSAC, ransacReprojThreshold=_FIT_TOLERANCE
+        )
+        correction = (
+            None if found is None else np.vstack([np.asarray(found, dtype=np.float64), [0.0, 0.0, 1.0]])
+        )
     if correction is None or not np.all(np.isfinite(correction)):
         return None
     result = np.asarray(homography @ correction, dtype=np.float64)
@@ -138,3 +142,108 @@ _FIT_TOLERANCE = 3.0  # pixels: a window whose shift the fit misses by more is a
 def _vertex(left: float, centre: float, right: float) -> float:
     curvature = left - 2 * centre + right
     return float(0.5 * (left - right) / curvature) if curvature < 0 else 0.0
+
+
+# score(plane, at_full_resolution) -> the plane's sync peak z-score
+Score = Callable[[Float32, bool], float]
+
+
+def climb_region(
+    half: Float32, centre: Float64, side: int, score: Score, steps: tuple[float, ...], sweeps: int
+) -> tuple[float, Float64]:
+    """The 2 x 2 map (tile -> image) whose resampling of the `side`-pixel square of `half` (the plane at
+    half resolution) around `centre` (half-resolution pixels) has the strongest sync peak: each of its
+    four entries moved by +-step in turn, for each of `steps`, while that raises the peak (at most
+    `sweeps` sweeps a step). Returns the peak's z-score with the map."""
+    corner = np.array([side / 2, side / 2])
+
+    def evaluate(linear: Float64) -> float:
+        affine = np.hstack([linear, (centre - linear @ corner)[:, None]])
+        region: Float32 = cv2.warpAffine(  # type: ignore[assignment]
+            half, affine, (side, side), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        )
+        return score(region, False)
+
+    linear = np.eye(2)
+    best = evaluate(linear)
+    units = [np.eye(2)[:, [i]] @ np.eye(2)[[j]] for i in range(2) for j in range(2)]
+    for step in steps:
+        for _ in range(sweeps):
+            moved = False
+            for unit in units:
+                for sign in (1.0, -1.0):
+                    candidate = linear + sign * step * unit
+                    value = evaluate(candidate)
+                    if value > best:
+                        best, linear, moved = value, candidate, True
+                        break
+            if not moved:
+                break
+    return best, linear
+
+
+def climb_corners(
+    plane: Float32,
+    half: Float32,
+    base: Float64,
+    size: tuple[int, int],
+    score: Score,
+    half_steps: tuple[float, ...],
+    full_steps: tuple[float, ...],
+    sweeps: int,
+) -> tuple[float, Float64]:
+    """Climb the whole plane's sync peak from `base` (rectified -> image pixels, canvas `size`) by moving
+    the images of the canvas's corners along `_MODES`: each step (image pixels; `half_steps` scored on
+    `half`, the plane at half resolution, then `full_steps` on `plane`), +-step on each mode in turn
+    while that raises the peak (at most `sweeps` sweeps a step). Returns the last peak with the
+    homography."""
+    offsets = np.zeros((4, 2))
+    half_size = (max(size[0] // 2, 1), max(size[1] // 2, 1))
+    to_half, from_half = np.diag([2.0, 2.0, 1.0]), np.diag([0.5, 0.5, 1.0])
+
+    def evaluate(candidate: Float64, full: bool) -> float:
+        homography = moved_corners(base, size, candidate)
+        if full:
+            return score(rectify(plane, homography, size), True)
+        return score(rectify(half, from_half @ homography @ to_half, half_size), False)
+
+    best = evaluate(offsets, not half_steps)
+    for index, step in enumerate((*half_steps, *full_steps)):
+        full = index >= len(half_steps)
+        if half_steps and index == len(half_steps):
+            best = evaluate(offsets, True)
+        for _ in range(sweeps):
+            moved = False
+            for mode in _MODES:
+                for sign in (1.0, -1.0):
+                    candidate = offsets + sign * step * mode
+                    value = evaluate(candidate, full)
+                    if value > best:
+                        best, offsets, moved = value, candidate, True
+                        break
+            if not moved:
+                break
+    return best, moved_corners(base, size, offsets)
+
+
+def moved_corners(base: Float64, size: tuple[int, int], offsets: Float64) -> Float64:
+    """`base` (rectified -> image) with the images of the canvas's four corners moved by `offsets`
+    (4 x 2, image pixels: top-left, top-right, bottom-right, bottom-left)."""
+    w, h = size
+    canvas = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float64)
+    mapped = np.hstack([canvas, np.ones((4, 1))]) @ base.T
+    image = mapped[:, :2] / mapped[:, 2:] + offsets
+    return np.asarray(
+        cv2.getPerspectiveTransform(canvas.astype(np.float32), image.astype(np.float32)), dtype=np.float64
+    )
+
+
+# The corners' moves of `climb_corners` (top-left, top-right, bottom-right, bottom-left; x, y): along
+# each axis a stretch (each corner moved by its own position on that axis), a shear (by its position on
+# the other) and a twist (by the product of both: what no affine map does). A move of all four together
+# is a shift, which the sync correlation finds by itself.
+_SIDE_X = np.array([-1.0, 1.0, 1.0, -1.0])
+_SIDE_Y = np.array([-1.0, -1.0, 1.0, 1.0])
+_MODES = tuple(
+    np.stack([pattern, np.zeros(4)], axis=1) for pattern in (_SIDE_X, _SIDE_Y, _SIDE_X * _SIDE_Y)
+) + tuple(np.stack([np.zeros(4), pattern], axis=1) for pattern in (_SIDE_Y, _SIDE_X, _SIDE_X * _SIDE_Y))
