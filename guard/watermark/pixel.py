@@ -196,7 +196,7 @@ _PERSPECTIVE_MIN_Z = 5.5  # the whole plane's sync peak of a start
 # those it reports): median 4.4, 99th percentile 5.3, at most 5.55; 4 % tilts of the tuning photos
 # (astronaut, camera, coffee, immunohistochemistry, motorcycle; five seeds): 12 of 25 reach 5.5.
 _EVIDENCE_WINDOWS = 4
-_PERSPECTIVE_WINDOW_MIN_Z = 5.5
+_PERSPECTIVE_WINDOW_MIN_Z = 5.3
 _PERSPECTIVE_WINDOW = 128  # side of the windows whose local sync peaks correct the homography: one tile
 _PERSPECTIVE_STRIDE = 64  # their spacing
 _PERSPECTIVE_RADIUS = 16  # how far (pixels) a window's peak is looked for around the strongest one
