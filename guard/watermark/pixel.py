@@ -191,10 +191,11 @@ _IDENTITY_PLANES = 4 + len(_DENOISE_STRENGTHS) + 1  # the last: the edge and non
 # peak reached `_PERSPECTIVE_MIN_Z`
 _PERSPECTIVE_READS = 2
 _PERSPECTIVE_MIN_Z = 5.5  # the whole plane's sync peak of a start
-# The identity's evidence: the strongest sync peak of windows of the half-resolution plane, at most this
-# many a side. Unmarked copies (300 of bench/watermark.py's --fp-trials edits, trials 5000-5299, not
-# those it reports): median 4.4, 99th percentile 5.3, at most 5.55; 4 % tilts of the tuning photos
-# (astronaut, camera, coffee, immunohistochemistry, motorcycle; five seeds): 12 of 25 reach 5.5.
+# The identity's evidence: the strongest sync peak of windows of the half-resolution plane (at most this
+# many a side), from which the identity is a start. Unmarked copies (300 of bench/watermark.py's
+# --fp-trials edits, trials 5000-5299, not those it reports): median 4.4, 99th percentile 5.3, at most
+# 5.55. On the tuning photos (astronaut, camera, coffee, immunohistochemistry, motorcycle; `--tilts`),
+# 5.3 instead of 5.5 read 6 more of their 130 tilted copies.
 _EVIDENCE_WINDOWS = 4
 _PERSPECTIVE_WINDOW_MIN_Z = 5.3
 _PERSPECTIVE_WINDOW = 128  # side of the windows whose local sync peaks correct the homography: one tile
@@ -1127,10 +1128,8 @@ def detect(image: npt.NDArray[np.uint8] | Image.Image, key: bytes | None = None)
     decodes = 0
     best_sync = 0.0
     gate = _AGREEMENT_GATE if luma.size > _SMALL_IMAGE_PIXELS else _SMALL_AGREEMENT_GATE
-    starts: list[tuple[float, _Geometry]] = []
-    for geometry, plane in _planes(array, luma, white, layout, starts):
-        top_z: list[float] = []
-        for reading in _read(plane, layout, gate, top_z):
+    for geometry, plane in _planes(array, luma, white, layout):
+        for reading in _read(plane, layout, gate):
             decodes += 1
             best_sync = max(best_sync, reading.sync_score)
             found = _first_checked(reading.messages, layout.crc_mask)
@@ -1146,8 +1145,6 @@ def detect(image: npt.NDArray[np.uint8] | Image.Image, key: bytes | None = None)
                     quarter_turns=_ORIENTATIONS[reading.orientation][0],
                     aspect=geometry.aspect,
                 )
-        if plane is white:
-            starts.append((top_z[0], _IDENTITY))
     assert decodes <= _MAX_DECODES
     return PixelDetection(False, None, 0.0, best_sync, False, 1.0, 0.0)
 
@@ -1165,11 +1162,7 @@ _IDENTITY = _Geometry()
 
 
 def _planes(
-    array: UInt8,
-    luma: Float32,
-    white: Float32,
-    layout: _Layout,
-    starts: list[tuple[float, _Geometry]] | None = None,
+    array: UInt8, luma: Float32, white: Float32, layout: _Layout
 ) -> Iterator[tuple[_Geometry, Float32]]:
     """The planes to read, with the scale and angle each undoes, cheapest and likeliest first.
 
@@ -1213,9 +1206,8 @@ def _planes(
     non-local means no longer changes a count on the bench's photos, but on monochrome copies of them
     (no colour reading; 55 trials) it still does: crop 75% 12 -> 7, blur 2 10 -> 2 misses; it stays.
 
-    Last, perspective tilts (`_perspective_candidates`), from the geometries whose sync peak stood out
-    without reading (`starts`: the plain whitening's peak, which `detect` records, and the geometric
-    search's refined peaks).
+    Last, perspective tilts (`_perspective_candidates`), from the identity and from the geometric
+    search's refined geometries whose sync peak stood out without reading.
     """
     yield _IDENTITY, white
     edges = _whiten_edges(luma)
@@ -1231,7 +1223,7 @@ def _planes(
             yield _IDENTITY, reading
             summed += reading
         yield _IDENTITY, summed
-    starts = [] if starts is None else starts
+    starts: list[tuple[float, _Geometry]] = []
     h, w = white.shape
     half: Float32 = cv2.resize(white, (w // 2, h // 2), interpolation=cv2.INTER_AREA)  # type: ignore[assignment]
     for geometry, matrix in _spectral_candidates(white, layout, half, starts):
@@ -1291,9 +1283,7 @@ def _false_positive_bound(sync_score: float) -> float:
     return max(_MAX_DECODES * _LIST_SIZE * 2.0**-_ecc.CRC_BITS * sync_p, 1e-300)
 
 
-def _read(
-    plane: Float32, layout: _Layout, gate: float = 0.0, top_z: list[float] | None = None
-) -> Iterator[_Reading]:
+def _read(plane: Float32, layout: _Layout, gate: float = 0.0) -> Iterator[_Reading]:
     """Fold, find the shift and orientation by sync correlation, and decode the strongest peaks first.
 
     The fold is correlated with the sync tile in each of the eight `_ORIENTATIONS` (one equalised
@@ -1301,8 +1291,7 @@ def _read(
     the fold turned back. Then the 8 neighbours of the strongest peak: on weak photos the sync peak (an
     eighth of the mark) is often a pixel off, which costs the band's high frequencies most of their
     correlation. Readings are decoded lazily, in this order, so a clear mark costs one decode; a shift
-    whose soft bits' `_ecc.codeword_agreement` is below `gate` is not decoded at all. The strongest
-    peak's z-score is appended to `top_z` when given (before the first decode).
+    whose soft bits' `_ecc.codeword_agreement` is below `gate` is not decoded at all.
     """
     folded = _fold(plane)
     equalized = _equalize(np.fft.rfft2(folded))
@@ -1315,8 +1304,6 @@ def _read(
         (float(z), orientation, rank) for orientation, row in enumerate(z_tops) for rank, z in enumerate(row)
     ]
     candidates.sort(key=lambda c: -c[0])
-    if top_z is not None:
-        top_z.append(candidates[0][0])
     spectra: dict[int, npt.NDArray[np.complex128]] = {}
     z_maps: dict[int, Float64] = {}
 
@@ -1458,11 +1445,10 @@ def _perspective_candidates(
 ) -> Iterator[tuple[_Geometry, Float32]]:
     """Planes rectified by a homography, for images tilted in perspective (see `_perspective`).
 
-    Read from at most `_PERSPECTIVE_READS` starts, strongest first: the geometries already read in
-    vain (`starts`: the plain whitening's sync peak, recorded by `detect`, and the geometric search's
-    refined peaks) whose whole plane's sync peak reached `_PERSPECTIVE_MIN_Z`, and the identity where a
-    window of the half-resolution plane did (`_PERSPECTIVE_WINDOW_MIN_Z`: a tilt smears the whole
-    plane's peak far more than a window's). Unmarked images pay those windows' correlations (about 5
+    Read from at most `_PERSPECTIVE_READS` starts, strongest first: the geometric search's refined
+    geometries, already read in vain (`starts`), whose whole plane's sync peak reached
+    `_PERSPECTIVE_MIN_Z`, and the identity where a window of the half-resolution plane reached
+    `_PERSPECTIVE_WINDOW_MIN_Z` (a tilt smears the whole plane's peak far more than a window's). Unmarked images pay those windows' correlations (about 5
     ms at 512 px) and, where the photo's own peaks reach a threshold (about 1 in 300 unmarked copies),
     the rest.
 
@@ -1475,7 +1461,7 @@ def _perspective_candidates(
     """
     chosen = [(z, g) for z, g in starts if z >= _PERSPECTIVE_MIN_Z]
     windows, _ = _window_peak(half, layout, _EVIDENCE_WINDOWS)
-    if windows >= _PERSPECTIVE_WINDOW_MIN_Z and not any(g == _IDENTITY for _, g in chosen):
+    if windows >= _PERSPECTIVE_WINDOW_MIN_Z:
         chosen.append((windows, _IDENTITY))
     chosen.sort(key=lambda s: -s[0])
 
