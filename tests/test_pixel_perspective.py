@@ -84,9 +84,10 @@ def test_unmarked_photographs_pay_only_the_windows(
 
 
 def test_false_positive_bound_counts_the_perspective_reads() -> None:
-    # every read decodes at most _DECODES_PER_READ lists; the perspective search adds its reads
+    # every read decodes at most _DECODES_PER_READ lists; the perspective search adds two reads (the
+    # colour reading and the luminance readings' sum) for each of its starts
     assert pixel._MAX_DECODES == pixel._DECODES_PER_READ * (
-        pixel._IDENTITY_PLANES + pixel._SPECTRAL_ROTATIONS + 1 + pixel._PERSPECTIVE_READS
+        pixel._IDENTITY_PLANES + pixel._SPECTRAL_ROTATIONS + 1 + 2 * pixel._PERSPECTIVE_READS
     )
     assert pixel._MAX_DECODES * pixel._LIST_SIZE * 2.0**-32 <= 1e-6
 

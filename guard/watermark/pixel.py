@@ -1467,10 +1467,17 @@ def _perspective_candidates(
     chroma), when that is another plane. The geometry reported is the homography's scale, angle and
     stretch at the centre.
     """
-    h, w = plane.shape
-    half: Float32 = cv2.resize(plane, (w // 2, h // 2), interpolation=cv2.INTER_AREA)  # type: ignore[assignment]
+    # searched on whichever plane's windows peak higher (JPEG erases the chroma the colour reading uses)
+    evidence = []
+    for candidate in (plane, other) if other is not plane else (plane,):
+        h, w = candidate.shape
+        half: Float32 = cv2.resize(candidate, (w // 2, h // 2), interpolation=cv2.INTER_AREA)  # type: ignore[assignment]
+        evidence.append(
+            (_window_peak(half, layout, _EVIDENCE_WINDOWS)[0], candidate is plane, candidate, half)
+        )
+    windows, _, plane, half = max(evidence, key=lambda e: e[:2])
+    other = evidence[0][2] if plane is not evidence[0][2] else evidence[-1][2]
     chosen = [(z, g) for z, g in starts if z >= _PERSPECTIVE_MIN_Z]
-    windows, _ = _window_peak(half, layout, _EVIDENCE_WINDOWS)
     if windows >= _PERSPECTIVE_WINDOW_MIN_Z:
         chosen.append((windows, _IDENTITY))
     chosen.sort(key=lambda s: -s[0])
