@@ -6,8 +6,10 @@ window of the image is smeared far less (the tilt's departure from the best affi
 square of the distance), so where a window's sync peak stands out, the mark there is found; the other
 windows' peaks, looked for near that one, say how far the mark is off at each window's centre, and the
 homography fitted to those shifts undoes most of the tilt. Repeated on the corrected plane, every
-window's peak rises and the fit tightens (`pixel._perspective_candidates` runs the rounds and supplies
-the correlation: this module knows homographies and windows, not the mark).
+window's peak rises and the fit tightens. Where a strong tilt smears even single tiles, two climbs find
+a start first: the map of a square around the strongest window (`climb_region`), then the whole plane's
+corners (`climb_corners`). `pixel._perspective_candidates` runs the rounds and supplies the correlation:
+this module knows homographies and windows, not the mark.
 """
 
 from __future__ import annotations
@@ -61,10 +63,11 @@ def local_linear(homography: Float64, point: Float64) -> Float64:
 def window_shifts(
     rectified: Float32, correlate: Correlate, window: int, stride: int, radius: int, min_z: float
 ) -> tuple[Float64, Float64, Float64]:
-    """Where the sync peak of each window of `rectified` lies relative to the whole plane's peak.
+    """Where the sync peak of each window of `rectified` lies relative to the strongest peak (the whole
+    plane's, or a window's where that stands out more).
 
-    Windows of `window` pixels every `stride`; each window's correlation (the whole plane's best
-    orientation) is searched within `radius` pixels of the whole plane's peak, to a sub-pixel position
+    Windows of `window` pixels every `stride`; each window's correlation (in the strongest peak's
+    orientation) is searched within `radius` pixels of that peak, to a sub-pixel position
     (a parabola through the peak and its neighbours on each axis). Returns the windows' centres
     (n x 2, x y), their shifts (n x 2, x y: the mark sits there as if the plane were moved by the
     shift) and their peaks' z-scores, windows below `min_z` left out."""
