@@ -273,3 +273,21 @@ GEOMETRIC_ATTACKS: dict[str, Attack] = {
     "collage2x2@bottomleft": collage(2, seed=1),
     "half+jpeg10+up": chain(rescale(0.5), jpeg(10), rescale(2.0)),
 }
+
+
+# Perspective tilts beyond the --geometry table's two (bench/watermark.py --tilts): each corner moved by
+# up to 2-5 % of the side, five seeds each; a few combined with a rotation of a few degrees, and tilted
+# copies saved as JPEG 85.
+TILT_ATTACKS: dict[str, Attack] = {
+    **{
+        f"tilt{percent}%/s{seed}": perspective(percent / 100, seed)
+        for percent in (2, 3, 4, 5)
+        for seed in range(5)
+    },
+    "rotate3+tilt3%/s0": chain(rotate(3.0), perspective(0.03, 0)),
+    "rotate-4+tilt3%/s1": chain(rotate(-4.0), perspective(0.03, 1)),
+    "rotate5+tilt4%/s2": chain(rotate(5.0), perspective(0.04, 2)),
+    "tilt4%/s0+jpeg85": chain(perspective(0.04, 0), jpeg(85)),
+    "tilt4%/s3+jpeg85": chain(perspective(0.04, 3), jpeg(85)),
+    "tilt3%/s4+jpeg85": chain(perspective(0.03, 4), jpeg(85)),
+}

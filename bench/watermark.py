@@ -2,6 +2,7 @@
 
     python bench/watermark.py [--quick] [--sizes 512,1024,256] [--record FILE]
     python bench/watermark.py --geometry [--sizes 512] [--keys 1] [--photos china,flower,...] [--pipeline-images 2]
+    python bench/watermark.py --tilts [--sizes 512,1024] [--keys 1] [--photos china,flower,...]
     python bench/watermark.py --fp-trials 10000 [--workers 2]
     python bench/watermark.py --speed [--sizes 256,512,1024] [--keys 3] [--photos ...]
 
@@ -10,6 +11,9 @@
 --geometry: the geometric families (`attacks.GEOMETRIC_ATTACKS`: rotations, symmetries, straightening,
 stretches, crops, layouts, tilts), the detection speed of marked and unmarked images (CPU time, one
 thread), and unmarked trials under those edits.
+--tilts: the same for perspective tilts (`attacks.TILT_ATTACKS`: corners moved by 2-5 % of the side,
+five seeds each, some with a rotation or saved as JPEG 85), with exact ids per tilt size, and unmarked
+photographs under tilts.
 --fp-trials N: N unmarked trials, each a fresh key and a random edit of a random unmarked photograph
 (scikit-image and scikit-learn: the bench's 11 and more), its long side drawn from 128 to 768 px (edits may stretch it up to 2x): as is,
 random tiles, crops, rotations, stretches, flips, JPEG, blur, noise, tone changes and chains of two;
@@ -44,8 +48,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from attacks import (
     ATTACKS,
     GEOMETRIC_ATTACKS,
+    TILT_ATTACKS,
+    Attack,
     blur,
     brightness,
+    chain,
     contrast,
     crop,
     jpeg,
@@ -170,11 +177,13 @@ def false_positives(side: int, photos: dict, keys: int) -> None:
     )
 
 
-def geometry(side: int, photos: dict[str, np.ndarray], keys: int) -> None:
+def geometry(
+    side: int, photos: dict[str, np.ndarray], keys: int, families: dict[str, Attack] = GEOMETRIC_ATTACKS
+) -> None:
     """Exact ids under the geometric families, and the speed of marked and unmarked detection."""
     rng = np.random.default_rng(20 + side)
     hits: Counter[str] = Counter()
-    misses: dict[str, list[str]] = {name: [] for name in GEOMETRIC_ATTACKS}
+    misses: dict[str, list[str]] = {name: [] for name in families}
     embed_cpu: list[float] = []
     marked_cpu: list[float] = []
     unmarked_cpu: list[float] = []
@@ -191,7 +200,7 @@ def geometry(side: int, photos: dict[str, np.ndarray], keys: int) -> None:
                 pixel.detect(copy, key)
                 times.append(time.process_time() - cpu)
             trials += 1
-            for name, attack in GEOMETRIC_ATTACKS.items():
+            for name, attack in families.items():
                 attacked = attack(out)
                 cpu = time.process_time()
                 found = pixel.detect(attacked, key).mark_id
@@ -208,12 +217,19 @@ def geometry(side: int, photos: dict[str, np.ndarray], keys: int) -> None:
         f"(load average {os.getloadavg()[0]:.1f}): embed {ms(embed_cpu)}; detect marked {ms(marked_cpu)}, "
         f"unmarked {ms(unmarked_cpu)}, geometrically edited {ms(attacked_cpu)}"
     )
-    for name in GEOMETRIC_ATTACKS:
+    for name in families:
         missed = ", ".join(misses[name])
         print(
             f"  {name:22s} exact id {100 * hits[name] / trials:6.1f}%"
             + (f"  (missed: {missed})" if missed else "")
         )
+    if families is TILT_ATTACKS:
+        groups: dict[str, list[str]] = {}
+        for name in families:
+            groups.setdefault(name.split("/")[0] if "+" not in name else "combined", []).append(name)
+        for group, names in groups.items():
+            read = sum(hits[name] for name in names)
+            print(f"  {group:22s} {read}/{trials * len(names)} exact ids")
 
 
 def speed(side: int, photos: dict[str, np.ndarray], keys: int) -> None:
@@ -244,10 +260,20 @@ def speed(side: int, photos: dict[str, np.ndarray], keys: int) -> None:
     )
 
 
-def false_positives_geometric(side: int, photos: dict[str, np.ndarray], keys: int) -> None:
-    """Unmarked photos under edits that make the detector search hardest (rotation, stretch)."""
+def false_positives_geometric(
+    side: int, photos: dict[str, np.ndarray], keys: int, tilts: bool = False
+) -> None:
+    """Unmarked photos under edits that make the detector search hardest (rotation, stretch; or tilts)."""
     rng = np.random.default_rng(98)
-    variants = [rotate(10.0), rotate(-33.0), stretch(0.8, 1.0), crop(0.5)]
+    if tilts:
+        variants = [
+            perspective(0.02, 7),
+            perspective(0.03, 8),
+            perspective(0.05, 9),
+            chain(rotate(3.0), perspective(0.04, 10)),
+        ]
+    else:
+        variants = [rotate(10.0), rotate(-33.0), stretch(0.8, 1.0), crop(0.5)]
     trials = marked = 0
     for image in photos.values():
         for _ in range(keys):
@@ -255,9 +281,9 @@ def false_positives_geometric(side: int, photos: dict[str, np.ndarray], keys: in
             for variant in variants:
                 trials += 1
                 marked += pixel.detect(variant(image), key).marked
+    edits = "tilt 2%, 3%, 5%, rotate 3 + tilt 4%" if tilts else "rotate 10, rotate -33, width 0.8, crop 50%"
     print(
-        f"[false positives @ {side}px, geometric] unmarked photos x keys x (rotate 10, rotate -33, width 0.8, "
-        f"crop 50%): {marked}/{trials} read 'marked'"
+        f"[false positives @ {side}px, geometric] unmarked photos x keys x ({edits}): {marked}/{trials} read 'marked'"
     )
 
 
@@ -375,6 +401,7 @@ def main() -> None:
     parser.add_argument("--fp-keys", type=int, default=25, help="keys per unmarked photo and variant")
     parser.add_argument("--record", type=Path, default=None, help="write genguard's figures here (JSON)")
     parser.add_argument("--geometry", action="store_true", help="the geometric families and speed only")
+    parser.add_argument("--tilts", action="store_true", help="perspective tilts only")
     parser.add_argument("--photos", default="", help="comma-separated photo names (default: all)")
     parser.add_argument("--fp-trials", type=int, default=0, help="run only this many unmarked trials")
     parser.add_argument("--workers", type=int, default=1, help="processes for --fp-trials")
@@ -396,15 +423,15 @@ def main() -> None:
         return
     recorded: dict[str, object] = {}
     chosen = tuple(args.photos.split(",")) if args.photos else None
-    if args.geometry:
+    if args.geometry or args.tilts:
         for side in [int(s) for s in args.sizes.split(",")]:
             photos = photographs(side, chosen)
             if args.pipeline_images:
                 from pipeline_images import pipeline_images
 
                 photos.update(pipeline_images(side, per_model=args.pipeline_images))
-            geometry(side, photos, args.keys)
-            false_positives_geometric(side, photos, args.fp_keys)
+            geometry(side, photos, args.keys, TILT_ATTACKS if args.tilts else GEOMETRIC_ATTACKS)
+            false_positives_geometric(side, photos, args.fp_keys, tilts=args.tilts)
         return
     quick_names = ("astronaut", "camera", "coffee", "rocket")
     keys = 1 if args.quick else args.keys
