@@ -567,15 +567,30 @@ def _local_deviation(
     return np.sqrt(np.maximum(square, np.float32(0.0), out=square), out=square)
 
 
-def _whiten(luma: Float32, scratch: _Scratch | None = None, out: Float32 | None = None) -> Float32:
+def _whiten(
+    luma: Float32,
+    scratch: _Scratch | None = None,
+    out: Float32 | None = None,
+    gain: Float32 | None = None,
+    resolution: int = 1,
+) -> Float32:
     """Local mean removed, divided by local deviation, clipped: the photo becomes roughly white noise.
 
-    Written into `out` (else a fresh plane); `scratch` holds the temporaries."""
-    mean = _blur(luma, _WHITEN_MEAN_SIGMA, _WHITEN_MEAN_FACTOR, out=out)
-    return _normalise(np.subtract(luma, mean, out=mean), scratch)
+    Written into `out` (else a fresh plane); `scratch` holds the temporaries. The embedder also asks for
+    `gain`, the per-pixel factor that, with the local deviation held, turns a small change of the
+    residual into a change of the whitened plane (see `_normalise`), and may read a plane of every other
+    row and column (`resolution` 2: the widths halved)."""
+    mean = _blur(luma, _WHITEN_MEAN_SIGMA / resolution, _WHITEN_MEAN_FACTOR // resolution, out=out)
+    return _normalise(np.subtract(luma, mean, out=mean), scratch, gain, resolution)
 
 
-def _whiten_edges(luma: Float32, scratch: _Scratch | None = None, out: Float32 | None = None) -> Float32:
+def _whiten_edges(
+    luma: Float32,
+    scratch: _Scratch | None = None,
+    out: Float32 | None = None,
+    gain: Float32 | None = None,
+    resolution: int = 1,
+) -> Float32:
     """Like `_whiten`, but what is removed is an edge-preserving prediction of the photo.
 
     The prediction is a guided filter of the luminance by itself (He, Sun and Tang 2010: in each
@@ -586,9 +601,12 @@ def _whiten_edges(luma: Float32, scratch: _Scratch | None = None, out: Float32 |
     Gaussian local mean of `_whiten` leaves every edge in the detail, where on small images it drowns
     the mark: see `_planes` for what this reading gained.
 
-    Written into `out` (else a fresh plane); `scratch` holds the temporaries.
+    Written into `out` (else a fresh plane); `scratch` holds the temporaries. `gain`, `resolution`: as
+    `_whiten`'s; the gain is `_normalise`'s times 1 - box(slope), what the guided filter's prediction
+    leaves of a change where its slope is held.
     """
-    size = (2 * _EDGE_RADIUS + 1, 2 * _EDGE_RADIUS + 1)
+    radius = _edge_radius(resolution)
+    size = (2 * radius + 1, 2 * radius + 1)
     s = scratch or _Scratch(luma.shape)
 
     def box(plane: Float32, out: Float32 | None) -> Float32:
@@ -604,9 +622,13 @@ def _whiten_edges(luma: Float32, scratch: _Scratch | None = None, out: Float32 |
     np.divide(variance, np.add(variance, np.float32(_EDGE_EPS), out=work), out=slope)
     offset = np.subtract(mean, np.multiply(slope, mean, out=work), out=mean)  # b = mean - a * mean
     predicted = box(slope, out)
+    passed = None if gain is None else np.subtract(np.float32(1.0), predicted, out=s("edge_pass"))
     predicted *= luma
     predicted += box(offset, work)
-    return _normalise(np.subtract(luma, predicted, out=predicted), s)
+    white = _normalise(np.subtract(luma, predicted, out=predicted), s, gain, resolution)
+    if gain is not None and passed is not None:
+        gain *= passed
+    return white
 
 
 def _whiten_both(luma: Float32, scratch: _Scratch | None = None, out: Float32 | None = None) -> Float32:
@@ -634,14 +656,20 @@ def _whiten_denoised(luma: Float32, strength: float) -> Float32:
     return _normalise(luma - predicted.astype(np.float32))
 
 
-def _normalise(detail: Float32, scratch: _Scratch | None = None) -> Float32:
+def _normalise(
+    detail: Float32, scratch: _Scratch | None = None, gain: Float32 | None = None, resolution: int = 1
+) -> Float32:
     """Divided by local deviation, clipped and weighted: the photo's residual becomes roughly white noise.
 
-    Overwrites and returns `detail` (every caller passes a residual it has just made).
+    Overwrites and returns `detail` (every caller passes a residual it has just made). `gain` (the
+    embedder's): into it, the derivative with the local deviation held, weight / deviation. The clip is
+    left out of it: it takes few pixels, and zeroing their gain changed no soft-bit SNR of the marks
+    (512 px, 11 photos x 2 keys, 7 attacks, to 0.01). `resolution`: the deviation's width divided by it.
     """
     # the floor keeps flat regions (little mark, mostly rounding and compression noise) from dominating
     squared: Float32 = cv2.multiply(detail, detail, dst=scratch("normalise") if scratch else None)  # type: ignore[assignment]
-    deviation = np.sqrt(_blur(squared, _WHITEN_DEV_SIGMA, _WHITEN_DEV_FACTOR, out=squared), out=squared)
+    sigma, factor = _WHITEN_DEV_SIGMA / resolution, _WHITEN_DEV_FACTOR // resolution
+    deviation = np.sqrt(_blur(squared, sigma, factor, out=squared), out=squared)
     deviation += np.float32(_WHITEN_FLOOR)
     white = np.divide(detail, deviation, out=detail)
     np.clip(white, -_WHITEN_CLIP, _WHITEN_CLIP, out=white)
@@ -652,9 +680,11 @@ def _normalise(detail: Float32, scratch: _Scratch | None = None) -> Float32:
     # crops, rotations, rescales and JPEG 50: failures 11/176 -> 2/176 and 9/132 -> 5/132 against
     # power 0, mostly through a stronger sync peak on weak photos). At 256 px the raw bit error rate
     # of the weak photos drops from 13% to 9%.
-    weight = np.divide(np.float32(_WHITEN_FLOOR), deviation, out=deviation)
+    weight = np.divide(np.float32(_WHITEN_FLOOR), deviation, out=deviation if gain is None else gain)
     weight **= _WEIGHT_POWER
     white *= weight
+    if gain is not None:
+        np.divide(weight, deviation, out=gain)
     return white
 
 
@@ -823,8 +853,8 @@ def _linear_agreement(
     The photo as is is read as the detector reads it, the blurred one at half resolution (below). The
     mark's reading is the whitenings' linear response at
     the photo: with the local deviations held, each whitening is a high-pass filter (the local mean, or
-    the guided filter's prediction, removed) followed by a per-pixel gain (`_whiten_with_gain`,
-    `_whiten_edges_with_gain`). Taking the mask and those gains as locally constant next to the
+    the guided filter's prediction, removed) followed by a per-pixel gain (`_whiten` and
+    `_whiten_edges` with a `gain`). Taking the mask and those gains as locally constant next to the
     filters, the whitened mark is the tile's filtered pattern times the gains times the mask, and its
     fold is the filtered tile times the fold of gain x mask: no image-size plane of the mark is formed
     or whitened. Each reading is equalised by the noise power of the photo's fold plus the mark's, as
@@ -864,8 +894,8 @@ def _linear_agreement(
         mean_pass, edge_pass = mean_pass * through, edge_pass * through
         tile = TILE // resolution
         mean_gain, edge_gain = planes("mean_gain"), planes("edge_gain")
-        white = _whiten_with_gain(plane, planes, planes("host_white"), mean_gain, resolution)
-        white += _whiten_edges_with_gain(plane, planes, planes("both_edges"), edge_gain, resolution)
+        white = _whiten(plane, planes, planes("host_white"), mean_gain, resolution)
+        white += _whiten_edges(plane, planes, planes("both_edges"), edge_gain, resolution)
         host_fold = _on_tile_grid(np.fft.rfft2(_fold(white, tile)), resolution)
         mark_tile = np.fft.irfft2(spectrum * (scale * mean_pass), s=(TILE, TILE))[
             ::resolution, ::resolution
@@ -898,7 +928,7 @@ def _embed_transfers(resolution: int = 1) -> tuple[Float64, Float64, Float64]:
     """Over a tile's rfft2 grid: what the plain whitening's local-mean removal (1 - a Gaussian of
     `_WHITEN_MEAN_SIGMA`), the edge whitening's (1 - the guided filter's two box filters, where the
     photo is flat) and the host blur (a Gaussian of `_HOST_BLUR_SIGMA`) pass of each frequency, the
-    whitenings as `_whiten_with_gain` and `_whiten_edges_with_gain` do them at 1 / `resolution`."""
+    whitenings as `_whiten` and `_whiten_edges` do them at 1 / `resolution`."""
     ky = np.asarray(np.fft.fftfreq(TILE)[:, None], dtype=np.float64)
     kx = np.asarray(np.fft.rfftfreq(TILE)[None, :], dtype=np.float64)
 
@@ -924,65 +954,6 @@ def _edge_radius(resolution: int) -> int:
     """The guided filter's radius at 1 / `resolution` of the image's resolution: at half resolution a
     3-pixel box (6 pixels of the image) for the image's 5, the nearest that is odd."""
     return max(1, _EDGE_RADIUS // resolution)
-
-
-def _whiten_with_gain(
-    luma: Float32, scratch: _Scratch, out: Float32, gain: Float32, resolution: int = 1
-) -> Float32:
-    """`_whiten(luma)` into `out`, and into `gain` the per-pixel factor that, with the local deviation
-    held, turns a small change of the residual into a change of the whitened plane. With `resolution`
-    2, the same for a plane of every other row and column: the widths halved."""
-    mean = _blur(luma, _WHITEN_MEAN_SIGMA / resolution, _WHITEN_MEAN_FACTOR // resolution, out=out)
-    return _normalise_with_gain(np.subtract(luma, mean, out=mean), scratch, gain, resolution)
-
-
-def _whiten_edges_with_gain(
-    luma: Float32, scratch: _Scratch, out: Float32, gain: Float32, resolution: int = 1
-) -> Float32:
-    """`_whiten_edges(luma)` into `out` (the same steps), and into `gain` the per-pixel factor of its
-    response to a small change: `_normalise_with_gain`'s times 1 - box(slope), what the guided filter's
-    prediction leaves of a change where its slope is held. With `resolution` 2, the same for a plane
-    of every other row and column (see `_edge_radius`)."""
-    radius = _edge_radius(resolution)
-    size = (2 * radius + 1, 2 * radius + 1)
-    s = scratch
-
-    def box(plane: Float32, out: Float32 | None) -> Float32:
-        return cv2.boxFilter(plane, -1, size, dst=out, borderType=cv2.BORDER_REFLECT)  # type: ignore[return-value]
-
-    mean = box(luma, s("edge_mean"))
-    work: Float32 = cv2.multiply(luma, luma, dst=s("edge_work"))  # type: ignore[assignment]
-    variance = box(work, s("edge_variance"))
-    variance -= cv2.multiply(mean, mean, dst=work)
-    np.maximum(variance, np.float32(0.0), out=variance)
-    slope = variance
-    np.divide(variance, np.add(variance, np.float32(_EDGE_EPS), out=work), out=slope)
-    offset = np.subtract(mean, np.multiply(slope, mean, out=work), out=mean)  # b = mean - a * mean
-    predicted = box(slope, out)
-    passed = np.subtract(np.float32(1.0), predicted, out=s("edge_pass"))
-    predicted *= luma
-    predicted += box(offset, work)
-    white = _normalise_with_gain(np.subtract(luma, predicted, out=predicted), s, gain, resolution)
-    gain *= passed
-    return white
-
-
-def _normalise_with_gain(detail: Float32, scratch: _Scratch, gain: Float32, resolution: int = 1) -> Float32:
-    """`_normalise(detail)` (in place, the same steps; the deviation's width divided by `resolution`),
-    and into `gain` its derivative with the local deviation held, weight / deviation. The clip is left
-    out: it takes few pixels, and zeroing their gain changed no soft-bit SNR of the marks (512 px, 11
-    photos x 2 keys, 7 attacks, to 0.01)."""
-    squared: Float32 = cv2.multiply(detail, detail, dst=scratch("normalise"))  # type: ignore[assignment]
-    sigma, factor = _WHITEN_DEV_SIGMA / resolution, _WHITEN_DEV_FACTOR // resolution
-    deviation = np.sqrt(_blur(squared, sigma, factor, out=squared), out=squared)
-    deviation += np.float32(_WHITEN_FLOOR)
-    white = np.divide(detail, deviation, out=detail)
-    np.clip(white, -_WHITEN_CLIP, _WHITEN_CLIP, out=white)
-    weight = np.divide(np.float32(_WHITEN_FLOOR), deviation, out=gain)
-    weight **= _WEIGHT_POWER
-    white *= weight
-    np.divide(weight, deviation, out=gain)
-    return white
 
 
 class _SsimModel:
