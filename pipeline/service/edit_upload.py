@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -84,11 +83,11 @@ def check_edit(
     return EditUpload(inputs, facts, header.width, header.height)
 
 
-def checked_edit(ctx: ServiceContext, tenant_id: str, check: Callable[[], EditUpload]) -> EditUpload:
-    """`check()` (the service's checks of an edit's files), then the tenant's pack's own bounds."""
+def within_pack_limits(ctx: ServiceContext, tenant_id: str, upload: EditUpload) -> EditUpload:
+    """`upload` (already through the service's checks, `check_edit`) when it is also within the tenant's
+    pack's own bounds; else the ApiError. Loads the pack when its file changed: call it off the event loop."""
     from genguard.guard.errors import PolicyError
 
-    upload = check()
     try:
         pack_name, limits = ctx.spaces.get(tenant_id).edit_limits()
     except PolicyError as exc:
@@ -208,4 +207,4 @@ def _file_facts(data: bytes, header: ImageHeader) -> dict[str, Any]:
     }
 
 
-__all__ = ["EditUpload", "check_edit", "checked_edit", "openai_mask", "transparent_area"]
+__all__ = ["EditUpload", "check_edit", "openai_mask", "transparent_area", "within_pack_limits"]

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from genguard.audit.service_store import JobRecord
 from genguard.pipeline.service.auth import Principal, requires
 from genguard.pipeline.service.context import ServiceContext
-from genguard.pipeline.service.edit_upload import EditUpload, check_edit, checked_edit
+from genguard.pipeline.service.edit_upload import EditUpload, check_edit, within_pack_limits
 from genguard.pipeline.service.errors import ApiError, not_found
 from genguard.pipeline.service.routes_verify import in_slot
 from genguard.pipeline.service.schemas import (
@@ -233,10 +233,10 @@ def router(ctx: ServiceContext) -> APIRouter:
                     ctx,
                     request,
                     "generation",
-                    lambda: checked_edit(
+                    lambda: within_pack_limits(
                         ctx,
                         principal.tenant_id,
-                        lambda: check_edit(
+                        check_edit(
                             image,
                             mask,
                             strength=body.strength,

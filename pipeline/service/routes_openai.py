@@ -34,9 +34,9 @@ from genguard.pipeline.service.context import ServiceContext
 from genguard.pipeline.service.edit_upload import (
     EditUpload,
     check_edit,
-    checked_edit,
     openai_mask,
     transparent_area,
+    within_pack_limits,
 )
 from genguard.pipeline.service.errors import ApiError
 from genguard.pipeline.service.routes_generations import (
@@ -214,11 +214,10 @@ def router(ctx: ServiceContext) -> APIRouter:
             mask = openai_mask(form.files["mask"], pixels) if "mask" in form.files else None
             if mask is None:
                 mask = transparent_area(image, pixels)
-            return check_edit(image, mask, strength=body.strength, consent=body.consent, max_pixels=pixels)
+            upload = check_edit(image, mask, strength=body.strength, consent=body.consent, max_pixels=pixels)
+            return within_pack_limits(ctx, principal.tenant_id, upload)
 
-        edit = await run_in_threadpool(
-            in_slot, ctx, request, "edit", checked_edit, ctx, principal.tenant_id, checked
-        )
+        edit = await run_in_threadpool(in_slot, ctx, request, "edit", checked)
         job = await run_in_threadpool(
             ctx.store.create_job,
             principal.tenant_id,
